@@ -1,0 +1,33 @@
+//! Handoff records, run ids, and the store that carries them.
+//!
+//! A *handoff* is the JSON file an agent writes when it finishes a delegated
+//! task (DESIGN §3). This crate owns its types, the parser (errors point at
+//! the field, line and column), and the [`HandoffStore`] trait with its file
+//! implementation [`FsStore`] (DESIGN §4).
+//!
+//! Two decisions a newcomer asks about:
+//!
+//! - **One watcher per store.** Linux allows 128 inotify instances per user,
+//!   so [`FsStore`] owns a single `notify` watcher and a map run id →
+//!   waiters. Waiting is *subscribe, then check*: a handoff that landed
+//!   before the subscription is found by the check, one that lands after it
+//!   by the watcher, so a fast agent is never missed.
+//! - **The file's content is the truth.** Watcher events only mean "look
+//!   again"; a file that does not parse yet because it is still being
+//!   written is looked at again until the deadline, never reported as final.
+#![warn(missing_docs)]
+
+mod parse;
+mod record;
+mod runid;
+pub mod store;
+
+pub use parse::{Expect, HandoffError, parse_handoff, parse_handoff_capped};
+pub use record::{
+    Artifact, ArtifactRef, Confidence, DEFAULT_MAX_HANDOFF_BYTES, Handoff, SCHEMA_VERSION, Status,
+};
+pub use runid::{InvalidId, MAX_ID_LEN, RunId, validate_id};
+pub use store::{
+    HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, LedgerRead, Scope, StoreError,
+    Subscription, WaitOutcome, WorkflowRecord,
+};
