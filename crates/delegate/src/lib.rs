@@ -1,1 +1,154 @@
-//! placeholder
+//! Delegation: deliver a task to an agent and wait for its handoff
+//! (DESIGN §5).
+//!
+//! This crate will hold the [`Transport`] seam, its implementations
+//! (`openclaw`: OpenClaw Gateway HTTP hooks; `exec`: a local command; `sim`:
+//! a simulated fleet for demos and tests) and the `Delegator`, which runs one
+//! delegation end to end: ACL check, new run id, subscribe to the handoff
+//! store, build the task message, dispatch with bounded retries, wait until
+//! the deadline, re-ask once on an invalid handoff, optionally hand the
+//! result to a validator agent, and write the ledger. For now it holds the
+//! seam only: [`Transport`], the [`Envelope`] it carries, the [`Ack`] it
+//! returns and its [`TransportError`].
+//!
+//! Decisions a newcomer asks about:
+//!
+//! - **A transport only delivers.** [`Transport::dispatch`] returns once the
+//!   receiver has *admitted* the task (OpenClaw answers `{ "ok": true,
+//!   "runId": … }`); the result always arrives as a handoff in the store,
+//!   whatever the transport. So waiting, deadlines and validation are written
+//!   once, in the delegator, not per transport.
+//! - **The run id is the idempotency key.** Every retry of one delegation
+//!   sends the same [`Envelope::run_id`] (OpenClaw's `Idempotency-Key`), so a
+//!   retried dispatch never starts the task twice. Whether to retry is the
+//!   error's call: [`TransportError::is_retryable`] and
+//!   [`TransportError::retry_after`].
+//! - **Layering.** This crate depends only on `orch-handoff` and `orch-acl`
+//!   and re-exports both ([`orch_handoff`], [`orch_acl`]) so `orch-workflow`
+//!   builds on this crate alone. It knows nothing about Discord or the agent
+//!   registry: the caller passes channel context as an already rendered
+//!   string, and resolves agents and their transports before asking.
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orch_handoff::RunId;
+
+pub use orch_acl;
+pub use orch_handoff;
+
+/// Delivers a task envelope to an agent.
+///
+/// Implementations are shared by concurrent delegations (`Send + Sync`,
+/// `&self`) and used as `Box<dyn Transport>` / `Arc<dyn Transport>`.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// The transport's kind, as named in config and logs (`openclaw`,
+    /// `exec`, `sim`).
+    fn name(&self) -> &str;
+
+    /// Hands `envelope` to its agent and returns once the receiver admitted
+    /// it. Does not wait for the handoff and does not retry: the caller
+    /// retries retryable errors with the same envelope.
+    async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError>;
+}
+
+fn _assert_object_safe(_: &dyn Transport) {}
+
+/// One task on its way to an agent: everything a transport needs, already
+/// decided by the delegator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The delegation's run id; also the idempotency key of every
+    /// (re)dispatch.
+    pub run_id: RunId,
+    /// Id of the target agent (as in the registry).
+    pub agent: String,
+    /// Id of whoever delegates (an agent or a human), already allowed by the
+    /// ACL.
+    pub caller: String,
+    /// The full task message: task text, optional channel-context block and
+    /// the handoff instructions.
+    pub message: String,
+    /// Where the agent must write its handoff (for the file store, the
+    /// absolute path of `<root>/[sub/]<runId>.json`).
+    pub handoff_location: String,
+    /// How long the delegator waits for the handoff; transports that can
+    /// bound the agent's run pass it on (OpenClaw `timeoutSeconds`).
+    pub timeout: Duration,
+    /// The run this one is a sub-delegation of, if any (`--parent`).
+    pub parent: Option<RunId>,
+}
+
+/// The receiver admitted the task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ack {
+    /// The receiver's own id for the run, if it gives one (OpenClaw's
+    /// `runId`); for logs and the ledger only.
+    pub remote_run_id: Option<String>,
+}
+
+/// Why a dispatch failed. Messages never contain secrets (tokens, auth
+/// headers), since they end up in output and logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The receiver refused the task and would refuse it again (bad
+    /// payload, unknown agent, bad token, hooks disabled). Not retryable.
+    #[error("the receiver rejected the task with status {status}: {message}")]
+    Rejected {
+        /// The receiver's status (HTTP status for `openclaw`).
+        status: u16,
+        /// What the receiver said, shortened.
+        message: String,
+    },
+    /// The receiver is there but cannot take the task now (HTTP 409, 429,
+    /// 502, 503). Retryable, after `retry_after` if the receiver said so.
+    #[error("the receiver is unavailable: {message}")]
+    Unavailable {
+        /// What the receiver said, shortened.
+        message: String,
+        /// How long the receiver asked to wait (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    /// The receiver could not be reached (connection refused or reset,
+    /// DNS, a local command that could not be started). Retryable.
+    #[error("could not reach the receiver: {message}")]
+    Connect {
+        /// What failed.
+        message: String,
+    },
+    /// The envelope is larger than the receiver accepts (OpenClaw: 256 KiB
+    /// bodies, HTTP 413). Not retryable.
+    #[error("the task is {size} bytes, larger than the {limit}-byte limit of the receiver")]
+    TooLarge {
+        /// Size of what was sent, in bytes.
+        size: u64,
+        /// The receiver's limit, in bytes.
+        limit: u64,
+    },
+    /// The transport is misconfigured (missing URL, token variable unset,
+    /// empty command). Not retryable.
+    #[error("transport configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl TransportError {
+    /// Whether dispatching the same envelope again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Connect { .. })
+    }
+
+    /// How long the receiver asked the caller to wait before retrying, if
+    /// it said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
