@@ -1,6 +1,13 @@
 //! The handoff record, schema 1.0 (DESIGN §3).
+//!
+//! The types serialize with derives; deserialization is hand-written in
+//! `parse.rs` so that every error names the field, and the JSON Schema is
+//! generated from these types by [`handoff_json_schema`].
 
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::RunId;
@@ -11,19 +18,12 @@ pub const SCHEMA_VERSION: &str = "1.0";
 /// Default cap on the size of a handoff file (DESIGN §4): 4 MiB.
 pub const DEFAULT_MAX_HANDOFF_BYTES: u64 = 4 * 1024 * 1024;
 
+/// `$id` of the published JSON Schema.
+const SCHEMA_ID: &str = "https://raw.githubusercontent.com/atomizer-hq/orch/main/crates/handoff/schema/handoff.schema.json";
+
 /// How the agent's work ended.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -37,19 +37,9 @@ pub enum Status {
     Failed,
 }
 
-/// How sure the agent is of its result. Ordered `Low < Medium < High`.
+/// How sure the agent is of its result. Ordered low < medium < high.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Confidence {
@@ -63,7 +53,7 @@ pub enum Confidence {
 
 /// One artifact the agent produced: a bare string (a path or URL) or an
 /// object with at least `path` or `url`.
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Artifact {
     /// A path or URL as a plain string.
@@ -72,14 +62,21 @@ pub enum Artifact {
     Ref(ArtifactRef),
 }
 
-/// A structured artifact reference. Unknown fields are kept.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+/// A structured artifact reference: at least one of `path` and `url` is
+/// set. Unknown fields are kept.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[schemars(
+    description = "A structured artifact reference: at least one of `path` and `url`; other fields are kept.",
+    extend("anyOf" = [{ "required": ["path"] }, { "required": ["url"] }])
+)]
 pub struct ArtifactRef {
     /// Local path of the artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(min = 1))]
     pub path: Option<String>,
     /// URL of the artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(min = 1))]
     pub url: Option<String>,
     /// Fields this version does not know, kept verbatim.
     #[serde(flatten)]
@@ -91,32 +88,43 @@ pub struct ArtifactRef {
 /// Required: `schemaVersion` (major 1), `runId`, `agent`, `status`,
 /// `result`. Defaults of the optional fields: `artifacts` = `[]`,
 /// `notes` = `""`, `confidence` and `timestamp` absent (not stated; gates
-/// treat an absent confidence as `low`). Unknown top-level fields are kept
-/// in `extra` and written back unchanged.
+/// treat an absent confidence as `low`). An optional field written as
+/// `null` reads as absent. Unknown top-level fields are kept in `extra` and
+/// written back unchanged.
 #[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(
+    title = "orch handoff",
+    description = "The structured answer an agent writes when it finishes a task delegated by orch (schema 1.x). Unknown fields are allowed and kept.",
+    extend("$id" = SCHEMA_ID)
+)]
 pub struct Handoff {
-    /// `"1.<minor>"`; any other major is rejected.
+    /// Schema version, `"1.<minor>"`; any other major is rejected.
+    #[schemars(regex(pattern = r"^1\.[0-9]+$"), extend("examples" = ["1.0"]))]
     pub schema_version: String,
     /// The run this handoff answers.
     pub run_id: RunId,
     /// The agent that wrote it.
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
     pub agent: String,
     /// How the work ended.
     pub status: Status,
     /// The result itself (free text, usually Markdown).
     pub result: String,
-    /// Produced files or links.
+    /// Produced files or links (default: none).
     #[serde(default)]
+    #[schemars(extend("type" = ["array", "null"]))]
     pub artifacts: Vec<Artifact>,
-    /// How sure the agent is.
+    /// How sure the agent is (default: not stated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<Confidence>,
-    /// Caveats, what is missing, what to do next.
+    /// Caveats, what is missing, what to do next (default: empty).
     #[serde(default)]
+    #[schemars(extend("type" = ["string", "null"]))]
     pub notes: String,
-    /// When the handoff was written (RFC 3339).
+    /// When the handoff was written (RFC 3339, default: not stated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub timestamp: Option<String>,
     /// Fields this version does not know, kept verbatim.
     #[serde(flatten)]
@@ -153,4 +161,43 @@ impl Handoff {
         out.push(b'\n');
         out
     }
+}
+
+impl JsonSchema for Artifact {
+    fn schema_name() -> Cow<'static, str> {
+        "Artifact".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let object = generator.subschema_for::<ArtifactRef>();
+        json_schema!({
+            "description": "An artifact: a path or URL as a string, or an object with at least `path` or `url`.",
+            "oneOf": [
+                { "type": "string", "minLength": 1, "description": "A path or URL." },
+                object
+            ]
+        })
+    }
+}
+
+/// The JSON Schema (draft 2020-12) of a handoff, generated from the Rust
+/// types. The repository publishes it as `crates/handoff/schema/handoff.schema.json`.
+pub fn handoff_json_schema() -> Value {
+    let generated = schemars::generate::SchemaSettings::draft2020_12()
+        .for_deserialize()
+        .into_generator()
+        .into_root_schema_for::<Handoff>()
+        .to_value();
+    let Value::Object(mut rest) = generated else {
+        return generated;
+    };
+    // Identity first, then the shape, for readers of the published file.
+    let mut ordered = Map::new();
+    for key in ["$schema", "$id", "title", "description"] {
+        if let Some(value) = rest.shift_remove(key) {
+            ordered.insert(key.to_owned(), value);
+        }
+    }
+    ordered.extend(rest);
+    Value::Object(ordered)
 }
