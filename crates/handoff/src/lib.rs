@@ -25,9 +25,10 @@ pub mod store;
 pub use parse::{Expect, HandoffError, parse_handoff, parse_handoff_capped};
 pub use record::{
     Artifact, ArtifactRef, Confidence, DEFAULT_MAX_HANDOFF_BYTES, Handoff, SCHEMA_VERSION, Status,
+    handoff_json_schema,
 };
 pub use runid::{InvalidId, MAX_ID_LEN, RunId, validate_id};
 pub use store::{
-    HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, LedgerRead, Scope, StoreError,
-    Subscription, WaitOutcome, WorkflowRecord,
+    FsStore, FsStoreConfig, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, LedgerRead,
+    Scope, StoreError, Subscription, WaitOutcome, WatchMode, WorkflowRecord,
 };

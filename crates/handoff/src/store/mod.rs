@@ -7,7 +7,11 @@ use tokio::time::Instant;
 
 use crate::{Handoff, HandoffError, InvalidId, RunId};
 
+mod files;
+mod fs;
 mod ledger;
+mod watch;
+pub use fs::{FsStore, FsStoreConfig, WatchMode};
 pub use ledger::{LedgerEvent, LedgerEventKind, LedgerRead};
 
 /// Where a handoff lives: top-level delegations at the store root, handoffs
@@ -107,6 +111,13 @@ pub enum StoreError {
         path: PathBuf,
         /// What is wrong with it.
         message: String,
+    },
+    /// A step id the store reserves for its own files (`summary`, in any
+    /// case: it would name the workflow run summary).
+    #[error("step id {id:?} is reserved: it would name the workflow run summary")]
+    ReservedId {
+        /// The rejected id.
+        id: String,
     },
     /// A symlink where a store file should be; symlinks are never followed.
     #[error("{} is a symlink; the store does not follow symlinks", path.display())]
