@@ -1,1 +1,70 @@
-fn main() {}
+//! `orch`: the command-line composition root.
+//!
+//! `main` parses arguments, builds the tokio runtime, runs one command and
+//! maps its outcome to the documented exit code (see [`exit::Exit`]). Every
+//! concrete type (store, policy, later transports and routers) is chosen
+//! here and nowhere else.
+
+// The binary's job is to talk to the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod args;
+mod cmd;
+mod exit;
+mod out;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::exit::{CliError, Exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Internal.into();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(exit) => exit.into(),
+        Err(err) => {
+            if !err.is_broken_pipe() {
+                eprintln!("error: {err}");
+            }
+            err.exit().into()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<Exit, CliError> {
+    match cli.command {
+        Command::Handoff(cmd) => cmd::handoff::run(&cli.global, cmd).await,
+        Command::Acl(cmd) => cmd::acl::run(&cli.global, cmd),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // A second initialisation can only happen in tests; ignoring it is right.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

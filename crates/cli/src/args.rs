@@ -1,0 +1,267 @@
+//! Command-line arguments (clap derive). Only the CLI knows these types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// orch: synchronous delegation, routing, workflows and metrics for a team of AI agents.
+#[derive(Debug, Parser)]
+#[command(
+    name = "orch",
+    version,
+    about = "Synchronous delegation, routing, workflows and metrics for a team of AI agents",
+    propagate_version = true
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Root of the handoff store
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_HANDOFF_DIR",
+        hide_env_values = true,
+        help_heading = "Global options",
+        value_name = "DIR",
+        default_value = "./.orch/handoffs"
+    )]
+    pub(crate) handoff_dir: PathBuf,
+
+    /// How to notice handoffs: inotify, polling (for NFS and some container
+    /// mounts), or auto (inotify, falling back to polling)
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_WATCH",
+        hide_env_values = true,
+        help_heading = "Global options",
+        value_enum,
+        default_value_t = WatchArg::Auto
+    )]
+    pub(crate) watch: WatchArg,
+
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+}
+
+/// `--watch` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WatchArg {
+    /// inotify, falling back to polling if it is unavailable
+    Auto,
+    /// inotify only
+    Inotify,
+    /// poll the store directory
+    Poll,
+}
+
+/// `--status` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatusArg {
+    /// the task is done
+    Complete,
+    /// part of it is done; say what is missing in --notes
+    Partial,
+    /// you could not proceed (missing input, access, decision)
+    Blocked,
+    /// you tried and failed
+    Failed,
+}
+
+impl From<StatusArg> for orch_handoff::Status {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Complete => Self::Complete,
+            StatusArg::Partial => Self::Partial,
+            StatusArg::Blocked => Self::Blocked,
+            StatusArg::Failed => Self::Failed,
+        }
+    }
+}
+
+/// `--confidence` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ConfidenceArg {
+    /// checked against sources or by test
+    High,
+    /// plausible, partly checked
+    Medium,
+    /// unverified or partly guessed
+    Low,
+}
+
+impl From<ConfidenceArg> for orch_handoff::Confidence {
+    fn from(c: ConfidenceArg) -> Self {
+        match c {
+            ConfidenceArg::High => Self::High,
+            ConfidenceArg::Medium => Self::Medium,
+            ConfidenceArg::Low => Self::Low,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Write, check, show and wait for handoffs (what agents answer with)
+    #[command(subcommand)]
+    Handoff(HandoffCmd),
+    /// Check and show who may delegate to whom
+    #[command(subcommand)]
+    Acl(AclCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HandoffCmd {
+    /// Write a handoff into the store (what an agent runs to answer a task)
+    Submit(SubmitArgs),
+    /// Check a handoff file without writing anything
+    Validate(ValidateArgs),
+    /// Print the handoff of a run
+    Show(ShowArgs),
+    /// Block until the handoff of a run lands, then print it
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("result_source").args(["result", "result_file"])))]
+pub(crate) struct SubmitArgs {
+    /// The run id given in the task (with --json: the id the file must carry)
+    #[arg(long, value_name = "ID", required_unless_present = "json")]
+    pub(crate) run_id: Option<String>,
+    /// Your agent id (with --json: the agent the file must name)
+    #[arg(long, value_name = "AGENT", required_unless_present = "json")]
+    pub(crate) agent: Option<String>,
+    /// complete | partial | blocked | failed
+    #[arg(
+        long,
+        value_name = "STATUS",
+        required_unless_present = "json",
+        conflicts_with = "json"
+    )]
+    pub(crate) status: Option<StatusArg>,
+    /// The result text; `-` reads it from stdin
+    #[arg(long, value_name = "TEXT", conflicts_with = "json")]
+    pub(crate) result: Option<String>,
+    /// Read the result text from a file (`-` for stdin)
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub(crate) result_file: Option<PathBuf>,
+    /// high | medium | low
+    #[arg(long, value_name = "LEVEL", conflicts_with = "json")]
+    pub(crate) confidence: Option<ConfidenceArg>,
+    /// Caveats, what is missing, what to do next
+    #[arg(long, value_name = "TEXT", conflicts_with = "json")]
+    pub(crate) notes: Option<String>,
+    /// A produced file or link (repeatable)
+    #[arg(long = "artifact", value_name = "PATH|URL", conflicts_with = "json")]
+    pub(crate) artifacts: Vec<String>,
+    /// Submit a complete handoff JSON document instead of flags (`-` for stdin)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+    /// The task was a sub-delegation: write under sub/
+    #[arg(long)]
+    pub(crate) sub: bool,
+    /// Replace a handoff already stored for this run
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// The handoff file (`-` for stdin)
+    pub(crate) file: PathBuf,
+    /// Also require this run id
+    #[arg(long, value_name = "ID")]
+    pub(crate) run_id: Option<String>,
+    /// Also require this agent
+    #[arg(long, value_name = "AGENT")]
+    pub(crate) agent: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The run id
+    pub(crate) run_id: String,
+    /// Look under sub/ (a sub-delegation)
+    #[arg(long)]
+    pub(crate) sub: bool,
+    /// Print the handoff as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WaitArgs {
+    /// The run id
+    pub(crate) run_id: String,
+    /// How long to wait: seconds, or a duration such as 90s, 10m, 1h
+    #[arg(long, value_name = "DURATION", default_value = "120", value_parser = crate::args::parse_duration)]
+    pub(crate) timeout: std::time::Duration,
+    /// Wait under sub/ (a sub-delegation)
+    #[arg(long)]
+    pub(crate) sub: bool,
+    /// Print the handoff as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclCmd {
+    /// Say whether CALLER may delegate to TARGET (exit 0 allowed, 3 denied)
+    Check {
+        /// The delegating agent
+        caller: String,
+        /// The agent that would receive the task
+        target: String,
+    },
+    /// Print the policy
+    Show {
+        /// Print it as JSON (the config shape: caller -> list)
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses `120` (seconds) or a friendly / ISO 8601 duration (`90s`, `10m`,
+/// `1h 30m`, `PT2M`).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use seconds (120) or e.g. 90s, 10m, 1h"))?;
+    d.try_into()
+        .map_err(|_| format!("{s:?} is not a duration: it must not be negative"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,305 @@
+//! `orch handoff submit|validate|show|wait`.
+
+use std::io::Read;
+use std::path::Path;
+
+use orch_handoff::{
+    Artifact, DEFAULT_MAX_HANDOFF_BYTES, Expect, FsStore, FsStoreConfig, Handoff, HandoffKey,
+    HandoffStore, RunId, StoreError, WaitOutcome, WatchMode, parse_handoff,
+};
+use tokio::time::Instant;
+
+use crate::args::{GlobalArgs, HandoffCmd, ShowArgs, SubmitArgs, ValidateArgs, WaitArgs, WatchArg};
+use crate::exit::{CliError, Exit};
+use crate::out;
+
+pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, CliError> {
+    match cmd {
+        HandoffCmd::Submit(args) => submit(global, args).await,
+        HandoffCmd::Validate(args) => validate(args),
+        HandoffCmd::Show(args) => show(global, args).await,
+        HandoffCmd::Wait(args) => wait(global, args).await,
+    }
+}
+
+/// Opens the file store the global flags name.
+pub(crate) fn open_store(global: &GlobalArgs) -> Result<FsStore, CliError> {
+    let mut config = FsStoreConfig::new(&global.handoff_dir);
+    config.watch = match global.watch {
+        WatchArg::Auto => WatchMode::Auto,
+        WatchArg::Inotify => WatchMode::Inotify,
+        WatchArg::Poll => WatchMode::Poll,
+    };
+    FsStore::open(config).map_err(|e| {
+        CliError::Internal(format!(
+            "cannot open the handoff store at {}: {e}",
+            global.handoff_dir.display()
+        ))
+    })
+}
+
+fn key(run_id: &str, sub: bool) -> Result<HandoffKey, CliError> {
+    let run_id =
+        RunId::new(run_id).map_err(|e| CliError::Usage(format!("run id {run_id:?}: {e}")))?;
+    Ok(if sub {
+        HandoffKey::sub(run_id)
+    } else {
+        HandoffKey::top(run_id)
+    })
+}
+
+async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError> {
+    let expected_run = args
+        .run_id
+        .as_deref()
+        .map(|id| RunId::new(id).map_err(|e| CliError::Usage(format!("--run-id {id:?}: {e}"))))
+        .transpose()?;
+    let handoff = match &args.json {
+        Some(path) => {
+            let bytes = read_input(path)?;
+            let expect = Expect {
+                run_id: expected_run.as_ref(),
+                agent: args.agent.as_deref(),
+            };
+            parse_handoff(&bytes, &expect)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", shown(path))))?
+        }
+        None => from_flags(&args, expected_run)?,
+    };
+    let store = open_store(global)?;
+    let key = if args.sub {
+        HandoffKey::sub(handoff.run_id.clone())
+    } else {
+        HandoffKey::top(handoff.run_id.clone())
+    };
+    let path = store.path_of(&key);
+    match store.get(&key).await {
+        Ok(None) => {}
+        Ok(Some(existing)) if !args.force => {
+            return Err(CliError::Usage(format!(
+                "a handoff for run {} already exists at {} (status {}); pass --force to replace it",
+                key.run_id,
+                path.display(),
+                status_word(&existing),
+            )));
+        }
+        Ok(Some(_)) => {}
+        // An invalid answer already there is kept for inspection, not lost.
+        Err(StoreError::Invalid { .. }) => {
+            store.quarantine(&key).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    store.put(key.scope, &handoff).await?;
+    out::print(&format!(
+        "submitted handoff for run {} ({} by {}) to {}\n",
+        handoff.run_id,
+        status_word(&handoff),
+        handoff.agent,
+        path.display()
+    ))?;
+    Ok(Exit::Ok)
+}
+
+/// Builds a handoff from `--run-id --agent --status --result …` and checks
+/// it with the same parser every reader uses.
+fn from_flags(args: &SubmitArgs, run_id: Option<RunId>) -> Result<Handoff, CliError> {
+    let missing = |flag: &str| CliError::Usage(format!("{flag} is required without --json"));
+    let run_id = run_id.ok_or_else(|| missing("--run-id"))?;
+    let agent = args.agent.clone().ok_or_else(|| missing("--agent"))?;
+    if agent.trim().is_empty() {
+        return Err(CliError::Usage(
+            "--agent is empty: give the id of the agent that did the task".into(),
+        ));
+    }
+    let status = args.status.ok_or_else(|| missing("--status"))?;
+    let result = match (&args.result, &args.result_file) {
+        (Some(text), _) if text == "-" => read_text(Path::new("-"))?,
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => read_text(path)?,
+        (None, None) => {
+            return Err(CliError::Usage(
+                "give the result with --result TEXT, --result-file FILE or --result - (stdin)"
+                    .into(),
+            ));
+        }
+    };
+    let mut handoff = Handoff::new(run_id, agent, status.into(), result);
+    handoff.confidence = args.confidence.map(Into::into);
+    handoff.notes = args.notes.clone().unwrap_or_default();
+    handoff.artifacts = args
+        .artifacts
+        .iter()
+        .cloned()
+        .map(Artifact::Plain)
+        .collect();
+    let bytes = handoff.to_json_pretty();
+    parse_handoff(&bytes, &Expect::default())
+        .map_err(|e| CliError::Usage(format!("invalid handoff: {e}")))
+}
+
+fn validate(args: ValidateArgs) -> Result<Exit, CliError> {
+    let run_id = args
+        .run_id
+        .as_deref()
+        .map(|id| RunId::new(id).map_err(|e| CliError::Usage(format!("--run-id {id:?}: {e}"))))
+        .transpose()?;
+    let bytes = read_input(&args.file)?;
+    let expect = Expect {
+        run_id: run_id.as_ref(),
+        agent: args.agent.as_deref(),
+    };
+    let handoff = parse_handoff(&bytes, &expect)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", shown(&args.file))))?;
+    out::print(&format!(
+        "{}: valid handoff for run {} ({} by {})\n",
+        shown(&args.file),
+        handoff.run_id,
+        status_word(&handoff),
+        handoff.agent
+    ))?;
+    Ok(Exit::Ok)
+}
+
+async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<Exit, CliError> {
+    let key = key(&args.run_id, args.sub)?;
+    let store = open_store(global)?;
+    match store.get(&key).await? {
+        Some(handoff) => {
+            print_handoff(&handoff, args.json)?;
+            Ok(Exit::Ok)
+        }
+        None => Err(CliError::Usage(format!(
+            "no handoff for run {} at {}",
+            key.run_id,
+            store.path_of(&key).display()
+        ))),
+    }
+}
+
+async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, CliError> {
+    let key = key(&args.run_id, args.sub)?;
+    let store = open_store(global)?;
+    let deadline = Instant::now() + args.timeout;
+    match store.wait(&key, deadline).await? {
+        WaitOutcome::Landed(handoff) => {
+            print_handoff(&handoff, args.json)?;
+            Ok(Exit::for_status(handoff.status))
+        }
+        WaitOutcome::Invalid(e) => Err(CliError::Usage(format!(
+            "{}: {e}",
+            store.path_of(&key).display()
+        ))),
+        WaitOutcome::TimedOut => {
+            eprintln!(
+                "timed out after {} waiting for {}",
+                friendly(args.timeout),
+                store.path_of(&key).display()
+            );
+            Ok(Exit::TimedOut)
+        }
+    }
+}
+
+fn print_handoff(handoff: &Handoff, json: bool) -> Result<(), CliError> {
+    if json {
+        return out::print_json(handoff);
+    }
+    out::print(&render(handoff))
+}
+
+/// The human rendering of a handoff.
+pub(crate) fn render(h: &Handoff) -> String {
+    let mut s = format!("handoff {}\n", h.run_id);
+    let mut row = |k: &str, v: &str| s.push_str(&format!("  {k:<11} {v}\n"));
+    row("agent", &h.agent);
+    row("status", status_word(h));
+    row(
+        "confidence",
+        h.confidence.map_or("(not stated)", |c| match c {
+            orch_handoff::Confidence::High => "high",
+            orch_handoff::Confidence::Medium => "medium",
+            orch_handoff::Confidence::Low => "low",
+        }),
+    );
+    if let Some(ts) = &h.timestamp {
+        row("timestamp", ts);
+    }
+    for (i, artifact) in h.artifacts.iter().enumerate() {
+        let text = match artifact {
+            Artifact::Plain(s) => s.clone(),
+            Artifact::Ref(r) => r.path.clone().or_else(|| r.url.clone()).unwrap_or_default(),
+        };
+        row(if i == 0 { "artifacts" } else { "" }, &text);
+    }
+    if !h.notes.is_empty() {
+        row("notes", &h.notes);
+    }
+    if !h.extra.is_empty() {
+        let keys: Vec<&str> = h.extra.keys().map(String::as_str).collect();
+        row("extra", &keys.join(", "));
+    }
+    s.push('\n');
+    s.push_str(h.result.trim_end());
+    s.push('\n');
+    s
+}
+
+fn status_word(h: &Handoff) -> &'static str {
+    match h.status {
+        orch_handoff::Status::Complete => "complete",
+        orch_handoff::Status::Partial => "partial",
+        orch_handoff::Status::Blocked => "blocked",
+        orch_handoff::Status::Failed => "failed",
+    }
+}
+
+fn friendly(d: std::time::Duration) -> String {
+    match jiff::SignedDuration::try_from(d) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => format!("{d:?}"),
+    }
+}
+
+fn shown(path: &Path) -> String {
+    if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Reads a handoff document from a file or stdin (`-`), refusing anything
+/// over the size cap without reading all of it.
+fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
+    let cap = DEFAULT_MAX_HANDOFF_BYTES;
+    let mut bytes = Vec::new();
+    let res = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(cap + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+    };
+    res.map_err(|e| CliError::Usage(format!("cannot read {}: {e}", shown(path))))?;
+    if bytes.len() as u64 > cap {
+        return Err(CliError::Usage(format!(
+            "{}: handoff is larger than the {cap}-byte limit",
+            shown(path)
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Reads result text from a file or stdin (`-`); it must be UTF-8.
+fn read_text(path: &Path) -> Result<String, CliError> {
+    let bytes = read_input(path)?;
+    String::from_utf8(bytes).map_err(|e| {
+        CliError::Usage(format!(
+            "{}: the result is not UTF-8 (invalid byte at offset {})",
+            shown(path),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}

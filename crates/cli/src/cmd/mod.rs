@@ -1,0 +1,4 @@
+//! One module per command group.
+
+pub(crate) mod acl;
+pub(crate) mod handoff;

@@ -1,0 +1,22 @@
+//! Writing to stdout: a closed pipe ends the command quietly.
+
+use std::io::Write;
+
+use crate::exit::CliError;
+
+/// Writes `text` to stdout in one go.
+pub(crate) fn print(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(CliError::Output)
+}
+
+/// Pretty JSON with a trailing newline.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::Internal(format!("serializing output: {e}")))?;
+    text.push('\n');
+    print(&text)
+}
