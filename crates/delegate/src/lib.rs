@@ -1,15 +1,16 @@
 //! Delegation: deliver a task to an agent and wait for its handoff
 //! (DESIGN §5).
 //!
-//! This crate will hold the [`Transport`] seam, its implementations
-//! (`openclaw`: OpenClaw Gateway HTTP hooks; `exec`: a local command; `sim`:
-//! a simulated fleet for demos and tests) and the `Delegator`, which runs one
+//! This crate holds the [`Transport`] seam, its implementations
+//! ([`transport::openclaw`]: OpenClaw Gateway HTTP hooks;
+//! [`transport::exec`]: a local command; [`transport::sim`]: a simulated
+//! fleet for demos and tests) and the [`Delegator`], which runs one
 //! delegation end to end: ACL check, new run id, subscribe to the handoff
-//! store, build the task message, dispatch with bounded retries, wait until
-//! the deadline, re-ask once on an invalid handoff, optionally hand the
-//! result to a validator agent, and write the ledger. For now it holds the
-//! seam only: [`Transport`], the [`Envelope`] it carries, the [`Ack`] it
-//! returns and its [`TransportError`].
+//! store, build the task message ([`task_message`]), dispatch with bounded
+//! retries, wait until the deadline, re-ask once on an invalid handoff,
+//! optionally hand the result to a validator agent, and write the ledger.
+//! With the `testing` feature, [`testing::FakeGateway`] is a local fake
+//! OpenClaw gateway that speaks the real hooks contract.
 //!
 //! Decisions a newcomer asks about:
 //!
@@ -33,10 +34,21 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orch_handoff::RunId;
+use orch_handoff::{RunId, Scope};
 
 pub use orch_acl;
 pub use orch_handoff;
+
+mod delegator;
+mod message;
+mod secret;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod transport;
+
+pub use delegator::*;
+pub use message::*;
+pub use secret::Secret;
 
 /// Delivers a task envelope to an agent.
 ///
@@ -79,6 +91,24 @@ pub struct Envelope {
     pub timeout: Duration,
     /// The run this one is a sub-delegation of, if any (`--parent`).
     pub parent: Option<RunId>,
+    /// Where the handoff goes: [`Scope::Sub`] exactly when `parent` is set.
+    pub scope: Scope,
+    /// 1 for the first dispatch, 2 for the first re-ask, and so on. Retries
+    /// of one dispatch keep the attempt (and so the idempotency key).
+    pub attempt: u32,
+}
+
+impl Envelope {
+    /// The idempotency key of this dispatch: the run id for the first
+    /// attempt, `<runId>.reask-<n>` for re-asks, so a retried dispatch is
+    /// recognised as the same request but a re-ask is a new one.
+    pub fn idempotency_key(&self) -> String {
+        if self.attempt <= 1 {
+            self.run_id.to_string()
+        } else {
+            format!("{}.reask-{}", self.run_id, self.attempt - 1)
+        }
+    }
 }
 
 /// The receiver admitted the task.
@@ -87,6 +117,24 @@ pub struct Ack {
     /// The receiver's own id for the run, if it gives one (OpenClaw's
     /// `runId`); for logs and the ledger only.
     pub remote_run_id: Option<String>,
+    /// Set when the transport knows the agent's run has *ended* by the time
+    /// `dispatch` returns (OpenClaw with `waitForCompletion`, the `exec`
+    /// transport once its command exited). The delegator then checks the
+    /// store once instead of waiting out the deadline: a run that ended
+    /// without a handoff is re-asked or failed at once.
+    pub completion: Option<Completion>,
+}
+
+/// How an agent's run ended, as far as the transport can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// `true` when the run ended normally (OpenClaw `completion.status` `ok`,
+    /// exit status 0).
+    pub ok: bool,
+    /// What the transport knows about the end: OpenClaw's status and error,
+    /// or the command's exit status and the tail of its stderr. Never
+    /// contains secrets.
+    pub detail: String,
 }
 
 /// Why a dispatch failed. Messages never contain secrets (tokens, auth

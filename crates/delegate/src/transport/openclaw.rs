@@ -1,0 +1,754 @@
+//! The `openclaw` transport: OpenClaw Gateway HTTP hooks (DESIGN §5).
+//!
+//! One dispatch is one `POST {url}{path}/agent` with the hook token as a
+//! bearer token, the envelope's idempotency key as `Idempotency-Key`, and
+//! the JSON body `{ message, name, agentId, deliver: false, timeoutSeconds,
+//! waitForCompletion? }`. The gateway answers `200 {"ok":true,"runId":…}`
+//! once it admitted the run (or, with `waitForCompletion`, once the run
+//! settled, with a `completion`). Every other answer is mapped to a
+//! [`TransportError`] that says whether a retry may help and, for the ones
+//! that will not, what to fix.
+//!
+//! The token never leaves this module except in the `Authorization` header
+//! (marked sensitive): error messages quote at most
+//! [`MAX_QUOTE_CHARS`] characters of the gateway's answer, with any
+//! occurrence of the token blanked out, and never the request's URL
+//! credentials (a URL with userinfo is refused at construction).
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde_json::{Value, json};
+
+use crate::{Ack, Completion, Envelope, Secret, Transport, TransportError};
+
+/// OpenClaw's default hooks path.
+pub const DEFAULT_PATH: &str = "/hooks";
+/// OpenClaw's request body limit for hooks (256 KiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+/// Default TCP connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Total request timeout when the gateway answers on admission
+/// (`waitForCompletion` off).
+pub const ADMISSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Extra time granted on top of the envelope's timeout when the gateway
+/// answers only once the agent's run settled (`waitForCompletion` on).
+pub const COMPLETION_MARGIN: Duration = Duration::from_secs(30);
+/// How much of a response body is read: OpenClaw's answers are a few
+/// hundred bytes; a longer one is cut (and then is not `ok:true` JSON).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// How many characters of a gateway answer an error message quotes.
+pub const MAX_QUOTE_CHARS: usize = 200;
+
+/// Where and how to reach an OpenClaw gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenClawConfig {
+    /// Base URL of the gateway, e.g. `http://127.0.0.1:18789` (no
+    /// credentials in it: the token goes in [`OpenClawConfig::token`]).
+    pub url: String,
+    /// Hooks path (OpenClaw's `hooks.path`), default `/hooks`.
+    pub path: String,
+    /// The hook token, sent as `Authorization: Bearer <token>`.
+    pub token: Secret,
+    /// The OpenClaw `agentId` to address, if it differs from orch's agent
+    /// id (default: the envelope's agent).
+    pub agent_id: Option<String>,
+    /// Send `waitForCompletion: true`: the gateway answers once the agent's
+    /// run settled, so the delegator learns at once that a run ended
+    /// without a handoff.
+    pub wait_for_completion: bool,
+    /// TCP connect timeout (default 5 s).
+    pub connect_timeout: Duration,
+    /// Largest request body sent (default 256 KiB, OpenClaw's limit);
+    /// larger envelopes are refused before anything is sent.
+    pub max_body_bytes: usize,
+}
+
+impl OpenClawConfig {
+    /// A config for the gateway at `url` with OpenClaw's defaults: path
+    /// `/hooks`, the envelope's agent id, no `waitForCompletion`, 5 s
+    /// connect timeout, 256 KiB bodies.
+    pub fn new(url: impl Into<String>, token: Secret) -> Self {
+        Self {
+            url: url.into(),
+            path: DEFAULT_PATH.to_owned(),
+            token,
+            agent_id: None,
+            wait_for_completion: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Delivers envelopes to an OpenClaw gateway's `/hooks/agent` endpoint.
+///
+/// Holds one HTTP client (connection pool) for all dispatches; cheap to
+/// share behind an `Arc`.
+pub struct OpenClawTransport {
+    client: reqwest::Client,
+    /// `{url}{path}/agent`.
+    endpoint: Url,
+    /// The endpoint as shown in messages: no userinfo, query or fragment.
+    shown_endpoint: String,
+    /// `Bearer <token>`, marked sensitive.
+    auth: HeaderValue,
+    token: Secret,
+    agent_id: Option<String>,
+    wait_for_completion: bool,
+    max_body_bytes: usize,
+}
+
+impl fmt::Debug for OpenClawTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenClawTransport")
+            .field("endpoint", &self.shown_endpoint)
+            .field("token", &self.token)
+            .field("agent_id", &self.agent_id)
+            .field("wait_for_completion", &self.wait_for_completion)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenClawTransport {
+    /// Checks `config` and builds the HTTP client. Refuses a URL that is
+    /// not `http`/`https`, a URL with credentials, an empty token and a
+    /// token that cannot be sent in a header.
+    pub fn new(config: OpenClawConfig) -> Result<Self, TransportError> {
+        let base = config.url.trim();
+        if base.is_empty() {
+            return Err(config_error("the openclaw url is empty"));
+        }
+        let parsed = Url::parse(base).map_err(|e| {
+            config_error(format!(
+                "the openclaw url {:?} is not a valid url: {e}",
+                shorten(base, 100)
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(config_error(format!(
+                "the openclaw url must start with http:// or https://, not {}://",
+                parsed.scheme()
+            )));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(config_error(
+                "the openclaw url must not contain credentials: name the token variable or file in orch config instead",
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(config_error(
+                "the openclaw url must not have a query or fragment",
+            ));
+        }
+        let path = normalize_path(&config.path)?;
+        let joined = format!("{}{}/agent", base.trim_end_matches('/'), path);
+        let endpoint = Url::parse(&joined).map_err(|e| {
+            config_error(format!(
+                "the openclaw url and path do not form a valid url: {e}"
+            ))
+        })?;
+        let shown_endpoint = show_url(&endpoint);
+
+        let token = config.token.expose();
+        if token.trim().is_empty() {
+            return Err(config_error("the openclaw hook token is empty"));
+        }
+        if token.trim() != token {
+            return Err(config_error(
+                "the openclaw hook token starts or ends with whitespace (token not shown)",
+            ));
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            config_error(
+                "the openclaw hook token contains characters that cannot be sent in an http header (token not shown)",
+            )
+        })?;
+        auth.set_sensitive(true);
+
+        if let Some(agent) = &config.agent_id
+            && agent.trim().is_empty()
+        {
+            return Err(config_error("the openclaw agent_id is empty"));
+        }
+        if config.max_body_bytes == 0 {
+            return Err(config_error("the openclaw max_body_bytes is 0"));
+        }
+
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("orch/", env!("CARGO_PKG_VERSION")));
+        if is_loopback(&endpoint) {
+            // A proxy from the environment must never see a loopback
+            // gateway's token.
+            builder = builder.no_proxy();
+        }
+        let client = builder
+            .build()
+            .map_err(|e| config_error(format!("cannot build the http client: {}", cause(e))))?;
+
+        Ok(Self {
+            client,
+            endpoint,
+            shown_endpoint,
+            auth,
+            token: config.token,
+            agent_id: config.agent_id,
+            wait_for_completion: config.wait_for_completion,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// The URL dispatches go to (`{url}{path}/agent`).
+    pub fn endpoint(&self) -> &str {
+        &self.shown_endpoint
+    }
+
+    fn agent_id<'a>(&'a self, envelope: &'a Envelope) -> &'a str {
+        self.agent_id.as_deref().unwrap_or(&envelope.agent)
+    }
+
+    /// The request body for `envelope`.
+    fn body(&self, envelope: &Envelope) -> Value {
+        let mut body = json!({
+            "message": envelope.message,
+            "name": format!("orch {}", envelope.run_id),
+            "agentId": self.agent_id(envelope),
+            "deliver": false,
+            "timeoutSeconds": timeout_seconds(envelope.timeout),
+        });
+        if self.wait_for_completion
+            && let Some(map) = body.as_object_mut()
+        {
+            map.insert("waitForCompletion".to_owned(), Value::Bool(true));
+        }
+        body
+    }
+
+    fn request_timeout(&self, envelope: &Envelope) -> Duration {
+        if self.wait_for_completion {
+            envelope.timeout.saturating_add(COMPLETION_MARGIN)
+        } else {
+            ADMISSION_TIMEOUT
+        }
+    }
+
+    /// Quotes a gateway answer for an error message: at most
+    /// [`MAX_QUOTE_CHARS`] characters, the token blanked out.
+    fn quote(&self, body: &[u8]) -> String {
+        shorten(&self.redact(&error_text(body)), MAX_QUOTE_CHARS)
+    }
+
+    /// `text` with every occurrence of the token blanked out.
+    fn redact(&self, text: &str) -> String {
+        let token = self.token.expose();
+        if token.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(token, "[redacted]")
+        }
+    }
+
+    fn map_response(
+        &self,
+        envelope: &Envelope,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        sent: usize,
+    ) -> Result<Ack, TransportError> {
+        let code = status.as_u16();
+        let reason = status.canonical_reason().unwrap_or("");
+        let rejected = |message: String| TransportError::Rejected {
+            status: code,
+            message,
+        };
+        match code {
+            200 => self.ack(body).ok_or_else(|| {
+                rejected(format!(
+                    "openclaw answered 200 but not with {{\"ok\":true,…}} JSON: {}: check that `url` points at an openclaw gateway",
+                    quoted(&self.quote(body))
+                ))
+            }),
+            400 => {
+                let said = self.quote(body);
+                if said.to_ascii_lowercase().contains("agentid") {
+                    let agent = self.agent_id(envelope);
+                    Err(rejected(format!(
+                        "openclaw does not know agent {agent:?} ({}): add it to the gateway's agents and hooks.allowedAgentIds, or set the agent's remote_id in orch.yaml",
+                        quoted(&said)
+                    )))
+                } else {
+                    Err(rejected(format!(
+                        "openclaw refused the request as malformed: {}",
+                        quoted(&said)
+                    )))
+                }
+            }
+            401 => Err(rejected(
+                "the gateway refused the hook token: check the token variable or file named in orch config (token not shown)"
+                    .to_owned(),
+            )),
+            404 => Err(rejected(format!(
+                "no hooks endpoint at POST {}: enable hooks in the gateway config, check `path` (default /hooks)",
+                self.shown_endpoint
+            ))),
+            405 => Err(rejected(format!(
+                "the gateway does not accept POST at {}: check `url` and `path` (default /hooks)",
+                self.shown_endpoint
+            ))),
+            // The gateway's own limit is not known here (it may be lower
+            // than ours), so say what it answered rather than invent a limit.
+            413 => Err(rejected(format!(
+                "the gateway refused the {sent}-byte request as too large (HTTP 413: {}): shorten the task or its context, or raise the gateway's body limit",
+                quoted(&self.quote(body))
+            ))),
+            409 | 429 | 502 | 503 | 504 | 500..=599 => Err(TransportError::Unavailable {
+                message: format!(
+                    "openclaw answered {code} {reason}: {}",
+                    quoted(&self.quote(body))
+                ),
+                retry_after: headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, jiff::Timestamp::now())),
+            }),
+            _ => Err(rejected(format!(
+                "openclaw answered {code} {reason}: {}",
+                quoted(&self.quote(body))
+            ))),
+        }
+    }
+
+    /// Reads a 200 body; `None` unless it is JSON with `"ok": true`.
+    fn ack(&self, body: &[u8]) -> Option<Ack> {
+        let value: Value = serde_json::from_slice(body).ok()?;
+        if value.get("ok") != Some(&Value::Bool(true)) {
+            return None;
+        }
+        let remote_run_id = value.get("runId").and_then(id_string);
+        let completion = if self.wait_for_completion {
+            value
+                .get("completion")
+                .and_then(|c| completion(c, remote_run_id.as_deref()))
+        } else {
+            None
+        };
+        Some(Ack {
+            remote_run_id,
+            completion,
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for OpenClawTransport {
+    fn name(&self) -> &str {
+        "openclaw"
+    }
+
+    async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError> {
+        let body =
+            serde_json::to_vec(&self.body(envelope)).map_err(|e| TransportError::Config {
+                message: format!("cannot encode the request body: {e}"),
+            })?;
+        if body.len() > self.max_body_bytes {
+            return Err(TransportError::TooLarge {
+                size: body.len() as u64,
+                limit: self.max_body_bytes as u64,
+            });
+        }
+        let sent = body.len();
+        let key = envelope.idempotency_key();
+        let key_header = HeaderValue::from_str(&key).map_err(|_| TransportError::Config {
+            message: format!(
+                "the idempotency key {:?} cannot be sent in an http header",
+                shorten(&key, 60)
+            ),
+        })?;
+        tracing::debug!(
+            endpoint = %self.shown_endpoint,
+            run_id = %envelope.run_id,
+            idempotency_key = %key,
+            bytes = sent,
+            wait = self.wait_for_completion,
+            "openclaw dispatch"
+        );
+        let response = self
+            .client
+            .post(self.endpoint.clone())
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("Idempotency-Key", key_header)
+            .timeout(self.request_timeout(envelope))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = read_capped(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        let result = self.map_response(envelope, status, &headers, &bytes, sent);
+        match &result {
+            Ok(ack) => tracing::debug!(
+                run_id = %envelope.run_id,
+                remote_run_id = ?ack.remote_run_id,
+                completion = ?ack.completion,
+                "openclaw admitted the run"
+            ),
+            Err(e) => {
+                tracing::debug!(run_id = %envelope.run_id, error = %e, "openclaw dispatch failed")
+            }
+        }
+        result
+    }
+}
+
+impl OpenClawTransport {
+    /// A failure before a full response arrived: always [`TransportError::Connect`]
+    /// (retryable: the idempotency key makes a retry safe).
+    fn connect_error(&self, e: reqwest::Error) -> TransportError {
+        let what = if e.is_timeout() {
+            "timed out before the gateway answered".to_owned()
+        } else if e.is_connect() {
+            format!("cannot connect: {}", cause(e))
+        } else {
+            format!("connection failed: {}", cause(e))
+        };
+        TransportError::Connect {
+            message: format!("POST {}: {}", self.shown_endpoint, self.redact(&what)),
+        }
+    }
+}
+
+/// What went wrong below reqwest: its sources without hyper's wrapper
+/// layers (`client error (Connect)`), else reqwest's own message without
+/// the URL.
+fn cause(e: reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = std::error::Error::source(&e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.starts_with("client error (") && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.without_url().to_string());
+    }
+    shorten(&clean(&parts.join(": ")), 300)
+}
+
+/// The response body, at most `cap` bytes of it.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() >= room {
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn config_error(message: impl Into<String>) -> TransportError {
+    TransportError::Config {
+        message: message.into(),
+    }
+}
+
+/// `/hooks`, `hooks`, `/hooks/` → `/hooks`; `""` and `/` → `""`.
+fn normalize_path(path: &str) -> Result<String, TransportError> {
+    let trimmed = path.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_whitespace() || c == '?' || c == '#')
+    {
+        return Err(config_error(format!(
+            "the openclaw path {:?} must be a plain url path like /hooks",
+            shorten(path, 100)
+        )));
+    }
+    Ok(format!("/{trimmed}"))
+}
+
+/// A URL for messages: scheme, host, port and path only.
+fn show_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    // Cannot fail for http(s) URLs; a failure leaves the value as it was,
+    // and the constructor refuses URLs with credentials anyway.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whole seconds, rounded up, at least 1.
+fn timeout_seconds(timeout: Duration) -> u64 {
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// A run id the gateway sent: a string, or a number written as text.
+fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(shorten(s, 128)),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `completion: { status, error? }` → [`Completion`].
+fn completion(c: &Value, run_id: Option<&str>) -> Option<Completion> {
+    let status = c.get("status")?.as_str()?;
+    let status = shorten(&clean(status), 40);
+    let mut detail = format!("openclaw run {} ended: {status}", run_id.unwrap_or("?"));
+    if let Some(error) = c.get("error") {
+        let error = match error {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let error = clean(&error);
+        if !error.is_empty() {
+            detail.push_str(": ");
+            detail.push_str(&shorten(&error, MAX_QUOTE_CHARS));
+        }
+    }
+    Some(Completion {
+        ok: status == "ok",
+        detail,
+    })
+}
+
+/// What an error body says: the `error` (or `message`) field of a JSON
+/// body, else the body as text; whitespace and control characters folded
+/// into single spaces.
+pub(crate) fn error_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) {
+        for field in ["error", "message"] {
+            match map.get(field) {
+                Some(Value::String(s)) => return clean(s),
+                Some(Value::Object(inner)) => {
+                    if let Some(Value::String(s)) = inner.get("message") {
+                        return clean(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    clean(&text)
+}
+
+/// Folds runs of whitespace and control characters into one space.
+fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(1024));
+    let mut gap = false;
+    for c in s.chars() {
+        if c.is_whitespace() || c.is_control() {
+            gap = true;
+        } else {
+            if gap && !out.is_empty() {
+                out.push(' ');
+            }
+            gap = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// At most `max` characters, with `…` when cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
+fn quoted(s: &str) -> String {
+    if s.is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// `Retry-After`: delta-seconds or an HTTP-date (relative to `now`; a date
+/// in the past means "now"). `None` when it is neither.
+pub(crate) fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurdly long digit strings saturate rather than fail: the
+        // delegator caps the wait anyway.
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
+    }
+    static PARSER: jiff::fmt::rfc2822::DateTimeParser = jiff::fmt::rfc2822::DateTimeParser::new();
+    let at = PARSER.parse_timestamp(value).ok()?;
+    let delta = at.duration_since(now);
+    Some(if delta.is_negative() {
+        Duration::ZERO
+    } else {
+        delta.unsigned_abs()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = at("2026-01-10T10:00:00Z");
+        let cases = [
+            ("0", Some(0)),
+            ("7", Some(7)),
+            (" 120 ", Some(120)),
+            ("99999999999999999999999", Some(u64::MAX)),
+            ("Sat, 10 Jan 2026 10:00:30 GMT", Some(30)),
+            ("Sat, 10 Jan 2026 09:00:00 GMT", Some(0)),
+            ("Sat, 10 Jan 2026 11:00:00 +0100", Some(0)),
+            ("-5", None),
+            ("1.5", None),
+            ("soon", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                parse_retry_after(input, now),
+                want.map(Duration::from_secs),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_bodies() {
+        let cases: [(&[u8], &str); 8] = [
+            (
+                br#"{"ok":false,"error":"unknown agentId \"x\""}"#,
+                r#"unknown agentId "x""#,
+            ),
+            (br#"{"ok":false,"error":{"message":"nested"}}"#, "nested"),
+            (br#"{"message":"from message"}"#, "from message"),
+            (b"Unauthorized", "Unauthorized"),
+            (b"  Bad\r\n\tGateway \n", "Bad Gateway"),
+            (br#"{"ok":false}"#, r#"{"ok":false}"#),
+            (b"", ""),
+            (b"\xff\xfeoops", "\u{fffd}\u{fffd}oops"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(error_text(body), want, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn shorten_counts_characters() {
+        assert_eq!(shorten("héllo", 3), "hél…");
+        assert_eq!(shorten("héllo", 5), "héllo");
+        assert_eq!(
+            shorten(&"é".repeat(500), MAX_QUOTE_CHARS).chars().count(),
+            201
+        );
+    }
+
+    #[test]
+    fn timeout_rounds_up_to_whole_seconds() {
+        assert_eq!(timeout_seconds(Duration::ZERO), 1);
+        assert_eq!(timeout_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(timeout_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(timeout_seconds(Duration::from_secs(120)), 120);
+    }
+
+    #[test]
+    fn paths_and_urls() {
+        assert_eq!(normalize_path("/hooks").ok(), Some("/hooks".to_owned()));
+        assert_eq!(normalize_path("hooks/").ok(), Some("/hooks".to_owned()));
+        assert_eq!(normalize_path("/").ok(), Some(String::new()));
+        assert!(normalize_path("/a b").is_err());
+        let t = |url: &str| OpenClawTransport::new(OpenClawConfig::new(url, Secret::new("tok")));
+        assert_eq!(
+            t("http://127.0.0.1:18789/").map(|t| t.endpoint().to_owned()),
+            Ok("http://127.0.0.1:18789/hooks/agent".to_owned())
+        );
+        for bad in [
+            "",
+            "ftp://host",
+            "http://user:pw@host",
+            "http://host/?a=b",
+            "not a url",
+        ] {
+            assert!(
+                matches!(t(bad), Err(TransportError::Config { .. })),
+                "{bad:?}"
+            );
+        }
+        for token in ["", " zq9x ", "a\nb"] {
+            let r = OpenClawTransport::new(OpenClawConfig::new("http://h", Secret::new(token)));
+            let Err(TransportError::Config { message }) = r else {
+                panic!("{token:?} accepted");
+            };
+            assert!(token.trim().is_empty() || !message.contains(token));
+        }
+    }
+
+    #[test]
+    fn completions() {
+        let c = |v: Value| completion(&v, Some("r1"));
+        assert_eq!(
+            c(json!({"status": "ok"})),
+            Some(Completion {
+                ok: true,
+                detail: "openclaw run r1 ended: ok".to_owned()
+            })
+        );
+        assert_eq!(
+            c(json!({"status": "error", "error": "model\nfailed"})),
+            Some(Completion {
+                ok: false,
+                detail: "openclaw run r1 ended: error: model failed".to_owned()
+            })
+        );
+        assert_eq!(c(json!({"status": "timeout"})).map(|c| c.ok), Some(false));
+        assert_eq!(c(json!({})), None);
+    }
+}
