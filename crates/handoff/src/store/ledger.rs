@@ -30,6 +30,8 @@ pub enum LedgerEventKind {
     Validated,
     /// The transport failed for good.
     Failed,
+    /// The caller cancelled the delegation before it ended.
+    Cancelled,
     /// An event kind written by a newer orch.
     #[serde(other)]
     Other,
