@@ -7,7 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod acl;
+mod config;
+mod delegate;
 mod handoff;
+mod openclaw;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,8 +48,18 @@ impl Orch {
 
     pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
+        // Agents run by the exec transport call `orch` too: put this build first.
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_orch"))
+            .parent()
+            .expect("binary dir")
+            .to_path_buf();
+        let path = std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )))
+        .expect("PATH");
         cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PATH", path)
+            .env("HOME", self.dir.path())
             .env("ORCH_HANDOFF_DIR", self.store())
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path());
@@ -55,7 +68,13 @@ impl Orch {
 
     /// Runs `orch args…` with `stdin`.
     pub(crate) fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        self.run_env(args, stdin, &[])
+    }
+
+    /// Runs `orch args…` with `stdin` and extra environment variables.
+    pub(crate) fn run_env(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
         let mut cmd = self.command();
+        cmd.envs(env.iter().copied());
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -68,6 +87,19 @@ impl Orch {
         drop(pipe);
         let output = child.wait_with_output().expect("wait orch");
         self.finish(args, output)
+    }
+
+    /// Writes `orch.yaml` into the working directory (the binary finds it there).
+    pub(crate) fn write_config(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("orch.yaml"), yaml).expect("write orch.yaml");
+    }
+
+    /// Lines of the ledger, parsed.
+    pub(crate) fn ledger(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.store().join("ledger.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("ledger line"))
+            .collect()
     }
 
     /// Runs `orch args…` with no stdin.
@@ -124,6 +156,16 @@ impl Run {
         );
         redact(&text, orch)
     }
+}
+
+/// insta settings that redact run ids, durations and timings.
+pub(crate) fn settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(r"orch-\d{8}T\d{6}Z-[0-9a-f]{8}", "[RUN]");
+    s.add_filter(r"\b\d+\.\d{2}s\b", "[DUR]");
+    s.add_filter(r#""(ackedMs|handoffMs|totalMs)": \d+"#, r#""$1": "[MS]""#);
+    s.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    s
 }
 
 /// Quotes an argument the way a reader would type it.

@@ -22,30 +22,39 @@ pub(crate) struct Cli {
 /// Options every command understands.
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
-    /// Root of the handoff store
+    /// Config file (default: $ORCH_CONFIG, ./orch.yaml, ~/.config/orch/orch.yaml,
+    /// else the embedded default)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Root of the handoff store [default: store.path of the config, ./.orch/handoffs]
     #[arg(
         long,
         global = true,
         env = "ORCH_HANDOFF_DIR",
         hide_env_values = true,
         help_heading = "Global options",
-        value_name = "DIR",
-        default_value = "./.orch/handoffs"
+        value_name = "DIR"
     )]
-    pub(crate) handoff_dir: PathBuf,
+    pub(crate) handoff_dir: Option<PathBuf>,
 
     /// How to notice handoffs: inotify, polling (for NFS and some container
-    /// mounts), or auto (inotify, falling back to polling)
+    /// mounts), or auto (inotify, falling back to polling) [default: store.watch
+    /// of the config, auto]
     #[arg(
         long,
         global = true,
         env = "ORCH_WATCH",
         hide_env_values = true,
         help_heading = "Global options",
-        value_enum,
-        default_value_t = WatchArg::Auto
+        value_enum
     )]
-    pub(crate) watch: WatchArg,
+    pub(crate) watch: Option<WatchArg>,
 
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
@@ -110,12 +119,69 @@ impl From<ConfidenceArg> for orch_handoff::Confidence {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Send a task to an agent and wait for its handoff
+    Delegate(DelegateArgs),
     /// Write, check, show and wait for handoffs (what agents answer with)
     #[command(subcommand)]
     Handoff(HandoffCmd),
     /// Check and show who may delegate to whom
     #[command(subcommand)]
     Acl(AclCmd),
+    /// Show the effective configuration, or write an example orch.yaml
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DelegateArgs {
+    /// The agent that gets the task
+    pub(crate) agent: String,
+    /// The task (`-` reads it from stdin)
+    pub(crate) task: String,
+    /// Who delegates (an agent id, or a human's name); defaults to $ORCH_AGENT,
+    /// which orch sets for agents it runs
+    #[arg(long, env = "ORCH_AGENT", hide_env_values = true, value_name = "ID")]
+    pub(crate) caller: String,
+    /// How long to wait for the handoff [default: delegation.timeout of the config, 120s]
+    #[arg(long, value_name = "DURATION", value_parser = crate::args::parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// Have the result checked by the agent's validator
+    #[arg(long)]
+    pub(crate) validate: bool,
+    /// Validate with this agent instead (implies --validate)
+    #[arg(long, value_name = "AGENT")]
+    pub(crate) validator: Option<String>,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// This is a sub-delegation of run ID (the caller's own run); defaults to
+    /// $ORCH_PARENT_RUN, which orch sets for agents it runs
+    #[arg(
+        long,
+        env = "ORCH_PARENT_RUN",
+        hide_env_values = true,
+        value_name = "ID"
+    )]
+    pub(crate) parent: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCmd {
+    /// Print the effective configuration (tokens are never shown)
+    Show {
+        /// As JSON instead of YAML
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a commented example orch.yaml
+    Init {
+        /// Where to write it
+        #[arg(long, value_name = "FILE", default_value = "orch.yaml")]
+        path: PathBuf,
+        /// Overwrite an existing file
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +307,15 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|_| format!("{s:?} is not a duration: use seconds (120) or e.g. 90s, 10m, 1h"))?;
     d.try_into()
         .map_err(|_| format!("{s:?} is not a duration: it must not be negative"))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it (`2m`, `1h 30m`,
+/// `500ms`).
+pub(crate) fn format_duration(d: std::time::Duration) -> String {
+    match jiff::SignedDuration::try_from(d) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => format!("{}s", d.as_secs()),
+    }
 }
 
 #[cfg(test)]

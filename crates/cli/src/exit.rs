@@ -15,6 +15,8 @@ pub(crate) enum Exit {
     Usage = 2,
     /// The ACL denied the delegation.
     Denied = 3,
+    /// The transport failed (after retries).
+    Transport = 4,
     /// Handoff status `partial`.
     Partial = 10,
     /// Handoff status `blocked`.
@@ -23,6 +25,8 @@ pub(crate) enum Exit {
     Failed = 12,
     /// Nothing arrived before the deadline.
     TimedOut = 13,
+    /// Interrupted (Ctrl-C): 128 + SIGINT.
+    Cancelled = 130,
 }
 
 impl Exit {
@@ -52,6 +56,12 @@ pub(crate) enum CliError {
     /// ACL denial (exit 3).
     #[error("{0}")]
     Denied(String),
+    /// Transport failure (exit 4).
+    #[error("{0}")]
+    Transport(String),
+    /// Ctrl-C (exit 130).
+    #[error("{0}")]
+    Cancelled(String),
     /// Writing to stdout failed; a closed pipe is not reported.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
@@ -65,6 +75,8 @@ impl CliError {
         match self {
             Self::Usage(_) => Exit::Usage,
             Self::Denied(_) => Exit::Denied,
+            Self::Transport(_) => Exit::Transport,
+            Self::Cancelled(_) => Exit::Cancelled,
             Self::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
             Self::Output(_) | Self::Internal(_) => Exit::Internal,
         }
@@ -101,10 +113,12 @@ mod tests {
             (Exit::Internal, 1),
             (Exit::Usage, 2),
             (Exit::Denied, 3),
+            (Exit::Transport, 4),
             (Exit::Partial, 10),
             (Exit::Blocked, 11),
             (Exit::Failed, 12),
             (Exit::TimedOut, 13),
+            (Exit::Cancelled, 130),
         ];
         for (exit, code) in table {
             assert_eq!(exit as u8, code, "{exit:?}");

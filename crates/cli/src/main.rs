@@ -10,8 +10,10 @@
 
 mod args;
 mod cmd;
+mod config;
 mod exit;
 mod out;
+mod wiring;
 
 use std::process::ExitCode;
 
@@ -47,8 +49,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<Exit, CliError> {
     match cli.command {
+        Command::Delegate(args) => cmd::delegate::run(&cli.global, args).await,
         Command::Handoff(cmd) => cmd::handoff::run(&cli.global, cmd).await,
         Command::Acl(cmd) => cmd::acl::run(&cli.global, cmd),
+        Command::Config(cmd) => cmd::config::run(&cli.global, cmd),
     }
 }
 

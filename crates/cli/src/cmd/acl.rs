@@ -2,12 +2,14 @@
 
 use orch_acl::{Grant, Policy};
 
+use crate::wiring::Setup;
+
 use crate::args::{AclCmd, GlobalArgs};
 use crate::exit::{CliError, Exit};
 use crate::out;
 
-pub(crate) fn run(_global: &GlobalArgs, cmd: AclCmd) -> Result<Exit, CliError> {
-    let policy = Policy::atomizer_default();
+pub(crate) fn run(global: &GlobalArgs, cmd: AclCmd) -> Result<Exit, CliError> {
+    let policy = Setup::load(global)?.config.acl;
     match cmd {
         AclCmd::Check { caller, target } => match policy.check(&caller, &target) {
             Ok(()) => {

@@ -4,14 +4,15 @@ use std::io::Read;
 use std::path::Path;
 
 use orch_handoff::{
-    Artifact, DEFAULT_MAX_HANDOFF_BYTES, Expect, FsStore, FsStoreConfig, Handoff, HandoffKey,
-    HandoffStore, RunId, StoreError, WaitOutcome, WatchMode, parse_handoff,
+    Artifact, DEFAULT_MAX_HANDOFF_BYTES, Expect, FsStore, Handoff, HandoffKey, HandoffStore, RunId,
+    StoreError, WaitOutcome, parse_handoff,
 };
 use tokio::time::Instant;
 
-use crate::args::{GlobalArgs, HandoffCmd, ShowArgs, SubmitArgs, ValidateArgs, WaitArgs, WatchArg};
+use crate::args::{GlobalArgs, HandoffCmd, ShowArgs, SubmitArgs, ValidateArgs, WaitArgs};
 use crate::exit::{CliError, Exit};
 use crate::out;
+use crate::wiring::Setup;
 
 pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, CliError> {
     match cmd {
@@ -22,20 +23,9 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, Cl
     }
 }
 
-/// Opens the file store the global flags name.
+/// Opens the store the config and global flags name.
 pub(crate) fn open_store(global: &GlobalArgs) -> Result<FsStore, CliError> {
-    let mut config = FsStoreConfig::new(&global.handoff_dir);
-    config.watch = match global.watch {
-        WatchArg::Auto => WatchMode::Auto,
-        WatchArg::Inotify => WatchMode::Inotify,
-        WatchArg::Poll => WatchMode::Poll,
-    };
-    FsStore::open(config).map_err(|e| {
-        CliError::Internal(format!(
-            "cannot open the handoff store at {}: {e}",
-            global.handoff_dir.display()
-        ))
-    })
+    Setup::load(global)?.open_store()
 }
 
 fn key(run_id: &str, sub: bool) -> Result<HandoffKey, CliError> {
@@ -193,7 +183,7 @@ async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, CliError> {
         WaitOutcome::TimedOut => {
             eprintln!(
                 "timed out after {} waiting for {}",
-                friendly(args.timeout),
+                crate::args::format_duration(args.timeout),
                 store.path_of(&key).display()
             );
             Ok(Exit::TimedOut)
@@ -211,53 +201,59 @@ fn print_handoff(handoff: &Handoff, json: bool) -> Result<(), CliError> {
 /// The human rendering of a handoff.
 pub(crate) fn render(h: &Handoff) -> String {
     let mut s = format!("handoff {}\n", h.run_id);
-    let mut row = |k: &str, v: &str| s.push_str(&format!("  {k:<11} {v}\n"));
-    row("agent", &h.agent);
-    row("status", status_word(h));
-    row(
-        "confidence",
-        h.confidence.map_or("(not stated)", |c| match c {
-            orch_handoff::Confidence::High => "high",
-            orch_handoff::Confidence::Medium => "medium",
-            orch_handoff::Confidence::Low => "low",
-        }),
-    );
+    row(&mut s, "agent", &h.agent);
+    row(&mut s, "status", status_word(h));
+    render_details(h, &mut s);
+    s
+}
+
+/// One aligned `key  value` line.
+pub(crate) fn row(s: &mut String, key: &str, value: &str) {
+    s.push_str(&format!("  {key:<11} {value}\n"));
+}
+
+/// Confidence, timestamp, artifacts, notes, unknown fields, then the result.
+pub(crate) fn render_details(h: &Handoff, s: &mut String) {
+    let confidence = h.confidence.map_or("(not stated)", |c| match c {
+        orch_handoff::Confidence::High => "high",
+        orch_handoff::Confidence::Medium => "medium",
+        orch_handoff::Confidence::Low => "low",
+    });
+    row(s, "confidence", confidence);
     if let Some(ts) = &h.timestamp {
-        row("timestamp", ts);
+        row(s, "timestamp", ts);
     }
     for (i, artifact) in h.artifacts.iter().enumerate() {
         let text = match artifact {
-            Artifact::Plain(s) => s.clone(),
+            Artifact::Plain(a) => a.clone(),
             Artifact::Ref(r) => r.path.clone().or_else(|| r.url.clone()).unwrap_or_default(),
         };
-        row(if i == 0 { "artifacts" } else { "" }, &text);
+        row(s, if i == 0 { "artifacts" } else { "" }, &text);
     }
     if !h.notes.is_empty() {
-        row("notes", &h.notes);
+        row(s, "notes", &h.notes);
     }
-    if !h.extra.is_empty() {
-        let keys: Vec<&str> = h.extra.keys().map(String::as_str).collect();
-        row("extra", &keys.join(", "));
+    // `simulated` is the sim fleet's marker, said in words instead.
+    let keys: Vec<&str> = h
+        .extra
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "simulated")
+        .collect();
+    if !keys.is_empty() {
+        row(s, "extra", &keys.join(", "));
     }
     s.push('\n');
     s.push_str(h.result.trim_end());
     s.push('\n');
-    s
 }
 
-fn status_word(h: &Handoff) -> &'static str {
+pub(crate) fn status_word(h: &Handoff) -> &'static str {
     match h.status {
         orch_handoff::Status::Complete => "complete",
         orch_handoff::Status::Partial => "partial",
         orch_handoff::Status::Blocked => "blocked",
         orch_handoff::Status::Failed => "failed",
-    }
-}
-
-fn friendly(d: std::time::Duration) -> String {
-    match jiff::SignedDuration::try_from(d) {
-        Ok(d) => format!("{d:#}"),
-        Err(_) => format!("{d:?}"),
     }
 }
 

@@ -1,0 +1,93 @@
+//! `orch config show|init`.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::args::{ConfigCmd, GlobalArgs};
+use crate::config::{EXAMPLE_YAML, TransportRef, TransportSpec};
+use crate::exit::{CliError, Exit};
+use crate::out;
+use crate::wiring::Setup;
+
+pub(crate) fn run(global: &GlobalArgs, cmd: ConfigCmd) -> Result<Exit, CliError> {
+    match cmd {
+        ConfigCmd::Show { json } => show(global, json),
+        ConfigCmd::Init { path, force } => init(&path, force),
+    }
+}
+
+/// Prints the effective config. It never holds a secret (tokens are only
+/// *named*); whether each named token is available is said in a comment.
+fn show(global: &GlobalArgs, json: bool) -> Result<Exit, CliError> {
+    let setup = Setup::load(global)?;
+    if json {
+        out::print_json(&setup.config)?;
+        return Ok(Exit::Ok);
+    }
+    let yaml = serde_norway::to_string(&setup.config)
+        .map_err(|e| CliError::Internal(format!("rendering the config: {e}")))?;
+    let mut text = format!("# effective config from: {}\n", setup.source);
+    let specs = setup
+        .config
+        .transports
+        .iter()
+        .map(|(n, t)| (n.clone(), t))
+        .chain(
+            setup
+                .config
+                .agents
+                .iter()
+                .filter_map(|(id, a)| match &a.transport {
+                    TransportRef::Inline(t) => Some((format!("agents.{id}"), t)),
+                    TransportRef::Named(_) => None,
+                }),
+        );
+    for (name, spec) in specs {
+        if let TransportSpec::Openclaw(oc) = spec {
+            let state = match (&oc.token_env, &oc.token_file) {
+                (Some(var), _) if std::env::var_os(var).is_some_and(|v| !v.is_empty()) => {
+                    format!("${var} is set")
+                }
+                (Some(var), _) => format!("${var} is NOT set"),
+                (None, Some(f)) if f.is_file() => format!("{} exists", f.display()),
+                (None, Some(f)) => format!("{} is missing", f.display()),
+                (None, None) => "none configured".to_owned(),
+            };
+            text.push_str(&format!(
+                "# {name}: hook token {state} (value never shown)\n"
+            ));
+        }
+    }
+    text.push_str(&yaml);
+    out::print(&text)?;
+    Ok(Exit::Ok)
+}
+
+/// Writes the commented example, never over an existing file unless asked.
+fn init(path: &Path, force: bool) -> Result<Exit, CliError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            CliError::Usage(format!(
+                "{} already exists; pass --force to overwrite it",
+                path.display()
+            ))
+        } else {
+            CliError::Usage(format!("cannot write {}: {e}", path.display()))
+        }
+    })?;
+    file.write_all(EXAMPLE_YAML.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CliError::Internal(format!("writing {}: {e}", path.display())))?;
+    out::print(&format!(
+        "wrote {}: point the `gateway` transport at your OpenClaw gateway, export the hook token as $OPENCLAW_HOOKS_TOKEN, then `orch config show`\n",
+        path.display()
+    ))?;
+    Ok(Exit::Ok)
+}

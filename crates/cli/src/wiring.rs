@@ -1,0 +1,178 @@
+//! Composition: configuration + flags → store, policy, transports, delegator.
+//!
+//! The only place that knows every concrete type.
+
+use std::sync::Arc;
+
+use orch_delegate::transport::exec::{ExecConfig, ExecTransport};
+use orch_delegate::transport::openclaw::{OpenClawConfig, OpenClawTransport};
+use orch_delegate::transport::sim::{SimConfig, SimTransport};
+use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Secret, Transport};
+use orch_handoff::{FsStore, FsStoreConfig, HandoffStore, WatchMode};
+
+use crate::args::{GlobalArgs, WatchArg};
+use crate::config::{self, Config, Source, TransportRef, TransportSpec};
+use crate::exit::CliError;
+
+/// The effective configuration, flags applied.
+pub(crate) struct Setup {
+    pub(crate) config: Config,
+    pub(crate) source: Source,
+}
+
+impl Setup {
+    /// Loads the config and applies `--handoff-dir` / `--watch`.
+    pub(crate) fn load(global: &GlobalArgs) -> Result<Self, CliError> {
+        let (mut config, source) = config::load(global.config.as_deref())
+            .map_err(|e| CliError::Usage(format!("config {e}")))?;
+        if let Some(dir) = &global.handoff_dir {
+            config.store.path = dir.clone();
+        }
+        if let Some(watch) = global.watch {
+            config.store.watch = match watch {
+                WatchArg::Auto => WatchMode::Auto,
+                WatchArg::Inotify => WatchMode::Inotify,
+                WatchArg::Poll => WatchMode::Poll,
+            };
+        }
+        Ok(Self { config, source })
+    }
+
+    /// Opens the file store.
+    pub(crate) fn open_store(&self) -> Result<FsStore, CliError> {
+        let mut cfg = FsStoreConfig::new(&self.config.store.path);
+        cfg.watch = self.config.store.watch;
+        cfg.max_handoff_bytes = self.config.store.max_handoff_bytes;
+        FsStore::open(cfg).map_err(|e| {
+            CliError::Internal(format!(
+                "cannot open the handoff store at {}: {e}",
+                self.config.store.path.display()
+            ))
+        })
+    }
+
+    /// Builds the delegator over `store`: one transport per agent (the sim
+    /// fleet is shared), the configured policy and limits.
+    pub(crate) fn delegator(&self, store: FsStore) -> Result<Delegator, CliError> {
+        let root = store.root().to_path_buf();
+        let store: Arc<dyn HandoffStore> = Arc::new(store);
+        let c = &self.config;
+        let mut sims: std::collections::BTreeMap<String, Arc<dyn Transport>> = Default::default();
+        let mut agents = Vec::new();
+        for (id, spec) in &c.agents {
+            let (name, transport_spec) = match &spec.transport {
+                TransportRef::Named(name) => match c.transports.get(name) {
+                    Some(t) => (Some(name.as_str()), t),
+                    None => {
+                        return Err(CliError::Usage(format!(
+                            "config: agent {id} uses unknown transport {name:?}"
+                        )));
+                    }
+                },
+                TransportRef::Inline(t) => (None, t),
+            };
+            let transport: Arc<dyn Transport> = match transport_spec {
+                TransportSpec::Sim(sim) => {
+                    let key = name.map_or_else(|| format!("inline:{id}"), str::to_owned);
+                    if let Some(t) = sims.get(&key) {
+                        t.clone()
+                    } else {
+                        let cfg = SimConfig {
+                            delay: sim.delay.0,
+                            slow_delay: sim.slow_delay.0,
+                            agents: sim.agents.clone(),
+                            ..SimConfig::default()
+                        };
+                        let t: Arc<dyn Transport> = Arc::new(SimTransport::new(store.clone(), cfg));
+                        sims.insert(key, t.clone());
+                        t
+                    }
+                }
+                TransportSpec::Exec(exec) => Arc::new(
+                    ExecTransport::new(ExecConfig {
+                        argv: exec.command.clone(),
+                        env: exec.env.clone(),
+                        cwd: exec.cwd.clone(),
+                        ..ExecConfig::default()
+                    })
+                    .map_err(|e| CliError::Usage(format!("config: agent {id}: {e}")))?,
+                ),
+                // A missing token only matters to delegations that use this
+                // agent: it becomes a transport that refuses with a config
+                // error, so agents on other transports keep working.
+                TransportSpec::Openclaw(oc) => match read_token(oc) {
+                    Ok(token) => {
+                        let mut cfg = OpenClawConfig::new(oc.url.clone(), token);
+                        cfg.path = oc.path.clone();
+                        cfg.wait_for_completion = oc.wait_for_completion;
+                        cfg.agent_id = spec.remote_id.clone();
+                        match OpenClawTransport::new(cfg) {
+                            Ok(t) => Arc::new(t),
+                            Err(e) => Arc::new(Misconfigured(e.to_string())),
+                        }
+                    }
+                    Err(message) => Arc::new(Misconfigured(message)),
+                },
+            };
+            agents.push(AgentEntry {
+                id: id.clone(),
+                transport,
+                validator: spec.validator.clone(),
+                max_concurrent: spec.max_concurrent,
+            });
+        }
+        let d = &c.delegation;
+        let config = DelegatorConfig {
+            max_depth: d.max_depth,
+            reasks: d.reasks,
+            retry: RetryPolicy {
+                max_attempts: d.retry.attempts,
+                base_delay: d.retry.base_delay.0,
+                max_delay: d.retry.max_delay.0,
+                max_retry_after: d.retry.max_retry_after.0,
+            },
+            completion_grace: d.completion_grace.0,
+            submit_args: vec!["--handoff-dir".into(), root.display().to_string()],
+        };
+        Delegator::new(store, c.acl.clone(), agents, config)
+            .map_err(|e| CliError::Usage(format!("config: {e}")))
+    }
+}
+
+/// Stands in for a transport whose configuration is incomplete (e.g. its
+/// token variable is unset): every dispatch fails with that reason.
+struct Misconfigured(String);
+
+#[async_trait::async_trait]
+impl Transport for Misconfigured {
+    fn name(&self) -> &str {
+        "openclaw"
+    }
+
+    async fn dispatch(
+        &self,
+        _: &orch_delegate::Envelope,
+    ) -> Result<orch_delegate::Ack, orch_delegate::TransportError> {
+        Err(orch_delegate::TransportError::Config {
+            message: self.0.clone(),
+        })
+    }
+}
+
+/// Reads an OpenClaw hook token from the variable or file the config names.
+/// Errors name the variable or file, never the value.
+fn read_token(oc: &config::OpenClawSpec) -> Result<Secret, String> {
+    let value = match (&oc.token_env, &oc.token_file) {
+        (Some(var), _) => {
+            std::env::var(var).map_err(|_| format!("the hook token variable {var} is not set"))?
+        }
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read the hook token file {}: {e}", file.display()))?,
+        (None, None) => return Err("no hook token configured (token_env or token_file)".into()),
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("the hook token is empty".into());
+    }
+    Ok(Secret::new(value))
+}
