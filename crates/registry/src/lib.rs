@@ -7,8 +7,7 @@
 //! names to Discord channel ids), the default [`Router`] (ranks agents
 //! against a task text, e.g. BM25 over capabilities, role and description,
 //! with the reasons shown), and the Discord channel context (REST, oldest
-//! first, trimmed to a character budget). For now it holds the [`Router`]
-//! seam only.
+//! first, trimmed to a character budget).
 //!
 //! Decisions a newcomer asks about:
 //!
@@ -22,6 +21,13 @@
 //!   Discord; the CLI asks this crate for the text and passes it on. The
 //!   Discord base URL is configurable, so tests run against a local fake.
 #![warn(missing_docs)]
+
+pub mod discord;
+mod registry;
+mod router;
+
+pub use registry::*;
+pub use router::*;
 
 /// Ranks agents for a task text.
 ///
@@ -47,7 +53,8 @@ pub struct Ranked {
     /// How well the agent fits, non-negative; higher is better. Comparable
     /// only within one ranking.
     pub score: f64,
-    /// Why, for humans (`orch route` shows them): e.g. `capability
-    /// "literature-search" matches "papers"`.
+    /// Why, for humans (`orch route` shows them): e.g. `"thermal margins"
+    /// matched capability "thermal margins"` or `"Check" matched
+    /// description`.
     pub reasons: Vec<String>,
 }
