@@ -8,9 +8,11 @@
 
 mod acl;
 mod config;
+mod context;
 mod delegate;
 mod handoff;
 mod openclaw;
+mod routing;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

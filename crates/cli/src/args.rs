@@ -127,14 +127,61 @@ pub(crate) enum Command {
     /// Check and show who may delegate to whom
     #[command(subcommand)]
     Acl(AclCmd),
+    /// Rank the agents a caller may delegate to for a task
+    Route(RouteArgs),
+    /// Print the recent messages of a Discord channel as task context
+    Context(ContextArgs),
+    /// List the agents and what they can do
+    #[command(subcommand)]
+    Registry(RegistryCmd),
     /// Show the effective configuration, or write an example orch.yaml
     #[command(subcommand)]
     Config(ConfigCmd),
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct RouteArgs {
+    /// The task text
+    pub(crate) task: String,
+    /// Who would delegate; only agents it may delegate to are ranked
+    #[arg(long, env = "ORCH_AGENT", hide_env_values = true, value_name = "ID")]
+    pub(crate) caller: String,
+    /// Print the ranking as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ContextArgs {
+    /// A channel name from the registry's channels map, or a channel id
+    pub(crate) channel: String,
+    /// How many of the newest messages
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub(crate) messages: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RegistryCmd {
+    /// All agents: role, transport, capabilities
+    List {
+        /// As AGENTS_REGISTRY.json
+        #[arg(long)]
+        json: bool,
+    },
+    /// One agent in full
+    Show {
+        /// The agent id
+        id: String,
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct DelegateArgs {
-    /// The agent that gets the task
+    /// The agent that gets the task, or `auto` to let the router choose the
+    /// best agent the caller may delegate to
     pub(crate) agent: String,
     /// The task (`-` reads it from stdin)
     pub(crate) task: String,
@@ -154,6 +201,18 @@ pub(crate) struct DelegateArgs {
     /// Print the outcome as JSON
     #[arg(long)]
     pub(crate) json: bool,
+    /// Put the recent messages of this Discord channel (a registry channel
+    /// name or an id) into the task
+    #[arg(long, value_name = "CHANNEL")]
+    pub(crate) channel_context: Option<String>,
+    /// How many messages --channel-context attaches
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20,
+        requires = "channel_context"
+    )]
+    pub(crate) channel_messages: usize,
     /// This is a sub-delegation of run ID (the caller's own run); defaults to
     /// $ORCH_PARENT_RUN, which orch sets for agents it runs
     #[arg(

@@ -2,8 +2,9 @@
 //!
 //! Lookup order: `--config`, `ORCH_CONFIG`, `./orch.yaml`, then
 //! `$XDG_CONFIG_HOME/orch/orch.yaml` (or `~/.config/orch/orch.yaml`); with
-//! none, the embedded default (`default.yaml`: the eight Atomizer agents on
-//! the simulated fleet, the team's ACL, store `./.orch/handoffs`).
+//! none, the embedded default (`default.yaml`: the simulated fleet, the
+//! team's ACL, store `./.orch/handoffs`; the agents come from the embedded
+//! registry of the eight Atomizer HQ agents).
 //!
 //! Secrets never live in this file: an OpenClaw token is named by
 //! `token_env` (an environment variable) or `token_file`, read only when a
@@ -60,8 +61,48 @@ pub(crate) struct Config {
     /// Named transports agents can refer to.
     #[serde(default)]
     pub(crate) transports: BTreeMap<String, TransportSpec>,
-    /// The agents, by id.
+    /// An `AGENTS_REGISTRY.json` with the agents (relative: to this file's
+    /// directory). Give either this or `agents`; with neither, the embedded
+    /// registry of the eight Atomizer HQ agents is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) registry: Option<PathBuf>,
+    /// The agents, by id (instead of a registry file).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) agents: BTreeMap<String, AgentSpec>,
+    /// Discord channel names → ids, for agents given inline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) channels: BTreeMap<String, String>,
+    /// Channel context from Discord.
+    #[serde(default)]
+    pub(crate) discord: DiscordSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DiscordSection {
+    /// The REST API base, up to and including the version.
+    pub(crate) base_url: String,
+    /// Environment variable that holds the bot token.
+    pub(crate) token_env: String,
+    /// File that holds the bot token (used when the variable is unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Character budget of a rendered channel context.
+    pub(crate) max_chars: usize,
+    /// Longest total wait on Discord rate limits before giving up.
+    pub(crate) max_retry_wait: Dur,
+}
+
+impl Default for DiscordSection {
+    fn default() -> Self {
+        Self {
+            base_url: "https://discord.com/api/v10".to_owned(),
+            token_env: "DISCORD_BOT_TOKEN".to_owned(),
+            token_file: None,
+            max_chars: 4000,
+            max_retry_wait: Dur(Duration::from_secs(30)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,6 +214,16 @@ pub(crate) struct SimSpec {
     pub(crate) agents: BTreeMap<String, Behaviour>,
 }
 
+impl Default for SimSpec {
+    fn default() -> Self {
+        Self {
+            delay: default_sim_delay(),
+            slow_delay: default_sim_slow_delay(),
+            agents: BTreeMap::new(),
+        }
+    }
+}
+
 fn default_sim_delay() -> Dur {
     Dur(orch_delegate::transport::sim::SimConfig::default().delay)
 }
@@ -212,6 +263,10 @@ pub(crate) struct OpenClawSpec {
     /// that ends without a handoff is noticed at once.
     #[serde(default)]
     pub(crate) wait_for_completion: bool,
+    /// The agent's id on the gateway, when it differs from orch's (for a
+    /// transport written inline for one agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) agent_id: Option<String>,
 }
 
 fn default_hooks_path() -> String {
@@ -233,6 +288,21 @@ pub(crate) struct AgentSpec {
     /// The agent's id on its OpenClaw gateway, if it differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) remote_id: Option<String>,
+    /// Display name (default: the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
+    /// One-line role, used by routing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) role: String,
+    /// What the agent does, used by routing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) description: String,
+    /// Capability tags, used by routing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) capabilities: Vec<String>,
+    /// Discord channel names the agent works in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) channels: Vec<String>,
 }
 
 /// `transport: sim` or `transport: { kind: exec, command: [...] }`.
@@ -377,8 +447,21 @@ pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, Confi
         }
     })?;
     check(&config).map_err(err)?;
-    if config.store.path.is_relative() && file != "<embedded default>" {
-        config.store.path = base.join(&config.store.path);
+    if file != "<embedded default>" {
+        if config.store.path.is_relative() {
+            config.store.path = base.join(&config.store.path);
+        }
+        if let Some(r) = config.registry.as_mut().filter(|r| r.is_relative()) {
+            *r = base.join(&*r);
+        }
+        if let Some(t) = config
+            .discord
+            .token_file
+            .as_mut()
+            .filter(|t| t.is_relative())
+        {
+            *t = base.join(&*t);
+        }
     }
     for spec in config
         .transports
@@ -416,8 +499,10 @@ fn strip_location(message: &str) -> String {
 
 /// Cross-field checks serde cannot express.
 fn check(config: &Config) -> Result<(), String> {
-    if config.agents.is_empty() {
-        return Err("`agents`: no agents are configured".into());
+    if config.registry.is_some() && !config.agents.is_empty() {
+        return Err(
+            "give the agents either in `agents` or in the `registry` file, not both".into(),
+        );
     }
     for (id, agent) in &config.agents {
         orch_handoff::validate_id(id)
@@ -494,20 +579,11 @@ mod tests {
     #[test]
     fn embedded_default_and_example_parse() {
         let d = parse(DEFAULT_YAML, "default", Path::new(".")).unwrap();
-        let ids: Vec<&str> = d.agents.keys().map(String::as_str).collect();
-        assert_eq!(
-            ids,
-            [
-                "auditor",
-                "manager",
-                "nx-expert",
-                "optimizer",
-                "secretary",
-                "study-builder",
-                "tech-lead",
-                "webster"
-            ]
+        assert!(
+            d.agents.is_empty() && d.registry.is_none(),
+            "agents come from the registry"
         );
+        assert!(d.transports.contains_key("sim"));
         assert_eq!(d.acl, Policy::atomizer_default());
         assert_eq!(d.store.path, PathBuf::from("./.orch/handoffs"));
         let e = parse(EXAMPLE_YAML, "example", Path::new("/etc/orch")).unwrap();
@@ -551,7 +627,10 @@ mod tests {
                 "bad acl",
                 "acl: { manager: webster }\nagents: { a: { transport: { kind: sim } } }\n",
             ),
-            ("no agents", "store: { watch: poll }\n"),
+            (
+                "registry and agents",
+                "registry: r.json\nagents: { a: { transport: { kind: sim } } }\n",
+            ),
             (
                 "bad agent id",
                 "agents: { '../x': { transport: { kind: sim } } }\n",

@@ -52,6 +52,9 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Delegate(args) => cmd::delegate::run(&cli.global, args).await,
         Command::Handoff(cmd) => cmd::handoff::run(&cli.global, cmd).await,
         Command::Acl(cmd) => cmd::acl::run(&cli.global, cmd),
+        Command::Route(args) => cmd::route::run(&cli.global, args),
+        Command::Context(args) => cmd::context::run(&cli.global, args).await,
+        Command::Registry(cmd) => cmd::registry::run(&cli.global, cmd),
         Command::Config(cmd) => cmd::config::run(&cli.global, cmd),
     }
 }

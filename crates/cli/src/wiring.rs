@@ -9,6 +9,7 @@ use orch_delegate::transport::openclaw::{OpenClawConfig, OpenClawTransport};
 use orch_delegate::transport::sim::{SimConfig, SimTransport};
 use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Secret, Transport};
 use orch_handoff::{FsStore, FsStoreConfig, HandoffStore, WatchMode};
+use orch_registry::{AgentInfo, Registry, RegistryFile};
 
 use crate::args::{GlobalArgs, WatchArg};
 use crate::config::{self, Config, Source, TransportRef, TransportSpec};
@@ -51,18 +52,78 @@ impl Setup {
         })
     }
 
-    /// Builds the delegator over `store`: one transport per agent (the sim
-    /// fleet is shared), the configured policy and limits.
-    pub(crate) fn delegator(&self, store: FsStore) -> Result<Delegator, CliError> {
+    /// The agents: from the `registry` file, the inline `agents`, or the
+    /// embedded registry of the eight Atomizer HQ agents.
+    pub(crate) fn registry(&self) -> Result<Registry, CliError> {
+        let c = &self.config;
+        if let Some(path) = &c.registry {
+            return Registry::load(path).map_err(|e| CliError::Usage(e.to_string()));
+        }
+        if c.agents.is_empty() {
+            return Ok(Registry::embedded_default());
+        }
+        let agents = c
+            .agents
+            .iter()
+            .map(|(id, a)| {
+                let transport = serde_json::to_value(&a.transport)
+                    .map_err(|e| CliError::Internal(format!("agent {id}: transport spec: {e}")))?;
+                Ok(AgentInfo {
+                    id: id.clone(),
+                    name: a.name.clone().unwrap_or_else(|| id.clone()),
+                    // A registry requires a role; an agent written inline
+                    // without one is described by its id (which routing
+                    // then matches when a task names the agent).
+                    role: if a.role.trim().is_empty() {
+                        id.clone()
+                    } else {
+                        a.role.clone()
+                    },
+                    description: a.description.clone(),
+                    capabilities: a.capabilities.clone(),
+                    channels: a.channels.clone(),
+                    transport,
+                    validator: a.validator.clone(),
+                    max_concurrent: a.max_concurrent,
+                })
+            })
+            .collect::<Result<Vec<_>, CliError>>()?;
+        let file = RegistryFile {
+            schema: None,
+            agents,
+            channels: c.channels.clone(),
+        };
+        let origin = match &self.source {
+            Source::File { path, .. } => path.display().to_string(),
+            Source::Embedded => "<embedded default>".to_owned(),
+        };
+        Registry::from_file(file, &origin).map_err(|e| CliError::Usage(e.to_string()))
+    }
+
+    /// Builds the delegator over `store` for the agents of `registry`: one
+    /// transport per agent (a sim fleet is shared), the configured policy
+    /// and limits.
+    pub(crate) fn delegator(
+        &self,
+        store: FsStore,
+        registry: &Registry,
+    ) -> Result<Delegator, CliError> {
         let root = store.root().to_path_buf();
         let store: Arc<dyn HandoffStore> = Arc::new(store);
         let c = &self.config;
         let mut sims: std::collections::BTreeMap<String, Arc<dyn Transport>> = Default::default();
         let mut agents = Vec::new();
-        for (id, spec) in &c.agents {
-            let (name, transport_spec) = match &spec.transport {
+        for info in registry.agents() {
+            let id = &info.id;
+            let transport_ref: TransportRef = serde_json::from_value(info.transport.clone())
+                .map_err(|e| CliError::Usage(format!("agent {id}: transport: {e}")))?;
+            let default_sim = TransportSpec::Sim(config::SimSpec::default());
+            let (name, transport_spec) = match &transport_ref {
                 TransportRef::Named(name) => match c.transports.get(name) {
                     Some(t) => (Some(name.as_str()), t),
+                    // The embedded registry's agents use `sim`; a config that
+                    // does not define it gets the default sim fleet.
+                    None if name == "sim" => (Some("sim"), &default_sim),
                     None => {
                         return Err(CliError::Usage(format!(
                             "config: agent {id} uses unknown transport {name:?}"
@@ -105,7 +166,10 @@ impl Setup {
                         let mut cfg = OpenClawConfig::new(oc.url.clone(), token);
                         cfg.path = oc.path.clone();
                         cfg.wait_for_completion = oc.wait_for_completion;
-                        cfg.agent_id = spec.remote_id.clone();
+                        cfg.agent_id = oc
+                            .agent_id
+                            .clone()
+                            .or_else(|| c.agents.get(id).and_then(|a| a.remote_id.clone()));
                         match OpenClawTransport::new(cfg) {
                             Ok(t) => Arc::new(t),
                             Err(e) => Arc::new(Misconfigured(e.to_string())),
@@ -117,8 +181,8 @@ impl Setup {
             agents.push(AgentEntry {
                 id: id.clone(),
                 transport,
-                validator: spec.validator.clone(),
-                max_concurrent: spec.max_concurrent,
+                validator: info.validator.clone(),
+                max_concurrent: info.max_concurrent,
             });
         }
         let d = &c.delegation;

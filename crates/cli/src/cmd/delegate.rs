@@ -8,14 +8,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{DelegateArgs, GlobalArgs};
 use crate::cmd::handoff::{render_details, row};
+use crate::cmd::{context, route};
 use crate::exit::{CliError, Exit};
 use crate::out;
 use crate::wiring::Setup;
 
 pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit, CliError> {
     let setup = Setup::load(global)?;
-    let store = setup.open_store()?;
-    let delegator = setup.delegator(store)?;
+    let registry = setup.registry()?;
     let task = if args.task == "-" {
         read_stdin_task()?
     } else {
@@ -24,7 +24,36 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
     if task.trim().is_empty() {
         return Err(CliError::Usage("the task is empty".into()));
     }
-    let mut request = Request::new(&args.agent, task, &args.caller);
+    // `auto`: the router picks among the agents the caller may use (unless
+    // an agent is really called "auto").
+    let routing = if args.agent == "auto" && registry.get("auto").is_none() {
+        let routing = route::route(&registry, &setup.config.acl, &task, &args.caller)?;
+        if routing.best.is_none() {
+            return Err(CliError::Usage(format!(
+                "no agent {} may delegate to matches this task (allowed: {}); name the agent instead of `auto`",
+                args.caller,
+                routing.allowed.join(", ")
+            )));
+        }
+        eprintln!("{}", route::explain_choice(&routing));
+        Some(routing)
+    } else {
+        None
+    };
+    let agent = routing
+        .as_ref()
+        .and_then(|r| r.best.clone())
+        .unwrap_or_else(|| args.agent.clone());
+    let context = match &args.channel_context {
+        Some(channel) => {
+            Some(context::channel_context(&setup, &registry, channel, args.channel_messages).await?)
+        }
+        None => None,
+    };
+    let store = setup.open_store()?;
+    let delegator = setup.delegator(store, &registry)?;
+    let mut request = Request::new(&agent, task, &args.caller);
+    request.context = context;
     request.timeout = args.timeout.unwrap_or(setup.config.delegation.timeout.0);
     request.parent = args
         .parent
@@ -49,7 +78,14 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
     match result {
         Ok(outcome) => {
             if args.json {
-                out::print_json(&outcome)?;
+                let mut value = serde_json::to_value(&outcome)
+                    .map_err(|e| CliError::Internal(format!("serializing the outcome: {e}")))?;
+                if let (Some(routing), Some(map)) = (&routing, value.as_object_mut()) {
+                    let routing = serde_json::to_value(routing)
+                        .map_err(|e| CliError::Internal(format!("serializing the routing: {e}")))?;
+                    map.insert("routing".into(), routing);
+                }
+                out::print_json(&value)?;
             } else {
                 out::print(&render(&outcome))?;
             }

@@ -1,0 +1,105 @@
+//! `orch context <channel> --messages N`, and the channel context block of
+//! `orch delegate --channel-context`.
+
+use orch_registry::Registry;
+use orch_registry::discord::{BotToken, DiscordClient, DiscordConfig, DiscordError, RenderOptions};
+
+use crate::args::{ContextArgs, GlobalArgs};
+use crate::exit::{CliError, Exit};
+use crate::out;
+use crate::wiring::Setup;
+
+/// Most messages one context may hold.
+const MAX_MESSAGES: usize = 1000;
+
+pub(crate) async fn run(global: &GlobalArgs, args: ContextArgs) -> Result<Exit, CliError> {
+    let setup = Setup::load(global)?;
+    let registry = setup.registry()?;
+    let mut text = channel_context(&setup, &registry, &args.channel, args.messages).await?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    out::print(&text)?;
+    Ok(Exit::Ok)
+}
+
+/// Fetches the newest `messages` of `channel` (a name from the registry's
+/// channels map, or a raw channel id) and renders them for a task message.
+pub(crate) async fn channel_context(
+    setup: &Setup,
+    registry: &Registry,
+    channel: &str,
+    messages: usize,
+) -> Result<String, CliError> {
+    if messages == 0 || messages > MAX_MESSAGES {
+        return Err(CliError::Usage(format!(
+            "--messages must be between 1 and {MAX_MESSAGES}"
+        )));
+    }
+    let Some((name, id)) = registry.resolve_channel(channel) else {
+        let known: Vec<&str> = registry.channels().keys().map(String::as_str).collect();
+        return Err(CliError::Usage(format!(
+            "unknown channel {channel:?}: give a Discord channel id or one of the registry's channel names ({})",
+            if known.is_empty() {
+                "none defined".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    let d = &setup.config.discord;
+    let mut config = DiscordConfig::new(bot_token(setup)?);
+    config.base_url = d.base_url.clone();
+    config.max_retry_wait = d.max_retry_wait.0;
+    let client = DiscordClient::new(config).map_err(map_error)?;
+    let fetched = client
+        .recent_messages(&id, messages)
+        .await
+        .map_err(map_error)?;
+    let options = RenderOptions {
+        max_chars: d.max_chars,
+        channel_label: name.map_or_else(|| id.clone(), |n| format!("#{n}")),
+        bot_user_id: None,
+    };
+    Ok(orch_registry::discord::render(&fetched, &options).text)
+}
+
+/// The bot token from `discord.token_env` (default `DISCORD_BOT_TOKEN`),
+/// else `discord.token_file`. Errors name where to put it, never a value.
+fn bot_token(setup: &Setup) -> Result<BotToken, CliError> {
+    let d = &setup.config.discord;
+    if let Some(value) = std::env::var(&d.token_env)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        return Ok(BotToken::new(value.trim().to_owned()));
+    }
+    if let Some(file) = &d.token_file {
+        let value = std::fs::read_to_string(file).map_err(|e| {
+            CliError::Usage(format!(
+                "cannot read the Discord token file {}: {e}",
+                file.display()
+            ))
+        })?;
+        if !value.trim().is_empty() {
+            return Ok(BotToken::new(value.trim().to_owned()));
+        }
+    }
+    Err(CliError::Usage(format!(
+        "no Discord bot token: set ${} or discord.token_file in orch.yaml",
+        d.token_env
+    )))
+}
+
+/// Token, permission and channel problems are the user's to fix (exit 2);
+/// rate limits and network trouble are transport errors (exit 4).
+fn map_error(e: DiscordError) -> CliError {
+    let message = format!("discord: {e}");
+    match e {
+        DiscordError::Unauthorized
+        | DiscordError::Forbidden { .. }
+        | DiscordError::UnknownChannel { .. }
+        | DiscordError::Config { .. } => CliError::Usage(message),
+        _ => CliError::Transport(message),
+    }
+}

@@ -1,0 +1,108 @@
+//! `orch registry list|show`.
+
+use orch_registry::AgentInfo;
+
+use crate::args::{GlobalArgs, RegistryCmd};
+use crate::exit::{CliError, Exit};
+use crate::out;
+use crate::wiring::Setup;
+
+pub(crate) fn run(global: &GlobalArgs, cmd: RegistryCmd) -> Result<Exit, CliError> {
+    let setup = Setup::load(global)?;
+    let registry = setup.registry()?;
+    match cmd {
+        RegistryCmd::List { json: true } => out::print_json(&registry.to_file())?,
+        RegistryCmd::List { json: false } => {
+            let agents = registry.agents();
+            let w_id = agents.iter().map(|a| a.id.len()).max().unwrap_or(0).max(2);
+            let w_role = agents
+                .iter()
+                .map(|a| a.role.len())
+                .max()
+                .unwrap_or(0)
+                .max(4);
+            let mut s = format!(
+                "{:<w_id$}  {:<w_role$}  transport  capabilities\n",
+                "id", "role"
+            );
+            for a in agents {
+                s.push_str(&format!(
+                    "{:<w_id$}  {:<w_role$}  {:<9}  {}\n",
+                    a.id,
+                    a.role,
+                    transport_label(a),
+                    summary(&a.capabilities)
+                ));
+            }
+            out::print(&s)?;
+        }
+        RegistryCmd::Show { id, json } => {
+            let Some(agent) = registry.get(&id) else {
+                return Err(CliError::Usage(format!(
+                    "unknown agent {id:?}; known agents: {}",
+                    registry.ids().join(", ")
+                )));
+            };
+            if json {
+                out::print_json(agent)?;
+            } else {
+                out::print(&render(agent, &registry))?;
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// The first few capabilities; `registry show` has them all.
+fn summary(capabilities: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut s = capabilities
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if capabilities.len() > SHOWN {
+        s.push_str(&format!(", … (+{} more)", capabilities.len() - SHOWN));
+    }
+    s
+}
+
+fn transport_label(a: &AgentInfo) -> String {
+    match &a.transport {
+        serde_json::Value::String(name) => name.clone(),
+        other => other
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .map_or_else(|| "?".to_owned(), |k| format!("{k} (inline)")),
+    }
+}
+
+fn render(a: &AgentInfo, registry: &orch_registry::Registry) -> String {
+    let mut s = format!("{} — {}\n", a.id, a.name);
+    let mut row = |k: &str, v: &str| s.push_str(&format!("  {k:<14} {v}\n"));
+    row("role", &a.role);
+    row("transport", &transport_label(a));
+    row("validator", a.validator.as_deref().unwrap_or("(none)"));
+    row(
+        "max concurrent",
+        &a.max_concurrent
+            .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+    );
+    let channels: Vec<String> = a
+        .channels
+        .iter()
+        .map(|c| match registry.channels().get(c) {
+            Some(id) => format!("#{c} ({id})"),
+            None => format!("#{c}"),
+        })
+        .collect();
+    if !channels.is_empty() {
+        row("channels", &channels.join(", "));
+    }
+    row("capabilities", &a.capabilities.join(", "));
+    s.push('\n');
+    s.push_str(a.description.trim_end());
+    s.push('\n');
+    s
+}
