@@ -253,6 +253,11 @@ fn help_texts() {
         &["handoff", "submit", "--help"],
         &["handoff", "wait", "--help"],
         &["acl", "--help"],
+        &["delegate", "--help"],
+        &["route", "--help"],
+        &["context", "--help"],
+        &["registry", "--help"],
+        &["config", "--help"],
     ] {
         let run = orch.ok(args);
         let name = format!("help_{}", args[..args.len() - 1].join("_"));

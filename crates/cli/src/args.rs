@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "orch",
     version,
-    about = "Synchronous delegation, routing, workflows and metrics for a team of AI agents",
+    about = "Synchronous delegation, routing and channel context for a team of AI agents",
     propagate_version = true
 )]
 pub(crate) struct Cli {
