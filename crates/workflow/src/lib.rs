@@ -1,38 +1,89 @@
 //! Workflows: reusable YAML pipelines of delegations (DESIGN §8).
 //!
-//! Not built yet; later issues fill it. This crate will hold:
+//! Built so far:
 //!
-//! - the **model** of a workflow file (`name`, `description`, `inputs`,
-//!   `defaults`, `steps` with `agent`, `task`, `needs`, `timeout`,
-//!   `retries`, `when`, `gate`, `on_failure`, and `output`) and its
-//!   **validation**: schema, duplicate step ids, cycles, template references
+//! - the **model** of a workflow file ([`Workflow`], [`Step`], [`Target`]
+//!   — `agent: NAME` or `route: auto` —, [`Gate`], [`InputSpec`],
+//!   [`StepDefaults`] with effective values via [`Workflow::timeout_of`] and
+//!   friends: the step's own value, else `defaults`, else 10 minutes, 0
+//!   retries, `on_failure: stop`);
+//! - **parsing**: [`load`] runs a pre-pass over YAML events
+//!   (`saphyr-parser`) that refuses files over 1 MiB, nesting deeper than
+//!   64, several documents and any anchor or alias (so no alias bombs), and
+//!   indexes the position of every node by path (`steps[2].needs[0]`); then
+//!   serde (`serde_norway` + `serde_path_to_error`, unknown keys refused)
+//!   reads the shape; then the meaning is checked: step ids (unique, no
+//!   dots, `summary` reserved), `agent` xor `route`, [`Template`]s
 //!   (`{{ inputs.X }}`, `{{ steps.ID.result|status|confidence|notes|artifacts }}`,
-//!   `{{ run.id }}`), inputs, agents and the ACL of every step, with errors
-//!   that name the file, line and column;
-//! - the **planner**: a step depends on its explicit `needs` and on every
-//!   step its templates reference, and the result must be a DAG;
+//!   `{{ run.id }}`) and `when` [`Condition`]s parsed once with their
+//!   references resolved, `needs`, and cycles, which are named
+//!   (`research → evaluate → audit → research`);
+//! - **run checks**: [`check_run`] tests agents, the ACL of every step for
+//!   the caller and the inputs, and reports every problem at once;
+//! - the **plan** ([`Plan`]): dependencies are `needs` ∪ steps read by the
+//!   task ∪ steps read by `when`; topological order stable by file order;
+//!   [`Plan::ready`] for an eager executor;
+//! - the JSON Schema of workflow files ([`workflow_json_schema`],
+//!   committed as `schema/workflow.schema.json`) and the three shipped
+//!   workflows ([`builtin`]).
+//!
+//! Every [`WorkflowError`] names the file, line and column
+//! (`<origin>:<line>:<column>: <message>`). Positions come from the event
+//! pre-pass, not from serde: serde_norway locates only its own errors, and
+//! the meaning checks need the place of a node they find wrong. Inside a
+//! task or condition string the column is that of the offending piece
+//! (found in the source text from the scalar's start), else that of the
+//! scalar.
+//!
+//! Not built yet:
+//!
 //! - the **executor**, which delegates each step through `orch-delegate`,
 //!   with retries and backoff, `when` conditions, gates (statuses, minimum
 //!   confidence, human approval), a `max_parallel` cap and a dry-run mode
 //!   that sends nothing;
 //! - **run storage and resume**: step records and the run summary under
 //!   `workflows/<wfRunId>/` in the handoff store, so a killed or paused run
-//!   continues with only the steps that did not finish.
+//!   continues with only the steps that did not finish;
+//! - the `orch workflow` CLI.
 //!
 //! Decisions a newcomer will ask about:
 //!
 //! - **A step starts the moment its dependencies finish**, not level by
-//!   level, so the makespan follows the critical path. The executor is a
-//!   loop over a closed `Event` enum (step finished, timeout fired, approval
-//!   arrived, cancel requested): one place decides, which is easy to test
-//!   and to persist.
+//!   level, so the makespan follows the critical path ([`Plan::levels`] is
+//!   for display only). The executor will be a loop over a closed `Event`
+//!   enum (step finished, timeout fired, approval arrived, cancel
+//!   requested): one place decides, which is easy to test and to persist.
 //! - **Everything is checked before anything is sent.** A run first passes
-//!   the same validation as a dry-run, including the ACL for every step, so
-//!   a workflow never stops half-way on a denial it could have foreseen.
+//!   [`load`] and [`check_run`], including the ACL for every step, so a
+//!   workflow never stops half-way on a denial it could have foreseen.
+//! - **A missing value is an error, not an empty string**:
+//!   [`Template::render`] and [`Condition::eval`] fail when a step has not
+//!   finished or an input has no value.
 //! - **Approval does not block a process.** A gate with `approval` asks on
 //!   the terminal when the run is interactive; otherwise the run is stored
 //!   as `awaiting-approval` and continued later by `approve` / `resume`.
 //! - **Layering.** It builds on `orch-delegate` and what that crate
 //!   re-exports (`orch-handoff`, `orch-acl`) and nothing else of the
-//!   workspace.
+//!   workspace: the CLI passes the registry's agent ids and the policy in.
 #![warn(missing_docs)]
+
+mod builtin;
+mod condition;
+mod error;
+mod model;
+mod plan;
+mod source;
+mod template;
+mod validate;
+
+pub use builtin::{builtin, builtin_names};
+pub use condition::{Condition, Op};
+pub use error::{ErrorKind, RenderError, WorkflowError};
+pub use model::{
+    ContextSpec, DEFAULT_CONTEXT_MESSAGES, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Gate, InputSpec,
+    OnFailure, Step, StepDefaults, Target, Workflow, workflow_json_schema,
+};
+pub use plan::Plan;
+pub use source::{MAX_DEPTH, MAX_FILE_BYTES};
+pub use template::{Context, Field, Ref, RenderContext, Segment, StepOutput, Template};
+pub use validate::{ResolvedInputs, check_run, load};

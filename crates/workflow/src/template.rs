@@ -1,0 +1,424 @@
+//! `{{ … }}` templates in step tasks and the workflow `output`.
+//!
+//! A template is parsed once, at load time, into literal text and
+//! references: `{{ inputs.X }}`, `{{ steps.ID.FIELD }}` (FIELD one of
+//! `result`, `status`, `confidence`, `notes`, `artifacts`) and
+//! `{{ run.id }}`; spaces inside the braces are optional. There is no
+//! escape: every `{{` opens a reference. Rendering fails on a missing value
+//! rather than printing an empty string.
+
+use std::fmt;
+
+use crate::error::RenderError;
+use orch_delegate::orch_handoff::{Artifact, Confidence, Handoff, Status};
+
+/// A field of a finished step that a template or condition can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    /// The handoff's `result` text.
+    Result,
+    /// `complete`, `partial`, `blocked` or `failed`.
+    Status,
+    /// `low`, `medium` or `high` (`unstated` when the handoff has none).
+    Confidence,
+    /// The handoff's `notes`.
+    Notes,
+    /// The artifacts, one per line.
+    Artifacts,
+}
+
+impl Field {
+    /// Every field, in the order error messages list them.
+    pub const ALL: [Field; 5] = [
+        Field::Result,
+        Field::Status,
+        Field::Confidence,
+        Field::Notes,
+        Field::Artifacts,
+    ];
+
+    /// The name used in templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Result => "result",
+            Field::Status => "status",
+            Field::Confidence => "confidence",
+            Field::Notes => "notes",
+            Field::Artifacts => "artifacts",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// One `{{ … }}` reference.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Ref {
+    /// `{{ inputs.NAME }}`.
+    Input(String),
+    /// `{{ steps.ID.FIELD }}`.
+    Step {
+        /// The step id.
+        id: String,
+        /// The field read.
+        field: Field,
+    },
+    /// `{{ run.id }}`: the workflow run id.
+    RunId,
+}
+
+impl fmt::Display for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ref::Input(name) => write!(f, "inputs.{name}"),
+            Ref::Step { id, field } => write!(f, "steps.{id}.{}", field.as_str()),
+            Ref::RunId => f.write_str("run.id"),
+        }
+    }
+}
+
+/// A piece of a template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// Text copied as is.
+    Text(String),
+    /// A value looked up at render time.
+    Ref(Ref),
+}
+
+/// A parsed template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    segments: Vec<Segment>,
+}
+
+/// A template syntax error: byte offset and length of the offending piece
+/// in the template text, and the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SyntaxError {
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+    pub(crate) message: String,
+}
+
+/// What the finished step `id` produced, as templates and conditions see
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepOutput {
+    /// The handoff status.
+    pub status: Status,
+    /// The handoff confidence, when the agent gave one.
+    pub confidence: Option<Confidence>,
+    /// The handoff result text.
+    pub result: String,
+    /// The handoff notes (may be empty).
+    pub notes: String,
+    /// Paths or URLs of the artifacts.
+    pub artifacts: Vec<String>,
+}
+
+impl StepOutput {
+    /// The parts of a handoff that templates can read.
+    pub fn from_handoff(h: &Handoff) -> Self {
+        let artifacts = h
+            .artifacts
+            .iter()
+            .filter_map(|a| match a {
+                Artifact::Plain(s) => Some(s.clone()),
+                Artifact::Ref(r) => r.path.clone().or_else(|| r.url.clone()),
+            })
+            .collect();
+        Self {
+            status: h.status,
+            confidence: h.confidence,
+            result: h.result.clone(),
+            notes: h.notes.clone(),
+            artifacts,
+        }
+    }
+}
+
+/// The values a template or condition is evaluated against.
+pub trait RenderContext {
+    /// The value of input `name` (defaults already applied).
+    fn input(&self, name: &str) -> Option<&str>;
+    /// The output of step `id`, if it has finished.
+    fn step(&self, id: &str) -> Option<&StepOutput>;
+    /// The workflow run id.
+    fn run_id(&self) -> Option<&str>;
+}
+
+/// A plain [`RenderContext`] built from maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// Input values by name.
+    pub inputs: std::collections::BTreeMap<String, String>,
+    /// Outputs of finished steps by id.
+    pub steps: std::collections::BTreeMap<String, StepOutput>,
+    /// The run id, once there is one.
+    pub run_id: Option<String>,
+}
+
+impl RenderContext for Context {
+    fn input(&self, name: &str) -> Option<&str> {
+        self.inputs.get(name).map(String::as_str)
+    }
+    fn step(&self, id: &str) -> Option<&StepOutput> {
+        self.steps.get(id)
+    }
+    fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+}
+
+pub(crate) fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Complete => "complete",
+        Status::Partial => "partial",
+        Status::Blocked => "blocked",
+        Status::Failed => "failed",
+    }
+}
+
+pub(crate) fn confidence_str(c: Confidence) -> &'static str {
+    match c {
+        Confidence::Low => "low",
+        Confidence::Medium => "medium",
+        Confidence::High => "high",
+    }
+}
+
+/// Parses the inside of `{{ … }}` or a condition operand: `inputs.X`,
+/// `steps.ID.FIELD`, `run.id`. The error is a message.
+pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
+    let parts: Vec<&str> = expr.split('.').collect();
+    match parts.as_slice() {
+        ["inputs", name] if !name.is_empty() => Ok(Ref::Input((*name).to_owned())),
+        ["inputs", ..] => Err(format!("`{expr}` is not a reference: write `inputs.NAME`")),
+        ["steps", id, field] if !id.is_empty() => match Field::parse(field) {
+            Some(field) => Ok(Ref::Step {
+                id: (*id).to_owned(),
+                field,
+            }),
+            None => Err(format!(
+                "unknown step field `{field}` in `{expr}`: expected one of {}",
+                Field::ALL
+                    .iter()
+                    .map(|f| format!("`{}`", f.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        },
+        ["steps", ..] => Err(format!(
+            "`{expr}` is not a reference: write `steps.ID.FIELD`"
+        )),
+        ["run", "id"] => Ok(Ref::RunId),
+        ["run", ..] => Err(format!(
+            "`{expr}` is not a reference: the only run field is `run.id`"
+        )),
+        _ => Err(format!(
+            "unknown reference `{expr}`: references start with `inputs.`, `steps.` or `run.`"
+        )),
+    }
+}
+
+impl Template {
+    /// Parses a template.
+    pub(crate) fn parse(source: &str) -> Result<Self, SyntaxError> {
+        let mut segments = Vec::new();
+        let mut rest = 0usize;
+        while let Some(open) = source[rest..].find("{{").map(|i| rest + i) {
+            if open > rest {
+                segments.push(Segment::Text(source[rest..open].to_owned()));
+            }
+            let Some(close) = source[open + 2..].find("}}").map(|i| open + 2 + i) else {
+                return Err(SyntaxError {
+                    offset: open,
+                    len: 2,
+                    message: "`{{` is never closed with `}}`".into(),
+                });
+            };
+            let inner = source[open + 2..close].trim();
+            let r = parse_ref(inner).map_err(|message| SyntaxError {
+                offset: open,
+                len: close + 2 - open,
+                message,
+            })?;
+            segments.push(Segment::Ref(r));
+            rest = close + 2;
+        }
+        if rest < source.len() {
+            segments.push(Segment::Text(source[rest..].to_owned()));
+        }
+        Ok(Self {
+            source: source.to_owned(),
+            segments,
+        })
+    }
+
+    /// Parses a template written in code (not from a file).
+    pub fn new(source: &str) -> Result<Self, String> {
+        Self::parse(source).map_err(|e| e.message)
+    }
+
+    /// The text as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The parsed pieces.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Every reference, in order, with its byte offset and length in the
+    /// source text.
+    pub(crate) fn refs_with_offsets(&self) -> Vec<(&Ref, usize, usize)> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        for seg in &self.segments {
+            if let Segment::Ref(r) = seg
+                && let Some(open) = self.source[from..].find("{{").map(|i| from + i)
+            {
+                let close = self.source[open..]
+                    .find("}}")
+                    .map_or(self.source.len(), |i| open + i + 2);
+                out.push((r, open, close - open));
+                from = close;
+            }
+        }
+        out
+    }
+
+    /// Every reference, in order.
+    pub fn refs(&self) -> impl Iterator<Item = &Ref> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Ref(r) => Some(r),
+            Segment::Text(_) => None,
+        })
+    }
+
+    /// The ids of the steps this template reads, in order, with repeats.
+    pub fn step_refs(&self) -> impl Iterator<Item = &str> {
+        self.refs().filter_map(|r| match r {
+            Ref::Step { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Renders the template; a value it needs that `ctx` lacks is an error.
+    pub fn render(&self, ctx: &dyn RenderContext) -> Result<String, RenderError> {
+        let mut out = String::with_capacity(self.source.len());
+        for seg in &self.segments {
+            match seg {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Ref(r) => out.push_str(&lookup(r, ctx)?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The text of one reference.
+pub(crate) fn lookup(r: &Ref, ctx: &dyn RenderContext) -> Result<String, RenderError> {
+    let missing = || RenderError(format!("`{r}` has no value"));
+    match r {
+        Ref::Input(name) => ctx.input(name).map(str::to_owned).ok_or_else(missing),
+        Ref::RunId => ctx.run_id().map(str::to_owned).ok_or_else(missing),
+        Ref::Step { id, field } => {
+            let out = ctx.step(id).ok_or_else(|| {
+                RenderError(format!("`{r}` has no value: step `{id}` has not finished"))
+            })?;
+            match field {
+                Field::Result => Ok(out.result.clone()),
+                Field::Status => Ok(status_str(out.status).to_owned()),
+                // The handoff field is optional: say so rather than fail.
+                Field::Confidence => {
+                    Ok(out.confidence.map_or("unstated", confidence_str).to_owned())
+                }
+                Field::Notes => Ok(out.notes.clone()),
+                Field::Artifacts => Ok(out.artifacts.join("\n")),
+            }
+        }
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ctx() -> Context {
+        let mut c = Context::default();
+        c.inputs.insert("m".into(), "Invar, Zerodur".into());
+        c.steps.insert(
+            "research".into(),
+            StepOutput {
+                status: Status::Complete,
+                confidence: Some(Confidence::High),
+                result: "R".into(),
+                notes: String::new(),
+                artifacts: vec!["a.md".into(), "b.csv".into()],
+            },
+        );
+        c.run_id = Some("wf-1".into());
+        c
+    }
+
+    #[test]
+    fn parses_and_renders() {
+        let t = Template::new("x {{inputs.m}} / {{ steps.research.result }} {{ steps.research.confidence }} {{run.id}}\n{{ steps.research.artifacts }}").unwrap();
+        assert_eq!(
+            t.render(&ctx()).unwrap(),
+            "x Invar, Zerodur / R high wf-1\na.md\nb.csv"
+        );
+        assert_eq!(
+            t.step_refs().collect::<Vec<_>>(),
+            ["research", "research", "research"]
+        );
+        let offsets: Vec<_> = t
+            .refs_with_offsets()
+            .iter()
+            .map(|(_, o, l)| (*o, *l))
+            .collect();
+        assert_eq!(offsets[0], (2, 12));
+    }
+
+    #[test]
+    fn missing_values_are_errors() {
+        let t = Template::new("{{ steps.other.result }}").unwrap();
+        assert!(t.render(&ctx()).unwrap_err().0.contains("has not finished"));
+        let t = Template::new("{{ inputs.nope }}").unwrap();
+        assert!(t.render(&ctx()).is_err());
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert!(
+            Template::new("{{ inputs.m ")
+                .unwrap_err()
+                .contains("never closed")
+        );
+        assert!(
+            Template::new("{{ steps.a.resulz }}")
+                .unwrap_err()
+                .contains("unknown step field")
+        );
+        assert!(
+            Template::new("{{ env.HOME }}")
+                .unwrap_err()
+                .contains("unknown reference")
+        );
+        assert!(Template::new("{{ steps.a }}").is_err());
+        assert_eq!(Template::new("no refs").unwrap().segments().len(), 1);
+    }
+}

@@ -1,0 +1,592 @@
+//! Loading (syntax, shape, meaning within the file) and the checks of a
+//! run request (agents, ACL, inputs).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use orch_delegate::orch_acl::Policy;
+
+use crate::condition::Condition;
+use crate::error::{ErrorKind, WorkflowError};
+use crate::model::{
+    Gate, InputSpec, RawStep, RawWorkflow, RouteMode, Step, StepDefaults, Target, Workflow,
+};
+use crate::plan::{Plan, arrows};
+use crate::source::SourceMap;
+use crate::template::{Ref, Template};
+
+/// Step ids the run store keeps for itself.
+const RESERVED_STEP_IDS: &[&str] = &["summary"];
+
+/// Input values of a run, with defaults applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResolvedInputs(BTreeMap<String, String>);
+
+impl ResolvedInputs {
+    /// The value of input `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Every input, by name.
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    /// The map of values.
+    pub fn into_map(self) -> BTreeMap<String, String> {
+        self.0
+    }
+}
+
+/// Whether `s` can name a step or an input: `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`.
+fn is_name(s: &str) -> bool {
+    s.len() <= 64
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// serde_norway appends " at line X column Y"; we print the location first.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => message[..i].to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+/// Loads a workflow from YAML `text`; `origin` names it in errors (a path,
+/// or `builtin:<name>`).
+///
+/// Checks, in order: size cap, YAML syntax, no anchors or aliases, nesting
+/// depth, the shape (unknown keys, types, durations), then the meaning
+/// within the file: ids, `agent` xor `route: auto`, templates and
+/// conditions and what they reference, `needs`, and cycles. Returns the
+/// first error found.
+pub fn load(text: &str, origin: &str) -> Result<Workflow, WorkflowError> {
+    let source = SourceMap::scan(text, origin)?;
+    let de = serde_norway::Deserializer::from_str(text);
+    let raw: RawWorkflow = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = e.into_inner();
+        let mut message = strip_location(&inner.to_string());
+        // serde_norway may prefix the message with (part of) the path.
+        if let Some((prefix, rest)) = message.split_once(": ")
+            && !prefix.is_empty()
+            && path.starts_with(prefix)
+        {
+            message = rest.to_owned();
+        }
+        // An unknown key is reported at the key, against its parent.
+        let unknown_key = message.starts_with("unknown field");
+        let shown = if unknown_key {
+            path.rfind(['.', '[']).map_or("", |i| &path[..i])
+        } else {
+            path.as_str()
+        };
+        let message = if shown.is_empty() {
+            message
+        } else {
+            format!("`{shown}`: {message}")
+        };
+        match inner.location() {
+            // serde_norway places value errors raised inside a field's own
+            // deserializer at the enclosing mapping; the index knows better.
+            Some(_) if !unknown_key && source.has(&path) => {
+                source.error(ErrorKind::Schema, path, message)
+            }
+            Some(l) => source.error_at(ErrorKind::Schema, path, (l.line(), l.column()), message),
+            None => source.error(ErrorKind::Schema, path, message),
+        }
+    })?;
+    build(raw, source)
+}
+
+/// Where each dependency of a step was first mentioned: (path, line, column).
+type Mentions = BTreeMap<usize, (String, (usize, usize))>;
+
+fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError> {
+    let err = |kind, path: String, message: String| source.error(kind, path, message);
+    if raw.name.trim().is_empty() {
+        return Err(err(
+            ErrorKind::Schema,
+            "name".into(),
+            "`name` must not be empty".into(),
+        ));
+    }
+    if raw.steps.is_empty() {
+        return Err(err(
+            ErrorKind::Schema,
+            "steps".into(),
+            "a workflow needs at least one step".into(),
+        ));
+    }
+    if raw.max_parallel == Some(0) {
+        return Err(err(
+            ErrorKind::Schema,
+            "max_parallel".into(),
+            "`max_parallel` must be at least 1 (leave it out for no cap)".into(),
+        ));
+    }
+    let max_parallel = raw
+        .max_parallel
+        .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+    let mut inputs = BTreeMap::new();
+    for (name, spec) in raw.inputs {
+        let path = format!("inputs.{name}");
+        if !is_name(&name) {
+            return Err(err(
+                ErrorKind::Schema,
+                path,
+                format!("input name `{name}` is not allowed: use letters, digits, `_` and `-`"),
+            ));
+        }
+        if spec.required && spec.default.is_some() {
+            return Err(err(
+                ErrorKind::Schema,
+                path,
+                format!("input `{name}` is required and has a default: give one or the other"),
+            ));
+        }
+        inputs.insert(
+            name,
+            InputSpec {
+                required: spec.required,
+                default: spec.default,
+                description: spec.description,
+            },
+        );
+    }
+    let defaults = StepDefaults {
+        timeout: raw.defaults.timeout.map(|d| d.0),
+        retries: raw.defaults.retries,
+        on_failure: raw.defaults.on_failure,
+    };
+    if defaults.timeout.is_some_and(|t| t.is_zero()) {
+        return Err(err(
+            ErrorKind::Schema,
+            "defaults.timeout".into(),
+            "a timeout must be longer than zero".into(),
+        ));
+    }
+
+    // Ids first: references need to know every step.
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, step) in raw.steps.iter().enumerate() {
+        let path = format!("steps[{i}].id");
+        if !is_name(&step.id) {
+            return Err(err(
+                ErrorKind::StepId,
+                path,
+                format!(
+                    "step id `{}` is not allowed: use up to 64 letters, digits, `_` and `-`, starting with a letter or digit",
+                    step.id
+                ),
+            ));
+        }
+        if RESERVED_STEP_IDS.contains(&step.id.as_str()) {
+            return Err(err(
+                ErrorKind::StepId,
+                path,
+                format!("step id `{}` is reserved", step.id),
+            ));
+        }
+        if let Some(&first) = index.get(step.id.as_str()) {
+            let at = source.node(&format!("steps[{first}].id"));
+            return Err(err(
+                ErrorKind::StepId,
+                path,
+                format!(
+                    "duplicate step id `{}` (first defined at line {})",
+                    step.id, at.line
+                ),
+            ));
+        }
+        index.insert(&step.id, i);
+    }
+
+    let mut steps = Vec::with_capacity(raw.steps.len());
+    let mut deps: Vec<Vec<usize>> = Vec::with_capacity(raw.steps.len());
+    let mut mentions: Vec<Mentions> = Vec::with_capacity(raw.steps.len());
+    for (i, rs) in raw.steps.iter().enumerate() {
+        let (step, step_deps, step_mentions) = build_step(i, rs, &index, &inputs, &source)?;
+        steps.push(step);
+        deps.push(step_deps);
+        mentions.push(step_mentions);
+    }
+
+    let output = match &raw.output {
+        None => None,
+        Some(text) => {
+            let t = parse_template(text, "output", &source)?;
+            check_refs(&t, "output", text, &index, &inputs, &source, |_, _, _| {
+                Ok(())
+            })?;
+            Some(t)
+        }
+    };
+
+    let ids: Vec<String> = steps.iter().map(|s: &Step| s.id.clone()).collect();
+    let plan = Plan::build(ids.clone(), deps).map_err(|cycle| {
+        // Point at where the first step of the cycle reads the last one.
+        let (first, last) = (cycle[0], cycle[cycle.len() - 2]);
+        let (path, at) = mentions[first].get(&last).cloned().unwrap_or_else(|| {
+            let p = format!("steps[{first}].id");
+            let n = source.node(&p);
+            (p, (n.line, n.column))
+        });
+        let message = if cycle.len() == 2 {
+            format!("step `{}` depends on itself", ids[first])
+        } else {
+            format!("dependency cycle: {}", arrows(&ids, &cycle))
+        };
+        source.error_at(ErrorKind::Cycle, path, at, message)
+    })?;
+
+    Ok(Workflow {
+        name: raw.name,
+        description: raw.description,
+        inputs,
+        defaults,
+        steps,
+        max_parallel,
+        output,
+        plan,
+        source,
+    })
+}
+
+fn parse_template(text: &str, path: &str, source: &SourceMap) -> Result<Template, WorkflowError> {
+    Template::parse(text).map_err(|e| {
+        let at = source.locate(path, text, e.offset, e.len);
+        source.error_at(ErrorKind::Template, path, at, e.message)
+    })
+}
+
+/// Checks every reference of `t` against the steps and inputs, and hands
+/// each step reference (index, offset, len) to `on_step`.
+fn check_refs(
+    t: &Template,
+    path: &str,
+    text: &str,
+    index: &BTreeMap<&str, usize>,
+    inputs: &BTreeMap<String, InputSpec>,
+    source: &SourceMap,
+    mut on_step: impl FnMut(usize, usize, usize) -> Result<(), WorkflowError>,
+) -> Result<(), WorkflowError> {
+    for (r, offset, len) in t.refs_with_offsets() {
+        let at = || source.locate(path, text, offset, len);
+        match r {
+            Ref::Input(name) if !inputs.contains_key(name) => {
+                return Err(source.error_at(
+                    ErrorKind::Template,
+                    path,
+                    at(),
+                    format!(
+                        "`{{{{ {r} }}}}` names an unknown input `{name}`{}",
+                        known(inputs.keys())
+                    ),
+                ));
+            }
+            Ref::Step { id, .. } => match index.get(id.as_str()) {
+                Some(&j) => on_step(j, offset, len)?,
+                None => {
+                    return Err(source.error_at(
+                        ErrorKind::UnknownStep,
+                        path,
+                        at(),
+                        format!(
+                            "`{{{{ {r} }}}}` names an unknown step `{id}`{}",
+                            known(index.keys())
+                        ),
+                    ));
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `" (known: a, b)"` or `" (none declared)"`.
+fn known<S: AsRef<str>>(names: impl Iterator<Item = S>) -> String {
+    let names: Vec<String> = names.map(|n| n.as_ref().to_owned()).collect();
+    if names.is_empty() {
+        " (none declared)".into()
+    } else {
+        format!(" (known: {})", names.join(", "))
+    }
+}
+
+fn build_step(
+    i: usize,
+    rs: &RawStep,
+    index: &BTreeMap<&str, usize>,
+    inputs: &BTreeMap<String, InputSpec>,
+    source: &SourceMap,
+) -> Result<(Step, Vec<usize>, Mentions), WorkflowError> {
+    let at = |field: &str| format!("steps[{i}].{field}");
+    let err = |kind, path: String, message: String| source.error(kind, path, message);
+    let id = rs.id.as_str();
+    let target = match (&rs.agent, rs.route) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                ErrorKind::Schema,
+                at("route"),
+                format!("step `{id}` gives both `agent` and `route`: give one"),
+            ));
+        }
+        (None, None) => {
+            return Err(err(
+                ErrorKind::Schema,
+                format!("steps[{i}]"),
+                format!("step `{id}` needs `agent: NAME` or `route: auto`"),
+            ));
+        }
+        (Some(agent), None) if agent.trim().is_empty() || agent.trim() != agent => {
+            return Err(err(
+                ErrorKind::Schema,
+                at("agent"),
+                format!("step `{id}`: `agent` must be a non-empty name without spaces around it"),
+            ));
+        }
+        (Some(agent), None) => Target::Agent(agent.clone()),
+        (None, Some(RouteMode::Auto)) => Target::Route,
+    };
+    if rs.task.trim().is_empty() {
+        return Err(err(
+            ErrorKind::Schema,
+            at("task"),
+            format!("step `{id}` has an empty `task`"),
+        ));
+    }
+    if rs.timeout.is_some_and(|t| t.0.is_zero()) {
+        return Err(err(
+            ErrorKind::Schema,
+            at("timeout"),
+            "a timeout must be longer than zero".into(),
+        ));
+    }
+
+    let mut deps: Vec<usize> = Vec::new();
+    let mut mentions = Mentions::new();
+    let mut add = |j: usize, path: String, pos: (usize, usize)| {
+        if !deps.contains(&j) {
+            deps.push(j);
+        }
+        mentions.entry(j).or_insert((path, pos));
+    };
+
+    for (k, need) in rs.needs.iter().enumerate() {
+        let path = at(&format!("needs[{k}]"));
+        match index.get(need.as_str()) {
+            Some(&j) => {
+                let n = source.node(&path);
+                add(j, path, (n.line, n.column));
+            }
+            None => {
+                return Err(err(
+                    ErrorKind::UnknownStep,
+                    path,
+                    format!(
+                        "step `{id}` needs an unknown step `{need}`{}",
+                        known(index.keys())
+                    ),
+                ));
+            }
+        }
+    }
+
+    let task_path = at("task");
+    let task = parse_template(&rs.task, &task_path, source)?;
+    check_refs(
+        &task,
+        &task_path,
+        &rs.task,
+        index,
+        inputs,
+        source,
+        |j, offset, len| {
+            add(
+                j,
+                task_path.clone(),
+                source.locate(&task_path, &rs.task, offset, len),
+            );
+            Ok(())
+        },
+    )?;
+
+    let when = match &rs.when {
+        None => None,
+        Some(text) => {
+            let path = at("when");
+            let c = Condition::parse(text).map_err(|e| {
+                let pos = source.locate(&path, text, e.offset, e.len);
+                source.error_at(
+                    ErrorKind::Condition,
+                    path.clone(),
+                    pos,
+                    format!("bad `when`: {}", e.message),
+                )
+            })?;
+            let mut refs = Vec::new();
+            c.refs(&mut refs);
+            for r in refs {
+                let piece = r.to_string();
+                let offset = text.find(&piece).unwrap_or(0);
+                let pos = source.locate(&path, text, offset, piece.len());
+                match &r {
+                    Ref::Step { id: sid, .. } => match index.get(sid.as_str()) {
+                        Some(&j) => add(j, path.clone(), pos),
+                        None => {
+                            return Err(source.error_at(
+                                ErrorKind::Condition,
+                                path,
+                                pos,
+                                format!(
+                                    "`when` reads an unknown step `{sid}`{}",
+                                    known(index.keys())
+                                ),
+                            ));
+                        }
+                    },
+                    Ref::Input(name) if !inputs.contains_key(name) => {
+                        return Err(source.error_at(
+                            ErrorKind::Condition,
+                            path,
+                            pos,
+                            format!(
+                                "`when` reads an unknown input `{name}`{}",
+                                known(inputs.keys())
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            Some(c)
+        }
+    };
+
+    let gate = rs.gate.as_ref().map(|g| Gate {
+        status: g.status.clone(),
+        min_confidence: g.min_confidence,
+        approval: g.approval,
+    });
+    if let Some(ctx) = &rs.context {
+        if ctx.channel.trim().is_empty() {
+            return Err(err(
+                ErrorKind::Schema,
+                at("context.channel"),
+                "`context.channel` must not be empty".into(),
+            ));
+        }
+        if !(1..=1000).contains(&ctx.messages) {
+            return Err(err(
+                ErrorKind::Schema,
+                at("context.messages"),
+                "`context.messages` must be between 1 and 1000".into(),
+            ));
+        }
+    }
+
+    Ok((
+        Step {
+            id: rs.id.clone(),
+            target,
+            task,
+            needs: rs.needs.clone(),
+            timeout: rs.timeout.map(|d| d.0),
+            retries: rs.retries,
+            when,
+            gate,
+            on_failure: rs.on_failure,
+            context: rs.context.clone(),
+        },
+        deps,
+        mentions,
+    ))
+}
+
+/// Checks a run request against a loaded workflow: every `agent` is one of
+/// `agents`; `caller` may delegate to every step's agent under `policy`
+/// (a `route: auto` step needs the caller to be allowed at least one of
+/// `agents`); every required input is given; no undeclared input is given.
+/// Collects every error. On success, returns the inputs with defaults
+/// applied.
+pub fn check_run(
+    wf: &Workflow,
+    agents: &[&str],
+    policy: &Policy,
+    caller: &str,
+    inputs: &BTreeMap<String, String>,
+) -> Result<ResolvedInputs, Vec<WorkflowError>> {
+    let src = &wf.source;
+    let mut errors = Vec::new();
+    for (i, step) in wf.steps.iter().enumerate() {
+        match &step.target {
+            Target::Agent(agent) => {
+                let path = format!("steps[{i}].agent");
+                if !agents.contains(&agent.as_str()) {
+                    errors.push(src.error(
+                        ErrorKind::UnknownAgent,
+                        path,
+                        format!(
+                            "step `{}`: unknown agent `{agent}` (known: {})",
+                            step.id,
+                            agents.join(", ")
+                        ),
+                    ));
+                } else if let Err(e) = policy.check(caller, agent) {
+                    errors.push(src.error(
+                        ErrorKind::Denied,
+                        path,
+                        format!("step `{}`: {e}", step.id),
+                    ));
+                }
+            }
+            Target::Route => {
+                if policy
+                    .allowed_targets(caller, agents.iter().copied())
+                    .is_empty()
+                {
+                    errors.push(src.error(
+                        ErrorKind::Denied,
+                        format!("steps[{i}].route"),
+                        format!("step `{}` routes automatically, but `{caller}` may not delegate to any agent", step.id),
+                    ));
+                }
+            }
+        }
+    }
+    let mut resolved = BTreeMap::new();
+    for (name, spec) in &wf.inputs {
+        match (inputs.get(name), &spec.default) {
+            (Some(v), _) => {
+                resolved.insert(name.clone(), v.clone());
+            }
+            (None, Some(d)) => {
+                resolved.insert(name.clone(), d.clone());
+            }
+            (None, None) if spec.required => errors.push(src.error(
+                ErrorKind::MissingInput,
+                format!("inputs.{name}"),
+                format!("missing required input `{name}`: pass --input {name}=…"),
+            )),
+            (None, None) => {}
+        }
+    }
+    let declared: BTreeSet<&str> = wf.inputs.keys().map(String::as_str).collect();
+    for name in inputs.keys().filter(|n| !declared.contains(n.as_str())) {
+        errors.push(src.error(
+            ErrorKind::UnknownInput,
+            "inputs",
+            format!("unknown input `{name}`{}", known(declared.iter())),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(ResolvedInputs(resolved))
+    } else {
+        Err(errors)
+    }
+}
