@@ -258,6 +258,7 @@ fn help_texts() {
         &["context", "--help"],
         &["registry", "--help"],
         &["config", "--help"],
+        &["workflow", "--help"],
     ] {
         let run = orch.ok(args);
         let name = format!("help_{}", args[..args.len() - 1].join("_"));

@@ -13,6 +13,7 @@ mod delegate;
 mod handoff;
 mod openclaw;
 mod routing;
+mod workflow;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -134,9 +134,40 @@ pub(crate) enum Command {
     /// List the agents and what they can do
     #[command(subcommand)]
     Registry(RegistryCmd),
+    /// Check, draw, list and describe workflows
+    #[command(subcommand)]
+    Workflow(WorkflowCmd),
     /// Show the effective configuration, or write an example orch.yaml
     #[command(subcommand)]
     Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkflowCmd {
+    /// Check a workflow: the file alone, or with --caller also its agents,
+    /// the ACL of every step and the inputs
+    Validate {
+        /// A workflow file, a name in ./workflows/, or a built-in template
+        workflow: String,
+        /// Also check agents, ACL and inputs for this caller
+        #[arg(long, value_name = "ID")]
+        caller: Option<String>,
+        /// An input, name=value (repeatable; with --caller)
+        #[arg(long = "input", value_name = "NAME=VALUE", requires = "caller")]
+        inputs: Vec<String>,
+    },
+    /// Print the workflow's dependency graph as a Mermaid flowchart
+    Graph {
+        /// A workflow file, a name in ./workflows/, or a built-in template
+        workflow: String,
+    },
+    /// List the workflows in ./workflows/ and the built-in templates
+    List,
+    /// Describe a workflow: inputs, steps, dependencies, gates, parallel levels
+    Show {
+        /// A workflow file, a name in ./workflows/, or a built-in template
+        workflow: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -55,6 +55,7 @@ async fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Route(args) => cmd::route::run(&cli.global, args),
         Command::Context(args) => cmd::context::run(&cli.global, args).await,
         Command::Registry(cmd) => cmd::registry::run(&cli.global, cmd),
+        Command::Workflow(cmd) => cmd::workflow::run(&cli.global, cmd),
         Command::Config(cmd) => cmd::config::run(&cli.global, cmd),
     }
 }

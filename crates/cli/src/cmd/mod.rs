@@ -7,3 +7,4 @@ pub(crate) mod delegate;
 pub(crate) mod handoff;
 pub(crate) mod registry;
 pub(crate) mod route;
+pub(crate) mod workflow;
