@@ -35,16 +35,21 @@
 //! (found in the source text from the scalar's start), else that of the
 //! scalar.
 //!
-//! Not built yet:
+//! - the **executor** ([`Executor`]): an event loop that starts each step
+//!   the moment its dependencies end (up to `max_parallel`), with `when`,
+//!   retries with backoff, timeouts, gates, human approval through an
+//!   injected [`Approver`] (none: the run pauses as `awaiting-approval`),
+//!   `on_failure`, cancellation, and seams for routing ([`StepRouter`]),
+//!   channel context ([`ContextSource`]) and a live view ([`Progress`]);
+//!   see the `exec` module docs;
+//! - **run storage and resume**: a [`StepRecord`] per step and a
+//!   [`RunSummary`] under `workflows/<wfRunId>/`, written as the run goes;
+//!   [`Executor::resume`] continues a killed, cancelled or paused run
+//!   (in-flight delegations are looked up and re-awaited before anything
+//!   is sent again); [`approve`] records a human decision.
 //!
-//! - the **executor**, which delegates each step through `orch-delegate`,
-//!   with retries and backoff, `when` conditions, gates (statuses, minimum
-//!   confidence, human approval), a `max_parallel` cap and a dry-run mode
-//!   that sends nothing;
-//! - **run storage and resume**: step records and the run summary under
-//!   `workflows/<wfRunId>/` in the handoff store, so a killed or paused run
-//!   continues with only the steps that did not finish;
-//! - the `orch workflow` CLI.
+//! Not built yet: the `orch workflow` CLI (TTY approver, live view,
+//! Ctrl-C → cancel token) and a dry-run printer.
 //!
 //! Decisions a newcomer will ask about:
 //!
@@ -70,8 +75,10 @@
 mod builtin;
 mod condition;
 mod error;
+mod exec;
 mod model;
 mod plan;
+mod run;
 mod source;
 mod template;
 mod validate;
@@ -79,11 +86,18 @@ mod validate;
 pub use builtin::{builtin, builtin_names};
 pub use condition::{Condition, Op};
 pub use error::{ErrorKind, RenderError, WorkflowError};
+pub use exec::{
+    Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, RunOptions, StepRouter,
+};
 pub use model::{
     ContextSpec, DEFAULT_CONTEXT_MESSAGES, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Gate, InputSpec,
     OnFailure, Step, StepDefaults, Target, Workflow, workflow_json_schema,
 };
 pub use plan::Plan;
+pub use run::{
+    ApprovalDecision, Attempt, GateDecision, RunStatus, RunSummary, StepRecord, StepStatus,
+    StepSummary, approve, read_step, read_summary,
+};
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES};
 pub use template::{Context, Field, Ref, RenderContext, Segment, StepOutput, Template};
 pub use validate::{ResolvedInputs, check_run, load};

@@ -2,4 +2,5 @@
 
 mod builtin;
 mod corpus;
+mod exec;
 mod schema;

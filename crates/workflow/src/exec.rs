@@ -1,0 +1,1140 @@
+//! The executor: runs a workflow's steps through a [`Delegator`], stores
+//! every state change, and resumes killed or paused runs.
+//!
+//! # The loop
+//!
+//! [`Executor::run`] is one loop over a closed [`Event`] enum read from a
+//! channel: `StepFinished` (sent by the task that ran a step's
+//! delegations), `ApprovalArrived` (sent by the task that asked the
+//! [`Approver`]) and `Cancelled` (the token fired). Step and approval tasks
+//! live in `JoinSet`s owned by the loop, so dropping the run future aborts
+//! them. Before waiting for the next event the loop starts every step
+//! [`Plan::ready`](crate::Plan::ready) returns, up to `max_parallel`: a
+//! step starts the moment its own dependencies ended, never level by level.
+//! The agents' `maxConcurrent` is the [`Delegator`]'s to enforce.
+//!
+//! # Per step
+//!
+//! - **Dependencies**: a step whose dependency did not complete (skipped,
+//!   failed, rejected) is skipped too, with the reason `dependency X was
+//!   skipped` / `… failed`. So templates never read a missing step.
+//! - **`when`** false: skipped with the reason `when \`…\` is false`; it
+//!   counts as ended for scheduling.
+//! - **Task**: rendered with the inputs, the outputs of completed steps
+//!   and `run.id`; `context:` is fetched through the [`ContextSource`];
+//!   `route: auto` asks the [`StepRouter`] (none configured: refused at
+//!   start).
+//! - **Attempts**: each delegation gets a fresh delegation run id, recorded
+//!   in the step record *before* it is dispatched. An outcome `failed` or
+//!   `timed-out`, or a transport error, is retried up to
+//!   [`Workflow::retries_of`] times after a backoff of
+//!   [`Executor::with_retry_base`] (default 1 s) doubling each time
+//!   (`tokio::time::sleep`).
+//! - **Gate**: the handoff's status must be in `gate.status` (no gate, or
+//!   an empty list: `complete` or `partial`) and its confidence at least
+//!   `gate.min_confidence` (absent confidence counts as `low`). A failure
+//!   of the attempts or of the gate applies `on_failure`: `stop` starts no
+//!   new step (running ones finish; the run ends `failed`), `continue` lets
+//!   independent steps go on (the run ends `completed-with-failures`).
+//! - **Approval** (`gate.approval`, after a passing gate): the [`Approver`]
+//!   is asked with the step's output; without one (non-interactive) the
+//!   step waits as `awaiting-approval`, and when nothing else can run the
+//!   run returns with that status. [`approve`](crate::approve) records the
+//!   decision; [`Executor::resume`] applies it. A rejection is a failure.
+//!
+//! # Storage and resume
+//!
+//! Step records (`workflows/<wfRunId>/<step>.json`) are written when a
+//! step starts an attempt (before dispatch) and when it ends; the summary
+//! after every state change, with the workflow's YAML so resume does not
+//! depend on the file. [`Executor::resume`] reloads both: completed,
+//! skipped, failed and rejected steps stay as they are; a step recorded
+//! `running` is first looked up by its last delegation run id (a handoff
+//! may have landed while nobody waited), then re-awaited for what remained
+//! of its deadline, and only then dispatched again as a new attempt.
+//!
+//! Cancellation: the token is passed to every delegation; the run is
+//! stored as `cancelled`, its running steps stay `running` (resume
+//! re-awaits them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orch_delegate::orch_handoff::{
+    Confidence, Handoff, HandoffKey, HandoffStore, RunId, Status, StoreError, WaitOutcome,
+};
+use orch_delegate::{DelegateError, Delegator, OutcomeStatus, Request};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::WorkflowError;
+use crate::model::{ContextSpec, OnFailure, Target, Workflow};
+use crate::run::{
+    ApprovalDecision, Attempt, GateDecision, RunStatus, RunSummary, StepRecord, StepStatus,
+    StepSummary, put_step, put_summary, read_step, read_summary,
+};
+use crate::template::{Context, StepOutput, confidence_str, status_str};
+use crate::validate::ResolvedInputs;
+
+/// Asks a human whether a step's result may go on.
+#[async_trait]
+pub trait Approver: Send + Sync {
+    /// The decision on `step`, whose result is `output`.
+    async fn approve(&self, step: &str, output: &StepOutput) -> ApprovalDecision;
+}
+
+/// Picks the agent of a `route: auto` step.
+pub trait StepRouter: Send + Sync {
+    /// The agent for `task` delegated by `caller`; `None`: nothing fits.
+    fn route(&self, task: &str, caller: &str) -> Option<String>;
+}
+
+/// Renders a step's `context:` (a channel's recent messages).
+#[async_trait]
+pub trait ContextSource: Send + Sync {
+    /// The last `messages` messages of `channel`, rendered; `Err` says why
+    /// not.
+    async fn fetch(&self, channel: &str, messages: usize) -> Result<String, String>;
+}
+
+/// What a live view is told.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProgressEvent {
+    /// A delegation of the step was sent.
+    Started {
+        /// The step.
+        step: String,
+        /// Its agent.
+        agent: String,
+        /// 1 for the first delegation.
+        attempt: u32,
+    },
+    /// An attempt failed; another follows after `delay`.
+    Retrying {
+        /// The step.
+        step: String,
+        /// The attempt that follows.
+        attempt: u32,
+        /// The backoff.
+        delay: Duration,
+    },
+    /// The step ended (completed, failed or rejected).
+    Finished {
+        /// The step.
+        step: String,
+        /// How.
+        status: StepStatus,
+        /// Since it started.
+        elapsed: Duration,
+    },
+    /// The step was skipped.
+    Skipped {
+        /// The step.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+    /// The step passed its gate and waits for a human.
+    AwaitingApproval {
+        /// The step.
+        step: String,
+    },
+}
+
+/// Observes a run (for a live view).
+pub trait Progress: Send + Sync {
+    /// Called on each event, from the run loop or a step task.
+    fn event(&self, e: &ProgressEvent);
+}
+
+/// Why a run could not be carried out (a failing step is not an error: it
+/// is in the [`RunSummary`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// A stored record does not read back.
+    #[error("workflow run {run_id}: stored record is corrupt: {message}")]
+    Corrupt {
+        /// The run.
+        run_id: RunId,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such run.
+    #[error("no workflow run {run_id} in the store")]
+    NotFound {
+        /// The run asked for.
+        run_id: RunId,
+    },
+    /// The workflow stored with the run no longer loads.
+    #[error("workflow stored with the run: {0}")]
+    Workflow(WorkflowError),
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// How to start a run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Who runs it (checked by the ACL on every delegation).
+    pub caller: String,
+    /// Input values, defaults applied (from [`check_run`](crate::check_run)).
+    pub inputs: ResolvedInputs,
+    /// The run id (default: [`RunId::generate_workflow`]).
+    pub run_id: Option<RunId>,
+}
+
+/// The closed set of things the run loop reacts to.
+#[derive(Debug)]
+enum Event {
+    StepFinished {
+        step: String,
+        done: Box<StepDone>,
+    },
+    ApprovalArrived {
+        step: String,
+        decision: ApprovalDecision,
+    },
+    Cancelled,
+}
+
+#[derive(Debug)]
+struct StepDone {
+    rec: StepRecord,
+    cancelled: bool,
+}
+
+/// Runs workflows (see the module docs).
+#[derive(Clone)]
+pub struct Executor {
+    delegator: Arc<Delegator>,
+    store: Arc<dyn HandoffStore>,
+    approver: Option<Arc<dyn Approver>>,
+    router: Option<Arc<dyn StepRouter>>,
+    context: Option<Arc<dyn ContextSource>>,
+    progress: Option<Arc<dyn Progress>>,
+    retry_base: Duration,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("delegator", &self.delegator)
+            .field("interactive", &self.approver.is_some())
+            .field("retry_base", &self.retry_base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// An executor over `delegator` (and its store), non-interactive, with
+    /// no router, no context source and no progress observer.
+    pub fn new(delegator: Arc<Delegator>) -> Self {
+        let store = Arc::clone(delegator.store());
+        Self {
+            delegator,
+            store,
+            approver: None,
+            router: None,
+            context: None,
+            progress: None,
+            retry_base: Duration::from_secs(1),
+        }
+    }
+
+    /// Asks `approver` at approval gates (interactive runs).
+    pub fn with_approver(mut self, approver: Arc<dyn Approver>) -> Self {
+        self.approver = Some(approver);
+        self
+    }
+
+    /// Routes `route: auto` steps with `router`.
+    pub fn with_router(mut self, router: Arc<dyn StepRouter>) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// Fetches `context:` with `source`.
+    pub fn with_context_source(mut self, source: Arc<dyn ContextSource>) -> Self {
+        self.context = Some(source);
+        self
+    }
+
+    /// Tells `progress` what happens.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The first retry backoff (doubled for each further retry).
+    pub fn with_retry_base(mut self, base: Duration) -> Self {
+        self.retry_base = base;
+        self
+    }
+
+    /// The store runs are kept in.
+    pub fn store(&self) -> &Arc<dyn HandoffStore> {
+        &self.store
+    }
+
+    /// Runs `wf` (loaded from `source`, its YAML text) to its end, a pause
+    /// for approval, or cancellation.
+    pub async fn run(
+        &self,
+        wf: &Workflow,
+        source: &str,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary, ExecError> {
+        let run_id = opts
+            .run_id
+            .unwrap_or_else(|| RunId::generate_workflow(&wf.name));
+        if self
+            .store
+            .get_workflow_record(
+                &run_id,
+                &orch_delegate::orch_handoff::WorkflowRecord::Summary,
+            )
+            .await?
+            .is_some()
+        {
+            return Err(ExecError::Usage(format!(
+                "workflow run {run_id} already exists: use resume"
+            )));
+        }
+        let recs: BTreeMap<String, StepRecord> = wf
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), StepRecord::new(&s.id)))
+            .collect();
+        let summary = RunSummary {
+            schema: 1,
+            run_id,
+            workflow: wf.name.clone(),
+            origin: wf.origin().to_owned(),
+            source: source.to_owned(),
+            status: RunStatus::Running,
+            caller: opts.caller,
+            inputs: opts.inputs.into_map(),
+            steps: recs
+                .iter()
+                .map(|(k, r)| (k.clone(), StepSummary::of(r)))
+                .collect(),
+            started: jiff::Timestamp::now(),
+            finished: None,
+            output: None,
+        };
+        self.drive(wf, summary, recs, cancel).await
+    }
+
+    /// Continues run `run_id` (killed, cancelled or paused): finished steps
+    /// are not re-run, in-flight ones are re-awaited first.
+    pub async fn resume(
+        &self,
+        run_id: &RunId,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary, ExecError> {
+        let mut summary = read_summary(&*self.store, run_id).await?;
+        let wf = crate::load(&summary.source, &summary.origin).map_err(ExecError::Workflow)?;
+        let mut recs = BTreeMap::new();
+        for s in &wf.steps {
+            let rec = read_step(&*self.store, run_id, &s.id)
+                .await?
+                .unwrap_or_else(|| StepRecord::new(&s.id));
+            recs.insert(s.id.clone(), rec);
+        }
+        summary.status = RunStatus::Running;
+        summary.finished = None;
+        self.drive(&wf, summary, recs, cancel).await
+    }
+
+    async fn drive(
+        &self,
+        wf: &Workflow,
+        summary: RunSummary,
+        recs: BTreeMap<String, StepRecord>,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary, ExecError> {
+        if self.router.is_none()
+            && let Some(s) = wf.steps.iter().find(|s| s.target == Target::Route)
+        {
+            return Err(ExecError::Usage(format!(
+                "step `{}` uses `route: auto`, but no router is configured",
+                s.id
+            )));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut r = Runner {
+            exec: self,
+            wf,
+            summary,
+            recs,
+            tx,
+            steps: JoinSet::new(),
+            approvals: JoinSet::new(),
+            running: 0,
+            stop: false,
+            cancelled: false,
+            token: cancel.child_token(),
+        };
+        r.go(rx, cancel).await
+    }
+
+    fn emit(&self, e: ProgressEvent) {
+        if let Some(p) = &self.progress {
+            p.event(&e);
+        }
+    }
+}
+
+struct Runner<'a> {
+    exec: &'a Executor,
+    wf: &'a Workflow,
+    summary: RunSummary,
+    recs: BTreeMap<String, StepRecord>,
+    tx: mpsc::UnboundedSender<Event>,
+    steps: JoinSet<()>,
+    approvals: JoinSet<()>,
+    running: usize,
+    stop: bool,
+    cancelled: bool,
+    token: CancellationToken,
+}
+
+fn elapsed(rec: &StepRecord) -> Duration {
+    rec.started.map_or(Duration::ZERO, |s| {
+        Duration::try_from(jiff::Timestamp::now().duration_since(s)).unwrap_or_default()
+    })
+}
+
+impl Runner<'_> {
+    async fn go(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary, ExecError> {
+        // State carried over from an earlier process.
+        let ids: Vec<String> = self.recs.keys().cloned().collect();
+        for id in ids {
+            let rec = &self.recs[&id];
+            let fails = matches!(rec.status, StepStatus::Failed | StepStatus::Rejected);
+            if fails && self.on_failure(&id) == OnFailure::Stop {
+                self.stop = true;
+            }
+            match rec.status {
+                StepStatus::Running => self.spawn_step(&id, true),
+                StepStatus::AwaitingApproval => {
+                    if let Some(d) = rec.approval.clone() {
+                        self.apply_approval(&id, d).await?;
+                    } else {
+                        self.ask_approval(&id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        loop {
+            if cancel.is_cancelled() {
+                self.cancelled = true;
+            }
+            if !self.stop && !self.cancelled {
+                self.start_ready().await?;
+            }
+            self.save(RunStatus::Running).await?;
+            if self.running == 0 && self.approvals.is_empty() {
+                break;
+            }
+            let ev = tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => ev,
+                    None => break,
+                },
+                () = cancel.cancelled(), if !self.cancelled => Event::Cancelled,
+            };
+            match ev {
+                Event::Cancelled => {
+                    self.cancelled = true;
+                    self.token.cancel();
+                    self.approvals.abort_all();
+                    while self.approvals.join_next().await.is_some() {}
+                }
+                Event::StepFinished { step, done } => {
+                    self.running -= 1;
+                    self.step_finished(&step, *done).await?;
+                }
+                Event::ApprovalArrived { step, decision } => {
+                    if let Some(rec) = self.recs.get_mut(&step) {
+                        rec.approval = Some(decision.clone());
+                    }
+                    self.apply_approval(&step, decision).await?;
+                }
+            }
+            // Reap finished tasks.
+            while self.approvals.try_join_next().is_some() {}
+            while self.steps.try_join_next().is_some() {}
+        }
+        if cancel.is_cancelled() {
+            self.cancelled = true;
+        }
+        let any = |st: &[StepStatus]| self.recs.values().any(|r| st.contains(&r.status));
+        let status = if self.cancelled {
+            RunStatus::Cancelled
+        } else if self.stop {
+            RunStatus::Failed
+        } else if any(&[StepStatus::AwaitingApproval]) {
+            RunStatus::AwaitingApproval
+        } else if any(&[StepStatus::Failed, StepStatus::Rejected]) {
+            RunStatus::CompletedWithFailures
+        } else {
+            RunStatus::Completed
+        };
+        if matches!(
+            status,
+            RunStatus::Completed | RunStatus::CompletedWithFailures
+        ) && let Some(out) = &self.wf.output
+        {
+            self.summary.output = out.render(&self.context()).ok();
+        }
+        self.summary.finished = Some(jiff::Timestamp::now());
+        self.save(status).await?;
+        Ok(self.summary.clone())
+    }
+
+    fn on_failure(&self, id: &str) -> OnFailure {
+        self.wf
+            .step(id)
+            .map_or(OnFailure::Stop, |s| self.wf.on_failure_of(s))
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            inputs: self.summary.inputs.clone(),
+            steps: self
+                .recs
+                .iter()
+                .filter(|(_, r)| r.status == StepStatus::Completed)
+                .filter_map(|(k, r)| {
+                    r.handoff
+                        .as_ref()
+                        .map(|h| (k.clone(), StepOutput::from_handoff(h)))
+                })
+                .collect(),
+            run_id: Some(self.summary.run_id.as_str().to_owned()),
+        }
+    }
+
+    async fn save(&mut self, status: RunStatus) -> Result<(), ExecError> {
+        self.summary.status = status;
+        self.summary.steps = self
+            .recs
+            .iter()
+            .map(|(k, r)| (k.clone(), StepSummary::of(r)))
+            .collect();
+        put_summary(&*self.exec.store, &self.summary).await
+    }
+
+    async fn put(&self, id: &str) -> Result<(), ExecError> {
+        match self.recs.get(id) {
+            Some(rec) => put_step(&*self.exec.store, &self.summary.run_id, rec).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends step `id` without running it (skipped) or as failed.
+    async fn end_early(
+        &mut self,
+        id: &str,
+        status: StepStatus,
+        reason: String,
+    ) -> Result<(), ExecError> {
+        let now = jiff::Timestamp::now();
+        if let Some(rec) = self.recs.get_mut(id) {
+            rec.status = status;
+            rec.reason = Some(reason.clone());
+            rec.started.get_or_insert(now);
+            rec.finished = Some(now);
+        }
+        self.put(id).await?;
+        if status == StepStatus::Skipped {
+            self.exec.emit(ProgressEvent::Skipped {
+                step: id.to_owned(),
+                reason,
+            });
+        } else {
+            self.failed(id);
+            self.exec.emit(ProgressEvent::Finished {
+                step: id.to_owned(),
+                status,
+                elapsed: Duration::ZERO,
+            });
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, id: &str) {
+        if self.on_failure(id) == OnFailure::Stop {
+            self.stop = true;
+        }
+    }
+
+    async fn start_ready(&mut self) -> Result<(), ExecError> {
+        let cap = self.wf.max_parallel.unwrap_or(usize::MAX).max(1);
+        loop {
+            let ended: BTreeSet<String> = self
+                .recs
+                .iter()
+                .filter(|(_, r)| {
+                    matches!(
+                        r.status,
+                        StepStatus::Completed
+                            | StepStatus::Skipped
+                            | StepStatus::Failed
+                            | StepStatus::Rejected
+                    )
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let started: BTreeSet<String> = self
+                .recs
+                .iter()
+                .filter(|(_, r)| r.status != StepStatus::Pending)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let ready: Vec<String> = self
+                .wf
+                .plan()
+                .ready(&ended, &started)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            let mut changed = false;
+            for id in ready {
+                if self.stop {
+                    return Ok(());
+                }
+                let Some(step) = self.wf.step(&id) else {
+                    continue;
+                };
+                let bad_dep = self.wf.plan().deps(&id).into_iter().find_map(|d| {
+                    let st = self.recs.get(d).map(|r| r.status)?;
+                    let word = match st {
+                        StepStatus::Skipped => "was skipped",
+                        StepStatus::Failed => "failed",
+                        StepStatus::Rejected => "was rejected",
+                        _ => return None,
+                    };
+                    Some(format!("dependency `{d}` {word}"))
+                });
+                if let Some(reason) = bad_dep {
+                    self.end_early(&id, StepStatus::Skipped, reason).await?;
+                    changed = true;
+                    continue;
+                }
+                let ctx = self.context();
+                if let Some(cond) = &step.when {
+                    match cond.eval(&ctx) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.end_early(
+                                &id,
+                                StepStatus::Skipped,
+                                format!("when `{cond}` is false"),
+                            )
+                            .await?;
+                            changed = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.end_early(&id, StepStatus::Failed, format!("when `{cond}`: {e}"))
+                                .await?;
+                            changed = true;
+                            continue;
+                        }
+                    }
+                }
+                if self.running >= cap {
+                    continue;
+                }
+                let task = match step.task.render(&ctx) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.end_early(&id, StepStatus::Failed, format!("task: {e}"))
+                            .await?;
+                        changed = true;
+                        continue;
+                    }
+                };
+                let agent = match &step.target {
+                    Target::Agent(a) => Some(a.clone()),
+                    Target::Route => self
+                        .exec
+                        .router
+                        .as_ref()
+                        .and_then(|r| r.route(&task, &self.summary.caller)),
+                };
+                let Some(agent) = agent else {
+                    self.end_early(&id, StepStatus::Failed, "no agent fits the task".to_owned())
+                        .await?;
+                    changed = true;
+                    continue;
+                };
+                if let Some(rec) = self.recs.get_mut(&id) {
+                    rec.status = StepStatus::Running;
+                    rec.agent = Some(agent);
+                    rec.rendered_task = Some(task);
+                    rec.started = Some(jiff::Timestamp::now());
+                }
+                self.spawn_step(&id, false);
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+    }
+
+    fn spawn_step(&mut self, id: &str, reawait: bool) {
+        let (Some(step), Some(rec)) = (self.wf.step(id), self.recs.get(id)) else {
+            return;
+        };
+        let context = match (&step.context, &self.exec.context) {
+            (Some(spec), Some(src)) => Some((Arc::clone(src), spec.clone())),
+            _ => None,
+        };
+        let job = Job {
+            delegator: Arc::clone(&self.exec.delegator),
+            store: Arc::clone(&self.exec.store),
+            progress: self.exec.progress.clone(),
+            wf_run: self.summary.run_id.clone(),
+            rec: rec.clone(),
+            caller: self.summary.caller.clone(),
+            timeout: self.wf.timeout_of(step),
+            retries: self.wf.retries_of(step),
+            retry_base: self.exec.retry_base,
+            gate: step.gate.clone().unwrap_or_default(),
+            context,
+            reawait,
+            cancel: self.token.clone(),
+        };
+        let tx = self.tx.clone();
+        let id = id.to_owned();
+        self.running += 1;
+        self.steps.spawn(async move {
+            let done = job.run().await;
+            let _ = tx.send(Event::StepFinished {
+                step: id,
+                done: Box::new(done),
+            });
+        });
+    }
+
+    fn ask_approval(&mut self, id: &str) {
+        let Some(approver) = self.exec.approver.clone() else {
+            self.exec.emit(ProgressEvent::AwaitingApproval {
+                step: id.to_owned(),
+            });
+            return;
+        };
+        let Some(h) = self.recs.get(id).and_then(|r| r.handoff.clone()) else {
+            return;
+        };
+        self.exec.emit(ProgressEvent::AwaitingApproval {
+            step: id.to_owned(),
+        });
+        let tx = self.tx.clone();
+        let id = id.to_owned();
+        self.approvals.spawn(async move {
+            let decision = approver.approve(&id, &StepOutput::from_handoff(&h)).await;
+            let _ = tx.send(Event::ApprovalArrived { step: id, decision });
+        });
+    }
+
+    async fn apply_approval(&mut self, id: &str, d: ApprovalDecision) -> Result<(), ExecError> {
+        let Some(rec) = self.recs.get_mut(id) else {
+            return Ok(());
+        };
+        rec.finished = Some(jiff::Timestamp::now());
+        match &d {
+            ApprovalDecision::Approve => rec.status = StepStatus::Completed,
+            ApprovalDecision::Reject { reason } => {
+                rec.status = StepStatus::Rejected;
+                rec.reason = Some(format!("rejected: {reason}"));
+            }
+        }
+        let status = rec.status;
+        let elapsed = elapsed(rec);
+        if status == StepStatus::Rejected {
+            self.failed(id);
+        }
+        self.put(id).await?;
+        self.exec.emit(ProgressEvent::Finished {
+            step: id.to_owned(),
+            status,
+            elapsed,
+        });
+        Ok(())
+    }
+
+    async fn step_finished(&mut self, id: &str, done: StepDone) -> Result<(), ExecError> {
+        let status = done.rec.status;
+        let elapsed = elapsed(&done.rec);
+        self.recs.insert(id.to_owned(), done.rec);
+        self.put(id).await?;
+        if done.cancelled {
+            return Ok(());
+        }
+        match status {
+            StepStatus::AwaitingApproval => self.ask_approval(id),
+            StepStatus::Failed => {
+                self.failed(id);
+                self.exec.emit(ProgressEvent::Finished {
+                    step: id.to_owned(),
+                    status,
+                    elapsed,
+                });
+            }
+            _ => self.exec.emit(ProgressEvent::Finished {
+                step: id.to_owned(),
+                status,
+                elapsed,
+            }),
+        }
+        Ok(())
+    }
+}
+
+/// Everything one step task needs.
+struct Job {
+    delegator: Arc<Delegator>,
+    store: Arc<dyn HandoffStore>,
+    progress: Option<Arc<dyn Progress>>,
+    wf_run: RunId,
+    rec: StepRecord,
+    caller: String,
+    timeout: Duration,
+    retries: u32,
+    retry_base: Duration,
+    gate: crate::model::Gate,
+    context: Option<(Arc<dyn ContextSource>, ContextSpec)>,
+    reawait: bool,
+    cancel: CancellationToken,
+}
+
+/// How the last attempt ended.
+enum Tried {
+    /// A handoff the gate may judge.
+    Answer(Box<Handoff>),
+    /// No usable answer; `retry` if another attempt may help.
+    Failed {
+        detail: String,
+        retry: bool,
+    },
+    Cancelled,
+}
+
+impl Job {
+    fn emit(&self, e: ProgressEvent) {
+        if let Some(p) = &self.progress {
+            p.event(&e);
+        }
+    }
+
+    async fn save(&self) {
+        if let Err(e) = put_step(&*self.store, &self.wf_run, &self.rec).await {
+            tracing::warn!(step = %self.rec.step, error = %e, "could not write the step record");
+        }
+    }
+
+    fn end_attempt(&mut self, status: &str, detail: Option<String>) {
+        if let Some(a) = self.rec.attempts.last_mut() {
+            a.status = status.to_owned();
+            a.finished = Some(jiff::Timestamp::now());
+            a.detail = detail;
+        }
+    }
+
+    async fn run(mut self) -> StepDone {
+        let mut last = None;
+        if self.reawait {
+            last = self.reawait_last().await;
+        }
+        let tries_made =
+            |rec: &StepRecord| rec.attempts.iter().filter(|a| a.status != "lost").count() as u64;
+        let mut context: Option<Option<String>> = None;
+        loop {
+            let tried = match last.take() {
+                Some(t) => t,
+                None => {
+                    let n = tries_made(&self.rec);
+                    if n > 0 {
+                        let delay = self.retry_base.saturating_mul(1u32 << (n - 1).min(16));
+                        self.emit(ProgressEvent::Retrying {
+                            step: self.rec.step.clone(),
+                            attempt: u32::try_from(n + 1).unwrap_or(u32::MAX),
+                            delay,
+                        });
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = self.cancel.cancelled() => return self.done(true),
+                        }
+                    }
+                    if context.is_none() {
+                        context = Some(match &self.context {
+                            None => None,
+                            Some((src, spec)) => {
+                                match src.fetch(&spec.channel, spec.messages).await {
+                                    Ok(s) => Some(s),
+                                    Err(e) => {
+                                        self.rec.status = StepStatus::Failed;
+                                        self.rec.reason =
+                                            Some(format!("context from `{}`: {e}", spec.channel));
+                                        self.rec.finished = Some(jiff::Timestamp::now());
+                                        return self.done(false);
+                                    }
+                                }
+                            }
+                        });
+                    }
+                    self.attempt(context.clone().flatten()).await
+                }
+            };
+            match tried {
+                Tried::Cancelled => return self.done(true),
+                Tried::Answer(h) => {
+                    self.judge(*h);
+                    return self.done(false);
+                }
+                Tried::Failed { detail, retry } => {
+                    if retry && tries_made(&self.rec) <= u64::from(self.retries) {
+                        continue;
+                    }
+                    self.rec.status = StepStatus::Failed;
+                    self.rec.reason = Some(detail);
+                    self.rec.finished = Some(jiff::Timestamp::now());
+                    return self.done(false);
+                }
+            }
+        }
+    }
+
+    fn done(self, cancelled: bool) -> StepDone {
+        StepDone {
+            rec: self.rec,
+            cancelled,
+        }
+    }
+
+    /// Resume: the last attempt was in flight when the run stopped.
+    async fn reawait_last(&mut self) -> Option<Tried> {
+        let a = self.rec.attempts.last()?.clone();
+        if a.status != "running" {
+            return None;
+        }
+        let key = HandoffKey::top(a.run_id.clone());
+        let mut found = self.store.get(&key).await.ok().flatten();
+        if found.is_none() {
+            let end = a.started
+                + jiff::SignedDuration::from_millis(a.timeout_ms.try_into().unwrap_or(i64::MAX));
+            let left =
+                Duration::try_from(end.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+            if !left.is_zero() {
+                let deadline = tokio::time::Instant::now() + left;
+                tokio::select! {
+                    w = self.store.wait(&key, deadline) => {
+                        if let Ok(WaitOutcome::Landed(h)) = w {
+                            found = Some(h);
+                        }
+                    }
+                    () = self.cancel.cancelled() => return Some(Tried::Cancelled),
+                }
+            }
+        }
+        match found {
+            Some(h) => Some(self.answer(h, OutcomeStatus::Complete)),
+            None => {
+                self.end_attempt(
+                    "lost",
+                    Some("no handoff came for this delegation; sent again".to_owned()),
+                );
+                self.save().await;
+                None
+            }
+        }
+    }
+
+    /// Records how an attempt with handoff `h` ended.
+    fn answer(&mut self, h: Handoff, fallback: OutcomeStatus) -> Tried {
+        let status = match h.status {
+            Status::Complete => OutcomeStatus::Complete,
+            Status::Partial => OutcomeStatus::Partial,
+            Status::Blocked => OutcomeStatus::Blocked,
+            Status::Failed => OutcomeStatus::Failed,
+        };
+        let status = if fallback == OutcomeStatus::Failed {
+            fallback
+        } else {
+            status
+        };
+        self.end_attempt(status.as_str(), None);
+        if status == OutcomeStatus::Failed {
+            let detail = format!("the agent reported failure: {}", first_line(&h.result));
+            self.rec.handoff = Some(h);
+            return Tried::Failed {
+                detail,
+                retry: true,
+            };
+        }
+        Tried::Answer(Box::new(h))
+    }
+
+    async fn attempt(&mut self, context: Option<String>) -> Tried {
+        let run_id = RunId::generate();
+        let Some(agent) = self.rec.agent.clone() else {
+            return Tried::Failed {
+                detail: "no agent".to_owned(),
+                retry: false,
+            };
+        };
+        self.rec.attempts.push(Attempt {
+            run_id: run_id.clone(),
+            status: "running".to_owned(),
+            started: jiff::Timestamp::now(),
+            finished: None,
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            detail: None,
+        });
+        self.rec.delegation_run_id = Some(run_id.clone());
+        self.rec.status = StepStatus::Running;
+        if let Err(e) = put_step(&*self.store, &self.wf_run, &self.rec).await {
+            self.end_attempt("error", Some(e.to_string()));
+            return Tried::Failed {
+                detail: format!("could not record the attempt: {e}"),
+                retry: false,
+            };
+        }
+        self.emit(ProgressEvent::Started {
+            step: self.rec.step.clone(),
+            agent: agent.clone(),
+            attempt: u32::try_from(self.rec.attempts.len()).unwrap_or(u32::MAX),
+        });
+        let Some(task) = self.rec.rendered_task.clone() else {
+            return Tried::Failed {
+                detail: "no task".to_owned(),
+                retry: false,
+            };
+        };
+        let req = Request {
+            agent,
+            task,
+            caller: self.caller.clone(),
+            timeout: self.timeout,
+            context,
+            parent: None,
+            validate: false,
+            validator: None,
+            run_id: Some(run_id),
+        };
+        match self.delegator.delegate(req, &self.cancel).await {
+            Ok(out) => {
+                let status = out.status();
+                match (status, out.handoff) {
+                    (OutcomeStatus::TimedOut, _) | (_, None) => {
+                        let detail = match status {
+                            OutcomeStatus::TimedOut => format!(
+                                "timed out after {}",
+                                jiff::SignedDuration::try_from(self.timeout)
+                                    .map(|d| format!("{d:#}"))
+                                    .unwrap_or_default()
+                            ),
+                            _ => format!("no valid handoff ({:?})", out.end),
+                        };
+                        self.end_attempt(status.as_str(), Some(detail.clone()));
+                        Tried::Failed {
+                            detail,
+                            retry: true,
+                        }
+                    }
+                    (status, Some(h)) => self.answer(h, status),
+                }
+            }
+            Err(DelegateError::Cancelled { .. }) => {
+                self.end_attempt("running", None);
+                if let Some(a) = self.rec.attempts.last_mut() {
+                    a.finished = None;
+                }
+                Tried::Cancelled
+            }
+            Err(e) => {
+                let retry = matches!(e, DelegateError::Transport { .. });
+                self.end_attempt("error", Some(e.to_string()));
+                Tried::Failed {
+                    detail: e.to_string(),
+                    retry,
+                }
+            }
+        }
+    }
+
+    /// The gate's verdict on `h`.
+    fn judge(&mut self, h: Handoff) {
+        let ok_status = if self.gate.status.is_empty() {
+            matches!(h.status, Status::Complete | Status::Partial)
+        } else {
+            self.gate.status.contains(&h.status)
+        };
+        let conf = h.confidence.unwrap_or(Confidence::Low);
+        let ok_conf = self.gate.min_confidence.is_none_or(|m| conf >= m);
+        let passed = ok_status && ok_conf;
+        let reason = if !ok_status {
+            let want: Vec<&str> = if self.gate.status.is_empty() {
+                vec!["complete", "partial"]
+            } else {
+                self.gate.status.iter().map(|s| status_str(*s)).collect()
+            };
+            format!(
+                "status {} is not one of {}",
+                status_str(h.status),
+                want.join(", ")
+            )
+        } else if !ok_conf {
+            format!(
+                "confidence {} is below {}",
+                h.confidence.map_or("unstated", confidence_str),
+                self.gate.min_confidence.map_or("", confidence_str)
+            )
+        } else {
+            "passed".to_owned()
+        };
+        self.rec.gate = Some(GateDecision {
+            passed,
+            reason: reason.clone(),
+        });
+        self.rec.handoff = Some(h);
+        if passed && self.gate.approval {
+            self.rec.status = StepStatus::AwaitingApproval;
+            return;
+        }
+        self.rec.finished = Some(jiff::Timestamp::now());
+        if passed {
+            self.rec.status = StepStatus::Completed;
+        } else {
+            self.rec.status = StepStatus::Failed;
+            self.rec.reason = Some(format!("gate: {reason}"));
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("").trim();
+    if l.chars().count() > 200 {
+        format!("{}…", l.chars().take(200).collect::<String>())
+    } else {
+        l.to_owned()
+    }
+}

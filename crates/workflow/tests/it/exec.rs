@@ -1,0 +1,812 @@
+//! The executor against a real `FsStore` in a temp dir and a scripted fake
+//! transport that answers like an agent: it writes the handoff into the
+//! store at the end of `dispatch`, after a delay read from the task text.
+//!
+//! Real time with short delays: in paused time a store wait may end at its
+//! deadline instead of when inotify reports the file (time jumps while the
+//! watcher's wake-up is on its way), which would make the order of events
+//! meaningless. The tests assert orders and counts, never durations.
+//!
+//! Task markers read by the fake: `[id=X]` (the step, for counting),
+//! `[d=MS]` (delay before answering), `[s=STATUS]`, `[c=CONF]`, `[hang]`
+//! (ack, never answer), `[hangfirst]` (hang on the first dispatch only),
+//! `[failfirst=N]` (answer `failed` to the first N
+//! dispatches of the step).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orch_delegate::orch_acl::Policy;
+use orch_delegate::orch_handoff::{
+    Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, RunId, Scope, Status,
+};
+use orch_delegate::{
+    Ack, AgentEntry, Delegator, DelegatorConfig, Envelope, Transport, TransportError,
+};
+use orch_workflow::{
+    ApprovalDecision, Approver, Executor, Progress, ProgressEvent, RunOptions, RunStatus,
+    RunSummary, StepOutput, StepStatus, Workflow, approve, check_run, load, read_step,
+    read_summary,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------------------
+// The fake agent fleet.
+
+#[derive(Default)]
+struct Fake {
+    store: Mutex<Option<FsStore>>,
+    /// Dispatches per step id.
+    dispatches: Mutex<BTreeMap<String, usize>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    per_agent: Mutex<BTreeMap<String, (usize, usize)>>,
+    hung: Notify,
+}
+
+fn marker<'a>(msg: &'a str, key: &str) -> Option<&'a str> {
+    let open = format!("[{key}=");
+    let at = msg.find(&open)? + open.len();
+    let end = msg[at..].find(']')? + at;
+    Some(&msg[at..end])
+}
+
+impl Fake {
+    fn count(&self, step: &str) -> usize {
+        self.dispatches
+            .lock()
+            .unwrap()
+            .get(step)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn agent_max(&self, agent: &str) -> usize {
+        self.per_agent.lock().unwrap().get(agent).map_or(0, |x| x.1)
+    }
+}
+
+#[async_trait]
+impl Transport for Fake {
+    fn name(&self) -> &str {
+        "fake"
+    }
+
+    async fn dispatch(&self, env: &Envelope) -> Result<Ack, TransportError> {
+        let msg = &env.message;
+        let step = marker(msg, "id").unwrap_or("?").to_owned();
+        let n = {
+            let mut d = self.dispatches.lock().unwrap();
+            let n = d.entry(step.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let ack = Ok(Ack {
+            remote_run_id: None,
+            completion: None,
+        });
+        if msg.contains("[hang]") || (n == 1 && msg.contains("[hangfirst]")) {
+            self.hung.notify_one();
+            return ack;
+        }
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        {
+            let mut pa = self.per_agent.lock().unwrap();
+            let e = pa.entry(env.agent.clone()).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(e.0);
+        }
+        let delay: u64 = marker(msg, "d").map_or(5, |d| d.parse().unwrap());
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let fail_first: usize = marker(msg, "failfirst").map_or(0, |d| d.parse().unwrap());
+        let status = if n <= fail_first {
+            Status::Failed
+        } else {
+            match marker(msg, "s") {
+                Some("partial") => Status::Partial,
+                Some("blocked") => Status::Blocked,
+                Some("failed") => Status::Failed,
+                _ => Status::Complete,
+            }
+        };
+        let mut h = Handoff::new(
+            env.run_id.clone(),
+            &env.agent,
+            status,
+            format!("result of {step}"),
+        );
+        h.confidence = match marker(msg, "c") {
+            Some("low") => Some(Confidence::Low),
+            Some("medium") => Some(Confidence::Medium),
+            Some("none") => None,
+            _ => Some(Confidence::High),
+        };
+        let fs = self.store.lock().unwrap().clone().unwrap();
+        let path = fs.path_of(&HandoffKey {
+            scope: env.scope,
+            run_id: env.run_id.clone(),
+        });
+        let tmp = path.with_file_name(format!(".{}.tmp", env.run_id));
+        std::fs::write(&tmp, h.to_json_pretty()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        self.per_agent
+            .lock()
+            .unwrap()
+            .get_mut(&env.agent)
+            .unwrap()
+            .0 -= 1;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        ack
+    }
+}
+
+/// Records progress events as `start:X`, `end:X`, `skip:X`, `wait:X`,
+/// `retry:X`.
+#[derive(Default)]
+struct Log(Mutex<Vec<String>>);
+
+impl Progress for Log {
+    fn event(&self, e: &ProgressEvent) {
+        let s = match e {
+            ProgressEvent::Started { step, .. } => format!("start:{step}"),
+            ProgressEvent::Finished { step, .. } => format!("end:{step}"),
+            ProgressEvent::Skipped { step, .. } => format!("skip:{step}"),
+            ProgressEvent::AwaitingApproval { step } => format!("wait:{step}"),
+            ProgressEvent::Retrying { step, .. } => format!("retry:{step}"),
+        };
+        self.0.lock().unwrap().push(s);
+    }
+}
+
+impl Log {
+    fn events(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+    fn pos(&self, e: &str) -> usize {
+        self.events()
+            .iter()
+            .position(|x| x == e)
+            .unwrap_or_else(|| panic!("no {e} in {:?}", self.events()))
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn HandoffStore>,
+    delegator: Arc<Delegator>,
+    fake: Arc<Fake>,
+    log: Arc<Log>,
+}
+
+const AGENTS: &[&str] = &["webster", "tech-lead", "auditor", "solo"];
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStore::open(FsStoreConfig::new(dir.path().join("store"))).unwrap();
+    let fake = Arc::new(Fake::default());
+    *fake.store.lock().unwrap() = Some(fs.clone());
+    let store: Arc<dyn HandoffStore> = Arc::new(fs);
+    let entries = AGENTS
+        .iter()
+        .map(|&id| {
+            let mut e = AgentEntry::new(id, Arc::clone(&fake) as Arc<dyn Transport>);
+            if id == "solo" {
+                e.max_concurrent = Some(1);
+            }
+            e
+        })
+        .collect();
+    let delegator = Arc::new(
+        Delegator::new(
+            Arc::clone(&store),
+            Policy::atomizer_default(),
+            entries,
+            DelegatorConfig::default(),
+        )
+        .unwrap(),
+    );
+    Rig {
+        _dir: dir,
+        store,
+        delegator,
+        fake,
+        log: Arc::new(Log::default()),
+    }
+}
+
+impl Rig {
+    fn exec(&self) -> Executor {
+        Executor::new(Arc::clone(&self.delegator))
+            .with_progress(Arc::clone(&self.log) as Arc<dyn Progress>)
+            .with_retry_base(Duration::from_millis(10))
+    }
+
+    async fn run_with(&self, exec: &Executor, yaml: &str) -> RunSummary {
+        let wf = load(yaml, "test.yaml").unwrap();
+        exec.run(&wf, yaml, opts(&wf), &CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
+    async fn run(&self, yaml: &str) -> RunSummary {
+        self.run_with(&self.exec(), yaml).await
+    }
+}
+
+fn opts(wf: &Workflow) -> RunOptions {
+    let inputs = check_run(
+        wf,
+        AGENTS,
+        &Policy::atomizer_default(),
+        "manager",
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    RunOptions {
+        caller: "manager".into(),
+        inputs,
+        run_id: None,
+    }
+}
+
+fn status(s: &RunSummary, step: &str) -> StepStatus {
+    s.steps[step].status
+}
+
+fn reason(s: &RunSummary, step: &str) -> String {
+    s.steps[step].reason.clone().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Scheduling.
+
+#[tokio::test]
+async fn diamond_runs_in_dependency_order_and_renders_output() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: diamond
+steps:
+  - { id: a, agent: webster, task: "[id=a]" }
+  - { id: b, agent: webster, task: "[id=b] {{ steps.a.result }}" }
+  - { id: c, agent: auditor, task: "[id=c] [d=30] {{ steps.a.result }}" }
+  - { id: d, agent: tech-lead, task: "[id=d] {{ steps.b.result }} {{ steps.c.result }}" }
+output: "{{ steps.d.result }} / {{ steps.c.status }}"
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Completed);
+    for id in ["a", "b", "c", "d"] {
+        assert_eq!(status(&s, id), StepStatus::Completed);
+        assert_eq!(rig.fake.count(id), 1);
+    }
+    assert!(rig.log.pos("end:a") < rig.log.pos("start:b"));
+    assert!(rig.log.pos("end:a") < rig.log.pos("start:c"));
+    assert!(rig.log.pos("end:b") < rig.log.pos("start:d"));
+    assert!(rig.log.pos("end:c") < rig.log.pos("start:d"));
+    assert_eq!(s.output.as_deref(), Some("result of d / complete"));
+
+    // The stored summary and step records say the same.
+    let stored = read_summary(&*rig.store, &s.run_id).await.unwrap();
+    assert_eq!(stored, s);
+    let d = read_step(&*rig.store, &s.run_id, "d")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.status, StepStatus::Completed);
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(
+        d.rendered_task.as_deref(),
+        Some("[id=d] result of b result of c")
+    );
+    assert_eq!(d.gate.as_ref().map(|g| g.passed), Some(true));
+    assert_eq!(d.handoff.as_ref().unwrap().result, "result of d");
+}
+
+#[tokio::test]
+async fn wide_fan_out_and_fan_in() {
+    let rig = rig();
+    let mut yaml =
+        String::from("name: fan\nsteps:\n  - { id: root, agent: webster, task: \"[id=root]\" }\n");
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  - {{ id: s{i}, agent: webster, task: \"[id=s{i}] [d=40] {{{{ steps.root.result }}}}\" }}\n"
+        ));
+    }
+    let needs: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    yaml.push_str(&format!(
+        "  - {{ id: sink, agent: auditor, task: \"[id=sink]\", needs: [{}] }}\n",
+        needs.join(", ")
+    ));
+    let s = rig.run(&yaml).await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert_eq!(
+        rig.fake.max_in_flight.load(Ordering::SeqCst),
+        10,
+        "all ten at once"
+    );
+    let sink = rig.log.pos("start:sink");
+    for i in 0..10 {
+        assert!(rig.log.pos(&format!("end:s{i}")) < sink);
+        assert!(rig.log.pos("end:root") < rig.log.pos(&format!("start:s{i}")));
+    }
+}
+
+#[tokio::test]
+async fn long_chain() {
+    let rig = rig();
+    let mut yaml = String::from(
+        "name: chain\nsteps:\n  - { id: s0, agent: webster, task: \"[id=s0] [d=1]\" }\n",
+    );
+    for i in 1..20 {
+        yaml.push_str(&format!(
+            "  - {{ id: s{i}, agent: webster, task: \"[id=s{i}] [d=1] {{{{ steps.s{}.result }}}}\" }}\n",
+            i - 1
+        ));
+    }
+    let s = rig.run(&yaml).await;
+    assert_eq!(s.status, RunStatus::Completed);
+    let want: Vec<String> = (0..20)
+        .flat_map(|i| [format!("start:s{i}"), format!("end:s{i}")])
+        .collect();
+    assert_eq!(rig.log.events(), want);
+    assert_eq!(rig.fake.max_in_flight.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_step_starts_as_soon_as_its_own_dependency_ends() {
+    // a (fast) → c; b (slow) is a sibling branch: c starts while b runs.
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: eager
+steps:
+  - { id: a, agent: webster, task: "[id=a] [d=5]" }
+  - { id: b, agent: auditor, task: "[id=b] [d=400]" }
+  - { id: c, agent: tech-lead, task: "[id=c] [d=5] {{ steps.a.result }}" }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert!(
+        rig.log.pos("end:c") < rig.log.pos("end:b"),
+        "{:?}",
+        rig.log.events()
+    );
+}
+
+#[tokio::test]
+async fn max_parallel_is_respected() {
+    let rig = rig();
+    let mut yaml = String::from("name: capped\nmax_parallel: 2\nsteps:\n");
+    for i in 0..6 {
+        let agent = AGENTS[i % 3];
+        yaml.push_str(&format!(
+            "  - {{ id: s{i}, agent: {agent}, task: \"[id=s{i}] [d=30]\" }}\n"
+        ));
+    }
+    let s = rig.run(&yaml).await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert_eq!(rig.fake.max_in_flight.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_agents_max_concurrent_is_respected() {
+    let rig = rig();
+    let mut yaml = String::from("name: solo\nsteps:\n");
+    for i in 0..4 {
+        yaml.push_str(&format!(
+            "  - {{ id: s{i}, agent: solo, task: \"[id=s{i}] [d=20]\" }}\n"
+        ));
+    }
+    yaml.push_str("  - { id: w, agent: webster, task: \"[id=w] [d=20]\" }\n");
+    let s = rig.run(&yaml).await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert_eq!(rig.fake.agent_max("solo"), 1);
+    assert!(rig.fake.max_in_flight.load(Ordering::SeqCst) >= 2);
+}
+
+// ---------------------------------------------------------------------------
+// when, gates, retries, timeouts.
+
+#[tokio::test]
+async fn when_false_skips_with_the_reason_and_dependents_follow() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: when
+steps:
+  - { id: a, agent: webster, task: "[id=a]" }
+  - { id: b, agent: webster, task: "[id=b]", when: "steps.a.confidence == low" }
+  - { id: c, agent: webster, task: "[id=c] {{ steps.b.result }}" }
+  - { id: d, agent: webster, task: "[id=d]", when: "steps.a.status == complete" }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert_eq!(status(&s, "b"), StepStatus::Skipped);
+    assert_eq!(reason(&s, "b"), "when `steps.a.confidence == low` is false");
+    assert_eq!(status(&s, "c"), StepStatus::Skipped);
+    assert_eq!(reason(&s, "c"), "dependency `b` was skipped");
+    assert_eq!(status(&s, "d"), StepStatus::Completed);
+    assert_eq!((rig.fake.count("b"), rig.fake.count("c")), (0, 0));
+}
+
+const GATED: &str = r#"
+name: gated
+defaults: { on_failure: ONFAIL }
+steps:
+  - { id: g, agent: webster, task: "[id=g] [c=low]", gate: { status: [complete], min_confidence: medium } }
+  - { id: x, agent: auditor, task: "[id=x] [d=100]" }
+  - { id: y, agent: auditor, task: "[id=y]", needs: [x] }
+  - { id: z, agent: auditor, task: "[id=z] {{ steps.g.result }}" }
+"#;
+
+#[tokio::test]
+async fn a_failed_gate_with_stop_starts_nothing_new() {
+    let rig = rig();
+    let s = rig.run(&GATED.replace("ONFAIL", "stop")).await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(status(&s, "g"), StepStatus::Failed);
+    assert_eq!(reason(&s, "g"), "gate: confidence low is below medium");
+    assert_eq!(
+        status(&s, "x"),
+        StepStatus::Completed,
+        "running steps finish"
+    );
+    assert_eq!(status(&s, "y"), StepStatus::Pending);
+    assert_eq!(status(&s, "z"), StepStatus::Pending);
+    assert_eq!(rig.fake.count("y"), 0);
+    let g = read_step(&*rig.store, &s.run_id, "g")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!g.gate.unwrap().passed);
+}
+
+#[tokio::test]
+async fn a_failed_gate_with_continue_skips_only_its_dependents() {
+    let rig = rig();
+    let s = rig.run(&GATED.replace("ONFAIL", "continue")).await;
+    assert_eq!(s.status, RunStatus::CompletedWithFailures);
+    assert_eq!(status(&s, "g"), StepStatus::Failed);
+    assert_eq!(status(&s, "y"), StepStatus::Completed);
+    assert_eq!(status(&s, "z"), StepStatus::Skipped);
+    assert_eq!(reason(&s, "z"), "dependency `g` failed");
+}
+
+#[tokio::test]
+async fn a_gate_on_status() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: st
+steps:
+  - { id: a, agent: webster, task: "[id=a] [s=partial]", gate: { status: [complete] } }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(
+        reason(&s, "a"),
+        "gate: status partial is not one of complete"
+    );
+}
+
+#[tokio::test]
+async fn failed_attempts_are_retried_then_succeed() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: retry
+steps:
+  - { id: r, agent: webster, task: "[id=r] [failfirst=2]", retries: 2 }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert_eq!(s.steps["r"].attempts, 3);
+    assert_eq!(rig.fake.count("r"), 3);
+    assert_eq!(
+        rig.log.events(),
+        [
+            "start:r", "retry:r", "start:r", "retry:r", "start:r", "end:r"
+        ]
+    );
+    let r = read_step(&*rig.store, &s.run_id, "r")
+        .await
+        .unwrap()
+        .unwrap();
+    let st: Vec<&str> = r.attempts.iter().map(|a| a.status.as_str()).collect();
+    assert_eq!(st, ["failed", "failed", "complete"]);
+    assert_eq!(r.delegation_run_id.as_ref(), Some(&r.attempts[2].run_id));
+}
+
+#[tokio::test]
+async fn retries_run_out() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: retry
+steps:
+  - { id: r, agent: webster, task: "[id=r] [failfirst=5]", retries: 1 }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(rig.fake.count("r"), 2);
+    assert_eq!(reason(&s, "r"), "the agent reported failure: result of r");
+}
+
+#[tokio::test]
+async fn a_step_that_never_answers_times_out() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: slow
+steps:
+  - { id: h, agent: webster, task: "[id=h] [hang]", timeout: 300ms }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(status(&s, "h"), StepStatus::Failed);
+    assert!(
+        reason(&s, "h").starts_with("timed out after"),
+        "{}",
+        reason(&s, "h")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Approval.
+
+struct Says(ApprovalDecision, Mutex<Vec<(String, String)>>);
+
+#[async_trait]
+impl Approver for Says {
+    async fn approve(&self, step: &str, output: &StepOutput) -> ApprovalDecision {
+        self.1
+            .lock()
+            .unwrap()
+            .push((step.to_owned(), output.result.clone()));
+        self.0.clone()
+    }
+}
+
+const APPROVAL: &str = r#"
+name: approval
+steps:
+  - { id: a, agent: webster, task: "[id=a]", gate: { approval: true } }
+  - { id: b, agent: auditor, task: "[id=b] {{ steps.a.result }}" }
+"#;
+
+#[tokio::test]
+async fn an_interactive_approval_lets_the_run_go_on() {
+    let rig = rig();
+    let says = Arc::new(Says(ApprovalDecision::Approve, Mutex::default()));
+    let exec = rig
+        .exec()
+        .with_approver(Arc::clone(&says) as Arc<dyn Approver>);
+    let s = rig.run_with(&exec, APPROVAL).await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert_eq!(
+        *says.1.lock().unwrap(),
+        [("a".to_owned(), "result of a".to_owned())]
+    );
+    assert!(rig.log.pos("wait:a") < rig.log.pos("end:a"));
+    assert!(rig.log.pos("end:a") < rig.log.pos("start:b"));
+}
+
+#[tokio::test]
+async fn an_interactive_rejection_fails_the_step() {
+    let rig = rig();
+    let no = ApprovalDecision::Reject {
+        reason: "numbers are off".into(),
+    };
+    let exec = rig
+        .exec()
+        .with_approver(Arc::new(Says(no.clone(), Mutex::default())));
+    let s = rig.run_with(&exec, APPROVAL).await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(status(&s, "a"), StepStatus::Rejected);
+    assert_eq!(reason(&s, "a"), "rejected: numbers are off");
+    assert_eq!(rig.fake.count("b"), 0);
+    let a = read_step(&*rig.store, &s.run_id, "a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.approval, Some(no));
+}
+
+#[tokio::test]
+async fn a_non_interactive_run_pauses_then_approve_and_resume_finish_it() {
+    let rig = rig();
+    let s = rig.run(APPROVAL).await;
+    assert_eq!(s.status, RunStatus::AwaitingApproval);
+    assert_eq!(status(&s, "a"), StepStatus::AwaitingApproval);
+    assert_eq!(status(&s, "b"), StepStatus::Pending);
+
+    // Approving a step that is not waiting is refused.
+    let err = approve(&*rig.store, &s.run_id, "b", ApprovalDecision::Approve)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("is not awaiting approval (it is pending)"),
+        "{err}"
+    );
+
+    approve(&*rig.store, &s.run_id, "a", ApprovalDecision::Approve)
+        .await
+        .unwrap();
+    // A new executor (a new process): only the stored run is needed.
+    let done = rig
+        .exec()
+        .resume(&s.run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(status(&done, "b"), StepStatus::Completed);
+    assert_eq!((rig.fake.count("a"), rig.fake.count("b")), (1, 1));
+}
+
+// ---------------------------------------------------------------------------
+// Crash, resume and cancellation.
+
+const TWO: &str = r#"
+name: two
+steps:
+  - { id: a, agent: webster, task: "[id=a]" }
+  - { id: b, agent: auditor, task: "[id=b] [hang] {{ steps.a.result }}" }
+  - { id: c, agent: auditor, task: "[id=c] {{ steps.b.result }}" }
+"#;
+
+#[tokio::test]
+async fn resume_after_a_crash_uses_a_handoff_that_landed_meanwhile() {
+    let rig = rig();
+    let wf = load(TWO, "two.yaml").unwrap();
+    let run_id = RunId::new("wf-two-crash").unwrap();
+    let mut o = opts(&wf);
+    o.run_id = Some(run_id.clone());
+    let exec = rig.exec();
+    let cancel = CancellationToken::new();
+    tokio::select! {
+        r = exec.run(&wf, TWO, o, &cancel) => panic!("run ended: {r:?}"),
+        () = rig.fake.hung.notified() => {}
+    }
+    // The run future is dropped: like kill -9 after b was dispatched.
+    let s = read_summary(&*rig.store, &run_id).await.unwrap();
+    assert_eq!(s.status, RunStatus::Running);
+    assert_eq!(status(&s, "a"), StepStatus::Completed);
+    let b = read_step(&*rig.store, &run_id, "b").await.unwrap().unwrap();
+    assert_eq!(b.status, StepStatus::Running);
+    let delegation = b.delegation_run_id.clone().unwrap();
+
+    // The agent answers while nobody waits.
+    let h = Handoff::new(delegation, "auditor", Status::Complete, "late answer");
+    rig.store.put(Scope::Top, &h).await.unwrap();
+
+    let done = rig
+        .exec()
+        .resume(&run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(
+        (
+            rig.fake.count("a"),
+            rig.fake.count("b"),
+            rig.fake.count("c")
+        ),
+        (1, 1, 1),
+        "nothing re-sent"
+    );
+    let c = read_step(&*rig.store, &run_id, "c").await.unwrap().unwrap();
+    assert_eq!(c.rendered_task.as_deref(), Some("[id=c] late answer"));
+}
+
+#[tokio::test]
+async fn cancelling_marks_the_run_cancelled() {
+    let rig = rig();
+    let wf = load(TWO, "two.yaml").unwrap();
+    let exec = rig.exec();
+    let cancel = CancellationToken::new();
+    let fire = async {
+        rig.fake.hung.notified().await;
+        cancel.cancel();
+        std::future::pending::<()>().await;
+    };
+    let s = tokio::select! {
+        r = exec.run(&wf, TWO, opts(&wf), &cancel) => r.unwrap(),
+        () = fire => unreachable!(),
+    };
+    assert_eq!(s.status, RunStatus::Cancelled);
+    assert_eq!(status(&s, "a"), StepStatus::Completed);
+    assert_eq!(status(&s, "b"), StepStatus::Running, "resume re-awaits it");
+    assert_eq!(status(&s, "c"), StepStatus::Pending);
+    let stored = read_summary(&*rig.store, &s.run_id).await.unwrap();
+    assert_eq!(stored.status, RunStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_run_id_is_used_once_and_unknown_runs_are_reported() {
+    let rig = rig();
+    let yaml = "name: one\nsteps:\n  - { id: a, agent: webster, task: \"[id=a]\" }\n";
+    let wf = load(yaml, "one.yaml").unwrap();
+    let s = rig.run(yaml).await;
+    let mut o = opts(&wf);
+    o.run_id = Some(s.run_id.clone());
+    let err = rig
+        .exec()
+        .run(&wf, yaml, o, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let err = rig
+        .exec()
+        .resume(&RunId::new("wf-nope").unwrap(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "no workflow run wf-nope in the store");
+}
+
+#[tokio::test]
+async fn resume_sends_again_when_the_in_flight_delegation_never_answers() {
+    let rig = rig();
+    let yaml = r#"
+name: lost
+steps:
+  - { id: b, agent: auditor, task: "[id=b] [hangfirst]", timeout: 300ms }
+"#;
+    let wf = load(yaml, "lost.yaml").unwrap();
+    let run_id = RunId::new("wf-lost").unwrap();
+    let mut o = opts(&wf);
+    o.run_id = Some(run_id.clone());
+    let exec = rig.exec();
+    let cancel = CancellationToken::new();
+    tokio::select! {
+        r = exec.run(&wf, yaml, o, &cancel) => panic!("run ended: {r:?}"),
+        () = rig.fake.hung.notified() => {}
+    }
+    let done = rig
+        .exec()
+        .resume(&run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(rig.fake.count("b"), 2, "re-awaited, then sent again");
+    let b = read_step(&*rig.store, &run_id, "b").await.unwrap().unwrap();
+    let st: Vec<&str> = b.attempts.iter().map(|a| a.status.as_str()).collect();
+    assert_eq!(st, ["lost", "complete"]);
+}
+
+#[tokio::test]
+async fn resume_asks_the_approver_of_the_new_process() {
+    let rig = rig();
+    let s = rig.run(APPROVAL).await;
+    assert_eq!(s.status, RunStatus::AwaitingApproval);
+    let says = Arc::new(Says(ApprovalDecision::Approve, Mutex::default()));
+    let exec = rig
+        .exec()
+        .with_approver(Arc::clone(&says) as Arc<dyn Approver>);
+    let done = exec
+        .resume(&s.run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(says.1.lock().unwrap().len(), 1);
+    assert_eq!((rig.fake.count("a"), rig.fake.count("b")), (1, 1));
+}
