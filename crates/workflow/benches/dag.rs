@@ -1,0 +1,659 @@
+//! Workflow executor benchmark (issue 5, DESIGN §11): "workflow makespan
+//! within 2 % of the critical path on a 1,000-step random DAG; engine
+//! overhead per step < 1 ms".
+//!
+//! On a multi-thread tokio runtime with 2 workers, one `FsStore` in a temp
+//! dir, the real `Delegator` and `Executor`:
+//!
+//! 1. A seeded random DAG of N (default 1,000) steps: each step needs 0–3
+//!    random earlier steps, has a random duration (default 20–200 ms) in its
+//!    task text (`[delay:137ms]`) and one of 8 agents (no `maxConcurrent`,
+//!    no `max_parallel`). The workflow is emitted as YAML and loaded with
+//!    `orch_workflow::load`. The in-bench fleet (`DelayFleet`) reads the
+//!    delay from the message, sleeps on a task it owns and writes a valid
+//!    handoff through the store (`HandoffStore::put`, like `SimTransport`).
+//!    Reported: makespan / critical path (goal ≤ 1.02) and engine overhead
+//!    per critical-path step = (makespan − critical path) / steps on it.
+//! 2. The same DAG with every delay 0: total / steps = engine cost per step
+//!    including the store round trip (with parallelism).
+//! 3. A chain of N steps with delay 0: pure sequential per-step overhead.
+//!
+//! Every run goes through a timing wrapper around the store that counts
+//! and times summary writes, step-record writes, agent handoff writes and
+//! ledger appends, so the report says where the time goes.
+//!
+//! Run: `cargo bench -p orch-workflow --bench dag [-- --n N --seed S --min-ms A --max-ms B]`.
+//! `--ablate 1|2|3` drops summary / step-record writes in the store wrapper:
+//! a what-if for profiling, not the engine as shipped.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    unreachable_pub
+)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use orch_delegate::orch_acl::Policy;
+use orch_delegate::orch_handoff::{
+    Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerRead,
+    RunId, Scope, Status, StoreError, Subscription, WorkflowRecord,
+};
+use orch_delegate::{
+    Ack, AgentEntry, Delegator, DelegatorConfig, Envelope, Transport, TransportError,
+};
+use orch_workflow::{Executor, RunOptions, RunStatus, StepStatus, check_run, load, read_step};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+const AGENTS: [&str; 8] = [
+    "tech-lead",
+    "webster",
+    "nx-expert",
+    "study-builder",
+    "secretary",
+    "optimizer",
+    "auditor",
+    "researcher",
+];
+
+// ---------------------------------------------------------------------------
+// The random DAG.
+
+/// xorshift64*: small, seeded, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+struct Dag {
+    deps: Vec<Vec<usize>>,
+    delay_ms: Vec<u64>,
+    agent: Vec<usize>,
+}
+
+impl Dag {
+    fn random(n: usize, seed: u64, min_ms: u64, max_ms: u64) -> Self {
+        let mut rng = Rng(seed | 1);
+        let mut deps = Vec::with_capacity(n);
+        let mut delay_ms = Vec::with_capacity(n);
+        let mut agent = Vec::with_capacity(n);
+        for i in 0..n {
+            let k = if i == 0 { 0 } else { rng.range(0, 3) as usize };
+            let mut d: Vec<usize> = (0..k)
+                .map(|_| rng.range(0, i as u64 - 1) as usize)
+                .collect();
+            d.sort_unstable();
+            d.dedup();
+            deps.push(d);
+            delay_ms.push(rng.range(min_ms, max_ms));
+            agent.push(rng.range(0, AGENTS.len() as u64 - 1) as usize);
+        }
+        Self {
+            deps,
+            delay_ms,
+            agent,
+        }
+    }
+
+    fn chain(n: usize) -> Self {
+        Self {
+            deps: (0..n)
+                .map(|i| if i == 0 { vec![] } else { vec![i - 1] })
+                .collect(),
+            delay_ms: vec![0; n],
+            agent: (0..n).map(|i| i % AGENTS.len()).collect(),
+        }
+    }
+
+    fn zero_delays(&self) -> Self {
+        Self {
+            deps: self.deps.clone(),
+            delay_ms: vec![0; self.deps.len()],
+            agent: self.agent.clone(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.deps.len()
+    }
+
+    fn edges(&self) -> usize {
+        self.deps.iter().map(Vec::len).sum()
+    }
+
+    /// (critical path in ms, steps on it, longest chain in steps).
+    fn critical_path(&self) -> (u64, usize, usize) {
+        // Steps only depend on earlier ones: file order is topological.
+        let n = self.len();
+        let mut finish = vec![0u64; n];
+        let mut steps_on = vec![0usize; n];
+        let mut depth = vec![0usize; n];
+        for i in 0..n {
+            let best = self.deps[i]
+                .iter()
+                .copied()
+                .max_by_key(|&d| (finish[d], steps_on[d]));
+            let (f, s) = best.map_or((0, 0), |d| (finish[d], steps_on[d]));
+            finish[i] = f + self.delay_ms[i];
+            steps_on[i] = s + 1;
+            depth[i] = self.deps[i].iter().map(|&d| depth[d]).max().unwrap_or(0) + 1;
+        }
+        let end = (0..n).max_by_key(|&i| (finish[i], steps_on[i])).unwrap();
+        (finish[end], steps_on[end], depth.into_iter().max().unwrap())
+    }
+
+    fn yaml(&self, name: &str) -> String {
+        let mut y = format!("name: {name}\nsteps:\n");
+        for i in 0..self.len() {
+            let _ = write!(
+                y,
+                "  - {{ id: s{i:04}, agent: {}, task: \"[delay:{}ms] step {i}\"",
+                AGENTS[self.agent[i]], self.delay_ms[i]
+            );
+            if !self.deps[i].is_empty() {
+                let needs: Vec<String> = self.deps[i].iter().map(|d| format!("s{d:04}")).collect();
+                let _ = write!(y, ", needs: [{}]", needs.join(", "));
+            }
+            y.push_str(" }\n");
+        }
+        y
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The fleet: answers after the delay written in the task.
+
+struct DelayFleet {
+    store: Arc<dyn HandoffStore>,
+    answers: Mutex<JoinSet<()>>,
+}
+
+fn delay_of(message: &str) -> Duration {
+    let ms = message
+        .find("[delay:")
+        .and_then(|at| {
+            let rest = &message[at + "[delay:".len()..];
+            rest[..rest.find("ms]")?].parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ms)
+}
+
+#[async_trait]
+impl Transport for DelayFleet {
+    fn name(&self) -> &str {
+        "delay-fleet"
+    }
+
+    async fn dispatch(&self, env: &Envelope) -> Result<Ack, TransportError> {
+        let delay = delay_of(&env.message);
+        let store = Arc::clone(&self.store);
+        let scope = env.scope;
+        let mut h = Handoff::new(env.run_id.clone(), &env.agent, Status::Complete, "done");
+        h.confidence = Some(Confidence::High);
+        let mut answers = self.answers.lock().unwrap();
+        while answers.try_join_next().is_some() {}
+        answers.spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            h.timestamp = Some(jiff::Timestamp::now().to_string());
+            store.put(scope, &h).await.unwrap();
+        });
+        Ok(Ack {
+            remote_run_id: None,
+            completion: None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A store wrapper that times what the engine and the agents write.
+
+#[derive(Default)]
+struct Counter {
+    n: AtomicU64,
+    ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+impl Counter {
+    fn add(&self, t: Instant) {
+        let ns = t.elapsed().as_nanos() as u64;
+        self.n.fetch_add(1, Ordering::Relaxed);
+        self.ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    fn line(&self, what: &str) -> String {
+        let n = self.n.load(Ordering::Relaxed);
+        let ns = self.ns.load(Ordering::Relaxed);
+        format!(
+            "{what:<34} {n:>6} × {:>7.3} ms avg (max {:>7.2} ms) = {:>8.1} ms",
+            if n == 0 {
+                0.0
+            } else {
+                ns as f64 / n as f64 / 1e6
+            },
+            self.max_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            ns as f64 / 1e6,
+        )
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    summary_put: Counter,
+    step_put: Counter,
+    record_get: Counter,
+    handoff_put: Counter,
+    handoff_get: Counter,
+    subscribe: Counter,
+    ledger: Counter,
+}
+
+struct Timed {
+    inner: FsStore,
+    stats: Arc<Stats>,
+    /// What-if (`--ablate`): 1 = drop summary writes, 2 = drop step-record
+    /// writes (the run is then not resumable; for profiling only).
+    ablate: u8,
+}
+
+#[async_trait]
+impl HandoffStore for Timed {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn location(&self, key: &HandoffKey) -> String {
+        self.inner.location(key)
+    }
+    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = self.inner.put(scope, handoff).await;
+        self.stats.handoff_put.add(t);
+        r
+    }
+    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_raw(key, bytes).await
+    }
+    async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.get(key).await;
+        self.stats.handoff_get.add(t);
+        r
+    }
+    async fn subscribe(&self, key: &HandoffKey) -> Result<Box<dyn Subscription>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.subscribe(key).await;
+        self.stats.subscribe.add(t);
+        r
+    }
+    async fn quarantine(&self, key: &HandoffKey) -> Result<Option<String>, StoreError> {
+        self.inner.quarantine(key).await
+    }
+    async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
+        self.inner.list(scope).await
+    }
+    async fn put_workflow_record(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let skip = match record {
+            WorkflowRecord::Summary => self.ablate & 1 != 0,
+            _ => self.ablate & 2 != 0,
+        };
+        let r = if skip {
+            Ok(())
+        } else {
+            self.inner.put_workflow_record(run, record, value).await
+        };
+        match record {
+            WorkflowRecord::Summary => self.stats.summary_put.add(t),
+            _ => self.stats.step_put.add(t),
+        }
+        r
+    }
+    async fn get_workflow_record(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.get_workflow_record(run, record).await;
+        self.stats.record_get.add(t);
+        r
+    }
+    async fn list_workflow_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        self.inner.list_workflow_runs().await
+    }
+    async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
+        self.inner.list_workflow_steps(run).await
+    }
+    async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = self.inner.append_ledger(event).await;
+        self.stats.ledger.add(t);
+        r
+    }
+    async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {
+        self.inner.read_ledger().await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running one workflow.
+
+struct Measured {
+    wall: Duration,
+    load: Duration,
+    ok: bool,
+    summary_bytes: usize,
+    stats: Arc<Stats>,
+    /// Per step: (start offset, end offset) from the run's start, from the
+    /// step summaries.
+    spans: BTreeMap<String, (f64, f64)>,
+}
+
+async fn run_dag(root: &Path, dag: &Dag, name: &str, ablate: u8) -> Measured {
+    let fs = FsStore::open(FsStoreConfig::new(root)).unwrap();
+    let stats = Arc::new(Stats::default());
+    let store: Arc<dyn HandoffStore> = Arc::new(Timed {
+        inner: fs.clone(),
+        stats: Arc::clone(&stats),
+        ablate,
+    });
+    let fleet: Arc<dyn Transport> = Arc::new(DelayFleet {
+        store: Arc::clone(&store),
+        answers: Mutex::new(JoinSet::new()),
+    });
+    let agents = AGENTS
+        .iter()
+        .map(|id| AgentEntry::new(*id, Arc::clone(&fleet)))
+        .collect();
+    let delegator = Arc::new(
+        Delegator::new(
+            Arc::clone(&store),
+            Policy::atomizer_default(),
+            agents,
+            DelegatorConfig::default(),
+        )
+        .unwrap(),
+    );
+    let exec = Executor::new(delegator);
+
+    let yaml = dag.yaml(name);
+    let t = Instant::now();
+    let wf = load(&yaml, &format!("{name}.yaml")).unwrap();
+    let load_time = t.elapsed();
+    let inputs = check_run(
+        &wf,
+        &AGENTS,
+        &Policy::atomizer_default(),
+        "manager",
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let opts = RunOptions {
+        caller: "manager".into(),
+        inputs,
+        run_id: None,
+    };
+    let t0 = Instant::now();
+    let summary = exec
+        .run(&wf, &yaml, opts, &CancellationToken::new())
+        .await
+        .unwrap();
+    let wall = t0.elapsed();
+    let ok = summary.status == RunStatus::Completed
+        && summary
+            .steps
+            .values()
+            .all(|s| s.status == StepStatus::Completed);
+    let summary_bytes = serde_json::to_vec(&summary).map_or(0, |v| v.len());
+    let start = summary.started;
+    let off = |t: Option<jiff::Timestamp>| {
+        t.map_or(f64::NAN, |t| t.duration_since(start).as_secs_f64() * 1e3)
+    };
+    let mut spans = BTreeMap::new();
+    if ablate & 2 != 0 {
+        // No step records: lags cannot be computed.
+    } else {
+        for id in summary.steps.keys() {
+            if let Some(rec) = read_step(&fs, &summary.run_id, id).await.unwrap() {
+                spans.insert(id.clone(), (off(rec.started), off(rec.finished)));
+            }
+        }
+    }
+    Measured {
+        wall,
+        load: load_time,
+        ok,
+        summary_bytes,
+        stats,
+        spans,
+    }
+}
+
+fn print_stats(m: &Measured) {
+    let s = &m.stats;
+    println!("     store calls (wall time inside the call, summed over tasks):");
+    for (what, c) in [
+        ("summary writes (run loop)", &s.summary_put),
+        ("step-record writes", &s.step_put),
+        ("workflow-record reads", &s.record_get),
+        ("agent handoff puts (fleet)", &s.handoff_put),
+        ("handoff gets", &s.handoff_get),
+        ("subscribes", &s.subscribe),
+        ("ledger appends", &s.ledger),
+    ] {
+        println!("       {}", c.line(what));
+    }
+    println!(
+        "     final summary {:.1} KiB (the workflow YAML is stored in it); load+plan {:.1} ms",
+        m.summary_bytes as f64 / 1024.0,
+        ms(m.load)
+    );
+}
+
+/// How late each step started after its last dependency ended (from the
+/// step summaries' timestamps): the scheduling lag of the engine.
+fn start_lag(dag: &Dag, m: &Measured) -> (f64, f64, f64) {
+    if m.spans.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mut lags = Vec::new();
+    for i in 0..dag.len() {
+        let Some(&(start, _)) = m.spans.get(&format!("s{i:04}")) else {
+            continue;
+        };
+        let ready = dag.deps[i]
+            .iter()
+            .filter_map(|d| m.spans.get(&format!("s{d:04}")).map(|s| s.1))
+            .fold(0.0f64, f64::max);
+        lags.push(start - ready);
+    }
+    lags.sort_by(f64::total_cmp);
+    let pct = |p: f64| lags[((lags.len() as f64 * p) as usize).min(lags.len() - 1)];
+    (pct(0.5), pct(0.99), *lags.last().unwrap())
+}
+
+fn main() {
+    let mut n = 1_000usize;
+    let mut seed = 0x5eed_0005u64;
+    let mut min_ms = 20u64;
+    let mut max_ms = 200u64;
+    let mut ablate = 0u8;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().and_then(|v| v.parse::<u64>().ok());
+        match arg.as_str() {
+            "--n" => n = value().map_or(n, |v| v as usize),
+            "--seed" => seed = value().unwrap_or(seed),
+            "--min-ms" => min_ms = value().unwrap_or(min_ms),
+            "--max-ms" => max_ms = value().unwrap_or(max_ms),
+            "--ablate" => ablate = value().map_or(0, |v| v as u8),
+            _ => {} // cargo bench passes `--bench`
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    println!("orch-workflow executor benchmark (DAG)");
+    println!(
+        "  machine: {} cores, kernel {}; runtime: multi-thread, 2 workers; store on {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        read_trim("/proc/sys/kernel/osrelease"),
+        dir.path().display(),
+    );
+
+    let dag = Dag::random(n, seed, min_ms, max_ms);
+    let (cp_ms, cp_steps, depth) = dag.critical_path();
+    let yaml_len = dag.yaml("bench-dag").len();
+    let work: u64 = dag.delay_ms.iter().sum();
+    println!(
+        "  DAG: {n} steps, {} edges (0–3 needs per step), seed {seed:#x}, durations {min_ms}–{max_ms} ms, \
+         {} agents, no max_parallel, no maxConcurrent; YAML {:.1} KiB",
+        dag.edges(),
+        AGENTS.len(),
+        yaml_len as f64 / 1024.0
+    );
+    println!(
+        "  critical path {cp_ms} ms over {cp_steps} steps (longest chain {depth} steps); total work {:.1} s \
+         (average parallelism {:.1})",
+        work as f64 / 1e3,
+        work as f64 / cp_ms as f64
+    );
+
+    if ablate != 0 {
+        println!(
+            "  WHAT-IF --ablate {ablate}: {}{} (not the engine as shipped)",
+            if ablate & 1 != 0 {
+                "summary writes dropped "
+            } else {
+                ""
+            },
+            if ablate & 2 != 0 {
+                "step-record writes dropped"
+            } else {
+                ""
+            },
+        );
+    }
+    println!();
+    println!("1. random DAG, random durations");
+    let m = runtime.block_on(run_dag(&dir.path().join("dag"), &dag, "bench-dag", ablate));
+    let ratio = ms(m.wall) / cp_ms as f64;
+    let over = (ms(m.wall) - cp_ms as f64) / cp_steps as f64;
+    println!(
+        "   makespan {:.1} ms; critical path {cp_ms} ms; makespan / critical path = {ratio:.4} (goal ≤ 1.02: {})",
+        ms(m.wall),
+        if ratio <= 1.02 { "PASS" } else { "FAIL" }
+    );
+    println!(
+        "   engine overhead per critical-path step = (makespan − cp) / {cp_steps} = {over:.2} ms (goal < 1 ms: {})",
+        if over < 1.0 { "PASS" } else { "FAIL" }
+    );
+    let (p50, p99, max) = start_lag(&dag, &m);
+    println!(
+        "   start lag (step start − last dependency end): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+    );
+    println!(
+        "   all {n} steps completed: {}; VmHWM {}",
+        m.ok,
+        status_field("VmHWM")
+    );
+    print_stats(&m);
+
+    println!();
+    println!("2. same DAG, every delay 0");
+    let z = dag.zero_delays();
+    let m = runtime.block_on(run_dag(
+        &dir.path().join("dag0"),
+        &z,
+        "bench-dag-zero",
+        ablate,
+    ));
+    println!(
+        "   total {:.1} ms for {n} steps = {:.3} ms per step (engine + store round trip); \
+         critical path {cp_steps}–{depth} steps → {:.2}–{:.2} ms per chained step",
+        ms(m.wall),
+        ms(m.wall) / n as f64,
+        ms(m.wall) / depth as f64,
+        ms(m.wall) / cp_steps as f64,
+    );
+    let (p50, p99, max) = start_lag(&z, &m);
+    println!(
+        "   start lag: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; all completed: {}; VmHWM {}",
+        m.ok,
+        status_field("VmHWM")
+    );
+    print_stats(&m);
+
+    println!();
+    println!("3. chain of {n} steps, every delay 0 (sequential)");
+    let c = Dag::chain(n);
+    let m = runtime.block_on(run_dag(
+        &dir.path().join("chain"),
+        &c,
+        "bench-chain",
+        ablate,
+    ));
+    println!(
+        "   total {:.1} ms = {:.3} ms per step; all completed: {}; VmHWM {}",
+        ms(m.wall),
+        ms(m.wall) / n as f64,
+        m.ok,
+        status_field("VmHWM")
+    );
+    let (p50, p99, max) = start_lag(&c, &m);
+    println!("   start lag: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+    print_stats(&m);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A field of /proc/self/status, e.g. `VmHWM` → `123456 kB`.
+fn status_field(name: &str) -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| "?".into())
+}
