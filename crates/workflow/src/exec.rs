@@ -8,10 +8,13 @@
 //! delegations), `ApprovalArrived` (sent by the task that asked the
 //! [`Approver`]) and `Cancelled` (the token fired). Step and approval tasks
 //! live in `JoinSet`s owned by the loop, so dropping the run future aborts
-//! them. Before waiting for the next event the loop starts every step
-//! [`Plan::ready`](crate::Plan::ready) returns, up to `max_parallel`: a
+//! them. Each turn applies every event that has arrived, then starts every
+//! ready step (as [`Plan::ready`](crate::Plan::ready) defines it; only the
+//! dependents of steps that ended are looked at), up to `max_parallel`: a
 //! step starts the moment its own dependencies ended, never level by level.
-//! The agents' `maxConcurrent` is the [`Delegator`]'s to enforce.
+//! The agents' `maxConcurrent` is the [`Delegator`]'s to enforce. The loop
+//! never waits for a store write of a running step: step tasks write their
+//! own records.
 //!
 //! # Per step
 //!
@@ -44,10 +47,15 @@
 //!
 //! # Storage and resume
 //!
-//! Step records (`workflows/<wfRunId>/<step>.json`) are written when a
-//! step starts an attempt (before dispatch) and when it ends; the summary
-//! after every state change, with the workflow's YAML so resume does not
-//! depend on the file. [`Executor::resume`] reloads both: completed,
+//! Step records (`workflows/<wfRunId>/<step>.json`) are written by the
+//! step's task when it starts an attempt (before dispatch) and when it
+//! ends (before the loop hears of it). The summary, with the workflow's
+//! YAML so resume does not depend on the file, is handed to one writer
+//! task after every turn (the latest version wins); a step's first
+//! delegation is sent only once the summary of the turn that started it is
+//! stored, and the final summary is written and awaited before the run
+//! returns, so the stored summary is the returned one. Resume takes step
+//! states from the step records, never from the summary. [`Executor::resume`] reloads both: completed,
 //! skipped, failed and rejected steps stay as they are; a step recorded
 //! `running` is first looked up by its last delegation run id (a handoff
 //! may have landed while nobody waited), then re-awaited for what remained
@@ -57,7 +65,7 @@
 //! stored as `cancelled`, its running steps stay `running` (resume
 //! re-awaits them).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +74,7 @@ use orch_delegate::orch_handoff::{
     Confidence, Handoff, HandoffKey, HandoffStore, RunId, Status, StoreError, WaitOutcome,
 };
 use orch_delegate::{DelegateError, Delegator, OutcomeStatus, Request};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -209,6 +217,29 @@ enum Event {
 struct StepDone {
     rec: StepRecord,
     cancelled: bool,
+    /// How writing the final step record went (the step task writes it).
+    saved: Result<(), ExecError>,
+}
+
+/// The latest summary to store, with its version.
+type Published = Option<(u64, RunSummary)>;
+
+/// The summary writer: stores the latest published summary (older unseen
+/// versions are skipped) and reports each stored version on `flushed`;
+/// ends when the publisher is dropped, or on the first failed write.
+async fn write_summaries(
+    store: Arc<dyn HandoffStore>,
+    mut rx: watch::Receiver<Published>,
+    flushed: watch::Sender<u64>,
+) -> Result<(), ExecError> {
+    while rx.changed().await.is_ok() {
+        let next = rx.borrow_and_update().clone();
+        if let Some((v, s)) = next {
+            put_summary(&*store, &s).await?;
+            flushed.send_replace(v);
+        }
+    }
+    Ok(())
 }
 
 /// Runs workflows (see the module docs).
@@ -371,6 +402,26 @@ impl Executor {
             )));
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let (publish, published) = watch::channel(None);
+        let (flushed_tx, flushed) = watch::channel(0);
+        let mut writer = JoinSet::new();
+        writer.spawn(write_summaries(
+            Arc::clone(&self.store),
+            published,
+            flushed_tx,
+        ));
+        let order = wf.plan().order();
+        let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let index = |ids: Vec<&str>| -> Vec<usize> {
+            ids.into_iter()
+                .filter_map(|d| pos.get(d).copied())
+                .collect()
+        };
+        let deps = order.iter().map(|&id| index(wf.plan().deps(id))).collect();
+        let dependents = order
+            .iter()
+            .map(|&id| index(wf.plan().dependents(id)))
+            .collect();
         let mut r = Runner {
             exec: self,
             wf,
@@ -383,6 +434,15 @@ impl Executor {
             stop: false,
             cancelled: false,
             token: cancel.child_token(),
+            candidates: (0..order.len()).collect(),
+            deps,
+            dependents,
+            pos,
+            order,
+            version: 0,
+            publish: Some(publish),
+            flushed,
+            writer,
         };
         r.go(rx, cancel).await
     }
@@ -406,6 +466,25 @@ struct Runner<'a> {
     stop: bool,
     cancelled: bool,
     token: CancellationToken,
+    /// Step ids in topological order.
+    order: Vec<&'a str>,
+    /// Position of each step in `order`.
+    pos: HashMap<&'a str, usize>,
+    /// Dependencies of `order[i]`, as positions.
+    deps: Vec<Vec<usize>>,
+    /// Direct dependents of `order[i]`, as positions.
+    dependents: Vec<Vec<usize>>,
+    /// Positions of pending steps that may have become ready: every step
+    /// at first, then the dependents of each step that ends.
+    candidates: BTreeSet<usize>,
+    /// The version of the last published summary.
+    version: u64,
+    /// Feeds the summary writer (dropped at the end to stop it).
+    publish: Option<watch::Sender<Published>>,
+    /// The last summary version the writer stored.
+    flushed: watch::Receiver<u64>,
+    /// The summary writer task (one).
+    writer: JoinSet<Result<(), ExecError>>,
 }
 
 fn elapsed(rec: &StepRecord) -> Duration {
@@ -447,33 +526,40 @@ impl Runner<'_> {
             if !self.stop && !self.cancelled {
                 self.start_ready().await?;
             }
-            self.save(RunStatus::Running).await?;
+            self.save(RunStatus::Running)?;
             if self.running == 0 && self.approvals.is_empty() {
                 break;
             }
-            let ev = tokio::select! {
+            let first = tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(ev) => ev,
                     None => break,
                 },
                 () = cancel.cancelled(), if !self.cancelled => Event::Cancelled,
             };
-            match ev {
-                Event::Cancelled => {
-                    self.cancelled = true;
-                    self.token.cancel();
-                    self.approvals.abort_all();
-                    while self.approvals.join_next().await.is_some() {}
-                }
-                Event::StepFinished { step, done } => {
-                    self.running -= 1;
-                    self.step_finished(&step, *done).await?;
-                }
-                Event::ApprovalArrived { step, decision } => {
-                    if let Some(rec) = self.recs.get_mut(&step) {
-                        rec.approval = Some(decision.clone());
+            // Everything that arrived meanwhile is applied in this turn.
+            let mut events = vec![first];
+            while let Ok(ev) = rx.try_recv() {
+                events.push(ev);
+            }
+            for ev in events {
+                match ev {
+                    Event::Cancelled => {
+                        self.cancelled = true;
+                        self.token.cancel();
+                        self.approvals.abort_all();
+                        while self.approvals.join_next().await.is_some() {}
                     }
-                    self.apply_approval(&step, decision).await?;
+                    Event::StepFinished { step, done } => {
+                        self.running -= 1;
+                        self.step_finished(&step, *done)?;
+                    }
+                    Event::ApprovalArrived { step, decision } => {
+                        if let Some(rec) = self.recs.get_mut(&step) {
+                            rec.approval = Some(decision.clone());
+                        }
+                        self.apply_approval(&step, decision).await?;
+                    }
                 }
             }
             // Reap finished tasks.
@@ -503,7 +589,15 @@ impl Runner<'_> {
             self.summary.output = out.render(&self.context()).ok();
         }
         self.summary.finished = Some(jiff::Timestamp::now());
-        self.save(status).await?;
+        self.summary.status = status;
+        self.summarise_steps();
+        // Stop the writer, then store the final summary ourselves, so the
+        // stored summary is exactly the returned one.
+        self.publish = None;
+        while let Some(r) = self.writer.join_next().await {
+            writer_result(r)?;
+        }
+        put_summary(&*self.exec.store, &self.summary).await?;
         Ok(self.summary.clone())
     }
 
@@ -530,14 +624,62 @@ impl Runner<'_> {
         }
     }
 
-    async fn save(&mut self, status: RunStatus) -> Result<(), ExecError> {
-        self.summary.status = status;
+    /// The outputs of the completed direct dependencies of `id` (all a
+    /// step's task and `when` may read).
+    fn context_for(&self, id: &str) -> Context {
+        let steps = self
+            .pos
+            .get(id)
+            .and_then(|&p| self.deps.get(p))
+            .into_iter()
+            .flatten()
+            .filter_map(|&d| {
+                let dep = self.order[d];
+                let r = self.recs.get(dep)?;
+                if r.status != StepStatus::Completed {
+                    return None;
+                }
+                let h = r.handoff.as_ref()?;
+                Some((dep.to_owned(), StepOutput::from_handoff(h)))
+            })
+            .collect();
+        Context {
+            inputs: self.summary.inputs.clone(),
+            steps,
+            run_id: Some(self.summary.run_id.as_str().to_owned()),
+        }
+    }
+
+    fn summarise_steps(&mut self) {
         self.summary.steps = self
             .recs
             .iter()
             .map(|(k, r)| (k.clone(), StepSummary::of(r)))
             .collect();
-        put_summary(&*self.exec.store, &self.summary).await
+    }
+
+    /// Hands the current state to the summary writer; never waits for the
+    /// write. Fails if the writer already failed.
+    fn save(&mut self, status: RunStatus) -> Result<(), ExecError> {
+        if let Some(r) = self.writer.try_join_next() {
+            writer_result(r)?;
+        }
+        self.summary.status = status;
+        self.summarise_steps();
+        self.version += 1;
+        if let Some(p) = &self.publish {
+            p.send_replace(Some((self.version, self.summary.clone())));
+        }
+        Ok(())
+    }
+
+    /// Makes the pending dependents of `id` candidates for starting.
+    fn ended(&mut self, id: &str) {
+        if let Some(&p) = self.pos.get(id)
+            && let Some(ds) = self.dependents.get(p)
+        {
+            self.candidates.extend(ds.iter().copied());
+        }
     }
 
     async fn put(&self, id: &str) -> Result<(), ExecError> {
@@ -562,6 +704,7 @@ impl Runner<'_> {
             rec.finished = Some(now);
         }
         self.put(id).await?;
+        self.ended(id);
         if status == StepStatus::Skipped {
             self.exec.emit(ProgressEvent::Skipped {
                 step: id.to_owned(),
@@ -586,40 +729,42 @@ impl Runner<'_> {
 
     async fn start_ready(&mut self) -> Result<(), ExecError> {
         let cap = self.wf.max_parallel.unwrap_or(usize::MAX).max(1);
+        let is_ended = |r: &StepRecord| {
+            matches!(
+                r.status,
+                StepStatus::Completed
+                    | StepStatus::Skipped
+                    | StepStatus::Failed
+                    | StepStatus::Rejected
+            )
+        };
         loop {
-            let ended: BTreeSet<String> = self
-                .recs
-                .iter()
-                .filter(|(_, r)| {
-                    matches!(
-                        r.status,
-                        StepStatus::Completed
-                            | StepStatus::Skipped
-                            | StepStatus::Failed
-                            | StepStatus::Rejected
-                    )
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
-            let started: BTreeSet<String> = self
-                .recs
-                .iter()
-                .filter(|(_, r)| r.status != StepStatus::Pending)
-                .map(|(k, _)| k.clone())
-                .collect();
-            let ready: Vec<String> = self
-                .wf
-                .plan()
-                .ready(&ended, &started)
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
+            // Pending candidates whose dependencies all ended, in
+            // topological order; the others wait to be added again when
+            // their last dependency ends.
+            let mut ready = Vec::new();
+            let candidates = std::mem::take(&mut self.candidates);
+            for p in candidates {
+                let id = self.order[p];
+                if self.recs.get(id).map(|r| r.status) != Some(StepStatus::Pending) {
+                    continue;
+                }
+                let all_ended = self.deps[p]
+                    .iter()
+                    .all(|&d| self.recs.get(self.order[d]).is_some_and(is_ended));
+                if all_ended {
+                    self.candidates.insert(p);
+                    ready.push(p);
+                }
+            }
             let mut changed = false;
-            for id in ready {
+            for p in ready {
                 if self.stop {
                     return Ok(());
                 }
+                let id = self.order[p].to_owned();
                 let Some(step) = self.wf.step(&id) else {
+                    self.candidates.remove(&p);
                     continue;
                 };
                 let bad_dep = self.wf.plan().deps(&id).into_iter().find_map(|d| {
@@ -637,7 +782,7 @@ impl Runner<'_> {
                     changed = true;
                     continue;
                 }
-                let ctx = self.context();
+                let ctx = self.context_for(&id);
                 if let Some(cond) = &step.when {
                     match cond.eval(&ctx) {
                         Ok(true) => {}
@@ -691,6 +836,7 @@ impl Runner<'_> {
                     rec.rendered_task = Some(task);
                     rec.started = Some(jiff::Timestamp::now());
                 }
+                self.candidates.remove(&p);
                 self.spawn_step(&id, false);
             }
             if !changed {
@@ -721,12 +867,19 @@ impl Runner<'_> {
             context,
             reawait,
             cancel: self.token.clone(),
+            flushed: self.flushed.clone(),
+            // The summary published at the end of this turn.
+            need: self.version + 1,
         };
         let tx = self.tx.clone();
+        let store = Arc::clone(&self.exec.store);
+        let wf_run = self.summary.run_id.clone();
         let id = id.to_owned();
         self.running += 1;
         self.steps.spawn(async move {
-            let done = job.run().await;
+            let mut done = job.run().await;
+            // The final record is written here, so steps write in parallel.
+            done.saved = put_step(&*store, &wf_run, &done.rec).await;
             let _ = tx.send(Event::StepFinished {
                 step: id,
                 done: Box::new(done),
@@ -773,6 +926,7 @@ impl Runner<'_> {
             self.failed(id);
         }
         self.put(id).await?;
+        self.ended(id);
         self.exec.emit(ProgressEvent::Finished {
             step: id.to_owned(),
             status,
@@ -781,14 +935,15 @@ impl Runner<'_> {
         Ok(())
     }
 
-    async fn step_finished(&mut self, id: &str, done: StepDone) -> Result<(), ExecError> {
+    fn step_finished(&mut self, id: &str, done: StepDone) -> Result<(), ExecError> {
         let status = done.rec.status;
         let elapsed = elapsed(&done.rec);
         self.recs.insert(id.to_owned(), done.rec);
-        self.put(id).await?;
+        done.saved?;
         if done.cancelled {
             return Ok(());
         }
+        self.ended(id);
         match status {
             StepStatus::AwaitingApproval => self.ask_approval(id),
             StepStatus::Failed => {
@@ -824,6 +979,11 @@ struct Job {
     context: Option<(Arc<dyn ContextSource>, ContextSpec)>,
     reawait: bool,
     cancel: CancellationToken,
+    /// The last summary version stored.
+    flushed: watch::Receiver<u64>,
+    /// The summary version to wait for before the first dispatch (it
+    /// records what this step read); 0 once waited.
+    need: u64,
 }
 
 /// How the last attempt ended.
@@ -927,6 +1087,7 @@ impl Job {
         StepDone {
             rec: self.rec,
             cancelled,
+            saved: Ok(()),
         }
     }
 
@@ -1017,6 +1178,16 @@ impl Job {
                 detail: format!("could not record the attempt: {e}"),
                 retry: false,
             };
+        }
+        if self.need > 0 {
+            // A delegation is only sent once the summary says what it
+            // depends on (a run killed now reads back consistently). A
+            // failed writer fails the run at its end.
+            let need = std::mem::take(&mut self.need);
+            tokio::select! {
+                _ = self.flushed.wait_for(|&v| v >= need) => {}
+                () = self.cancel.cancelled() => {}
+            }
         }
         self.emit(ProgressEvent::Started {
             step: self.rec.step.clone(),
@@ -1127,6 +1298,17 @@ impl Job {
             self.rec.status = StepStatus::Failed;
             self.rec.reason = Some(format!("gate: {reason}"));
         }
+    }
+}
+
+/// The summary writer's result; a panic is passed on.
+fn writer_result(
+    r: Result<Result<(), ExecError>, tokio::task::JoinError>,
+) -> Result<(), ExecError> {
+    match r {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Ok(()),
     }
 }
 

@@ -48,8 +48,8 @@
 //!   (in-flight delegations are looked up and re-awaited before anything
 //!   is sent again); [`approve`] records a human decision.
 //!
-//! Not built yet: the `orch workflow` CLI (TTY approver, live view,
-//! Ctrl-C → cancel token) and a dry-run printer.
+//! The terminal side (TTY approver, live view, Ctrl-C → cancel token, the
+//! dry-run printer) lives in the CLI, which implements this crate's seams.
 //!
 //! Decisions a newcomer will ask about:
 //!
