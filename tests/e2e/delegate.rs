@@ -361,11 +361,7 @@ fn ctrl_c_cancels_and_the_ledger_records_it() {
         assert!(notify.elapsed().as_secs() < 60, "never dispatched");
         std::thread::yield_now();
     }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),

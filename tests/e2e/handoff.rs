@@ -259,6 +259,7 @@ fn help_texts() {
         &["registry", "--help"],
         &["config", "--help"],
         &["workflow", "--help"],
+        &["workflow", "run", "--help"],
     ] {
         let run = orch.ok(args);
         let name = format!("help_{}", args[..args.len() - 1].join("_"));

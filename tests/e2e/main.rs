@@ -161,6 +161,12 @@ impl Run {
     }
 }
 
+/// Sends SIGINT to a child, as Ctrl-C at a terminal would.
+pub(crate) fn interrupt(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("send SIGINT");
+}
+
 /// insta settings that redact run ids, durations and timings.
 pub(crate) fn settings() -> insta::Settings {
     let mut s = insta::Settings::clone_current();

@@ -134,16 +134,91 @@ pub(crate) enum Command {
     /// List the agents and what they can do
     #[command(subcommand)]
     Registry(RegistryCmd),
-    /// Check, draw, list and describe workflows
-    #[command(subcommand)]
-    Workflow(WorkflowCmd),
+    /// Run workflows (`orch workflow <NAME> --caller X`), resume and inspect runs
+    Workflow(WorkflowArgs),
     /// Show the effective configuration, or write an example orch.yaml
     #[command(subcommand)]
     Config(ConfigCmd),
 }
 
+/// `orch workflow <NAME> [run options]` or `orch workflow <SUBCOMMAND>`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct WorkflowArgs {
+    #[command(subcommand)]
+    pub(crate) cmd: Option<WorkflowCmd>,
+    #[command(flatten)]
+    pub(crate) run: Option<WorkflowRunArgs>,
+}
+
+/// How to run a workflow.
+#[derive(Debug, Args)]
+pub(crate) struct WorkflowRunArgs {
+    /// A workflow file, a name in ./workflows/, or a built-in template (a
+    /// workflow named like a subcommand: `orch workflow run <NAME>`)
+    #[arg(value_name = "WORKFLOW")]
+    pub(crate) workflow: String,
+    /// An input, name=value (repeatable)
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub(crate) inputs: Vec<String>,
+    /// Who runs it (every step is checked against the ACL as this caller);
+    /// defaults to $ORCH_AGENT
+    #[arg(long, env = "ORCH_AGENT", hide_env_values = true, value_name = "ID")]
+    pub(crate) caller: String,
+    /// Check everything, print the plan and every rendered task, send nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Never ask on the terminal: a step with an approval gate pauses the run
+    /// (exit 20) until `orch workflow approve` and `orch workflow resume`
+    #[arg(long)]
+    pub(crate) non_interactive: bool,
+    /// Print the run summary (or the dry-run plan) as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum WorkflowCmd {
+    /// Run a workflow (the same as `orch workflow <NAME>`)
+    Run(WorkflowRunArgs),
+    /// List the stored workflow runs
+    Runs {
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a stored run: status, steps, output
+    Status {
+        /// The workflow run id
+        run_id: String,
+        /// The stored summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue a killed, cancelled or paused run (finished steps are not run again)
+    Resume {
+        /// The workflow run id
+        run_id: String,
+        /// Never ask on the terminal (approval gates pause the run again)
+        #[arg(long)]
+        non_interactive: bool,
+        /// Print the run summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a decision on a step awaiting approval (then `orch workflow resume`)
+    Approve {
+        /// The workflow run id
+        run_id: String,
+        /// The step awaiting approval
+        step: String,
+        /// Reject the step's result instead (the step fails)
+        #[arg(long)]
+        reject: bool,
+        /// Why it was rejected
+        #[arg(long, value_name = "TEXT", requires = "reject")]
+        reason: Option<String>,
+    },
     /// Check a workflow: the file alone, or with --caller also its agents,
     /// the ACL of every step and the inputs
     Validate {

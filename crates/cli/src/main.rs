@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(exit) => exit.into(),
+        Ok(code) => code,
         Err(err) => {
             if !err.is_broken_pipe() {
                 eprintln!("error: {err}");
@@ -47,17 +47,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<Exit, CliError> {
-    match cli.command {
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let exit = match cli.command {
         Command::Delegate(args) => cmd::delegate::run(&cli.global, args).await,
         Command::Handoff(cmd) => cmd::handoff::run(&cli.global, cmd).await,
         Command::Acl(cmd) => cmd::acl::run(&cli.global, cmd),
         Command::Route(args) => cmd::route::run(&cli.global, args),
         Command::Context(args) => cmd::context::run(&cli.global, args).await,
         Command::Registry(cmd) => cmd::registry::run(&cli.global, cmd),
-        Command::Workflow(cmd) => cmd::workflow::run(&cli.global, cmd),
+        // A workflow run has one code beyond `Exit`: awaiting approval (20).
+        Command::Workflow(args) => return cmd::workflow::run(&cli.global, args).await,
         Command::Config(cmd) => cmd::config::run(&cli.global, cmd),
-    }
+    }?;
+    Ok(exit.into())
 }
 
 fn init_tracing(verbose: u8) {

@@ -1,11 +1,15 @@
-//! `orch workflow validate|graph|list|show`.
+//! `orch workflow <NAME>` (run, dry-run), `run|resume|approve|runs|status`
+//! and `validate|graph|list|show`.
+
+mod exec;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use orch_workflow::{Target, Workflow, WorkflowError};
 
-use crate::args::{GlobalArgs, WorkflowCmd};
+use crate::args::{GlobalArgs, WorkflowArgs, WorkflowCmd};
 use crate::exit::{CliError, Exit};
 use crate::out;
 use crate::wiring::Setup;
@@ -13,7 +17,38 @@ use crate::wiring::Setup;
 /// Largest workflow file read (the loader refuses more than 1 MiB anyway).
 const MAX_READ: u64 = 2 * 1024 * 1024;
 
-pub(crate) fn run(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, CliError> {
+pub(crate) async fn run(global: &GlobalArgs, args: WorkflowArgs) -> Result<ExitCode, CliError> {
+    match (args.cmd, args.run) {
+        (Some(WorkflowCmd::Run(run)), _) | (None, Some(run)) => exec::run(global, run).await,
+        (Some(WorkflowCmd::Runs { json }), _) => exec::runs(global, json).await,
+        (Some(WorkflowCmd::Status { run_id, json }), _) => {
+            exec::status(global, &run_id, json).await
+        }
+        (
+            Some(WorkflowCmd::Resume {
+                run_id,
+                non_interactive,
+                json,
+            }),
+            _,
+        ) => exec::resume(global, &run_id, non_interactive, json).await,
+        (
+            Some(WorkflowCmd::Approve {
+                run_id,
+                step,
+                reject,
+                reason,
+            }),
+            _,
+        ) => exec::approve(global, &run_id, &step, reject, reason).await,
+        (Some(cmd), _) => inspect(global, cmd).map(ExitCode::from),
+        (None, None) => Err(CliError::Usage(
+            "name a workflow to run (`orch workflow <NAME> --caller X`) or a subcommand (see `orch workflow --help`)".into(),
+        )),
+    }
+}
+
+fn inspect(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, CliError> {
     match cmd {
         WorkflowCmd::List => list(),
         WorkflowCmd::Validate {
@@ -31,6 +66,13 @@ pub(crate) fn run(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, CliErro
             out::print(&describe(&wf, &origin))?;
             Ok(Exit::Ok)
         }
+        WorkflowCmd::Run(_)
+        | WorkflowCmd::Runs { .. }
+        | WorkflowCmd::Status { .. }
+        | WorkflowCmd::Resume { .. }
+        | WorkflowCmd::Approve { .. } => Err(CliError::Internal(
+            "workflow subcommand dispatched to the wrong handler".into(),
+        )),
     }
 }
 
@@ -181,7 +223,7 @@ pub(crate) fn report(errors: Vec<WorkflowError>) -> CliError {
     }
 }
 
-fn target(step: &orch_workflow::Step) -> String {
+pub(crate) fn target(step: &orch_workflow::Step) -> String {
     match &step.target {
         Target::Agent(agent) => agent.clone(),
         Target::Route => "route: auto".to_owned(),

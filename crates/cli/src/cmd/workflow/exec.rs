@@ -1,0 +1,805 @@
+//! Running workflows: `orch workflow <NAME>` (and `run`), `--dry-run`,
+//! `resume`, `approve`, `runs`, `status`; the executor's seams (router,
+//! channel context, progress lines, terminal approver).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_acl::Policy;
+use orch_handoff::{HandoffStore, RunId};
+use orch_registry::{Bm25Router, Registry, Router};
+use orch_workflow::{
+    ApprovalDecision, Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, Ref,
+    RunOptions, RunStatus, RunSummary, Segment, StepOutput, StepRouter, Target, Template, Workflow,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{load, parse_inputs, report, source_of};
+use crate::args::{GlobalArgs, WorkflowRunArgs, format_duration};
+use crate::exit::{CliError, Exit};
+use crate::out;
+use crate::wiring::Setup;
+
+/// Exit code of a run paused at an approval gate (not a DESIGN §5 code:
+/// nothing failed, but the run has not finished either).
+pub(crate) const EXIT_AWAITING_APPROVAL: u8 = 20;
+
+/// The exit code for a run's final status: completed 0, completed with
+/// failures 10 (like a partial handoff), failed 12, awaiting approval 20,
+/// cancelled 130.
+pub(crate) fn exit_code(status: RunStatus) -> ExitCode {
+    match status {
+        RunStatus::Completed => Exit::Ok.into(),
+        RunStatus::CompletedWithFailures => Exit::Partial.into(),
+        RunStatus::Failed => Exit::Failed.into(),
+        RunStatus::AwaitingApproval => ExitCode::from(EXIT_AWAITING_APPROVAL),
+        RunStatus::Cancelled => Exit::Cancelled.into(),
+        RunStatus::Running => Exit::Internal.into(),
+    }
+}
+
+fn word<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn map_exec(e: ExecError) -> CliError {
+    match e {
+        ExecError::NotFound { .. } | ExecError::Usage(_) | ExecError::Workflow(_) => {
+            CliError::Usage(e.to_string())
+        }
+        _ => CliError::Internal(e.to_string()),
+    }
+}
+
+fn run_id(id: &str) -> Result<RunId, CliError> {
+    RunId::new(id).map_err(|e| CliError::Usage(format!("workflow run {id:?}: {e}")))
+}
+
+/// `orch workflow <NAME> …` / `orch workflow run <NAME> …`.
+pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<ExitCode, CliError> {
+    let (text, _) = source_of(&args.workflow)?;
+    let (wf, _) = load(&args.workflow)?;
+    let setup = Setup::load(global)?;
+    let registry = setup.registry()?;
+    let inputs = parse_inputs(&args.inputs)?;
+    let resolved = orch_workflow::check_run(
+        &wf,
+        &registry.ids(),
+        &setup.config.acl,
+        &args.caller,
+        &inputs,
+    )
+    .map_err(report)?;
+    if args.dry_run {
+        let plan = dry_run(&wf, &registry, &setup.config.acl, &args.caller, &resolved);
+        if args.json {
+            out::print_json(&plan.json)?;
+        } else {
+            out::print(&plan.text)?;
+        }
+        return Ok(Exit::Ok.into());
+    }
+    let interactive = !args.non_interactive && std::io::stdin().is_terminal();
+    let steps: Vec<String> = wf.steps.iter().map(|s| s.id.clone()).collect();
+    let (executor, view) = executor(setup, registry, interactive, &steps)?;
+    let opts = RunOptions {
+        caller: args.caller.clone(),
+        inputs: resolved,
+        run_id: None,
+    };
+    let summary =
+        with_ctrl_c(|cancel| async move { executor.run(&wf, &text, opts, &cancel).await }).await;
+    view.end();
+    finish(&summary.map_err(map_exec)?, args.json)
+}
+
+/// `orch workflow resume <RUN>`.
+pub(crate) async fn resume(
+    global: &GlobalArgs,
+    id: &str,
+    non_interactive: bool,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let id = run_id(id)?;
+    let setup = Setup::load(global)?;
+    let registry = setup.registry()?;
+    let interactive = !non_interactive && std::io::stdin().is_terminal();
+    // The steps in the workflow's order, for the live view.
+    let steps: Vec<String> = match setup.open_store() {
+        Ok(store) => match orch_workflow::read_summary(&store, &id).await {
+            Ok(s) => orch_workflow::load(&s.source, &s.origin)
+                .map(|wf| wf.steps.iter().map(|st| st.id.clone()).collect())
+                .unwrap_or_default(),
+            Err(e) => return Err(map_exec(e)),
+        },
+        Err(e) => return Err(e),
+    };
+    let (executor, view) = executor(setup, registry, interactive, &steps)?;
+    let summary = with_ctrl_c(|cancel| async move { executor.resume(&id, &cancel).await }).await;
+    view.end();
+    finish(&summary.map_err(map_exec)?, json)
+}
+
+/// `orch workflow approve <RUN> <STEP> [--reject --reason R]`.
+pub(crate) async fn approve(
+    global: &GlobalArgs,
+    id: &str,
+    step: &str,
+    reject: bool,
+    reason: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let id = run_id(id)?;
+    let setup = Setup::load(global)?;
+    let store = setup.open_store()?;
+    let decision = if reject {
+        ApprovalDecision::Reject {
+            reason: reason.unwrap_or_else(|| "rejected without a reason".into()),
+        }
+    } else {
+        ApprovalDecision::Approve
+    };
+    orch_workflow::approve(&store, &id, step, decision)
+        .await
+        .map_err(map_exec)?;
+    out::print(&format!(
+        "{} step `{step}` of {id}; run `orch workflow resume {id}` to continue\n",
+        if reject { "rejected" } else { "approved" }
+    ))?;
+    Ok(Exit::Ok.into())
+}
+
+/// `orch workflow runs`.
+pub(crate) async fn runs(global: &GlobalArgs, json: bool) -> Result<ExitCode, CliError> {
+    let setup = Setup::load(global)?;
+    let store = setup.open_store()?;
+    let ids = store.list_workflow_runs().await?;
+    let mut summaries = Vec::new();
+    for id in ids {
+        match orch_workflow::read_summary(&store, &id).await {
+            Ok(s) => summaries.push(s),
+            Err(e) => tracing::warn!("skipping workflow run {id}: {e}"),
+        }
+    }
+    summaries.sort_by(|a, b| a.started.cmp(&b.started).then(a.run_id.cmp(&b.run_id)));
+    if json {
+        let rows: Vec<serde_json::Value> = summaries
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "runId": s.run_id,
+                    "workflow": s.workflow,
+                    "status": s.status,
+                    "caller": s.caller,
+                    "started": s.started,
+                    "finished": s.finished,
+                })
+            })
+            .collect();
+        out::print_json(&rows)?;
+        return Ok(Exit::Ok.into());
+    }
+    if summaries.is_empty() {
+        out::print("no workflow runs in the store\n")?;
+        return Ok(Exit::Ok.into());
+    }
+    let w_id = summaries
+        .iter()
+        .map(|s| s.run_id.as_str().len())
+        .max()
+        .unwrap_or(0);
+    let w_wf = summaries
+        .iter()
+        .map(|s| s.workflow.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let mut text = format!(
+        "{:<w_id$}  {:<w_wf$}  {:<23}  {:<20}  caller\n",
+        "run", "workflow", "status", "started"
+    );
+    for s in &summaries {
+        text.push_str(&format!(
+            "{:<w_id$}  {:<w_wf$}  {:<23}  {:<20}  {}\n",
+            s.run_id.as_str(),
+            s.workflow,
+            word(s.status),
+            s.started.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            s.caller
+        ));
+    }
+    out::print(&text)?;
+    Ok(Exit::Ok.into())
+}
+
+/// `orch workflow status <RUN>`.
+pub(crate) async fn status(
+    global: &GlobalArgs,
+    id: &str,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let id = run_id(id)?;
+    let setup = Setup::load(global)?;
+    let store = setup.open_store()?;
+    let summary = orch_workflow::read_summary(&store, &id)
+        .await
+        .map_err(map_exec)?;
+    if json {
+        out::print_json(&summary)?;
+    } else {
+        out::print(&render_summary(&summary))?;
+    }
+    Ok(Exit::Ok.into())
+}
+
+/// Prints the summary and maps its status to the exit code.
+fn finish(summary: &RunSummary, json: bool) -> Result<ExitCode, CliError> {
+    if json {
+        out::print_json(summary)?;
+    } else {
+        out::print(&render_summary(summary))?;
+    }
+    match summary.status {
+        RunStatus::AwaitingApproval => eprintln!(
+            "paused for approval: `orch workflow approve {id} <step>` (or `--reject --reason …`), then `orch workflow resume {id}`",
+            id = summary.run_id
+        ),
+        RunStatus::Cancelled => eprintln!(
+            "cancelled: `orch workflow resume {}` continues it",
+            summary.run_id
+        ),
+        RunStatus::Running => eprintln!(
+            "the run is still marked running: `orch workflow resume {}` continues it",
+            summary.run_id
+        ),
+        RunStatus::Failed | RunStatus::Completed | RunStatus::CompletedWithFailures => {}
+    }
+    Ok(exit_code(summary.status))
+}
+
+fn secs(ms: Option<u64>) -> String {
+    ms.map_or_else(
+        || "-".to_owned(),
+        |ms| format!("{:.2}s", Duration::from_millis(ms).as_secs_f64()),
+    )
+}
+
+/// The human rendering of a run summary.
+pub(crate) fn render_summary(s: &RunSummary) -> String {
+    let mut text = format!("workflow {}: {}\n", s.workflow, word(s.status));
+    let mut row = |k: &str, v: &str| text.push_str(&format!("  {k:<9}{v}\n"));
+    row("run", s.run_id.as_str());
+    row("caller", &s.caller);
+    row("from", &s.origin);
+    if !s.inputs.is_empty() {
+        text.push_str("\ninputs:\n");
+        let w = s.inputs.keys().map(String::len).max().unwrap_or(0);
+        for (k, v) in &s.inputs {
+            text.push_str(&format!("  {k:<w$}  {v}\n"));
+        }
+    }
+    text.push_str("\nsteps:\n");
+    // In the workflow's order when its stored source still loads.
+    let order: Vec<String> = orch_workflow::load(&s.source, &s.origin)
+        .map(|wf| wf.steps.iter().map(|st| st.id.clone()).collect())
+        .unwrap_or_else(|_| s.steps.keys().cloned().collect());
+    let w_step = s.steps.keys().map(String::len).max().unwrap_or(0);
+    let w_agent = s
+        .steps
+        .values()
+        .filter_map(|st| st.agent.as_deref().map(str::len))
+        .max()
+        .unwrap_or(1);
+    for id in &order {
+        let Some(st) = s.steps.get(id) else { continue };
+        text.push_str(&format!(
+            "  {id:<w_step$}  {:<17}  {:<w_agent$}  {} attempt{}  {:>7}{}\n",
+            word(st.status),
+            st.agent.as_deref().unwrap_or("-"),
+            st.attempts,
+            if st.attempts == 1 { "" } else { "s" },
+            secs(st.duration_ms),
+            st.reason
+                .as_deref()
+                .map(|r| format!("  {r}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(output) = &s.output {
+        text.push_str("\noutput:\n");
+        for line in output.trim_end().lines() {
+            text.push_str(&format!("  {line}\n"));
+        }
+    }
+    text
+}
+
+/// Runs `f` with a token that Ctrl-C cancels.
+async fn with_ctrl_c<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        })
+    };
+    let result = f(cancel).await;
+    on_ctrl_c.abort();
+    result
+}
+
+/// The executor with its seams: BM25 routing within the ACL, Discord
+/// channel context, progress lines on stderr, and (interactive) a terminal
+/// approver.
+fn executor(
+    setup: Setup,
+    registry: Registry,
+    interactive: bool,
+    steps: &[String],
+) -> Result<(Executor, View), CliError> {
+    let store = setup.open_store()?;
+    let delegator = Arc::new(setup.delegator(store, &registry)?);
+    let setup = Arc::new(setup);
+    let registry = Arc::new(registry);
+    let mut exec = Executor::new(delegator)
+        .with_router(Arc::new(AclRouter {
+            registry: Arc::clone(&registry),
+            policy: setup.config.acl.clone(),
+        }))
+        .with_context_source(Arc::new(Channels {
+            setup: Arc::clone(&setup),
+            registry,
+        }));
+    let view = if std::io::stderr().is_terminal() {
+        let bars = Arc::new(Bars::new(steps));
+        exec = exec.with_progress(Arc::clone(&bars) as Arc<dyn Progress>);
+        View(Some(bars))
+    } else {
+        exec = exec.with_progress(Arc::new(Lines));
+        View(None)
+    };
+    if interactive {
+        exec = exec.with_approver(Arc::new(TerminalApprover {
+            lock: tokio::sync::Mutex::new(()),
+            multi: view.0.as_ref().map(|b| b.multi.clone()),
+        }));
+    }
+    Ok((exec, view))
+}
+
+/// The live view, if any: ended before the summary is printed.
+struct View(Option<Arc<Bars>>);
+
+impl View {
+    fn end(&self) {
+        if let Some(bars) = &self.0 {
+            bars.end();
+        }
+    }
+}
+
+/// The terminal view: one line per step with its state and elapsed time.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: std::sync::Mutex<std::collections::BTreeMap<String, indicatif::ProgressBar>>,
+    width: usize,
+}
+
+impl Bars {
+    fn new(steps: &[String]) -> Self {
+        let width = steps.iter().map(String::len).max().unwrap_or(8).max(8);
+        let me = Self {
+            multi: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            ),
+            bars: std::sync::Mutex::new(Default::default()),
+            width,
+        };
+        for step in steps {
+            me.with_bar(step, |bar| bar.set_message("pending"));
+        }
+        me
+    }
+
+    fn with_bar(&self, step: &str, f: impl FnOnce(&indicatif::ProgressBar)) {
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
+        let bar = bars.entry(step.to_owned()).or_insert_with(|| {
+            let style = indicatif::ProgressStyle::with_template(&format!(
+                "{{spinner}} {{prefix:<{}}}  {{elapsed:>4}}  {{wide_msg}}",
+                self.width
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+            bar.set_style(style);
+            bar.set_prefix(step.to_owned());
+            bar
+        });
+        f(bar);
+    }
+
+    fn end(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for bar in bars.values() {
+                if !bar.is_finished() {
+                    bar.abandon();
+                }
+            }
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn event(&self, e: &ProgressEvent) {
+        match e {
+            ProgressEvent::Started {
+                step,
+                agent,
+                attempt,
+            } => self.with_bar(step, |bar| {
+                bar.reset_elapsed();
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar.set_message(format!("running ({agent}, attempt {attempt})"));
+            }),
+            ProgressEvent::Retrying {
+                step,
+                attempt,
+                delay,
+            } => self.with_bar(step, |bar| {
+                bar.set_message(format!(
+                    "retrying in {} (attempt {attempt})",
+                    format_duration(*delay)
+                ));
+            }),
+            ProgressEvent::Finished {
+                step,
+                status,
+                elapsed,
+            } => self.with_bar(step, |bar| {
+                bar.finish_with_message(format!(
+                    "{} after {:.2}s",
+                    word(status),
+                    elapsed.as_secs_f64()
+                ));
+            }),
+            ProgressEvent::Skipped { step, reason } => self.with_bar(step, |bar| {
+                bar.finish_with_message(format!("skipped: {reason}"));
+            }),
+            ProgressEvent::AwaitingApproval { step } => self.with_bar(step, |bar| {
+                bar.disable_steady_tick();
+                bar.set_message("awaits approval");
+            }),
+        }
+    }
+}
+
+/// `route: auto`: the best BM25 match among the agents the caller may use.
+struct AclRouter {
+    registry: Arc<Registry>,
+    policy: Policy,
+}
+
+impl StepRouter for AclRouter {
+    fn route(&self, task: &str, caller: &str) -> Option<String> {
+        best_route(&self.registry, &self.policy, task, caller)
+    }
+}
+
+fn best_route(registry: &Registry, policy: &Policy, task: &str, caller: &str) -> Option<String> {
+    let allowed = policy.allowed_targets(caller, registry.ids());
+    Bm25Router::new(registry)
+        .rank(task, &allowed)
+        .into_iter()
+        .next()
+        .map(|r| r.agent)
+}
+
+/// `context:`: a Discord channel's recent messages.
+struct Channels {
+    setup: Arc<Setup>,
+    registry: Arc<Registry>,
+}
+
+#[async_trait::async_trait]
+impl ContextSource for Channels {
+    async fn fetch(&self, channel: &str, messages: usize) -> Result<String, String> {
+        crate::cmd::context::channel_context(&self.setup, &self.registry, channel, messages)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One line per event on stderr: `[12:03:04] research started (webster, attempt 1)`.
+struct Lines;
+
+impl Progress for Lines {
+    fn event(&self, e: &ProgressEvent) {
+        let line = match e {
+            ProgressEvent::Started {
+                step,
+                agent,
+                attempt,
+            } => format!("{step} started ({agent}, attempt {attempt})"),
+            ProgressEvent::Retrying {
+                step,
+                attempt,
+                delay,
+            } => format!(
+                "{step} retrying in {} (attempt {attempt})",
+                format_duration(*delay)
+            ),
+            ProgressEvent::Finished {
+                step,
+                status,
+                elapsed,
+            } => format!(
+                "{step} {} after {:.2}s",
+                word(status),
+                elapsed.as_secs_f64()
+            ),
+            ProgressEvent::Skipped { step, reason } => format!("{step} skipped: {reason}"),
+            ProgressEvent::AwaitingApproval { step } => format!("{step} awaits approval"),
+        };
+        let now = jiff::Timestamp::now().strftime("%H:%M:%S").to_string();
+        eprintln!("[{now}] {line}");
+    }
+}
+
+/// Asks on the terminal (stderr/stdin) whether a gated step may go on.
+struct TerminalApprover {
+    /// One question at a time.
+    lock: tokio::sync::Mutex<()>,
+    /// The live view, paused while asking.
+    multi: Option<indicatif::MultiProgress>,
+}
+
+#[async_trait::async_trait]
+impl Approver for TerminalApprover {
+    async fn approve(&self, step: &str, output: &StepOutput) -> ApprovalDecision {
+        let _one = self.lock.lock().await;
+        let step = step.to_owned();
+        let output = output.clone();
+        let multi = self.multi.clone();
+        let asked = tokio::task::spawn_blocking(move || match multi {
+            Some(m) => m.suspend(|| ask(&step, &output)),
+            None => ask(&step, &output),
+        })
+        .await;
+        // A terminal that cannot be read cannot approve.
+        asked.unwrap_or_else(|_| ApprovalDecision::Reject {
+            reason: "the approval prompt failed".into(),
+        })
+    }
+}
+
+fn ask(step: &str, output: &StepOutput) -> ApprovalDecision {
+    use std::io::BufRead;
+    eprintln!(
+        "\nstep `{step}` finished {} (confidence {}) and needs your approval:",
+        word(output.status),
+        output.confidence.map_or_else(|| "-".to_owned(), word)
+    );
+    for line in output.result.lines() {
+        eprintln!("  | {line}");
+    }
+    if !output.notes.trim().is_empty() {
+        eprintln!("  notes: {}", output.notes.trim());
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("approve `{step}`? [y]es / [n]o: ");
+        let Some(Ok(answer)) = lines.next() else {
+            return ApprovalDecision::Reject {
+                reason: "no answer on the terminal".into(),
+            };
+        };
+        match answer.trim().to_lowercase().as_str() {
+            "y" | "yes" => return ApprovalDecision::Approve,
+            "n" | "no" => {
+                eprint!("reason (optional): ");
+                let reason = lines
+                    .next()
+                    .and_then(Result::ok)
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| "rejected on the terminal".into());
+                return ApprovalDecision::Reject { reason };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A dry-run's plan, as text and as JSON.
+struct DryRun {
+    text: String,
+    json: serde_json::Value,
+}
+
+/// Renders `t` with inputs filled in and every step output (and the run
+/// id) shown as a placeholder such as `⟨steps.research.result⟩`.
+fn render_placeholders(t: &Template, inputs: &orch_workflow::ResolvedInputs) -> String {
+    let mut s = String::new();
+    for seg in t.segments() {
+        match seg {
+            Segment::Text(text) => s.push_str(text),
+            Segment::Ref(Ref::Input(name)) => match inputs.get(name) {
+                Some(v) => s.push_str(v),
+                None => s.push_str(&format!("⟨inputs.{name}⟩")),
+            },
+            Segment::Ref(r) => s.push_str(&format!("⟨{r}⟩")),
+        }
+    }
+    s
+}
+
+fn dry_run(
+    wf: &Workflow,
+    registry: &Registry,
+    policy: &Policy,
+    caller: &str,
+    inputs: &orch_workflow::ResolvedInputs,
+) -> DryRun {
+    let plan = wf.plan();
+    let mut text = format!(
+        "dry run of {} ({}) for {caller}: nothing is sent\n",
+        wf.name,
+        wf.origin()
+    );
+    if !inputs.as_map().is_empty() {
+        text.push_str("\ninputs:\n");
+        for (k, v) in inputs.as_map() {
+            text.push_str(&format!("  {k} = {v:?}\n"));
+        }
+    }
+    text.push_str("\nplan:\n");
+    let levels = plan.levels();
+    for (i, level) in levels.iter().enumerate() {
+        let how = if level.len() > 1 { "in parallel: " } else { "" };
+        text.push_str(&format!("  {}. {how}{}\n", i + 1, level.join(", ")));
+    }
+    if let Some(n) = wf.max_parallel {
+        text.push_str(&format!("  (at most {n} at once)\n"));
+    }
+    let mut steps_json = Vec::new();
+    for step in &wf.steps {
+        let deps = plan.deps(&step.id);
+        let task = render_placeholders(&step.task, inputs);
+        let agent = match &step.target {
+            Target::Agent(a) => a.clone(),
+            Target::Route => match best_route(registry, policy, &task, caller) {
+                Some(a) => format!("route: auto → {a} (chosen now; re-routed at run time)"),
+                None => "route: auto → no agent matches now".to_owned(),
+            },
+        };
+        text.push_str(&format!("\nstep {} → {agent}\n", step.id));
+        let waits = if deps.is_empty() {
+            "nothing (starts at once)".to_owned()
+        } else {
+            deps.join(", ")
+        };
+        text.push_str(&format!("  waits for: {waits}\n"));
+        text.push_str(&format!(
+            "  timeout {}, retries {}, on failure {}\n",
+            format_duration(wf.timeout_of(step)),
+            wf.retries_of(step),
+            match wf.on_failure_of(step) {
+                orch_workflow::OnFailure::Stop => "stop",
+                orch_workflow::OnFailure::Continue => "continue",
+            }
+        ));
+        if let Some(when) = &step.when {
+            text.push_str(&format!("  when: {when}\n"));
+        }
+        if let Some(gate) = &step.gate {
+            let statuses: Vec<String> = gate.status.iter().map(|s| word(*s)).collect();
+            let mut parts = Vec::new();
+            parts.push(format!(
+                "status {}",
+                if statuses.is_empty() {
+                    "complete|partial".to_owned()
+                } else {
+                    statuses.join("|")
+                }
+            ));
+            if let Some(c) = gate.min_confidence {
+                parts.push(format!("confidence ≥ {}", word(c)));
+            }
+            if gate.approval {
+                parts.push("human approval".to_owned());
+            }
+            text.push_str(&format!("  gate: {}\n", parts.join(", ")));
+        }
+        if let Some(ctx) = &step.context {
+            text.push_str(&format!(
+                "  context: the last {} messages of {} (fetched at run time)\n",
+                ctx.messages, ctx.channel
+            ));
+        }
+        text.push_str("  task:\n");
+        for line in task.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
+        steps_json.push(serde_json::json!({
+            "id": step.id,
+            "agent": agent,
+            "waitsFor": deps,
+            "timeout": format_duration(wf.timeout_of(step)),
+            "retries": wf.retries_of(step),
+            "task": task,
+        }));
+    }
+    let output = wf.output.as_ref().map(|t| render_placeholders(t, inputs));
+    if let Some(output) = &output {
+        text.push_str("\noutput:\n");
+        for line in output.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
+    }
+    let json = serde_json::json!({
+        "workflow": wf.name,
+        "origin": wf.origin(),
+        "caller": caller,
+        "inputs": inputs.as_map(),
+        "levels": levels,
+        "steps": steps_json,
+        "output": output,
+    });
+    DryRun { text, json }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_by_run_status() {
+        assert_eq!(exit_code(RunStatus::Completed), ExitCode::from(0));
+        assert_eq!(
+            exit_code(RunStatus::CompletedWithFailures),
+            ExitCode::from(10)
+        );
+        assert_eq!(exit_code(RunStatus::Failed), ExitCode::from(12));
+        assert_eq!(exit_code(RunStatus::AwaitingApproval), ExitCode::from(20));
+        assert_eq!(exit_code(RunStatus::Cancelled), ExitCode::from(130));
+    }
+
+    #[test]
+    fn placeholders_keep_inputs_and_mark_step_outputs() {
+        let wf = orch_workflow::load(
+            "name: t\ninputs:\n  x: { default: X1 }\nsteps:\n  - id: a\n    agent: webster\n    task: \"do {{ inputs.x }}\"\n  - id: b\n    agent: auditor\n    task: \"check {{ steps.a.result }} in {{ run.id }}\"\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let registry = Registry::embedded_default();
+        let policy = Policy::default();
+        let inputs = orch_workflow::check_run(
+            &wf,
+            &registry.ids(),
+            &policy,
+            "manager",
+            &Default::default(),
+        )
+        .unwrap();
+        let b = wf.step("b").unwrap();
+        assert_eq!(
+            render_placeholders(&b.task, &inputs),
+            "check ⟨steps.a.result⟩ in ⟨run.id⟩"
+        );
+        let a = wf.step("a").unwrap();
+        assert_eq!(render_placeholders(&a.task, &inputs), "do X1");
+    }
+}
