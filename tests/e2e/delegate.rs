@@ -1,22 +1,7 @@
 //! `orch delegate` through the binary, on the simulated fleet and the exec
 //! transport. (The OpenClaw transport is exercised in `openclaw.rs`.)
 
-use crate::{Orch, settings};
-
-/// A fast sim fleet: the default agents and ACL, answers after 20 ms.
-const FAST_SIM: &str = "
-transports:
-  sim: { kind: sim, delay: 20ms, slow_delay: 1h }
-agents:
-  manager:       { transport: sim, validator: auditor }
-  tech-lead:     { transport: sim, validator: auditor }
-  webster:       { transport: sim, validator: tech-lead }
-  nx-expert:     { transport: sim, validator: tech-lead }
-  study-builder: { transport: sim, validator: tech-lead }
-  secretary:     { transport: sim, validator: manager }
-  optimizer:     { transport: sim, validator: tech-lead }
-  auditor:       { transport: sim, validator: manager }
-";
+use crate::{FAST_SIM, Orch, settings};
 
 fn delegate(orch: &Orch, args: &[&str]) -> crate::Run {
     let mut full = vec!["delegate"];

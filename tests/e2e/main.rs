@@ -161,6 +161,21 @@ impl Run {
     }
 }
 
+/// A fast sim fleet: the default agents and ACL, answers after 20 ms.
+pub(crate) const FAST_SIM: &str = "
+transports:
+  sim: { kind: sim, delay: 20ms, slow_delay: 1h }
+agents:
+  manager:       { transport: sim, validator: auditor }
+  tech-lead:     { transport: sim, validator: auditor }
+  webster:       { transport: sim, validator: tech-lead }
+  nx-expert:     { transport: sim, validator: tech-lead }
+  study-builder: { transport: sim, validator: tech-lead }
+  secretary:     { transport: sim, validator: manager }
+  optimizer:     { transport: sim, validator: tech-lead }
+  auditor:       { transport: sim, validator: manager }
+";
+
 /// Sends SIGINT to a child, as Ctrl-C at a terminal would.
 pub(crate) fn interrupt(child: &std::process::Child) {
     let pid = rustix::process::Pid::from_child(child);

@@ -1,7 +1,7 @@
 //! `orch workflow` through the binary: run, dry-run, approve, resume (after
 //! a kill -9), runs, status, validate, graph, list, show.
 
-use crate::{Orch, settings};
+use crate::{FAST_SIM, Orch, settings};
 
 #[test]
 fn list_show_and_graph_the_shipped_workflows() {
@@ -77,21 +77,6 @@ fn validate_checks_file_agents_acl_and_inputs() {
     }
     settings().bind(|| insta::assert_snapshot!(transcript));
 }
-
-/// A fast sim fleet: the default agents and ACL, answers after 20 ms.
-const FAST_SIM: &str = "
-transports:
-  sim: { kind: sim, delay: 20ms, slow_delay: 1h }
-agents:
-  manager:       { transport: sim, validator: auditor }
-  tech-lead:     { transport: sim, validator: auditor }
-  webster:       { transport: sim, validator: tech-lead }
-  nx-expert:     { transport: sim, validator: tech-lead }
-  study-builder: { transport: sim, validator: tech-lead }
-  secretary:     { transport: sim, validator: manager }
-  optimizer:     { transport: sim, validator: tech-lead }
-  auditor:       { transport: sim, validator: manager }
-";
 
 /// `settings()` plus workflow run ids and progress-line clocks.
 fn wf_settings() -> insta::Settings {

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use orch_delegate::orch_handoff::RunId;
 use orch_delegate::{DelegateError, End, Outcome, OutcomeStatus, Request, TransportError};
-use tokio_util::sync::CancellationToken;
 
 use crate::args::{DelegateArgs, GlobalArgs};
 use crate::cmd::handoff::{render_details, row};
@@ -64,17 +63,9 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
     request.validate = args.validate || args.validator.is_some();
     request.validator = args.validator.clone();
 
-    let cancel = CancellationToken::new();
-    let on_ctrl_c = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
-        })
-    };
-    let result = delegator.delegate(request, &cancel).await;
-    on_ctrl_c.abort();
+    let result =
+        super::with_ctrl_c(|cancel| async move { delegator.delegate(request, &cancel).await })
+            .await;
     match result {
         Ok(outcome) => {
             if args.json {

@@ -8,3 +8,26 @@ pub(crate) mod handoff;
 pub(crate) mod registry;
 pub(crate) mod route;
 pub(crate) mod workflow;
+
+use tokio_util::sync::CancellationToken;
+
+/// Runs `f` with a token that Ctrl-C cancels (the libraries record the
+/// cancellation: a `cancelled` ledger line, a run stored as cancelled).
+pub(crate) async fn with_ctrl_c<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        })
+    };
+    let result = f(cancel).await;
+    on_ctrl_c.abort();
+    result
+}

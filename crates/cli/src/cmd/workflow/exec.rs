@@ -14,7 +14,6 @@ use orch_workflow::{
     ApprovalDecision, Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, Ref,
     RunOptions, RunStatus, RunSummary, Segment, StepOutput, StepRouter, Target, Template, Workflow,
 };
-use tokio_util::sync::CancellationToken;
 
 use super::{load, parse_inputs, report, source_of};
 use crate::args::{GlobalArgs, WorkflowRunArgs, format_duration};
@@ -93,7 +92,10 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<Ex
         run_id: None,
     };
     let summary =
-        with_ctrl_c(|cancel| async move { executor.run(&wf, &text, opts, &cancel).await }).await;
+        crate::cmd::with_ctrl_c(
+            |cancel| async move { executor.run(&wf, &text, opts, &cancel).await },
+        )
+        .await;
     view.end();
     finish(&summary.map_err(map_exec)?, args.json)
 }
@@ -120,7 +122,8 @@ pub(crate) async fn resume(
         Err(e) => return Err(e),
     };
     let (executor, view) = executor(setup, registry, interactive, &steps)?;
-    let summary = with_ctrl_c(|cancel| async move { executor.resume(&id, &cancel).await }).await;
+    let summary =
+        crate::cmd::with_ctrl_c(|cancel| async move { executor.resume(&id, &cancel).await }).await;
     view.end();
     finish(&summary.map_err(map_exec)?, json)
 }
@@ -316,26 +319,6 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
         }
     }
     text
-}
-
-/// Runs `f` with a token that Ctrl-C cancels.
-async fn with_ctrl_c<F, Fut, T>(f: F) -> T
-where
-    F: FnOnce(CancellationToken) -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    let cancel = CancellationToken::new();
-    let on_ctrl_c = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
-        })
-    };
-    let result = f(cancel).await;
-    on_ctrl_c.abort();
-    result
 }
 
 /// The executor with its seams: BM25 routing within the ACL, Discord
