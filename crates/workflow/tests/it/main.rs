@@ -3,4 +3,5 @@
 mod builtin;
 mod corpus;
 mod exec;
+mod paused;
 mod schema;
