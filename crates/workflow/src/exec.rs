@@ -51,11 +51,12 @@
 //! step's task when it starts an attempt (before dispatch) and when it
 //! ends (before the loop hears of it). The summary, with the workflow's
 //! YAML so resume does not depend on the file, is handed to one writer
-//! task after every turn (the latest version wins); a step's first
-//! delegation is sent only once the summary of the turn that started it is
-//! stored, and the final summary is written and awaited before the run
-//! returns, so the stored summary is the returned one. Resume takes step
-//! states from the step records, never from the summary. [`Executor::resume`] reloads both: completed,
+//! task after every turn (the latest version wins) and nothing waits for
+//! it mid-run (waiting put a summary fsync on every step's critical path);
+//! the final summary is written and awaited before the run returns, so the
+//! stored summary is the returned one. Resume takes step states from the
+//! step records, never from the summary. [`Executor::resume`] reloads
+//! both: completed,
 //! skipped, failed and rejected steps stay as they are; a step recorded
 //! `running` is first looked up by its last delegation run id (a handoff
 //! may have landed while nobody waited), then re-awaited for what remained
@@ -225,18 +226,17 @@ struct StepDone {
 type Published = Option<(u64, RunSummary)>;
 
 /// The summary writer: stores the latest published summary (older unseen
-/// versions are skipped) and reports each stored version on `flushed`;
-/// ends when the publisher is dropped, or on the first failed write.
+/// versions are skipped); ends when the publisher is dropped, or on the
+/// first failed write. Nothing waits for it: step records, written by the
+/// steps themselves, are what resume trusts; the summary may lag them.
 async fn write_summaries(
     store: Arc<dyn HandoffStore>,
     mut rx: watch::Receiver<Published>,
-    flushed: watch::Sender<u64>,
 ) -> Result<(), ExecError> {
     while rx.changed().await.is_ok() {
         let next = rx.borrow_and_update().clone();
-        if let Some((v, s)) = next {
+        if let Some((_, s)) = next {
             put_summary(&*store, &s).await?;
-            flushed.send_replace(v);
         }
     }
     Ok(())
@@ -403,13 +403,8 @@ impl Executor {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let (publish, published) = watch::channel(None);
-        let (flushed_tx, flushed) = watch::channel(0);
         let mut writer = JoinSet::new();
-        writer.spawn(write_summaries(
-            Arc::clone(&self.store),
-            published,
-            flushed_tx,
-        ));
+        writer.spawn(write_summaries(Arc::clone(&self.store), published));
         let order = wf.plan().order();
         let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
         let index = |ids: Vec<&str>| -> Vec<usize> {
@@ -441,7 +436,6 @@ impl Executor {
             order,
             version: 0,
             publish: Some(publish),
-            flushed,
             writer,
         };
         r.go(rx, cancel).await
@@ -481,8 +475,6 @@ struct Runner<'a> {
     version: u64,
     /// Feeds the summary writer (dropped at the end to stop it).
     publish: Option<watch::Sender<Published>>,
-    /// The last summary version the writer stored.
-    flushed: watch::Receiver<u64>,
     /// The summary writer task (one).
     writer: JoinSet<Result<(), ExecError>>,
 }
@@ -867,9 +859,6 @@ impl Runner<'_> {
             context,
             reawait,
             cancel: self.token.clone(),
-            flushed: self.flushed.clone(),
-            // The summary published at the end of this turn.
-            need: self.version + 1,
         };
         let tx = self.tx.clone();
         let store = Arc::clone(&self.exec.store);
@@ -979,11 +968,6 @@ struct Job {
     context: Option<(Arc<dyn ContextSource>, ContextSpec)>,
     reawait: bool,
     cancel: CancellationToken,
-    /// The last summary version stored.
-    flushed: watch::Receiver<u64>,
-    /// The summary version to wait for before the first dispatch (it
-    /// records what this step read); 0 once waited.
-    need: u64,
 }
 
 /// How the last attempt ended.
@@ -1178,16 +1162,6 @@ impl Job {
                 detail: format!("could not record the attempt: {e}"),
                 retry: false,
             };
-        }
-        if self.need > 0 {
-            // A delegation is only sent once the summary says what it
-            // depends on (a run killed now reads back consistently). A
-            // failed writer fails the run at its end.
-            let need = std::mem::take(&mut self.need);
-            tokio::select! {
-                _ = self.flushed.wait_for(|&v| v >= need) => {}
-                () = self.cancel.cancelled() => {}
-            }
         }
         self.emit(ProgressEvent::Started {
             step: self.rec.step.clone(),
