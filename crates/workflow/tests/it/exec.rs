@@ -23,9 +23,7 @@ use orch_delegate::orch_acl::Policy;
 use orch_delegate::orch_handoff::{
     Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, RunId, Scope, Status,
 };
-use orch_delegate::{
-    Ack, AgentEntry, Delegator, DelegatorConfig, Envelope, Transport, TransportError,
-};
+use orch_delegate::{Ack, Delegator, Envelope, Transport, TransportError};
 use orch_workflow::{
     ApprovalDecision, Approver, Executor, Progress, ProgressEvent, RunOptions, RunStatus,
     RunSummary, StepOutput, StepStatus, Workflow, approve, check_run, load, read_step,
@@ -33,6 +31,8 @@ use orch_workflow::{
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::AGENTS;
 
 // ---------------------------------------------------------------------------
 // The fake agent fleet.
@@ -183,33 +183,13 @@ struct Rig {
     log: Arc<Log>,
 }
 
-const AGENTS: &[&str] = &["webster", "tech-lead", "auditor", "solo"];
-
 fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let fs = FsStore::open(FsStoreConfig::new(dir.path().join("store"))).unwrap();
     let fake = Arc::new(Fake::default());
     *fake.store.lock().unwrap() = Some(fs.clone());
     let store: Arc<dyn HandoffStore> = Arc::new(fs);
-    let entries = AGENTS
-        .iter()
-        .map(|&id| {
-            let mut e = AgentEntry::new(id, Arc::clone(&fake) as Arc<dyn Transport>);
-            if id == "solo" {
-                e.max_concurrent = Some(1);
-            }
-            e
-        })
-        .collect();
-    let delegator = Arc::new(
-        Delegator::new(
-            Arc::clone(&store),
-            Policy::atomizer_default(),
-            entries,
-            DelegatorConfig::default(),
-        )
-        .unwrap(),
-    );
+    let delegator = crate::delegator(Arc::clone(&store), Arc::clone(&fake) as Arc<dyn Transport>);
     Rig {
         _dir: dir,
         store,

@@ -22,13 +22,13 @@ use orch_delegate::orch_handoff::{
     LedgerEvent, LedgerRead, RunId, Scope, Status, StoreError, Subscription, WaitOutcome,
     WorkflowRecord, parse_handoff_capped,
 };
-use orch_delegate::{
-    Ack, AgentEntry, Delegator, DelegatorConfig, Envelope, Transport, TransportError,
-};
+use orch_delegate::{Ack, Envelope, Transport, TransportError};
 use orch_workflow::{Executor, RunOptions, RunStatus, RunSummary, StepStatus, check_run, load};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::AGENTS;
 
 // ---------------------------------------------------------------------------
 // The in-memory store.
@@ -331,8 +331,6 @@ fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
 
-const AGENTS: &[&str] = &["webster", "tech-lead", "auditor", "solo"];
-
 struct Rig {
     fake: Arc<Fake>,
     exec: Executor,
@@ -350,25 +348,7 @@ fn rig() -> Rig {
         max_in_flight: AtomicUsize::new(0),
     });
     let store: Arc<dyn HandoffStore> = Arc::new(Mem(mem));
-    let entries = AGENTS
-        .iter()
-        .map(|&id| {
-            let mut e = AgentEntry::new(id, Arc::clone(&fake) as Arc<dyn Transport>);
-            if id == "solo" {
-                e.max_concurrent = Some(1);
-            }
-            e
-        })
-        .collect();
-    let delegator = Arc::new(
-        Delegator::new(
-            store,
-            Policy::atomizer_default(),
-            entries,
-            DelegatorConfig::default(),
-        )
-        .unwrap(),
-    );
+    let delegator = crate::delegator(store, Arc::clone(&fake) as Arc<dyn Transport>);
     let exec = Executor::new(delegator).with_retry_base(Duration::from_secs(1));
     Rig { fake, exec, t0 }
 }
