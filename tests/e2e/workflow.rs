@@ -233,15 +233,12 @@ fn dry_run_prints_the_plan_and_sends_nothing() {
     wf_settings().bind(|| insta::assert_snapshot!(transcript));
 }
 
-#[test]
-fn an_approval_gate_pauses_then_approve_and_resume_finish_it() {
-    let orch = Orch::new();
+/// Writes `yaml` as gated.yaml on the fast sim fleet and runs it
+/// non-interactively: it must pause at its approval gate (exit 20).
+/// Returns that run and the workflow run id.
+fn pause_at_gate(orch: &Orch, yaml: &str) -> (crate::Run, String) {
     orch.write_config(FAST_SIM);
-    std::fs::write(
-        orch.path("gated.yaml"),
-        "name: gated\nsteps:\n  - id: draft\n    agent: webster\n    task: Draft the test note\n    gate: { approval: true }\n  - id: review\n    agent: auditor\n    task: \"Review this draft: {{ steps.draft.result }}\"\noutput: \"{{ steps.review.result }}\"\n",
-    )
-    .unwrap();
+    std::fs::write(orch.path("gated.yaml"), yaml).unwrap();
     let paused = orch.run(
         &[
             "workflow",
@@ -252,8 +249,18 @@ fn an_approval_gate_pauses_then_approve_and_resume_finish_it() {
         ],
         None,
     );
-    assert_eq!(paused.code, 20, "{}", paused.transcript(&orch));
-    let id = only_run(&orch);
+    assert_eq!(paused.code, 20, "{}", paused.transcript(orch));
+    let id = only_run(orch);
+    (paused, id)
+}
+
+#[test]
+fn an_approval_gate_pauses_then_approve_and_resume_finish_it() {
+    let orch = Orch::new();
+    let (paused, id) = pause_at_gate(
+        &orch,
+        "name: gated\nsteps:\n  - id: draft\n    agent: webster\n    task: Draft the test note\n    gate: { approval: true }\n  - id: review\n    agent: auditor\n    task: \"Review this draft: {{ steps.draft.result }}\"\noutput: \"{{ steps.review.result }}\"\n",
+    );
     let mut transcript = paused.transcript(&orch);
     transcript.push_str(&orch.ok(&["workflow", "runs"]).transcript(&orch));
     let early = orch.run(&["workflow", "approve", &id, "review"], None);
@@ -284,24 +291,10 @@ fn an_approval_gate_pauses_then_approve_and_resume_finish_it() {
 #[test]
 fn a_rejected_step_fails_the_run() {
     let orch = Orch::new();
-    orch.write_config(FAST_SIM);
-    std::fs::write(
-        orch.path("gated.yaml"),
+    let (_, id) = pause_at_gate(
+        &orch,
         "name: gated\nsteps:\n  - id: draft\n    agent: webster\n    task: Draft the test note\n    gate: { approval: true }\n  - id: review\n    agent: auditor\n    task: \"Review this draft: {{ steps.draft.result }}\"\n",
-    )
-    .unwrap();
-    let paused = orch.run(
-        &[
-            "workflow",
-            "gated.yaml",
-            "--caller",
-            "manager",
-            "--non-interactive",
-        ],
-        None,
     );
-    assert_eq!(paused.code, 20, "{}", paused.transcript(&orch));
-    let id = only_run(&orch);
     orch.ok(&[
         "workflow",
         "approve",
