@@ -382,8 +382,9 @@ agents:
     child.wait().unwrap();
     let id = only_run(&orch);
     let killed: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
+    // Stored before anything was sent; its step states may lag (it is
+    // written at most every 100 ms), the ledger and handoffs do not.
     assert_eq!(killed["status"], "running");
-    assert_eq!(killed["steps"]["evaluate"]["status"], "running");
     std::fs::write(&go, "").unwrap();
     let resumed = orch.run(&["workflow", "resume", &id, "--non-interactive"], None);
     assert_eq!(resumed.code, 0, "{}", resumed.transcript(&orch));

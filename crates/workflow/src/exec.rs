@@ -12,6 +12,9 @@
 //! ready step (as [`Plan::ready`](crate::Plan::ready) defines it; only the
 //! dependents of steps that ended are looked at), up to `max_parallel`: a
 //! step starts the moment its own dependencies ended, never level by level.
+//! Among steps ready in the same turn, the one with the longest chain of
+//! steps after it goes first (its dispatch, its `max_parallel` slot): with
+//! durations unknown, that is the best guess of the critical path.
 //! The agents' `maxConcurrent` is the [`Delegator`]'s to enforce. The loop
 //! never waits for a store write of a running step: step tasks write their
 //! own records.
@@ -27,8 +30,8 @@
 //!   and `run.id`; `context:` is fetched through the [`ContextSource`];
 //!   `route: auto` asks the [`StepRouter`] (none configured: refused at
 //!   start).
-//! - **Attempts**: each delegation gets a fresh delegation run id, recorded
-//!   in the step record *before* it is dispatched. An outcome `failed` or
+//! - **Attempts**: each delegation gets a derived run id,
+//!   `<wfRunId>.<step>.<n>` ([`attempt_run_id`]). An outcome `failed` or
 //!   `timed-out`, or a transport error, is retried up to
 //!   [`Workflow::retries_of`] times after a backoff of
 //!   [`Executor::with_retry_base`] (default 1 s) doubling each time
@@ -48,8 +51,17 @@
 //! # Storage and resume
 //!
 //! Step records (`workflows/<wfRunId>/<step>.json`) are written by the
-//! step's task when it starts an attempt (before dispatch) and when it
-//! ends (before the loop hears of it). The summary, with the workflow's
+//! step's task when it ends (after the loop heard of it, so dependents
+//! start meanwhile; an `awaiting-approval` record is written first), when
+//! a retry starts (at the same time as its dispatch: the record keeps how
+//! the earlier attempts ended), and when resume gives up on a lost
+//! delegation. No record write is on a step's critical path: each costs
+//! two fsyncs, and the disk is shared by every parallel step and by the
+//! agents' own handoff writes. None is needed for a crash to lose nothing:
+//! a delegation sent but not yet recorded is found by its derived id in the
+//! ledger (appended before the dispatch), and an outcome not yet recorded is
+//! re-derived from its handoff, which the agent wrote durably. The
+//! summary, with the workflow's
 //! YAML so resume does not depend on the file, is handed to one writer
 //! task after every turn (the latest version wins) and nothing waits for
 //! it mid-run (waiting put a summary fsync on every step's critical path);
@@ -61,6 +73,9 @@
 //! `running` is first looked up by its last delegation run id (a handoff
 //! may have landed while nobody waited), then re-awaited for what remained
 //! of its deadline, and only then dispatched again as a new attempt.
+//! Before any attempt is sent, its derived id is looked up in the ledger's
+//! `dispatched` lines (read once per resume) and in the store: one that an
+//! earlier process sent is re-awaited the same way, not sent again.
 //!
 //! Cancellation: the token is passed to every delegation; the run is
 //! stored as `cancelled`, its running steps stay `running` (resume
@@ -72,7 +87,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orch_delegate::orch_handoff::{
-    Confidence, Handoff, HandoffKey, HandoffStore, RunId, Status, StoreError, WaitOutcome,
+    Confidence, Handoff, HandoffKey, HandoffStore, LedgerEventKind, MAX_ID_LEN, RunId, Status,
+    StoreError, WaitOutcome,
 };
 use orch_delegate::{DelegateError, Delegator, OutcomeStatus, Request};
 use tokio::sync::{mpsc, watch};
@@ -83,7 +99,7 @@ use crate::error::WorkflowError;
 use crate::model::{ContextSpec, OnFailure, Target, Workflow};
 use crate::run::{
     ApprovalDecision, Attempt, GateDecision, RunStatus, RunSummary, StepRecord, StepStatus,
-    StepSummary, put_step, put_summary, read_step, read_summary,
+    StepSummary, attempt_run_id, put_step, put_summary, read_step, read_summary,
 };
 use crate::template::{Context, StepOutput, confidence_str, status_str};
 use crate::validate::ResolvedInputs;
@@ -211,6 +227,8 @@ enum Event {
         step: String,
         decision: ApprovalDecision,
     },
+    /// The summary writer can take the next summary.
+    SummaryDue,
     Cancelled,
 }
 
@@ -218,28 +236,51 @@ enum Event {
 struct StepDone {
     rec: StepRecord,
     cancelled: bool,
-    /// How writing the final step record went (the step task writes it).
-    saved: Result<(), ExecError>,
 }
+
+/// Delegations an earlier process dispatched for this run: run id → when
+/// (from the ledger's `dispatched` lines; read once, on resume).
+type Dispatched = Arc<HashMap<RunId, jiff::Timestamp>>;
 
 /// The latest summary to store, with its version.
 type Published = Option<(u64, RunSummary)>;
 
-/// The summary writer: stores the latest published summary (older unseen
-/// versions are skipped); ends when the publisher is dropped, or on the
-/// first failed write. Nothing waits for it: step records, written by the
-/// steps themselves, are what resume trusts; the summary may lag them.
+/// At most one mid-run summary write per this long: the summary is for
+/// people watching (`workflow status`); resume trusts the step records.
+/// Written as often as it changes, its fsyncs would compete with every
+/// step's on the one disk, and building it (every step, the workflow's
+/// YAML) on every turn of the loop would cost the loop time.
+const SUMMARY_EVERY: Duration = Duration::from_millis(100);
+
+/// The summary writer: stores each summary the loop publishes, then pauses
+/// [`SUMMARY_EVERY`] and tells the loop it may publish again
+/// ([`Event::SummaryDue`]): the loop builds a summary only when one can be
+/// written. Ends when the publisher is dropped (even mid-pause: the loop
+/// then stores the final summary itself), or on the first failed write.
+/// Nothing waits for it.
 async fn write_summaries(
     store: Arc<dyn HandoffStore>,
     mut rx: watch::Receiver<Published>,
+    due: mpsc::UnboundedSender<Event>,
 ) -> Result<(), ExecError> {
-    while rx.changed().await.is_ok() {
+    loop {
+        if rx.changed().await.is_err() {
+            return Ok(());
+        }
         let next = rx.borrow_and_update().clone();
         if let Some((_, s)) = next {
             put_summary(&*store, &s).await?;
         }
+        tokio::select! {
+            () = tokio::time::sleep(SUMMARY_EVERY) => {}
+            r = rx.changed() => if r.is_err() {
+                return Ok(());
+            },
+        }
+        if due.send(Event::SummaryDue).is_err() {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Runs workflows (see the module docs).
@@ -362,7 +403,10 @@ impl Executor {
             finished: None,
             output: None,
         };
-        self.drive(wf, summary, recs, cancel).await
+        // Stored before anything is sent: without it there is no run to
+        // resume.
+        put_summary(&*self.store, &summary).await?;
+        self.drive(wf, summary, recs, None, cancel).await
     }
 
     /// Continues run `run_id` (killed, cancelled or paused): finished steps
@@ -383,7 +427,33 @@ impl Executor {
         }
         summary.status = RunStatus::Running;
         summary.finished = None;
-        self.drive(&wf, summary, recs, cancel).await
+        let dispatched = self.dispatched_before(run_id).await?;
+        self.drive(&wf, summary, recs, Some(dispatched), cancel)
+            .await
+    }
+
+    /// The delegations of run `run` an earlier process dispatched, from the
+    /// ledger: their ids are derived ([`attempt_run_id`]), so one that was
+    /// sent but not yet recorded in its step record is found here.
+    async fn dispatched_before(&self, run: &RunId) -> Result<Dispatched, ExecError> {
+        let prefix = format!("{run}.");
+        let ledger = self.store.read_ledger().await?;
+        let mut map = HashMap::new();
+        for e in ledger.events {
+            if e.event != LedgerEventKind::Dispatched {
+                continue;
+            }
+            let Some(id) = e.run_id else { continue };
+            // Long ids are hashed (see `attempt_run_id`); those are
+            // checked by exact id when a step asks, so keep them all.
+            if !id.as_str().starts_with(&prefix) && id.as_str().len() < MAX_ID_LEN {
+                continue;
+            }
+            if let Ok(ts) = e.ts.parse::<jiff::Timestamp>() {
+                map.entry(id).or_insert(ts);
+            }
+        }
+        Ok(Arc::new(map))
     }
 
     async fn drive(
@@ -391,6 +461,7 @@ impl Executor {
         wf: &Workflow,
         summary: RunSummary,
         recs: BTreeMap<String, StepRecord>,
+        dispatched: Option<Dispatched>,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, ExecError> {
         if self.router.is_none()
@@ -404,7 +475,11 @@ impl Executor {
         let (tx, rx) = mpsc::unbounded_channel();
         let (publish, published) = watch::channel(None);
         let mut writer = JoinSet::new();
-        writer.spawn(write_summaries(Arc::clone(&self.store), published));
+        writer.spawn(write_summaries(
+            Arc::clone(&self.store),
+            published,
+            tx.clone(),
+        ));
         let order = wf.plan().order();
         let pos: HashMap<&str, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
         let index = |ids: Vec<&str>| -> Vec<usize> {
@@ -413,10 +488,15 @@ impl Executor {
                 .collect()
         };
         let deps = order.iter().map(|&id| index(wf.plan().deps(id))).collect();
-        let dependents = order
+        let dependents: Vec<Vec<usize>> = order
             .iter()
             .map(|&id| index(wf.plan().dependents(id)))
             .collect();
+        // Steps on the longest chain to the end, counting this one.
+        let mut height = vec![1usize; order.len()];
+        for p in (0..order.len()).rev() {
+            height[p] = 1 + dependents[p].iter().map(|&d| height[d]).max().unwrap_or(0);
+        }
         let mut r = Runner {
             exec: self,
             wf,
@@ -432,11 +512,15 @@ impl Executor {
             candidates: (0..order.len()).collect(),
             deps,
             dependents,
+            height,
             pos,
             order,
             version: 0,
             publish: Some(publish),
+            summary_due: true,
+            summary_dirty: true,
             writer,
+            dispatched,
         };
         r.go(rx, cancel).await
     }
@@ -454,7 +538,8 @@ struct Runner<'a> {
     summary: RunSummary,
     recs: BTreeMap<String, StepRecord>,
     tx: mpsc::UnboundedSender<Event>,
-    steps: JoinSet<()>,
+    /// Step tasks; each ends with how writing its final record went.
+    steps: JoinSet<Result<(), ExecError>>,
     approvals: JoinSet<()>,
     running: usize,
     stop: bool,
@@ -468,6 +553,8 @@ struct Runner<'a> {
     deps: Vec<Vec<usize>>,
     /// Direct dependents of `order[i]`, as positions.
     dependents: Vec<Vec<usize>>,
+    /// Steps on the longest chain from `order[i]` to the end.
+    height: Vec<usize>,
     /// Positions of pending steps that may have become ready: every step
     /// at first, then the dependents of each step that ends.
     candidates: BTreeSet<usize>,
@@ -475,8 +562,14 @@ struct Runner<'a> {
     version: u64,
     /// Feeds the summary writer (dropped at the end to stop it).
     publish: Option<watch::Sender<Published>>,
+    /// The writer can take a summary now.
+    summary_due: bool,
+    /// The state changed since the last published summary.
+    summary_dirty: bool,
     /// The summary writer task (one).
     writer: JoinSet<Result<(), ExecError>>,
+    /// On resume: what earlier processes dispatched.
+    dispatched: Option<Dispatched>,
 }
 
 fn elapsed(rec: &StepRecord) -> Duration {
@@ -535,6 +628,9 @@ impl Runner<'_> {
                 events.push(ev);
             }
             for ev in events {
+                if !matches!(ev, Event::SummaryDue) {
+                    self.summary_dirty = true;
+                }
                 match ev {
                     Event::Cancelled => {
                         self.cancelled = true;
@@ -546,6 +642,7 @@ impl Runner<'_> {
                         self.running -= 1;
                         self.step_finished(&step, *done)?;
                     }
+                    Event::SummaryDue => self.summary_due = true,
                     Event::ApprovalArrived { step, decision } => {
                         if let Some(rec) = self.recs.get_mut(&step) {
                             rec.approval = Some(decision.clone());
@@ -556,7 +653,9 @@ impl Runner<'_> {
             }
             // Reap finished tasks.
             while self.approvals.try_join_next().is_some() {}
-            while self.steps.try_join_next().is_some() {}
+            while let Some(r) = self.steps.try_join_next() {
+                task_result(r)?;
+            }
         }
         if cancel.is_cancelled() {
             self.cancelled = true;
@@ -587,9 +686,19 @@ impl Runner<'_> {
         // stored summary is exactly the returned one.
         self.publish = None;
         while let Some(r) = self.writer.join_next().await {
-            writer_result(r)?;
+            task_result(r)?;
         }
-        put_summary(&*self.exec.store, &self.summary).await?;
+        // Step tasks may still be writing their final records: those
+        // writes and the final summary's go together.
+        let steps = async {
+            while let Some(r) = self.steps.join_next().await {
+                task_result(r)?;
+            }
+            Ok::<(), ExecError>(())
+        };
+        let (steps, summary) = tokio::join!(steps, put_summary(&*self.exec.store, &self.summary));
+        steps?;
+        summary?;
         Ok(self.summary.clone())
     }
 
@@ -652,9 +761,15 @@ impl Runner<'_> {
 
     /// Hands the current state to the summary writer; never waits for the
     /// write. Fails if the writer already failed.
+    /// Hands the current state to the summary writer if it changed and
+    /// the writer can take it now (else it goes with a later turn); never
+    /// waits for the write. Fails if the writer already failed.
     fn save(&mut self, status: RunStatus) -> Result<(), ExecError> {
         if let Some(r) = self.writer.try_join_next() {
-            writer_result(r)?;
+            task_result(r)?;
+        }
+        if !(self.summary_dirty && self.summary_due) {
+            return Ok(());
         }
         self.summary.status = status;
         self.summarise_steps();
@@ -662,6 +777,8 @@ impl Runner<'_> {
         if let Some(p) = &self.publish {
             p.send_replace(Some((self.version, self.summary.clone())));
         }
+        self.summary_dirty = false;
+        self.summary_due = false;
         Ok(())
     }
 
@@ -731,9 +848,8 @@ impl Runner<'_> {
             )
         };
         loop {
-            // Pending candidates whose dependencies all ended, in
-            // topological order; the others wait to be added again when
-            // their last dependency ends.
+            // Pending candidates whose dependencies all ended; the others
+            // wait to be added again when their last dependency ends.
             let mut ready = Vec::new();
             let candidates = std::mem::take(&mut self.candidates);
             for p in candidates {
@@ -749,6 +865,11 @@ impl Runner<'_> {
                     ready.push(p);
                 }
             }
+            // Longest chain first: durations are unknown, so the number of
+            // steps still ahead is the best guess of which step is on the
+            // critical path; it gets its dispatch (and a `max_parallel`
+            // slot) before its siblings.
+            ready.sort_by_key(|&p| (std::cmp::Reverse(self.height[p]), p));
             let mut changed = false;
             for p in ready {
                 if self.stop {
@@ -858,6 +979,7 @@ impl Runner<'_> {
             gate: step.gate.clone().unwrap_or_default(),
             context,
             reawait,
+            dispatched: self.dispatched.clone(),
             cancel: self.token.clone(),
         };
         let tx = self.tx.clone();
@@ -866,13 +988,26 @@ impl Runner<'_> {
         let id = id.to_owned();
         self.running += 1;
         self.steps.spawn(async move {
-            let mut done = job.run().await;
-            // The final record is written here, so steps write in parallel.
-            done.saved = put_step(&*store, &wf_run, &done.rec).await;
-            let _ = tx.send(Event::StepFinished {
+            let done = job.run().await;
+            let rec = done.rec.clone();
+            let finished = Event::StepFinished {
                 step: id,
                 done: Box::new(done),
-            });
+            };
+            if rec.status == StepStatus::AwaitingApproval {
+                // The loop writes this record again once a decision comes:
+                // this write goes first so the two cannot cross.
+                put_step(&*store, &wf_run, &rec).await?;
+                let _ = tx.send(finished);
+                return Ok(());
+            }
+            // The loop hears first, so dependents start while this record
+            // is written (off the critical path). If the process dies
+            // before the write lands, the record still says `running` and
+            // resume re-derives the outcome from the handoff, which the
+            // agent wrote durably: nothing is sent again.
+            let _ = tx.send(finished);
+            put_step(&*store, &wf_run, &rec).await
         });
     }
 
@@ -928,7 +1063,6 @@ impl Runner<'_> {
         let status = done.rec.status;
         let elapsed = elapsed(&done.rec);
         self.recs.insert(id.to_owned(), done.rec);
-        done.saved?;
         if done.cancelled {
             return Ok(());
         }
@@ -967,7 +1101,18 @@ struct Job {
     gate: crate::model::Gate,
     context: Option<(Arc<dyn ContextSource>, ContextSpec)>,
     reawait: bool,
+    dispatched: Option<Dispatched>,
     cancel: CancellationToken,
+}
+
+/// What an earlier process did with an attempt (see `Job::sent_before`).
+enum Earlier {
+    /// Nothing: send it.
+    NotSent,
+    /// Sent, but no handoff came in time: marked `lost`.
+    Lost,
+    /// Sent, and it ended so.
+    Ended(Tried),
 }
 
 /// How the last attempt ended.
@@ -1071,7 +1216,6 @@ impl Job {
         StepDone {
             rec: self.rec,
             cancelled,
-            saved: Ok(()),
         }
     }
 
@@ -1138,8 +1282,48 @@ impl Job {
         Tried::Answer(Box::new(h))
     }
 
+    /// On resume: whether attempt `run_id` was sent by the process that
+    /// died before its step record said so. Found in the ledger (or its
+    /// handoff in the store), it is re-awaited, not sent again.
+    async fn sent_before(&mut self, run_id: &RunId) -> Earlier {
+        let Some(dispatched) = &self.dispatched else {
+            return Earlier::NotSent;
+        };
+        let started = match dispatched.get(run_id) {
+            Some(ts) => *ts,
+            None => match self.store.get(&HandoffKey::top(run_id.clone())).await {
+                Ok(Some(_)) => jiff::Timestamp::now(),
+                _ => return Earlier::NotSent,
+            },
+        };
+        self.rec.attempts.push(Attempt {
+            run_id: run_id.clone(),
+            status: "running".to_owned(),
+            started,
+            finished: None,
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            detail: None,
+        });
+        self.rec.delegation_run_id = Some(run_id.clone());
+        self.rec.status = StepStatus::Running;
+        self.save().await;
+        match self.reawait_last().await {
+            Some(t) => Earlier::Ended(t),
+            None => Earlier::Lost,
+        }
+    }
+
     async fn attempt(&mut self, context: Option<String>) -> Tried {
-        let run_id = RunId::generate();
+        let run_id = loop {
+            let n = u32::try_from(self.rec.attempts.len() + 1).unwrap_or(u32::MAX);
+            let id = attempt_run_id(&self.wf_run, &self.rec.step, n);
+            match self.sent_before(&id).await {
+                Earlier::NotSent => break id,
+                Earlier::Ended(t) => return t,
+                // Marked `lost`: the next attempt has the next id.
+                Earlier::Lost => {}
+            }
+        };
         let Some(agent) = self.rec.agent.clone() else {
             return Tried::Failed {
                 detail: "no agent".to_owned(),
@@ -1156,13 +1340,6 @@ impl Job {
         });
         self.rec.delegation_run_id = Some(run_id.clone());
         self.rec.status = StepStatus::Running;
-        if let Err(e) = put_step(&*self.store, &self.wf_run, &self.rec).await {
-            self.end_attempt("error", Some(e.to_string()));
-            return Tried::Failed {
-                detail: format!("could not record the attempt: {e}"),
-                retry: false,
-            };
-        }
         self.emit(ProgressEvent::Started {
             step: self.rec.step.clone(),
             agent: agent.clone(),
@@ -1185,7 +1362,27 @@ impl Job {
             validator: None,
             run_id: Some(run_id),
         };
-        match self.delegator.delegate(req, &self.cancel).await {
+        // Nothing is recorded before the task goes out: the id is derived,
+        // so a resume finds a delegation sent but not yet recorded in the
+        // ledger (see `sent_before`). A first attempt's record would hold
+        // nothing else; a retry's keeps how the earlier attempts ended, so
+        // it is written, while the task goes out.
+        let record = async {
+            if self.rec.attempts.len() > 1 {
+                put_step(&*self.store, &self.wf_run, &self.rec).await
+            } else {
+                Ok(())
+            }
+        };
+        let (saved, delegated) = tokio::join!(record, self.delegator.delegate(req, &self.cancel));
+        if let Err(e) = saved {
+            self.end_attempt("error", Some(e.to_string()));
+            return Tried::Failed {
+                detail: format!("could not record the attempt: {e}"),
+                retry: false,
+            };
+        }
+        match delegated {
             Ok(out) => {
                 let status = out.status();
                 match (status, out.handoff) {
@@ -1276,9 +1473,7 @@ impl Job {
 }
 
 /// The summary writer's result; a panic is passed on.
-fn writer_result(
-    r: Result<Result<(), ExecError>, tokio::task::JoinError>,
-) -> Result<(), ExecError> {
+fn task_result(r: Result<Result<(), ExecError>, tokio::task::JoinError>) -> Result<(), ExecError> {
     match r {
         Ok(r) => r,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

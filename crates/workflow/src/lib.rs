@@ -96,7 +96,7 @@ pub use model::{
 pub use plan::Plan;
 pub use run::{
     ApprovalDecision, Attempt, GateDecision, RunStatus, RunSummary, StepRecord, StepStatus,
-    StepSummary, approve, read_step, read_summary,
+    StepSummary, approve, attempt_run_id, read_step, read_summary,
 };
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES};
 pub use template::{Context, Field, Ref, RenderContext, Segment, StepOutput, Template};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use orch_delegate::orch_handoff::{
-    Expect, Handoff, HandoffStore, RunId, StoreError, WorkflowRecord, parse_handoff,
+    Expect, Handoff, HandoffStore, MAX_ID_LEN, RunId, StoreError, WorkflowRecord, parse_handoff,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -60,6 +60,37 @@ pub enum ApprovalDecision {
         /// Why.
         reason: String,
     },
+}
+
+/// The run id of attempt `n` (1-based) of `step` in workflow run `wf`:
+/// `<wf>.<step>.<n>`.
+///
+/// Derived, not random: a resumed run can tell whether an earlier process
+/// already sent this attempt (its `dispatched` ledger line, or its handoff
+/// in the store) without having recorded it first, so the step record need
+/// not be written before the dispatch; and a re-send carries the same
+/// `Idempotency-Key`, which a gateway deduplicates. Step ids contain no
+/// `.`, so the id splits back into its parts unambiguously. Where the
+/// result would pass the id length limit, the workflow part is cut and
+/// followed by a hash of the whole id (FNV-1a, stable across builds).
+pub fn attempt_run_id(wf: &RunId, step: &str, n: u32) -> RunId {
+    use std::hash::Hasher as _;
+
+    let tail = format!(".{step}.{n}");
+    let full = format!("{wf}{tail}");
+    let id = if full.len() <= MAX_ID_LEN {
+        full
+    } else {
+        let mut h = fnv::FnvHasher::default();
+        h.write(wf.as_str().as_bytes());
+        let hash = format!("-{:016x}", h.finish());
+        let keep = MAX_ID_LEN.saturating_sub(tail.len() + hash.len());
+        let prefix: String = wf.as_str().chars().take(keep).collect();
+        format!("{prefix}{hash}{tail}")
+    };
+    // Every part is in the id alphabet, so this holds; a random id is the
+    // fallback that keeps a run going if it ever did not.
+    RunId::new(id).unwrap_or_else(|_| RunId::generate())
 }
 
 /// One delegation of a step.

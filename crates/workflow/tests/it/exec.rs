@@ -14,20 +14,21 @@
 //! dispatches of the step).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use orch_delegate::orch_acl::Policy;
 use orch_delegate::orch_handoff::{
-    Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, RunId, Scope, Status,
+    Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerRead,
+    RunId, Scope, Status, StoreError, Subscription, WorkflowRecord,
 };
 use orch_delegate::{Ack, Delegator, Envelope, Transport, TransportError};
 use orch_workflow::{
     ApprovalDecision, Approver, Executor, Progress, ProgressEvent, RunOptions, RunStatus,
-    RunSummary, StepOutput, StepStatus, Workflow, approve, check_run, load, read_step,
-    read_summary,
+    RunSummary, StepOutput, StepStatus, Workflow, approve, attempt_run_id, check_run, load,
+    read_step, read_summary,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -175,8 +176,75 @@ impl Log {
     }
 }
 
+/// The store as the executor sees it: while `forget_steps` is set, step
+/// records are acknowledged but never written, as when the process dies
+/// before those writes land.
+struct Forgetful {
+    inner: FsStore,
+    forget_steps: AtomicBool,
+}
+
+#[async_trait]
+impl HandoffStore for Forgetful {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn location(&self, key: &HandoffKey) -> String {
+        self.inner.location(key)
+    }
+    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
+        self.inner.put(scope, handoff).await
+    }
+    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_raw(key, bytes).await
+    }
+    async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn subscribe(&self, key: &HandoffKey) -> Result<Box<dyn Subscription>, StoreError> {
+        self.inner.subscribe(key).await
+    }
+    async fn quarantine(&self, key: &HandoffKey) -> Result<Option<String>, StoreError> {
+        self.inner.quarantine(key).await
+    }
+    async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
+        self.inner.list(scope).await
+    }
+    async fn put_workflow_record(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        if matches!(record, WorkflowRecord::Step(_)) && self.forget_steps.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.put_workflow_record(run, record, value).await
+    }
+    async fn get_workflow_record(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.inner.get_workflow_record(run, record).await
+    }
+    async fn list_workflow_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        self.inner.list_workflow_runs().await
+    }
+    async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
+        self.inner.list_workflow_steps(run).await
+    }
+    async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
+        self.inner.append_ledger(event).await
+    }
+    async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {
+        self.inner.read_ledger().await
+    }
+}
+
 struct Rig {
     _dir: tempfile::TempDir,
+    forgetful: Arc<Forgetful>,
     store: Arc<dyn HandoffStore>,
     delegator: Arc<Delegator>,
     fake: Arc<Fake>,
@@ -188,10 +256,15 @@ fn rig() -> Rig {
     let fs = FsStore::open(FsStoreConfig::new(dir.path().join("store"))).unwrap();
     let fake = Arc::new(Fake::default());
     *fake.store.lock().unwrap() = Some(fs.clone());
-    let store: Arc<dyn HandoffStore> = Arc::new(fs);
+    let forgetful = Arc::new(Forgetful {
+        inner: fs,
+        forget_steps: AtomicBool::new(false),
+    });
+    let store: Arc<dyn HandoffStore> = Arc::clone(&forgetful) as Arc<dyn HandoffStore>;
     let delegator = crate::delegator(Arc::clone(&store), Arc::clone(&fake) as Arc<dyn Transport>);
     Rig {
         _dir: dir,
+        forgetful,
         store,
         delegator,
         fake,
@@ -663,23 +736,27 @@ async fn resume_after_a_crash_uses_a_handoff_that_landed_meanwhile() {
     o.run_id = Some(run_id.clone());
     let exec = rig.exec();
     let cancel = CancellationToken::new();
+    // The worst case: no step record lands before the process dies.
+    rig.forgetful.forget_steps.store(true, Ordering::SeqCst);
     tokio::select! {
         r = exec.run(&wf, TWO, o, &cancel) => panic!("run ended: {r:?}"),
         () = rig.fake.hung.notified() => {}
     }
     // The run future is dropped: like kill -9 after b was dispatched.
-    // The step records are what resume trusts (the summary is written
-    // behind them and may lag): `a` is recorded finished before `b` is sent.
+    rig.forgetful.forget_steps.store(false, Ordering::SeqCst);
     let s = read_summary(&*rig.store, &run_id).await.unwrap();
     assert_eq!(s.status, RunStatus::Running);
-    let a = read_step(&*rig.store, &run_id, "a").await.unwrap().unwrap();
-    assert_eq!(a.status, StepStatus::Completed);
-    let b = read_step(&*rig.store, &run_id, "b").await.unwrap().unwrap();
-    assert_eq!(b.status, StepStatus::Running);
-    let delegation = b.delegation_run_id.clone().unwrap();
+    assert_eq!(read_step(&*rig.store, &run_id, "a").await.unwrap(), None);
+    assert_eq!(read_step(&*rig.store, &run_id, "b").await.unwrap(), None);
 
-    // The agent answers while nobody waits.
-    let h = Handoff::new(delegation, "auditor", Status::Complete, "late answer");
+    // The agent answers while nobody waits, under the id b was sent with.
+    let delegation = attempt_run_id(&run_id, "b", 1);
+    let h = Handoff::new(
+        delegation.clone(),
+        "auditor",
+        Status::Complete,
+        "late answer",
+    );
     rig.store.put(Scope::Top, &h).await.unwrap();
 
     let done = rig
@@ -697,8 +774,36 @@ async fn resume_after_a_crash_uses_a_handoff_that_landed_meanwhile() {
         (1, 1, 1),
         "nothing re-sent"
     );
+    // a's outcome was re-derived from its handoff, b's was awaited.
+    let a = read_step(&*rig.store, &run_id, "a").await.unwrap().unwrap();
+    assert_eq!(a.status, StepStatus::Completed);
+    let b = read_step(&*rig.store, &run_id, "b").await.unwrap().unwrap();
+    let tried: Vec<(&str, &str)> = b
+        .attempts
+        .iter()
+        .map(|t| (t.run_id.as_str(), t.status.as_str()))
+        .collect();
+    assert_eq!(tried, [(delegation.as_str(), "complete")]);
     let c = read_step(&*rig.store, &run_id, "c").await.unwrap().unwrap();
     assert_eq!(c.rendered_task.as_deref(), Some("[id=c] late answer"));
+}
+
+#[tokio::test]
+async fn attempt_run_ids_are_derived_and_stay_within_the_id_limit() {
+    let wf = RunId::new("wf-two-20261125T101010Z-0badcafe").unwrap();
+    assert_eq!(
+        attempt_run_id(&wf, "research", 2).as_str(),
+        "wf-two-20261125T101010Z-0badcafe.research.2"
+    );
+    let long = RunId::new("w".repeat(128)).unwrap();
+    let other = RunId::new(format!("{}x", "w".repeat(127))).unwrap();
+    let step = "s".repeat(64);
+    let a = attempt_run_id(&long, &step, 1);
+    let b = attempt_run_id(&other, &step, 1);
+    assert_eq!(a.as_str().len(), 128);
+    assert!(a.as_str().ends_with(&format!(".{step}.1")), "{a}");
+    assert_ne!(a, b, "the hash keeps long ids apart");
+    assert_eq!(a, attempt_run_id(&long, &step, 1), "stable");
 }
 
 #[tokio::test]

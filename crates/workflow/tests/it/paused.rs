@@ -504,6 +504,34 @@ async fn paused_max_parallel_is_respected() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn paused_the_longest_chain_goes_first_when_slots_are_short() {
+    // Two slots; two 1s leaves come first in the file, then a 3-step chain.
+    // File order would start both leaves first and end at 4s; the chain's
+    // head goes first and the run ends at 3s.
+    let rig = rig();
+    let (_, makespan) = rig
+        .run(
+            r#"
+name: priority
+max_parallel: 2
+steps:
+  - { id: l1, agent: webster, task: "[id=l1] [d=1]" }
+  - { id: l2, agent: auditor, task: "[id=l2] [d=1]" }
+  - { id: c1, agent: tech-lead, task: "[id=c1] [d=1]" }
+  - { id: c2, agent: tech-lead, task: "[id=c2] [d=1] {{ steps.c1.result }}" }
+  - { id: c3, agent: tech-lead, task: "[id=c3] [d=1] {{ steps.c2.result }}" }
+"#,
+        )
+        .await;
+    assert_eq!(rig.fake.starts_ends("c1"), (0, 1));
+    assert_eq!(rig.fake.starts_ends("l1"), (0, 1), "ties keep file order");
+    assert_eq!(rig.fake.starts_ends("c2"), (1, 2));
+    assert_eq!(rig.fake.starts_ends("l2"), (1, 2));
+    assert_eq!(rig.fake.starts_ends("c3"), (2, 3));
+    assert_eq!(makespan, 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn paused_agent_max_concurrent_is_respected() {
     // Four 1s steps on `solo` (maxConcurrent 1) run one after another over
     // 0..4s while webster's 4s step runs alongside.
