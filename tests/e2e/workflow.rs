@@ -446,3 +446,77 @@ fn ctrl_c_stores_the_run_as_cancelled() {
     assert_eq!(summary["status"], "cancelled");
     assert_eq!(summary["steps"]["wait"]["status"], "running");
 }
+
+/// A step that failed (its agent was down) runs again with
+/// `resume --retry-failed`; the step that completed does not.
+#[test]
+fn resume_retry_failed_runs_the_failed_step_again_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let orch = Orch::new();
+    let up = orch.path("up");
+    let flaky = orch.path("flaky.sh");
+    std::fs::write(
+        &flaky,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\nif [ -e '{}' ]; then s=complete; r='CTE 0 ± 0.007 ppm/K'; else s=failed; r='the materials database is down'; fi\nexec orch handoff submit --run-id \"$ORCH_RUN_ID\" --agent \"$ORCH_AGENT\" --status $s --confidence high --result \"$r\"\n",
+            up.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&flaky, std::fs::Permissions::from_mode(0o755)).unwrap();
+    orch.write_config(&format!(
+        "
+transports:
+  sim: {{ kind: sim, delay: 0ms }}
+agents:
+  manager: {{ transport: sim }}
+  webster: {{ transport: {{ kind: exec, command: ['{}'] }} }}
+  auditor: {{ transport: sim }}
+",
+        flaky.display()
+    ));
+    std::fs::write(
+        orch.path("flaky.yaml"),
+        "name: flaky\nsteps:\n  - id: check\n    agent: auditor\n    task: Check the mount drawing\n  - id: research\n    agent: webster\n    task: Find the CTE of Zerodur\n  - id: audit\n    agent: auditor\n    task: \"Audit: {{ steps.research.result }}\"\n",
+    )
+    .unwrap();
+    let failed = orch.run(
+        &[
+            "workflow",
+            "flaky.yaml",
+            "--caller",
+            "manager",
+            "--non-interactive",
+        ],
+        None,
+    );
+    assert_eq!(failed.code, 12, "{}", failed.transcript(&orch));
+    let id = only_run(&orch);
+
+    // Nothing to do without the flag: the stored run comes back.
+    let again = orch.run(&["workflow", "resume", &id, "--non-interactive"], None);
+    assert_eq!(again.code, 12, "{}", again.transcript(&orch));
+
+    std::fs::write(&up, "").unwrap();
+    let resumed = orch.run(
+        &[
+            "workflow",
+            "resume",
+            &id,
+            "--retry-failed",
+            "--non-interactive",
+        ],
+        None,
+    );
+    assert_eq!(resumed.code, 0, "{}", resumed.transcript(&orch));
+    assert_eq!(
+        dispatches(&orch),
+        [("auditor".to_owned(), 2), ("webster".to_owned(), 2)].into(),
+        "check once, research twice, audit once"
+    );
+    let done: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["steps"]["research"]["attempts"], 2);
+    assert_eq!(done["steps"]["check"]["attempts"], 1);
+    wf_settings().bind(|| insta::assert_snapshot!(resumed.transcript(&orch)));
+}

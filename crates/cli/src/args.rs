@@ -199,6 +199,11 @@ pub(crate) enum WorkflowCmd {
     Resume {
         /// The workflow run id
         run_id: String,
+        /// Also start again the steps that failed or were rejected (and
+        /// those skipped because of them), with a fresh retry budget;
+        /// completed steps are still not run again
+        #[arg(long)]
+        retry_failed: bool,
         /// Never ask on the terminal (approval gates pause the run again)
         #[arg(long)]
         non_interactive: bool,

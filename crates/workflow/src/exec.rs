@@ -205,6 +205,14 @@ pub enum ExecError {
     Usage(String),
 }
 
+/// How to resume a run.
+#[derive(Clone, Debug, Default)]
+pub struct ResumeOptions {
+    /// Also start again the steps that failed or were rejected (and those
+    /// skipped because of them).
+    pub retry_failed: bool,
+}
+
 /// How to start a run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -365,6 +373,7 @@ impl Executor {
         opts: RunOptions,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, ExecError> {
+        self.check_router(wf)?;
         let run_id = opts
             .run_id
             .unwrap_or_else(|| RunId::generate_workflow(&wf.name));
@@ -416,8 +425,23 @@ impl Executor {
         run_id: &RunId,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, ExecError> {
+        self.resume_with(run_id, &ResumeOptions::default(), cancel)
+            .await
+    }
+
+    /// [`resume`](Self::resume), with options: `retry_failed` also starts
+    /// again every step that failed or was rejected, and those skipped
+    /// because of them, with a fresh retry budget (completed steps are
+    /// never re-run). A run with nothing left to do is returned as stored.
+    pub async fn resume_with(
+        &self,
+        run_id: &RunId,
+        opts: &ResumeOptions,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary, ExecError> {
         let mut summary = read_summary(&*self.store, run_id).await?;
         let wf = crate::load(&summary.source, &summary.origin).map_err(ExecError::Workflow)?;
+        self.check_router(&wf)?;
         let mut recs = BTreeMap::new();
         for s in &wf.steps {
             let rec = read_step(&*self.store, run_id, &s.id)
@@ -425,11 +449,46 @@ impl Executor {
                 .unwrap_or_else(|| StepRecord::new(&s.id));
             recs.insert(s.id.clone(), rec);
         }
+        if opts.retry_failed {
+            for rec in recs.values_mut() {
+                if rec.retryable() {
+                    rec.restart();
+                }
+            }
+        }
+        let stopped = recs.values().any(|r| {
+            matches!(r.status, StepStatus::Failed | StepStatus::Rejected)
+                && wf
+                    .step(&r.step)
+                    .is_some_and(|s| wf.on_failure_of(s) == OnFailure::Stop)
+        });
+        let left = recs.values().any(|r| {
+            matches!(r.status, StepStatus::Running | StepStatus::AwaitingApproval)
+                || (r.status == StepStatus::Pending && !stopped)
+        });
+        let ended = matches!(
+            summary.status,
+            RunStatus::Completed | RunStatus::CompletedWithFailures | RunStatus::Failed
+        );
+        if ended && !left {
+            return Ok(summary);
+        }
         summary.status = RunStatus::Running;
         summary.finished = None;
         let dispatched = self.dispatched_before(run_id).await?;
         self.drive(&wf, summary, recs, Some(dispatched), cancel)
             .await
+    }
+
+    /// Refuses `wf` if it has a `route: auto` step and no router is set.
+    fn check_router(&self, wf: &Workflow) -> Result<(), ExecError> {
+        match wf.steps.iter().find(|s| s.target == Target::Route) {
+            Some(s) if self.router.is_none() => Err(ExecError::Usage(format!(
+                "step `{}` uses `route: auto`, but no router is configured",
+                s.id
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The delegations of run `run` an earlier process dispatched, from the
@@ -464,14 +523,6 @@ impl Executor {
         dispatched: Option<Dispatched>,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, ExecError> {
-        if self.router.is_none()
-            && let Some(s) = wf.steps.iter().find(|s| s.target == Target::Route)
-        {
-            return Err(ExecError::Usage(format!(
-                "step `{}` uses `route: auto`, but no router is configured",
-                s.id
-            )));
-        }
         let (tx, rx) = mpsc::unbounded_channel();
         let (publish, published) = watch::channel(None);
         let mut writer = JoinSet::new();
@@ -1315,7 +1366,7 @@ impl Job {
 
     async fn attempt(&mut self, context: Option<String>) -> Tried {
         let run_id = loop {
-            let n = u32::try_from(self.rec.attempts.len() + 1).unwrap_or(u32::MAX);
+            let n = u32::try_from(self.rec.delegations() + 1).unwrap_or(u32::MAX);
             let id = attempt_run_id(&self.wf_run, &self.rec.step, n);
             match self.sent_before(&id).await {
                 Earlier::NotSent => break id,
@@ -1343,7 +1394,7 @@ impl Job {
         self.emit(ProgressEvent::Started {
             step: self.rec.step.clone(),
             agent: agent.clone(),
-            attempt: u32::try_from(self.rec.attempts.len()).unwrap_or(u32::MAX),
+            attempt: u32::try_from(self.rec.delegations()).unwrap_or(u32::MAX),
         });
         let Some(task) = self.rec.rendered_task.clone() else {
             return Tried::Failed {

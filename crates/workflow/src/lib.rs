@@ -87,7 +87,8 @@ pub use builtin::{builtin, builtin_names};
 pub use condition::{Condition, Op};
 pub use error::{ErrorKind, RenderError, WorkflowError};
 pub use exec::{
-    Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, RunOptions, StepRouter,
+    Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, ResumeOptions,
+    RunOptions, StepRouter,
 };
 pub use model::{
     ContextSpec, DEFAULT_CONTEXT_MESSAGES, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Gate, InputSpec,

@@ -136,6 +136,10 @@ pub struct StepRecord {
     pub delegation_run_id: Option<RunId>,
     /// Every delegation, oldest first.
     pub attempts: Vec<Attempt>,
+    /// Delegations from before `resume --retry-failed` gave the step a
+    /// fresh start (its retry budget counts `attempts` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_attempts: Vec<Attempt>,
     /// The task as sent.
     pub rendered_task: Option<String>,
     /// The gate's verdict on the last handoff.
@@ -154,6 +158,36 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// Whether `resume --retry-failed` starts this step again: it failed or
+    /// was rejected, or was skipped because a dependency did not complete.
+    pub fn retryable(&self) -> bool {
+        match self.status {
+            StepStatus::Failed | StepStatus::Rejected => true,
+            StepStatus::Skipped => self
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("dependency `")),
+            _ => false,
+        }
+    }
+
+    /// Pending again, its attempts kept as `earlier_attempts` (so
+    /// delegation ids keep counting up).
+    pub(crate) fn restart(&mut self) {
+        let mut earlier = std::mem::take(&mut self.earlier_attempts);
+        earlier.append(&mut self.attempts);
+        *self = Self {
+            earlier_attempts: earlier,
+            delegation_run_id: self.delegation_run_id.take(),
+            ..Self::new(&self.step)
+        };
+    }
+
+    /// Delegations made for this step, before and after any restart.
+    pub(crate) fn delegations(&self) -> usize {
+        self.earlier_attempts.len() + self.attempts.len()
+    }
+
     /// A pending record.
     pub fn new(step: &str) -> Self {
         Self {
@@ -162,6 +196,7 @@ impl StepRecord {
             agent: None,
             delegation_run_id: None,
             attempts: Vec::new(),
+            earlier_attempts: Vec::new(),
             rendered_task: None,
             gate: None,
             approval: None,
@@ -228,7 +263,7 @@ impl StepSummary {
         Self {
             status: r.status,
             agent: r.agent.clone(),
-            attempts: u32::try_from(r.attempts.len()).unwrap_or(u32::MAX),
+            attempts: u32::try_from(r.delegations()).unwrap_or(u32::MAX),
             duration_ms,
             reason: r.reason.clone(),
         }

@@ -27,11 +27,15 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowArgs) -> Result<ExitC
         (
             Some(WorkflowCmd::Resume {
                 run_id,
+                retry_failed,
                 non_interactive,
                 json,
             }),
             _,
-        ) => exec::resume(global, &run_id, non_interactive, json).await,
+        ) => {
+            let opts = orch_workflow::ResumeOptions { retry_failed };
+            exec::resume(global, &run_id, &opts, non_interactive, json).await
+        }
         (
             Some(WorkflowCmd::Approve {
                 run_id,

@@ -46,6 +46,8 @@ struct Fake {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     per_agent: Mutex<BTreeMap<String, (usize, usize)>>,
+    /// The last message and agent each step id was sent.
+    last: Mutex<BTreeMap<String, (String, String)>>,
     hung: Notify,
 }
 
@@ -64,6 +66,11 @@ impl Fake {
             .get(step)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// (agent, message) of the last dispatch of `step`.
+    fn last(&self, step: &str) -> (String, String) {
+        self.last.lock().unwrap().get(step).cloned().unwrap()
     }
 
     fn agent_max(&self, agent: &str) -> usize {
@@ -86,6 +93,10 @@ impl Transport for Fake {
             *n += 1;
             *n
         };
+        self.last
+            .lock()
+            .unwrap()
+            .insert(step.clone(), (env.agent.clone(), msg.clone()));
         let ack = Ok(Ack {
             remote_run_id: None,
             completion: None,
@@ -897,4 +908,215 @@ async fn resume_asks_the_approver_of_the_new_process() {
     assert_eq!(done.status, RunStatus::Completed);
     assert_eq!(says.1.lock().unwrap().len(), 1);
     assert_eq!((rig.fake.count("a"), rig.fake.count("b")), (1, 1));
+}
+
+// ---------------------------------------------------------------------------
+// Context and routing seams.
+
+/// Serves `CTX <channel> <n>` for every channel but `broken`.
+#[derive(Default)]
+struct Channels(Mutex<Vec<(String, usize)>>);
+
+#[async_trait]
+impl orch_workflow::ContextSource for Channels {
+    async fn fetch(&self, channel: &str, messages: usize) -> Result<String, String> {
+        self.0.lock().unwrap().push((channel.to_owned(), messages));
+        if channel == "broken" {
+            return Err("Discord answered 403 Missing Access".to_owned());
+        }
+        Ok(format!("CTX {channel} {messages}"))
+    }
+}
+
+#[tokio::test]
+async fn a_step_context_is_fetched_once_and_sent_with_the_task() {
+    let rig = rig();
+    let channels = Arc::new(Channels::default());
+    let exec = rig
+        .exec()
+        .with_context_source(Arc::clone(&channels) as Arc<dyn orch_workflow::ContextSource>);
+    let s = rig
+        .run_with(
+            &exec,
+            r#"
+name: ctx
+steps:
+  - id: a
+    agent: webster
+    task: "[id=a] [failfirst=1] read the thread"
+    retries: 1
+    context: { channel: technical, messages: 5 }
+  - { id: b, agent: auditor, task: "[id=b] no context" }
+  - id: c
+    agent: auditor
+    task: "[id=c] never sent"
+    context: { channel: broken }
+"#,
+        )
+        .await;
+    assert_eq!(status(&s, "a"), StepStatus::Completed);
+    assert_eq!(rig.fake.count("a"), 2, "failed once, retried");
+    assert!(rig.fake.last("a").1.contains("CTX technical 5"));
+    assert!(!rig.fake.last("b").1.contains("CTX"));
+    // Fetched once for both attempts of a; b has none; c's fails.
+    assert_eq!(
+        *channels.0.lock().unwrap(),
+        [("technical".to_owned(), 5), ("broken".to_owned(), 20)]
+    );
+    assert_eq!(status(&s, "c"), StepStatus::Failed);
+    assert_eq!(rig.fake.count("c"), 0, "nothing sent without its context");
+    let c = read_step(&*rig.store, &s.run_id, "c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.reason.as_deref(),
+        Some("context from `broken`: Discord answered 403 Missing Access")
+    );
+}
+
+/// Routes tasks that mention an audit to the auditor; nothing else fits.
+struct AuditRouter;
+
+impl orch_workflow::StepRouter for AuditRouter {
+    fn route(&self, task: &str, caller: &str) -> Option<String> {
+        assert_eq!(caller, "manager");
+        task.contains("audit").then(|| "auditor".to_owned())
+    }
+}
+
+const ROUTED: &str = r#"
+name: routed
+steps:
+  - { id: r, route: auto, task: "[id=r] audit the budget" }
+  - { id: n, route: auto, task: "[id=n] bake a cake" }
+"#;
+
+#[tokio::test]
+async fn route_auto_steps_go_where_the_router_says() {
+    let rig = rig();
+    let exec = rig.exec().with_router(Arc::new(AuditRouter));
+    let s = rig.run_with(&exec, ROUTED).await;
+    assert_eq!(status(&s, "r"), StepStatus::Completed);
+    assert_eq!(rig.fake.last("r").0, "auditor");
+    assert_eq!(s.steps["r"].agent.as_deref(), Some("auditor"));
+    assert_eq!(status(&s, "n"), StepStatus::Failed);
+    assert_eq!(rig.fake.count("n"), 0);
+    assert_eq!(
+        s.steps["n"].reason.as_deref(),
+        Some("no agent fits the task")
+    );
+}
+
+#[tokio::test]
+async fn route_auto_without_a_router_is_refused_before_anything_is_sent() {
+    let rig = rig();
+    let wf = load(ROUTED, "routed.yaml").unwrap();
+    let err = rig
+        .exec()
+        .run(&wf, ROUTED, opts(&wf), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "step `r` uses `route: auto`, but no router is configured"
+    );
+    assert_eq!(rig.fake.count("r") + rig.fake.count("n"), 0);
+    assert_eq!(
+        rig.store.list_workflow_runs().await.unwrap(),
+        [],
+        "no run stored"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Resume with --retry-failed.
+
+const FLAKY: &str = r#"
+name: flaky
+steps:
+  - { id: a, agent: webster, task: "[id=a] [failfirst=1]" }
+  - { id: b, agent: auditor, task: "[id=b] {{ steps.a.result }}" }
+  - { id: c, agent: tech-lead, task: "[id=c]" }
+"#;
+
+#[tokio::test]
+async fn resume_retry_failed_restarts_failed_steps_and_their_dependents_only() {
+    let rig = rig();
+    let s = rig.run(FLAKY).await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(status(&s, "a"), StepStatus::Failed);
+    assert_eq!(status(&s, "b"), StepStatus::Pending, "on_failure: stop");
+    assert_eq!(status(&s, "c"), StepStatus::Completed);
+
+    // A plain resume has nothing to do: the stored run comes back as is.
+    let same = rig
+        .exec()
+        .resume(&s.run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(same, s);
+    assert_eq!(rig.fake.count("a"), 1);
+
+    let opts = orch_workflow::ResumeOptions { retry_failed: true };
+    let done = rig
+        .exec()
+        .resume_with(&s.run_id, &opts, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(
+        (
+            rig.fake.count("a"),
+            rig.fake.count("b"),
+            rig.fake.count("c")
+        ),
+        (2, 1, 1),
+        "c completed before: not re-run"
+    );
+    assert_eq!(done.steps["a"].attempts, 2);
+    let a = read_step(&*rig.store, &s.run_id, "a")
+        .await
+        .unwrap()
+        .unwrap();
+    let ids = |v: &[orch_workflow::Attempt]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|t| (t.run_id.to_string(), t.status.clone()))
+            .collect()
+    };
+    assert_eq!(
+        ids(&a.earlier_attempts),
+        [(format!("{}.a.1", s.run_id), "failed".to_owned())]
+    );
+    assert_eq!(
+        ids(&a.attempts),
+        [(format!("{}.a.2", s.run_id), "complete".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn resume_retry_failed_runs_steps_skipped_for_a_failed_dependency() {
+    let rig = rig();
+    let yaml = r#"
+name: flaky-continue
+defaults: { on_failure: continue }
+steps:
+  - { id: a, agent: webster, task: "[id=a] [failfirst=1]" }
+  - { id: b, agent: auditor, task: "[id=b] {{ steps.a.result }}" }
+  - { id: c, agent: tech-lead, task: "[id=c]", when: "steps.b.status == complete" }
+"#;
+    let s = rig.run(yaml).await;
+    assert_eq!(s.status, RunStatus::CompletedWithFailures);
+    assert_eq!(status(&s, "b"), StepStatus::Skipped);
+    assert_eq!(status(&s, "c"), StepStatus::Skipped);
+    let opts = orch_workflow::ResumeOptions { retry_failed: true };
+    let done = rig
+        .exec()
+        .resume_with(&s.run_id, &opts, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    for step in ["a", "b", "c"] {
+        assert_eq!(status(&done, step), StepStatus::Completed, "{step}");
+    }
 }

@@ -100,10 +100,11 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<Ex
     finish(&summary.map_err(map_exec)?, args.json)
 }
 
-/// `orch workflow resume <RUN>`.
+/// `orch workflow resume <RUN> [--retry-failed]`.
 pub(crate) async fn resume(
     global: &GlobalArgs,
     id: &str,
+    opts: &orch_workflow::ResumeOptions,
     non_interactive: bool,
     json: bool,
 ) -> Result<ExitCode, CliError> {
@@ -123,7 +124,10 @@ pub(crate) async fn resume(
     };
     let (executor, view) = executor(setup, registry, interactive, &steps)?;
     let summary =
-        crate::cmd::with_ctrl_c(|cancel| async move { executor.resume(&id, &cancel).await }).await;
+        crate::cmd::with_ctrl_c(
+            |cancel| async move { executor.resume_with(&id, opts, &cancel).await },
+        )
+        .await;
     view.end();
     finish(&summary.map_err(map_exec)?, json)
 }
@@ -297,14 +301,20 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
         .filter_map(|st| st.agent.as_deref().map(str::len))
         .max()
         .unwrap_or(1);
+    let attempts = |n: u32| format!("{n} attempt{}", if n == 1 { "" } else { "s" });
+    let w_attempts = s
+        .steps
+        .values()
+        .map(|st| attempts(st.attempts).len())
+        .max()
+        .unwrap_or(0);
     for id in &order {
         let Some(st) = s.steps.get(id) else { continue };
         text.push_str(&format!(
-            "  {id:<w_step$}  {:<17}  {:<w_agent$}  {} attempt{}  {:>7}{}\n",
+            "  {id:<w_step$}  {:<17}  {:<w_agent$}  {:<w_attempts$}  {:>7}{}\n",
             word(st.status),
             st.agent.as_deref().unwrap_or("-"),
-            st.attempts,
-            if st.attempts == 1 { "" } else { "s" },
+            attempts(st.attempts),
             secs(st.duration_ms),
             st.reason
                 .as_deref()
