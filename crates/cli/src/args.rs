@@ -139,6 +139,50 @@ pub(crate) enum Command {
     /// Show the effective configuration, or write an example orch.yaml
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Metrics over delegations and workflow runs: text, JSON or Prometheus
+    Metrics(MetricsArgs),
+    /// The OpenClaw skill that teaches agents orch's protocol
+    #[command(subcommand)]
+    Skill(SkillCmd),
+}
+
+/// `orch metrics [text|json|prom] [--since …] [--agent …] [--workflow …] [--rescan]`.
+#[derive(Debug, Args)]
+pub(crate) struct MetricsArgs {
+    /// Output format
+    #[arg(value_enum, default_value_t = MetricsFormat::Text)]
+    pub(crate) format: MetricsFormat,
+    /// Only what happened since WHEN: a duration back from now (24h, 7d, 2w,
+    /// 90m), an RFC 3339 time (2026-11-20T08:00:00Z) or a date (2026-11-20, UTC)
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    pub(crate) since: Option<orch_metrics::Since>,
+    /// Only delegations to this agent, and the workflow steps it ran (repeatable)
+    #[arg(long = "agent", value_name = "ID")]
+    pub(crate) agents: Vec<String>,
+    /// Only this workflow (a name or a workflow run id) and its delegations
+    /// (repeatable)
+    #[arg(long = "workflow", value_name = "NAME")]
+    pub(crate) workflows: Vec<String>,
+    /// Read every handoff file instead of trusting the ledger as the index
+    /// (when the ledger is missing or suspect; slower)
+    #[arg(long)]
+    pub(crate) rescan: bool,
+}
+
+/// `orch metrics` output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum MetricsFormat {
+    /// aligned tables for a person (colour on a terminal)
+    Text,
+    /// the report as JSON (schema 1, see docs/metrics.md)
+    Json,
+    /// the Prometheus text exposition format
+    Prom,
+}
+
+fn parse_since(s: &str) -> Result<orch_metrics::Since, String> {
+    s.parse()
+        .map_err(|e: orch_metrics::SinceError| e.to_string())
 }
 
 /// `orch workflow <NAME> [run options]` or `orch workflow <SUBCOMMAND>`.
@@ -352,6 +396,21 @@ pub(crate) enum ConfigCmd {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SkillCmd {
+    /// Copy the skill into an agent's OpenClaw workspace (`<DIR>/skills/orch/SKILL.md`)
+    Install {
+        /// The agent's workspace directory (as in openclaw.json)
+        #[arg(long, value_name = "DIR")]
+        workspace: PathBuf,
+        /// Replace a SKILL.md there that differs from this version's
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the skill (SKILL.md) to stdout
+    Show,
 }
 
 #[derive(Debug, Subcommand)]

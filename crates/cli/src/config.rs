@@ -8,7 +8,9 @@
 //!
 //! Secrets never live in this file: an OpenClaw token is named by
 //! `token_env` (an environment variable) or `token_file`, read only when a
-//! transport is built, and never printed.
+//! transport is built, and never printed. The same goes for the NATS store
+//! (`store: { kind: nats, url, bucket, token_env | token_file | credentials }`):
+//! its token or `.creds` file is read only when the store is opened.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -105,35 +107,245 @@ impl Default for DiscordSection {
     }
 }
 
+/// Which handoff store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StoreKind {
+    /// Files under `path`, waited for with inotify or polling (one host).
+    #[default]
+    Fs,
+    /// NATS JetStream: KV buckets and a ledger stream (several hosts).
+    Nats,
+}
+
+/// `store:`. One map for both kinds (`kind: fs`, the default, or
+/// `kind: nats`); a key of the other kind is an error, so a typo or a
+/// half-converted config cannot silently use the wrong store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawStore", into = "RawStore")]
 pub(crate) struct StoreSection {
+    pub(crate) kind: StoreKind,
     /// Root of the file store (relative: to the config file's directory;
     /// for the embedded default, to the working directory).
-    #[serde(default = "default_store_path")]
     pub(crate) path: PathBuf,
     /// auto | inotify | poll
-    #[serde(default)]
     pub(crate) watch: WatchMode,
-    /// Handoff files larger than this are refused.
-    #[serde(default = "default_max_handoff_bytes")]
+    /// Handoffs larger than this are refused (both kinds).
     pub(crate) max_handoff_bytes: u64,
+    /// The NATS settings (used with `kind: nats`).
+    pub(crate) nats: NatsSection,
+}
+
+/// The NATS store's settings. Like the transports' tokens, credentials are
+/// only *named* here (a variable or a file), never written.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NatsSection {
+    /// Server URL(s), comma-separated (`nats://host:4222`, `tls://…`).
+    pub(crate) url: String,
+    /// The handoff bucket (`<bucket>-workflows` and `ORCH_LEDGER_<bucket>`
+    /// go with it).
+    pub(crate) bucket: String,
+    /// Environment variable that holds a token.
+    pub(crate) token_env: Option<String>,
+    /// File that holds a token.
+    pub(crate) token_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT + NKey seed).
+    pub(crate) credentials: Option<PathBuf>,
+    /// Replicas of the buckets and the ledger when orch creates them.
+    pub(crate) replicas: usize,
+    /// Values kept per key when orch creates the buckets.
+    pub(crate) history: i64,
+    /// How long connecting may take.
+    pub(crate) connect_timeout: Dur,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            bucket: "orch".to_owned(),
+            token_env: None,
+            token_file: None,
+            credentials: None,
+            replicas: 1,
+            history: 1,
+            connect_timeout: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// `store:` as written.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    /// fs (default) | nats
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<StoreKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    watch: Option<WatchMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bucket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credentials: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replicas: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connect_timeout: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_handoff_bytes: Option<u64>,
+}
+
+impl TryFrom<RawStore> for StoreSection {
+    type Error = String;
+
+    fn try_from(raw: RawStore) -> Result<Self, String> {
+        let kind = raw.kind.unwrap_or_default();
+        let misplaced =
+            |key: &str, applies: &str| format!("`store.{key}` applies to `kind: {applies}` only");
+        match kind {
+            StoreKind::Fs => {
+                let nats_keys = [
+                    ("url", raw.url.is_some()),
+                    ("bucket", raw.bucket.is_some()),
+                    ("token_env", raw.token_env.is_some()),
+                    ("token_file", raw.token_file.is_some()),
+                    ("credentials", raw.credentials.is_some()),
+                    ("replicas", raw.replicas.is_some()),
+                    ("history", raw.history.is_some()),
+                    ("connect_timeout", raw.connect_timeout.is_some()),
+                ];
+                if let Some((key, _)) = nats_keys.iter().find(|(_, set)| *set) {
+                    return Err(misplaced(key, "nats"));
+                }
+            }
+            StoreKind::Nats => {
+                if raw.path.is_some() {
+                    return Err(misplaced("path", "fs"));
+                }
+                if raw.watch.is_some() {
+                    return Err(misplaced("watch", "fs"));
+                }
+            }
+        }
+        let defaults = NatsSection::default();
+        let nats = NatsSection {
+            url: raw.url.unwrap_or(defaults.url),
+            bucket: raw.bucket.unwrap_or(defaults.bucket),
+            token_env: raw.token_env,
+            token_file: raw.token_file,
+            credentials: raw.credentials,
+            replicas: raw.replicas.unwrap_or(defaults.replicas),
+            history: raw.history.unwrap_or(defaults.history),
+            connect_timeout: raw.connect_timeout.unwrap_or(defaults.connect_timeout),
+        };
+        if kind == StoreKind::Nats {
+            check_nats(&nats)?;
+        }
+        Ok(Self {
+            kind,
+            path: raw.path.unwrap_or_else(default_store_path),
+            watch: raw.watch.unwrap_or_default(),
+            max_handoff_bytes: raw.max_handoff_bytes.unwrap_or(DEFAULT_MAX_HANDOFF_BYTES),
+            nats,
+        })
+    }
+}
+
+impl From<StoreSection> for RawStore {
+    fn from(s: StoreSection) -> Self {
+        let max_handoff_bytes = Some(s.max_handoff_bytes);
+        match s.kind {
+            StoreKind::Fs => Self {
+                path: Some(s.path),
+                watch: Some(s.watch),
+                max_handoff_bytes,
+                ..Self::default()
+            },
+            StoreKind::Nats => Self {
+                kind: Some(StoreKind::Nats),
+                url: Some(s.nats.url),
+                bucket: Some(s.nats.bucket),
+                token_env: s.nats.token_env,
+                token_file: s.nats.token_file,
+                credentials: s.nats.credentials,
+                replicas: Some(s.nats.replicas),
+                history: Some(s.nats.history),
+                connect_timeout: Some(s.nats.connect_timeout),
+                max_handoff_bytes,
+                ..Self::default()
+            },
+        }
+    }
+}
+
+/// What `kind: nats` needs that serde cannot check.
+fn check_nats(n: &NatsSection) -> Result<(), String> {
+    for url in n.url.split(',').map(str::trim) {
+        let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !scheme_ok {
+            return Err(format!(
+                "`store.url` {url:?} must start with nats:// or tls:// (several: comma-separated)"
+            ));
+        }
+        if url.contains('@') {
+            return Err(
+                "`store.url` must not hold credentials: name a token with `token_env` or `token_file`, or a `.creds` file with `credentials`"
+                    .into(),
+            );
+        }
+    }
+    let bucket_ok = !n.bucket.is_empty()
+        && n.bucket.len() <= 64
+        && n.bucket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !bucket_ok {
+        return Err(format!(
+            "`store.bucket` {:?}: use 1 to 64 ASCII letters, digits, '_' or '-'",
+            n.bucket
+        ));
+    }
+    let credentials = [
+        n.token_env.is_some(),
+        n.token_file.is_some(),
+        n.credentials.is_some(),
+    ];
+    if credentials.iter().filter(|set| **set).count() > 1 {
+        return Err("`store`: set only one of `token_env`, `token_file` and `credentials`".into());
+    }
+    if !(1..=5).contains(&n.replicas) {
+        return Err("`store.replicas` must be 1 to 5".into());
+    }
+    if !(1..=64).contains(&n.history) {
+        return Err("`store.history` must be 1 to 64 (the most NATS KV keeps)".into());
+    }
+    Ok(())
 }
 
 fn default_store_path() -> PathBuf {
     PathBuf::from("./.orch/handoffs")
 }
 
-fn default_max_handoff_bytes() -> u64 {
-    DEFAULT_MAX_HANDOFF_BYTES
-}
-
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
+            kind: StoreKind::Fs,
             path: default_store_path(),
             watch: WatchMode::default(),
             max_handoff_bytes: DEFAULT_MAX_HANDOFF_BYTES,
+            nats: NatsSection::default(),
         }
     }
 }
@@ -438,6 +650,11 @@ pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, Confi
             .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
             .unwrap_or_default();
         let message = strip_location(&inner.to_string());
+        // Checks of a whole section (`store`) name their field themselves;
+        // serde has no position for them.
+        if !path.is_empty() && path != "." && message.starts_with(&format!("`{path}")) {
+            return err(message);
+        }
         // serde_norway often names the enclosing path itself.
         let first = path.split(['.', '[']).next().unwrap_or_default();
         if path == "." || path.is_empty() || message.starts_with(first) {
@@ -461,6 +678,14 @@ pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, Confi
             .filter(|t| t.is_relative())
         {
             *t = base.join(&*t);
+        }
+        let nats = &mut config.store.nats;
+        for file in [nats.token_file.as_mut(), nats.credentials.as_mut()]
+            .into_iter()
+            .flatten()
+            .filter(|f| f.is_relative())
+        {
+            *file = base.join(&*file);
         }
     }
     for spec in config
@@ -594,6 +819,77 @@ mod tests {
                 .any(|t| matches!(t, TransportSpec::Openclaw(_)))
         );
         assert_eq!(e.store.path, PathBuf::from("/etc/orch/./.orch/handoffs"));
+    }
+
+    #[test]
+    fn the_nats_store_is_one_map_with_named_credentials() {
+        let text = "store:\n  kind: nats\n  url: nats://10.0.0.5:4222, nats://10.0.0.6:4222\n  bucket: team-a\n  credentials: secrets/orch.creds\n  max_handoff_bytes: 1048576\n";
+        let c = parse(text, "orch.yaml", Path::new("/etc/orch")).unwrap();
+        assert_eq!(c.store.kind, StoreKind::Nats);
+        assert_eq!(c.store.nats.bucket, "team-a");
+        assert_eq!(c.store.nats.replicas, 1);
+        assert_eq!(
+            c.store.nats.credentials.as_deref(),
+            Some(Path::new("/etc/orch/secrets/orch.creds"))
+        );
+        assert_eq!(c.store.max_handoff_bytes, 1 << 20);
+        // Shown as written, with the defaults filled in, and read back the same.
+        let shown = serde_norway::to_string(&c.store).unwrap();
+        insta::assert_snapshot!(shown, @r"
+        kind: nats
+        url: nats://10.0.0.5:4222, nats://10.0.0.6:4222
+        bucket: team-a
+        credentials: /etc/orch/secrets/orch.creds
+        replicas: 1
+        history: 1
+        connect_timeout: 5s
+        max_handoff_bytes: 1048576
+        ");
+        let back: StoreSection = serde_norway::from_str(&shown).unwrap();
+        assert_eq!((back.kind, &back.nats), (c.store.kind, &c.store.nats));
+        // The file store is still the default, shown as before.
+        let d = parse(
+            "agents: { a: { transport: { kind: sim } } }\n",
+            "orch.yaml",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(d.store.kind, StoreKind::Fs);
+        assert!(!serde_norway::to_string(&d.store).unwrap().contains("kind"));
+    }
+
+    #[test]
+    fn store_errors_name_the_place() {
+        let cases = [
+            (
+                "nats key on fs",
+                "store: { path: x, url: 'nats://h:4222' }\n",
+            ),
+            ("fs key on nats", "store:\n  kind: nats\n  path: ./x\n"),
+            ("unknown kind", "store: { kind: redis }\n"),
+            ("typo", "store:\n  kind: nats\n  bucekt: x\n"),
+            (
+                "token in url",
+                "store: { kind: nats, url: 'nats://me:hunter2@h:4222' }\n",
+            ),
+            (
+                "bad scheme",
+                "store: { kind: nats, url: 'http://h:4222' }\n",
+            ),
+            ("bad bucket", "store: { kind: nats, bucket: 'a.b' }\n"),
+            (
+                "two credentials",
+                "store: { kind: nats, token_env: T, credentials: c.creds }\n",
+            ),
+            ("history", "store: { kind: nats, history: 100 }\n"),
+        ];
+        let mut out = String::new();
+        for (name, text) in cases {
+            let e = parse(text, "orch.yaml", Path::new(".")).unwrap_err();
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+            out.push_str(&format!("{name}: {e}\n"));
+        }
+        insta::assert_snapshot!(out);
     }
 
     #[test]

@@ -58,6 +58,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         // A workflow run has one code beyond `Exit`: awaiting approval (20).
         Command::Workflow(args) => return cmd::workflow::run(&cli.global, args).await,
         Command::Config(cmd) => cmd::config::run(&cli.global, cmd),
+        Command::Metrics(args) => cmd::metrics::run(&cli.global, args).await,
+        Command::Skill(cmd) => cmd::skill::run(cmd),
     }?;
     Ok(exit.into())
 }

@@ -1,6 +1,6 @@
 //! Writing to stdout: a closed pipe ends the command quietly.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use crate::exit::CliError;
 
@@ -19,4 +19,10 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> 
         .map_err(|e| CliError::Internal(format!("serializing output: {e}")))?;
     text.push('\n');
     print(&text)
+}
+
+/// Whether to colour stdout: only on a terminal, and not when `NO_COLOR` is
+/// set to anything but the empty string (<https://no-color.org>).
+pub(crate) fn stdout_colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

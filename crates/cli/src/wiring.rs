@@ -1,6 +1,9 @@
 //! Composition: configuration + flags → store, policy, transports, delegator.
 //!
-//! The only place that knows every concrete type.
+//! The only place that knows every concrete type. The store is chosen here
+//! (`store.kind`: the file store, or the NATS store behind the cargo
+//! feature `nats`) and handed on as `Arc<dyn HandoffStore>`, so commands
+//! work the same on either.
 
 use std::sync::Arc;
 
@@ -12,8 +15,11 @@ use orch_handoff::{FsStore, FsStoreConfig, HandoffStore, WatchMode};
 use orch_registry::{AgentInfo, Registry, RegistryFile};
 
 use crate::args::{GlobalArgs, WatchArg};
-use crate::config::{self, Config, Source, TransportRef, TransportSpec};
+use crate::config::{self, Config, Source, StoreKind, TransportRef, TransportSpec};
 use crate::exit::CliError;
+
+/// The opened handoff store, whichever kind the config names.
+pub(crate) type Store = Arc<dyn HandoffStore>;
 
 /// The effective configuration, flags applied.
 pub(crate) struct Setup {
@@ -23,10 +29,12 @@ pub(crate) struct Setup {
 
 impl Setup {
     /// Loads the config and applies `--handoff-dir` / `--watch`.
+    /// `--handoff-dir` names a file store: it wins over `store.kind: nats`.
     pub(crate) fn load(global: &GlobalArgs) -> Result<Self, CliError> {
         let (mut config, source) = config::load(global.config.as_deref())
             .map_err(|e| CliError::Usage(format!("config {e}")))?;
         if let Some(dir) = &global.handoff_dir {
+            config.store.kind = StoreKind::Fs;
             config.store.path = dir.clone();
         }
         if let Some(watch) = global.watch {
@@ -39,8 +47,17 @@ impl Setup {
         Ok(Self { config, source })
     }
 
-    /// Opens the file store.
-    pub(crate) fn open_store(&self) -> Result<FsStore, CliError> {
+    /// Opens the store the config names: the file store, or (`kind: nats`)
+    /// the NATS store, connecting to the server. Every command that reads or
+    /// writes handoffs, workflow records or the ledger comes through here.
+    pub(crate) async fn open_store(&self) -> Result<Store, CliError> {
+        match self.config.store.kind {
+            StoreKind::Fs => Ok(Arc::new(self.open_fs_store()?)),
+            StoreKind::Nats => self.open_nats_store().await,
+        }
+    }
+
+    fn open_fs_store(&self) -> Result<FsStore, CliError> {
         let mut cfg = FsStoreConfig::new(&self.config.store.path);
         cfg.watch = self.config.store.watch;
         cfg.max_handoff_bytes = self.config.store.max_handoff_bytes;
@@ -50,6 +67,63 @@ impl Setup {
                 self.config.store.path.display()
             ))
         })
+    }
+
+    #[cfg(feature = "nats")]
+    async fn open_nats_store(&self) -> Result<Store, CliError> {
+        use orch_handoff::{NatsAuth, NatsStore, NatsStoreConfig, NatsToken, StoreError};
+        let store = &self.config.store;
+        let n = &store.nats;
+        let mut cfg = NatsStoreConfig::new(n.url.clone());
+        cfg.bucket = n.bucket.clone();
+        cfg.replicas = n.replicas;
+        cfg.history = n.history;
+        cfg.max_handoff_bytes = store.max_handoff_bytes;
+        cfg.connect_timeout = n.connect_timeout.0;
+        cfg.auth = match (&n.token_env, &n.token_file, &n.credentials) {
+            (None, None, None) => NatsAuth::None,
+            (_, _, Some(file)) => NatsAuth::CredentialsFile(file.clone()),
+            (env, file, None) => NatsAuth::Token(NatsToken::new(
+                read_secret(env.as_deref(), file.as_deref(), "NATS token")
+                    .map_err(|m| CliError::Usage(format!("config: store: {m}")))?,
+            )),
+        };
+        match NatsStore::connect(cfg).await {
+            Ok(s) => Ok(Arc::new(s)),
+            Err(e @ StoreError::Config { .. }) => {
+                Err(CliError::Usage(format!("config: store: {e}")))
+            }
+            Err(e) => Err(CliError::Internal(format!(
+                "cannot open the handoff store: {e}"
+            ))),
+        }
+    }
+
+    #[cfg(not(feature = "nats"))]
+    async fn open_nats_store(&self) -> Result<Store, CliError> {
+        Err(CliError::Usage(
+            "config: `store.kind: nats` needs an orch built with the cargo feature `nats`".into(),
+        ))
+    }
+
+    /// What an agent adds to `orch handoff submit` to reach this store: the
+    /// file store's directory, or for NATS the config file that names the
+    /// server (an agent on another host passes its own).
+    fn submit_args(&self) -> Vec<String> {
+        match self.config.store.kind {
+            StoreKind::Fs => {
+                let path = &self.config.store.path;
+                let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                vec!["--handoff-dir".into(), root.display().to_string()]
+            }
+            StoreKind::Nats => match &self.source {
+                Source::File { path, .. } => {
+                    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                    vec!["--config".into(), abs.display().to_string()]
+                }
+                Source::Embedded => Vec::new(),
+            },
+        }
     }
 
     /// The agents: from the `registry` file, the inline `agents`, or the
@@ -105,11 +179,9 @@ impl Setup {
     /// and limits.
     pub(crate) fn delegator(
         &self,
-        store: FsStore,
+        store: Store,
         registry: &Registry,
     ) -> Result<Delegator, CliError> {
-        let root = store.root().to_path_buf();
-        let store: Arc<dyn HandoffStore> = Arc::new(store);
         let c = &self.config;
         let mut sims: std::collections::BTreeMap<String, Arc<dyn Transport>> = Default::default();
         let mut agents = Vec::new();
@@ -196,7 +268,7 @@ impl Setup {
                 max_retry_after: d.retry.max_retry_after.0,
             },
             completion_grace: d.completion_grace.0,
-            submit_args: vec!["--handoff-dir".into(), root.display().to_string()],
+            submit_args: self.submit_args(),
         };
         Delegator::new(store, c.acl.clone(), agents, config)
             .map_err(|e| CliError::Usage(format!("config: {e}")))
@@ -226,17 +298,32 @@ impl Transport for Misconfigured {
 /// Reads an OpenClaw hook token from the variable or file the config names.
 /// Errors name the variable or file, never the value.
 fn read_token(oc: &config::OpenClawSpec) -> Result<Secret, String> {
-    let value = match (&oc.token_env, &oc.token_file) {
+    read_secret(
+        oc.token_env.as_deref(),
+        oc.token_file.as_deref(),
+        "hook token",
+    )
+    .map(Secret::new)
+}
+
+/// Reads a secret from the environment variable (first) or the file the
+/// config names. Errors name the variable or file, never the value.
+fn read_secret(
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+    what: &str,
+) -> Result<String, String> {
+    let value = match (env, file) {
         (Some(var), _) => {
-            std::env::var(var).map_err(|_| format!("the hook token variable {var} is not set"))?
+            std::env::var(var).map_err(|_| format!("the {what} variable {var} is not set"))?
         }
         (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read the hook token file {}: {e}", file.display()))?,
-        (None, None) => return Err("no hook token configured (token_env or token_file)".into()),
+            .map_err(|e| format!("cannot read the {what} file {}: {e}", file.display()))?,
+        (None, None) => return Err(format!("no {what} configured (token_env or token_file)")),
     };
     let value = value.trim();
     if value.is_empty() {
-        return Err("the hook token is empty".into());
+        return Err(format!("the {what} is empty"));
     }
-    Ok(Secret::new(value))
+    Ok(value.to_owned())
 }

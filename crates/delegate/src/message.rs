@@ -66,20 +66,34 @@ pub fn task_message(input: &MessageInput<'_>) -> String {
         Scope::Top => "task",
         Scope::Sub => "sub-task",
     };
+    // A file store hands out an absolute path the agent can write; another
+    // store (NATS) a URL that only `orch handoff submit` can reach.
+    let is_file = handoff_path.starts_with('/');
     // Header: the handoff path is the last thing on the line.
-    let _ = writeln!(
-        m,
-        "orch {kind} {run_id} for {agent} from {caller}; write your handoff to {handoff_path}"
-    );
+    if is_file {
+        let _ = writeln!(
+            m,
+            "orch {kind} {run_id} for {agent} from {caller}; write your handoff to {handoff_path}"
+        );
+    } else {
+        let _ = writeln!(
+            m,
+            "orch {kind} {run_id} for {agent} from {caller}; hand off with `orch handoff submit` \
+             (the handoff goes to {handoff_path})"
+        );
+    }
 
     if let Some(reason) = reask {
         m.push_str("\n## Asked again\n\n");
         m.push_str("This task was sent to you before and no valid handoff came back:\n\n");
         push_indented(&mut m, reason, "    ");
-        m.push_str(
+        m.push_str(if is_file {
             "\nFinish the task if needed and write a valid handoff to the same path, \
-             as described below. The refused file was moved aside.\n",
-        );
+             as described below. The refused file was moved aside.\n"
+        } else {
+            "\nFinish the task if needed and hand off again, as described below \
+             (`--force` is not needed: the refused handoff was moved aside).\n"
+        });
     }
 
     m.push_str("\n## Task\n\n");
@@ -101,19 +115,36 @@ pub fn task_message(input: &MessageInput<'_>) -> String {
     let sub_flag = if scope == Scope::Sub { " --sub" } else { "" };
     let agent_q = shell_quote(agent);
 
+    let submit = format!(
+        "    orch handoff submit --run-id {run_id} --agent {agent_q} --status complete \
+         --confidence high --result \"…\"{sub_flag}{extra}\n"
+    );
     m.push_str("\n## How to hand off\n\n");
-    m.push_str(
-        "When you are done, or cannot go on, write your handoff: one JSON object \
-         (UTF-8, no BOM) in the file\n\n",
-    );
-    let _ = writeln!(m, "    {handoff_path}\n");
-    let _ = writeln!(
-        m,
-        "Write it atomically: first write a temporary file in the same directory \
-         whose name starts with a dot (e.g. `{dir}/.{run_id}.tmp`), then rename it \
-         to `{run_id}.json`. Never write the final file in place: the caller reads \
-         it the moment it appears.\n"
-    );
+    if is_file {
+        m.push_str(
+            "When you are done, or cannot go on, write your handoff: one JSON object \
+             (UTF-8, no BOM) in the file\n\n",
+        );
+        let _ = writeln!(m, "    {handoff_path}\n");
+        let _ = writeln!(
+            m,
+            "Write it atomically: first write a temporary file in the same directory \
+             whose name starts with a dot (e.g. `{dir}/.{run_id}.tmp`), then rename it \
+             to `{run_id}.json`. Never write the final file in place: the caller reads \
+             it the moment it appears.\n"
+        );
+    } else {
+        m.push_str(
+            "When you are done, or cannot go on, hand off with orch (the store is \
+             shared, not a file you can write):\n\n",
+        );
+        m.push_str(&submit);
+        m.push_str(
+            "\n(`--result-file FILE` reads a long result from a file; `--notes` and \
+             `--artifact` are optional; `--json FILE` submits a whole handoff object \
+             as below.)\n\n",
+        );
+    }
     m.push_str("Fields:\n\n");
     let _ = writeln!(m, "- `schemaVersion`: \"1.0\" (required)");
     let _ = writeln!(m, "- `runId`: \"{run_id}\" (required, exactly this)");
@@ -144,16 +175,18 @@ pub fn task_message(input: &MessageInput<'_>) -> String {
          \"artifacts\": [], \"notes\": \"\"}}\n",
         json_string(agent)
     );
-    m.push_str("Or let orch write it for you:\n\n");
-    let _ = writeln!(
-        m,
-        "    orch handoff submit --run-id {run_id} --agent {agent_q} --status complete \
-         --confidence high --result \"…\"{sub_flag}{extra}\n"
-    );
-    m.push_str(
-        "(`--result-file FILE` reads a long result from a file; `--notes` and \
-         `--artifact` are optional.)\n",
-    );
+    if !is_file {
+        // The example ends the section.
+        m.pop();
+    }
+    if is_file {
+        m.push_str("Or let orch write it for you:\n\n");
+        m.push_str(&submit);
+        m.push_str(
+            "\n(`--result-file FILE` reads a long result from a file; `--notes` and \
+             `--artifact` are optional.)\n",
+        );
+    }
 
     m.push_str("\n## Delegating part of this task\n\n");
     m.push_str(
@@ -321,6 +354,25 @@ mod tests {
         assert_eq!(
             first_json_path(&m),
             Some("/srv/orch/handoffs/orch-20261123T224500Z-3f9a1c2b.json")
+        );
+        insta::assert_snapshot!(m);
+    }
+
+    #[test]
+    fn a_store_that_is_not_a_file_asks_for_orch_handoff_submit() {
+        let id = run_id();
+        let args = vec!["--config".to_owned(), "/etc/orch/orch.yaml".to_owned()];
+        let mut i = input(&id, &args);
+        i.handoff_path = "nats://10.0.0.5:4222/orch/h/orch-20261123T224500Z-3f9a1c2b";
+        i.reask = Some("missing required field `status`: add it to the handoff object");
+        let m = task_message(&i);
+        assert!(!m.contains("rename"), "no file to write: {m}");
+        assert!(
+            m.contains(
+                "orch handoff submit --run-id orch-20261123T224500Z-3f9a1c2b --agent webster \
+                 --status complete --confidence high --result \"…\" --config /etc/orch/orch.yaml"
+            ),
+            "{m}"
         );
         insta::assert_snapshot!(m);
     }

@@ -3,7 +3,10 @@
 //! A *handoff* is the JSON file an agent writes when it finishes a delegated
 //! task (DESIGN §3). This crate owns its types, the parser (errors point at
 //! the field, line and column), and the [`HandoffStore`] trait with its file
-//! implementation [`FsStore`] (DESIGN §4).
+//! implementation [`FsStore`] (DESIGN §4) and, with the feature `nats`, the
+//! NATS JetStream implementation `NatsStore` for fleets on several hosts
+//! (DESIGN §10). The feature `testing` adds `testing::NatsServer`, a
+//! throwaway loopback nats-server for tests and benchmarks.
 //!
 //! Two decisions a newcomer asks about:
 //!
@@ -21,6 +24,8 @@ mod parse;
 mod record;
 mod runid;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use parse::{Expect, HandoffError, parse_handoff, parse_handoff_capped};
 pub use record::{
@@ -32,3 +37,5 @@ pub use store::{
     FsStore, FsStoreConfig, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, LedgerRead,
     Scope, StoreError, Subscription, WaitOutcome, WatchMode, WorkflowRecord,
 };
+#[cfg(feature = "nats")]
+pub use store::{NatsAuth, NatsStore, NatsStoreConfig, NatsToken};

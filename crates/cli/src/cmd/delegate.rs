@@ -49,7 +49,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
         }
         None => None,
     };
-    let store = setup.open_store()?;
+    let store = setup.open_store().await?;
     let delegator = setup.delegator(store, &registry)?;
     let mut request = Request::new(&agent, task, &args.caller);
     request.context = context;

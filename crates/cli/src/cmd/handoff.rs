@@ -4,15 +4,15 @@ use std::io::Read;
 use std::path::Path;
 
 use orch_handoff::{
-    Artifact, DEFAULT_MAX_HANDOFF_BYTES, Expect, FsStore, Handoff, HandoffKey, HandoffStore, RunId,
-    StoreError, WaitOutcome, parse_handoff,
+    Artifact, DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffKey, RunId, StoreError,
+    WaitOutcome, parse_handoff,
 };
 use tokio::time::Instant;
 
 use crate::args::{GlobalArgs, HandoffCmd, ShowArgs, SubmitArgs, ValidateArgs, WaitArgs};
 use crate::exit::{CliError, Exit};
 use crate::out;
-use crate::wiring::Setup;
+use crate::wiring::{Setup, Store};
 
 pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, CliError> {
     match cmd {
@@ -24,8 +24,8 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, Cl
 }
 
 /// Opens the store the config and global flags name.
-pub(crate) fn open_store(global: &GlobalArgs) -> Result<FsStore, CliError> {
-    Setup::load(global)?.open_store()
+pub(crate) async fn open_store(global: &GlobalArgs) -> Result<Store, CliError> {
+    Setup::load(global)?.open_store().await
 }
 
 fn key(run_id: &str, sub: bool) -> Result<HandoffKey, CliError> {
@@ -56,20 +56,20 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
         }
         None => from_flags(&args, expected_run)?,
     };
-    let store = open_store(global)?;
+    let store = open_store(global).await?;
     let key = if args.sub {
         HandoffKey::sub(handoff.run_id.clone())
     } else {
         HandoffKey::top(handoff.run_id.clone())
     };
-    let path = store.path_of(&key);
+    let location = store.location(&key);
     match store.get(&key).await {
         Ok(None) => {}
         Ok(Some(existing)) if !args.force => {
             return Err(CliError::Usage(format!(
                 "a handoff for run {} already exists at {} (status {}); pass --force to replace it",
                 key.run_id,
-                path.display(),
+                location,
                 status_word(&existing),
             )));
         }
@@ -86,7 +86,7 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
         handoff.run_id,
         status_word(&handoff),
         handoff.agent,
-        path.display()
+        location
     ))?;
     Ok(Exit::Ok)
 }
@@ -153,7 +153,7 @@ fn validate(args: ValidateArgs) -> Result<Exit, CliError> {
 
 async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<Exit, CliError> {
     let key = key(&args.run_id, args.sub)?;
-    let store = open_store(global)?;
+    let store = open_store(global).await?;
     match store.get(&key).await? {
         Some(handoff) => {
             print_handoff(&handoff, args.json)?;
@@ -162,29 +162,26 @@ async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<Exit, CliError> {
         None => Err(CliError::Usage(format!(
             "no handoff for run {} at {}",
             key.run_id,
-            store.path_of(&key).display()
+            store.location(&key)
         ))),
     }
 }
 
 async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, CliError> {
     let key = key(&args.run_id, args.sub)?;
-    let store = open_store(global)?;
+    let store = open_store(global).await?;
     let deadline = Instant::now() + args.timeout;
     match store.wait(&key, deadline).await? {
         WaitOutcome::Landed(handoff) => {
             print_handoff(&handoff, args.json)?;
             Ok(Exit::for_status(handoff.status))
         }
-        WaitOutcome::Invalid(e) => Err(CliError::Usage(format!(
-            "{}: {e}",
-            store.path_of(&key).display()
-        ))),
+        WaitOutcome::Invalid(e) => Err(CliError::Usage(format!("{}: {e}", store.location(&key)))),
         WaitOutcome::TimedOut => {
             eprintln!(
                 "timed out after {} waiting for {}",
                 crate::args::format_duration(args.timeout),
-                store.path_of(&key).display()
+                store.location(&key)
             );
             Ok(Exit::TimedOut)
         }

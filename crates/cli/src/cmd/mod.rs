@@ -5,8 +5,10 @@ pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod delegate;
 pub(crate) mod handoff;
+pub(crate) mod metrics;
 pub(crate) mod registry;
 pub(crate) mod route;
+pub(crate) mod skill;
 pub(crate) mod workflow;
 
 use tokio_util::sync::CancellationToken;

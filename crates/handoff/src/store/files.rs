@@ -228,6 +228,13 @@ pub(crate) enum Entries {
 /// `.json` for files), never hidden or temp files, never symlinks. A
 /// missing directory lists as empty. Sorted.
 pub(crate) fn list_ids(dir: &Path, what: Entries) -> Result<Vec<String>, StoreError> {
+    let mut ids = list_ids_unordered(dir, what)?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// [`list_ids`] in directory order.
+pub(crate) fn list_ids_unordered(dir: &Path, what: Entries) -> Result<Vec<String>, StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -258,7 +265,6 @@ pub(crate) fn list_ids(dir: &Path, what: Entries) -> Result<Vec<String>, StoreEr
             ids.push(id.to_owned());
         }
     }
-    ids.sort_unstable();
     Ok(ids)
 }
 
@@ -301,6 +307,24 @@ pub(crate) fn append_locked(path: &Path, line: &[u8]) -> Result<(), StoreError> 
     result.map_err(|e| io_err("append", path, e))?;
     // Closing the file releases the lock.
     Ok(())
+}
+
+/// Reads a whole regular file without a size cap (the ledger, which grows
+/// with the store); never follows a symlink. A missing file reads as empty.
+pub(crate) fn read_whole(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let Some(file) = open_read(path)? else {
+        return Ok(Vec::new());
+    };
+    let meta = file.metadata().map_err(|e| io_err("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(not_a_file("read", path));
+    }
+    // One allocation of the right size; the file may still grow meanwhile.
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).saturating_add(1));
+    (&file)
+        .read_to_end(&mut buf)
+        .map_err(|e| io_err("read", path, e))?;
+    Ok(buf)
 }
 
 /// Reads a JSON-lines ledger. Lines that do not parse (a torn last line, a
@@ -452,6 +476,24 @@ mod tests {
         // Any directory with a valid name, `dir.json` included.
         assert_eq!(list_ids(d, Entries::Dirs).unwrap(), ["dir.json", "run1"]);
         assert!(list_ids(&d.join("nope"), Entries::Dirs).unwrap().is_empty());
+    }
+
+    #[test]
+    fn whole_reads_refuse_symlinks_and_dirs_and_read_missing_as_empty() {
+        let dir = tmp();
+        let path = dir.path().join("ledger.jsonl");
+        assert!(read_whole(&path).unwrap().is_empty());
+        fs::write(&path, b"{\"a\":1}\n{torn").unwrap();
+        assert_eq!(read_whole(&path).unwrap(), b"{\"a\":1}\n{torn");
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(read_whole(&link), Err(StoreError::Symlink { .. })));
+        let sub = dir.path().join("d.jsonl");
+        fs::create_dir(&sub).unwrap();
+        assert!(matches!(
+            read_whole(&sub),
+            Err(StoreError::Io { op: "read", .. })
+        ));
     }
 
     #[test]

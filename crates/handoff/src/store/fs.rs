@@ -109,7 +109,8 @@
 //! thread hop per read is what the detection-latency budget cannot afford).
 //! Operations that fsync (`put`, `put_raw`, `put_workflow_record`: two
 //! flushes each, about 0.5 ms here and more on a busy disk; `quarantine`) or scale with the store
-//! (`list`, `list_workflow_*`, `read_ledger`) go to
+//! (`list`, `list_unordered`, `list_workflow_*`, `read_ledger`,
+//! `read_ledger_raw`) go to
 //! `tokio::task::spawn_blocking` when a tokio runtime is present, so they
 //! never stall a runtime worker; without one they run inline.
 //!
@@ -571,12 +572,18 @@ impl HandoffStore for FsStore {
     }
 
     async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
+        let mut ids = self.list_unordered(scope).await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn list_unordered(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         let dir = match scope {
             Scope::Top => self.inner.root.clone(),
             Scope::Sub => self.inner.sub.clone(),
         };
         let ids = blocking(&dir.clone(), move || {
-            files::list_ids(&dir, Entries::JsonFiles)
+            files::list_ids_unordered(&dir, Entries::JsonFiles)
         })
         .await?;
         Ok(ids
@@ -666,6 +673,11 @@ impl HandoffStore for FsStore {
     async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {
         let path = self.inner.ledger.clone();
         blocking(&path.clone(), move || files::read_ledger(&path)).await
+    }
+
+    async fn read_ledger_raw(&self) -> Result<Vec<u8>, StoreError> {
+        let path = self.inner.ledger.clone();
+        blocking(&path.clone(), move || files::read_whole(&path)).await
     }
 }
 

@@ -10,9 +10,13 @@ use crate::{Handoff, HandoffError, InvalidId, RunId};
 mod files;
 mod fs;
 mod ledger;
+#[cfg(feature = "nats")]
+mod nats;
 mod watch;
 pub use fs::{FsStore, FsStoreConfig, WatchMode};
 pub use ledger::{LedgerEvent, LedgerEventKind, LedgerRead};
+#[cfg(feature = "nats")]
+pub use nats::{NatsAuth, NatsStore, NatsStoreConfig, NatsToken};
 
 /// Where a handoff lives: top-level delegations at the store root, handoffs
 /// of sub-delegations (the caller is itself a delegated agent) under `sub/`.
@@ -143,6 +147,33 @@ pub enum StoreError {
         /// What notify said.
         message: String,
     },
+    /// A remote store's server cannot be used: unreachable, refusing the
+    /// credentials, or without the service the store needs (NATS without
+    /// JetStream). The message says what to check; it never holds a secret.
+    #[error("{server}: {message}")]
+    Unavailable {
+        /// The server, e.g. `NATS server at nats://10.0.0.5:4222` (never
+        /// with credentials).
+        server: String,
+        /// What went wrong and what to check.
+        message: String,
+    },
+    /// A request to a remote store's server failed.
+    #[error("{op} {what}: {message}")]
+    Remote {
+        /// What was being done (`put`, `get`, `watch`, …).
+        op: &'static str,
+        /// What it was done to (a key, a bucket, the ledger).
+        what: String,
+        /// What the server or client said.
+        message: String,
+    },
+    /// The store's settings cannot work (e.g. a bucket name NATS refuses).
+    #[error("{message}")]
+    Config {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
 }
 
 /// A registered interest in one handoff. Created by
@@ -168,7 +199,8 @@ pub trait HandoffStore: Send + Sync {
     fn describe(&self) -> String;
 
     /// Where an agent must write the handoff for `key`: an absolute path for
-    /// the file store. Goes into the task message's instructions.
+    /// the file store, `nats://<server>/<bucket>/<key>` for the NATS store.
+    /// Goes into the task message's instructions.
     fn location(&self, key: &HandoffKey) -> String;
 
     /// Validates `handoff` and writes it atomically under its run id.
@@ -198,6 +230,13 @@ pub trait HandoffStore: Send + Sync {
     /// Run ids of the handoffs present in `scope`, sorted.
     async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError>;
 
+    /// The ids of [`list`](Self::list), in no particular order: for scans
+    /// over the whole store that need no order (sorting 100,000 ids costs
+    /// more than listing them). The default is `list`.
+    async fn list_unordered(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
+        self.list(scope).await
+    }
+
     /// Writes a workflow record atomically.
     async fn put_workflow_record(
         &self,
@@ -226,6 +265,28 @@ pub trait HandoffStore: Send + Sync {
     /// Reads the whole ledger. Lines that do not parse (a torn last line, a
     /// foreign writer) are reported in [`LedgerRead::bad_lines`], not fatal.
     async fn read_ledger(&self) -> Result<LedgerRead, StoreError>;
+
+    /// The whole ledger as bytes: JSON lines as written, for readers that
+    /// parse it themselves (metrics parse it lean, borrowed and in parallel
+    /// instead of building a [`LedgerEvent`] per line). A missing ledger is
+    /// empty. Lines are not checked: a torn or foreign line is the reader's
+    /// to report.
+    ///
+    /// The default writes the events of [`read_ledger`](Self::read_ledger)
+    /// back as lines, one per event (lines that did not parse are left out);
+    /// [`FsStore`] returns the file itself.
+    async fn read_ledger_raw(&self) -> Result<Vec<u8>, StoreError> {
+        let read = self.read_ledger().await?;
+        let mut out = Vec::new();
+        for event in &read.events {
+            serde_json::to_writer(&mut out, event).map_err(|e| StoreError::Corrupt {
+                path: PathBuf::from("ledger.jsonl"),
+                message: e.to_string(),
+            })?;
+            out.push(b'\n');
+        }
+        Ok(out)
+    }
 }
 
 /// Compile-time check that the seams stay dyn-compatible.

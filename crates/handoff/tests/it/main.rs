@@ -1,4 +1,7 @@
 //! Integration tests of `orch-handoff`: one test binary, one module per area.
 
+mod conformance;
+#[cfg(feature = "nats")]
+mod nats;
 mod record;
 mod store;

@@ -619,6 +619,18 @@ async fn list_returns_valid_handoff_ids_sorted() {
         .collect();
     assert_eq!(top, ["a", "b", "c"]);
     assert_eq!(store.list(Scope::Sub).await.unwrap(), [id("s")]);
+    // The same ids in any order, from the file store and from the default.
+    for unordered in [
+        store.list_unordered(Scope::Top).await.unwrap(),
+        Plain(store.clone())
+            .list_unordered(Scope::Top)
+            .await
+            .unwrap(),
+    ] {
+        let mut unordered: Vec<String> = unordered.iter().map(ToString::to_string).collect();
+        unordered.sort();
+        assert_eq!(unordered, top);
+    }
 }
 
 // ------------------------------------------------------- workflow records
@@ -913,4 +925,102 @@ async fn a_symlinked_ledger_is_not_followed() {
         Err(StoreError::Symlink { .. })
     ));
     assert_eq!(fs::read(&target).unwrap(), b"");
+}
+
+#[tokio::test]
+async fn the_raw_ledger_is_the_file_and_the_default_rebuilds_its_lines() {
+    let (dir, store) = store();
+    assert!(store.read_ledger_raw().await.unwrap().is_empty());
+    for n in 0..3 {
+        store.append_ledger(&ledger_event("w", n)).await.unwrap();
+    }
+    let ledger = dir.path().join("ledger.jsonl");
+    let mut f = fs::OpenOptions::new().append(true).open(&ledger).unwrap();
+    f.write_all(b"{\"ts\":\"2026-11-23T22:47:10Z\",\"event\":\"hand")
+        .unwrap();
+    drop(f);
+    // The file store hands over the bytes as they are, torn tail included.
+    assert_eq!(
+        store.read_ledger_raw().await.unwrap(),
+        fs::read(&ledger).unwrap()
+    );
+
+    // The default: the parsed events, one line each, the torn line left out.
+    let plain = Plain(store.clone());
+    let raw = plain.read_ledger_raw().await.unwrap();
+    let events: Vec<LedgerEvent> = raw
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(events, store.read_ledger().await.unwrap().events);
+    assert!(raw.ends_with(b"\n"));
+
+    fs::remove_file(&ledger).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("x"), &ledger).unwrap();
+    assert!(matches!(
+        store.read_ledger_raw().await,
+        Err(StoreError::Symlink { .. })
+    ));
+}
+
+/// A store that only has the required methods (so the defaults run).
+struct Plain(FsStore);
+
+#[async_trait::async_trait]
+impl HandoffStore for Plain {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn location(&self, key: &HandoffKey) -> String {
+        self.0.location(key)
+    }
+    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
+        self.0.put(scope, handoff).await
+    }
+    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
+        self.0.put_raw(key, bytes).await
+    }
+    async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn subscribe(
+        &self,
+        key: &HandoffKey,
+    ) -> Result<Box<dyn orch_handoff::Subscription>, StoreError> {
+        self.0.subscribe(key).await
+    }
+    async fn quarantine(&self, key: &HandoffKey) -> Result<Option<String>, StoreError> {
+        self.0.quarantine(key).await
+    }
+    async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
+        self.0.list(scope).await
+    }
+    async fn put_workflow_record(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.0.put_workflow_record(run, record, value).await
+    }
+    async fn get_workflow_record(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.0.get_workflow_record(run, record).await
+    }
+    async fn list_workflow_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        self.0.list_workflow_runs().await
+    }
+    async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
+        self.0.list_workflow_steps(run).await
+    }
+    async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
+        self.0.append_ledger(event).await
+    }
+    async fn read_ledger(&self) -> Result<orch_handoff::LedgerRead, StoreError> {
+        self.0.read_ledger().await
+    }
 }

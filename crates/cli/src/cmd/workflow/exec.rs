@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_acl::Policy;
-use orch_handoff::{HandoffStore, RunId};
+use orch_handoff::RunId;
 use orch_registry::{Bm25Router, Registry, Router};
 use orch_workflow::{
     ApprovalDecision, Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, Ref,
@@ -85,7 +85,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<Ex
     }
     let interactive = !args.non_interactive && std::io::stdin().is_terminal();
     let steps: Vec<String> = wf.steps.iter().map(|s| s.id.clone()).collect();
-    let (executor, view) = executor(setup, registry, interactive, &steps)?;
+    let (executor, view) = executor(setup, registry, interactive, &steps).await?;
     let opts = RunOptions {
         caller: args.caller.clone(),
         inputs: resolved,
@@ -113,8 +113,8 @@ pub(crate) async fn resume(
     let registry = setup.registry()?;
     let interactive = !non_interactive && std::io::stdin().is_terminal();
     // The steps in the workflow's order, for the live view.
-    let steps: Vec<String> = match setup.open_store() {
-        Ok(store) => match orch_workflow::read_summary(&store, &id).await {
+    let steps: Vec<String> = match setup.open_store().await {
+        Ok(store) => match orch_workflow::read_summary(&*store, &id).await {
             Ok(s) => orch_workflow::load(&s.source, &s.origin)
                 .map(|wf| wf.steps.iter().map(|st| st.id.clone()).collect())
                 .unwrap_or_default(),
@@ -122,7 +122,7 @@ pub(crate) async fn resume(
         },
         Err(e) => return Err(e),
     };
-    let (executor, view) = executor(setup, registry, interactive, &steps)?;
+    let (executor, view) = executor(setup, registry, interactive, &steps).await?;
     let summary =
         crate::cmd::with_ctrl_c(
             |cancel| async move { executor.resume_with(&id, opts, &cancel).await },
@@ -142,7 +142,7 @@ pub(crate) async fn approve(
 ) -> Result<ExitCode, CliError> {
     let id = run_id(id)?;
     let setup = Setup::load(global)?;
-    let store = setup.open_store()?;
+    let store = setup.open_store().await?;
     let decision = if reject {
         ApprovalDecision::Reject {
             reason: reason.unwrap_or_else(|| "rejected without a reason".into()),
@@ -150,7 +150,7 @@ pub(crate) async fn approve(
     } else {
         ApprovalDecision::Approve
     };
-    orch_workflow::approve(&store, &id, step, decision)
+    orch_workflow::approve(&*store, &id, step, decision)
         .await
         .map_err(map_exec)?;
     out::print(&format!(
@@ -163,11 +163,11 @@ pub(crate) async fn approve(
 /// `orch workflow runs`.
 pub(crate) async fn runs(global: &GlobalArgs, json: bool) -> Result<ExitCode, CliError> {
     let setup = Setup::load(global)?;
-    let store = setup.open_store()?;
+    let store = setup.open_store().await?;
     let ids = store.list_workflow_runs().await?;
     let mut summaries = Vec::new();
     for id in ids {
-        match orch_workflow::read_summary(&store, &id).await {
+        match orch_workflow::read_summary(&*store, &id).await {
             Ok(s) => summaries.push(s),
             Err(e) => tracing::warn!("skipping workflow run {id}: {e}"),
         }
@@ -231,8 +231,8 @@ pub(crate) async fn status(
 ) -> Result<ExitCode, CliError> {
     let id = run_id(id)?;
     let setup = Setup::load(global)?;
-    let store = setup.open_store()?;
-    let summary = orch_workflow::read_summary(&store, &id)
+    let store = setup.open_store().await?;
+    let summary = orch_workflow::read_summary(&*store, &id)
         .await
         .map_err(map_exec)?;
     if json {
@@ -334,13 +334,13 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
 /// The executor with its seams: BM25 routing within the ACL, Discord
 /// channel context, progress lines on stderr, and (interactive) a terminal
 /// approver.
-fn executor(
+async fn executor(
     setup: Setup,
     registry: Registry,
     interactive: bool,
     steps: &[String],
 ) -> Result<(Executor, View), CliError> {
-    let store = setup.open_store()?;
+    let store = setup.open_store().await?;
     let delegator = Arc::new(setup.delegator(store, &registry)?);
     let setup = Arc::new(setup);
     let registry = Arc::new(registry);

@@ -1,0 +1,67 @@
+//! `orch metrics [text|json|prom]`: scan the store, print the report.
+
+use orch_metrics::{Mode, Options, Report, TextOptions};
+
+use crate::args::{GlobalArgs, MetricsArgs, MetricsFormat};
+use crate::exit::{CliError, Exit};
+use crate::out;
+use crate::wiring::Setup;
+
+pub(crate) async fn run(global: &GlobalArgs, args: MetricsArgs) -> Result<Exit, CliError> {
+    let setup = Setup::load(global)?;
+    let store = setup.open_store().await?;
+    // Whole seconds: the report says "until 2026-11-25T14:18:17Z".
+    let now = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    let options = Options {
+        mode: if args.rescan {
+            Mode::Rescan
+        } else {
+            Mode::Ledger
+        },
+        since: args.since.map(|s| s.resolve(now)),
+        agents: args.agents,
+        workflows: args.workflows,
+        now,
+        threads: 0,
+    };
+    let report = orch_metrics::scan(store, &options)
+        .await
+        .map_err(|e| CliError::Internal(e.to_string()))?;
+    let text = match args.format {
+        MetricsFormat::Text => orch_metrics::render_text(
+            &report,
+            &TextOptions {
+                colour: out::stdout_colour(),
+                ..TextOptions::default()
+            },
+        ),
+        MetricsFormat::Json => orch_metrics::render_json(&report),
+        MetricsFormat::Prom => orch_metrics::render_prometheus(&report),
+    };
+    out::print(&text)?;
+    if args.format != MetricsFormat::Text {
+        warn_about_problems(&report);
+    }
+    Ok(Exit::Ok)
+}
+
+/// The text report lists problems itself; for machine formats a person
+/// watching the terminal still hears about them, on stderr.
+fn warn_about_problems(report: &Report) {
+    let p = &report.problems;
+    let mut parts = Vec::new();
+    if p.unreadable_files > 0 {
+        parts.push(format!("{} unreadable file(s)", p.unreadable_files));
+    }
+    if p.ledger_bad_lines > 0 {
+        parts.push(format!("{} bad ledger line(s)", p.ledger_bad_lines));
+    }
+    if !parts.is_empty() {
+        eprintln!(
+            "warning: {} in the store (listed under `problems`; `orch metrics` shows them)",
+            parts.join(" and ")
+        );
+    }
+}

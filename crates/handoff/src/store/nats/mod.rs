@@ -1,0 +1,1112 @@
+//! [`NatsStore`]: the [`HandoffStore`] on NATS JetStream, for fleets spread
+//! over several hosts (DESIGN §10; feature `nats`).
+//!
+//! inotify does not see writes made on another host, so the file store
+//! cannot carry a fleet over NFS. Here every host talks to the same NATS
+//! server (or cluster) and the store lives in JetStream:
+//!
+//! ```text
+//! KV bucket  <bucket>              h/<id>, s/<id>: handoffs; q/h/<id>/<n>, q/s/<id>/<n>: quarantined
+//! KV bucket  <bucket>-workflows    w/<wfRunId>/summary, w/<wfRunId>/step/<stepId>
+//! stream     ORCH_LEDGER_<bucket>  subject orch.<bucket>.ledger, one ledger event per message
+//! ```
+//!
+//! Key names are in `keys.rs` (ids are written with `.` as `=`, so every
+//! key is a single subject token whatever the id). Workflow records have a
+//! bucket of their own: they may be four times the handoff cap (as in the
+//! file store), and the handoff watch then carries handoffs only.
+//!
+//! # Opening
+//!
+//! [`NatsStore::connect`] connects (token or `.creds` file; never logged),
+//! then creates what is missing: both buckets (history
+//! [`NatsStoreConfig::history`], [`NatsStoreConfig::replicas`], file
+//! storage, max value size = the handoff cap, and four times it for
+//! workflow records) and the ledger stream. Creating what already exists
+//! with the same settings is a no-op; a bucket that exists with other
+//! settings is used as it is. The streams are created with plain JetStream
+//! stream requests (as `nats kv add` would): async-nats' own
+//! `create_key_value` first reads account info in a shape that nats-server
+//! 2.9 (Debian's) does not send. An unreachable server, refused
+//! credentials or a server without JetStream are [`StoreError::Unavailable`]
+//! with what to check.
+//!
+//! # Waiting
+//!
+//! Like the file store: one watch per store, created by the first
+//! [`HandoffStore::subscribe`], and a map key → waiters (`watch.rs`).
+//! `subscribe` registers the waiter and makes sure the watch consumer exists
+//! and is subscribed before it returns; [`Subscription::wait`] then reads
+//! the key (a handoff that landed before or during the subscription is found
+//! there) and otherwise judges what the watch delivers for the key, newest
+//! revision only, until the deadline, where it reads the key one last time.
+//! The outcomes are the file store's:
+//!
+//! | value                                          | outcome |
+//! |------------------------------------------------|---------|
+//! | absent, deleted or purged                      | keep waiting |
+//! | valid handoff                                  | [`WaitOutcome::Landed`] |
+//! | empty or cut off (`is_incomplete`)             | keep waiting; still so at the deadline: [`WaitOutcome::Invalid`] |
+//! | invalid and complete                           | [`WaitOutcome::Invalid`] at once |
+//! | larger than the cap                            | [`WaitOutcome::Invalid`] (`HandoffError::TooLarge`) at once |
+//! | server unreachable, request failed             | `Err` |
+//!
+//! # Sizes
+//!
+//! A handoff over [`NatsStoreConfig::max_handoff_bytes`] is refused before
+//! it is sent ([`StoreError::TooLarge`]), and the bucket refuses it too. The
+//! server's `max_payload` (1 MiB by default) must be at least the cap: a
+//! store that connects to a smaller one warns, and a value over it fails
+//! with an error that says to raise `max_payload`.
+//!
+//! # Ledger
+//!
+//! `append_ledger` publishes one event and waits for JetStream's ack, so an
+//! event that was acknowledged is stored. `read_ledger` reads the stream in
+//! order with an ordered consumer up to the last sequence it had when the
+//! read began; messages that do not parse are reported as bad lines,
+//! numbered by their position (1-based), as the file store numbers lines.
+//! `read_ledger_raw` returns the messages joined by newlines.
+//!
+//! # Sharing
+//!
+//! [`NatsStore`] is a handle (`Arc` inside): clones share the connection,
+//! the watch and the waiter map. The watch task belongs to the store and is
+//! aborted when the store and all its subscriptions are dropped.
+
+mod keys;
+mod watch;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use self::watch::{Slot, Waiters, Watcher};
+use super::files::MAX_LEDGER_LINE;
+use crate::store::{
+    HandoffKey, HandoffStore, LedgerEvent, LedgerRead, Scope, StoreError, Subscription,
+    WaitOutcome, WorkflowRecord,
+};
+use crate::{
+    DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
+};
+
+/// Workflow records embed a handoff plus attempts and timings (as in the
+/// file store).
+const RECORD_CAP_FACTOR: u64 = 4;
+
+/// A NATS token. `Debug` and `Display` print `[redacted]`; the value goes
+/// only to the connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsToken(String);
+
+impl NatsToken {
+    /// Wraps a token value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the connection.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NatsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NatsToken([redacted])")
+    }
+}
+
+impl fmt::Display for NatsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How the store authenticates to the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A token (`authorization { token: … }` on the server).
+    Token(NatsToken),
+    /// A `.creds` file (user JWT and NKey seed), read at connect time.
+    CredentialsFile(PathBuf),
+}
+
+/// Settings of a [`NatsStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsStoreConfig {
+    /// Server URL(s), comma-separated: `nats://host:4222`, `tls://host:4222`.
+    /// Credentials do not belong here (see [`NatsStoreConfig::auth`]).
+    pub url: String,
+    /// The handoff bucket; also names the workflow bucket
+    /// (`<bucket>-workflows`) and the ledger stream (`ORCH_LEDGER_<bucket>`).
+    /// `[A-Za-z0-9_-]`, 1 to 64 characters. Default `orch`.
+    pub bucket: String,
+    /// Credentials. Default none.
+    pub auth: NatsAuth,
+    /// Replicas of the buckets and the ledger when they are created (1 on a
+    /// single server, 3 in a cluster). Default 1.
+    pub replicas: usize,
+    /// Values kept per key when the buckets are created. Default 1 (the
+    /// current value; rejected handoffs are kept by quarantine).
+    pub history: i64,
+    /// Largest handoff, in bytes; also the handoff bucket's max value size.
+    /// Workflow records may be four times this. Default
+    /// [`DEFAULT_MAX_HANDOFF_BYTES`] (4 MiB).
+    pub max_handoff_bytes: u64,
+    /// How long connecting may take. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long one JetStream request may take. Default 5 s.
+    pub request_timeout: Duration,
+}
+
+impl NatsStoreConfig {
+    /// Defaults for a store on the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            bucket: "orch".to_owned(),
+            auth: NatsAuth::None,
+            replicas: 1,
+            history: 1,
+            max_handoff_bytes: DEFAULT_MAX_HANDOFF_BYTES,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The NATS JetStream store (see the module docs): handoffs and workflow
+/// records in KV buckets, waiting by a key watch, the ledger as a stream.
+///
+/// A handle: `clone` is cheap, and clones share the connection, the watch
+/// and the waiter map.
+#[derive(Clone)]
+pub struct NatsStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `NATS server at nats://…` (no credentials), for errors.
+    server: String,
+    /// The first server URL without credentials, for locations.
+    url: String,
+    bucket: String,
+    workflow_bucket: String,
+    cap: u64,
+    request_timeout: Duration,
+    /// The token, to scrub it from any message that might quote it.
+    secret: Option<String>,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    handoffs: kv::Store,
+    workflows: kv::Store,
+    ledger: stream::Stream,
+    ledger_subject: String,
+    waiters: Arc<Waiters>,
+    watcher: tokio::sync::Mutex<Option<Watcher>>,
+    watchers_created: AtomicUsize,
+    incomplete_reads: AtomicU64,
+}
+
+impl fmt::Debug for NatsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsStore")
+            .field("url", &self.inner.url)
+            .field("bucket", &self.inner.bucket)
+            .field("active_waiters", &self.active_waiters())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsStore {
+    /// Connects to the server and opens the store, creating the buckets and
+    /// the ledger stream if they do not exist yet.
+    pub async fn connect(config: NatsStoreConfig) -> Result<Self, StoreError> {
+        keys::check_bucket(&config.bucket)?;
+        let urls: Vec<String> = config
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let shown: Vec<String> = urls.iter().map(|u| shown_url(u)).collect();
+        let Some(first) = shown.first().cloned() else {
+            return Err(StoreError::Config {
+                message: "no NATS server url given".to_owned(),
+            });
+        };
+        let server = format!("NATS server at {}", shown.join(", "));
+        let waiters = Arc::new(Waiters::new());
+
+        let mut options = ConnectOptions::new()
+            .name("orch")
+            .connection_timeout(config.connect_timeout)
+            .request_timeout(Some(config.request_timeout));
+        {
+            let waiters = Arc::clone(&waiters);
+            options = options.event_callback(move |event| {
+                let waiters = Arc::clone(&waiters);
+                async move {
+                    match event {
+                        // Entries may have been published while we were
+                        // away: every waiter looks again.
+                        Event::Connected => waiters.wake_all(),
+                        Event::Disconnected => tracing::warn!("NATS store: disconnected"),
+                        other => tracing::debug!("NATS store: {other}"),
+                    }
+                }
+            });
+        }
+        let secret = match &config.auth {
+            NatsAuth::None => None,
+            NatsAuth::Token(token) => {
+                options = options.token(token.expose().to_owned());
+                Some(token.expose().to_owned())
+            }
+            NatsAuth::CredentialsFile(path) => {
+                options = options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|e| StoreError::Config {
+                        message: format!(
+                            "cannot use the NATS credentials file {}: {}",
+                            path.display(),
+                            e.kind()
+                        ),
+                    })?;
+                None
+            }
+        };
+        let scrub = |text: String| scrub(text, secret.as_deref());
+        let client = options.connect(urls).await.map_err(|e| {
+            let message = match e.kind() {
+                ConnectErrorKind::ServerParse => {
+                    return StoreError::Config {
+                        message: scrub(format!("invalid NATS server url {}: {e}", shown.join(", "))),
+                    };
+                }
+                ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+                    format!(
+                        "the server refused the credentials ({e}); check the token or credentials file the config names"
+                    )
+                }
+                ConnectErrorKind::Tls => format!("TLS failed: {e}"),
+                _ => format!("cannot connect ({e}); is nats-server running?"),
+            };
+            StoreError::Unavailable {
+                server: server.clone(),
+                message: scrub(message),
+            }
+        })?;
+        let max_payload = client.server_info().max_payload as u64;
+        if max_payload < config.max_handoff_bytes {
+            tracing::warn!(
+                "the {server} accepts messages of at most {max_payload} bytes (max_payload), less than the handoff cap of {} bytes: larger handoffs will be refused; set `max_payload: 8MB` in the nats-server configuration",
+                config.max_handoff_bytes
+            );
+        }
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(config.request_timeout);
+
+        let opener = Opener {
+            js: &js,
+            server: &server,
+            replicas: config.replicas.max(1),
+            history: config.history.max(1),
+        };
+        let bucket = config.bucket.clone();
+        let workflow_bucket = format!("{bucket}-workflows");
+        let ledger_subject = format!("orch.{bucket}.ledger");
+        let ledger_stream = format!("ORCH_LEDGER_{bucket}");
+        let (handoffs, workflows, ledger) = tokio::try_join!(
+            opener.bucket(&bucket, "orch handoffs", config.max_handoff_bytes),
+            opener.bucket(
+                &workflow_bucket,
+                "orch workflow records",
+                config.max_handoff_bytes.saturating_mul(RECORD_CAP_FACTOR),
+            ),
+            opener.ledger(&ledger_stream, &ledger_subject),
+        )?;
+        tracing::debug!(%server, %bucket, "NATS store open");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                server,
+                url: first,
+                bucket,
+                workflow_bucket,
+                cap: config.max_handoff_bytes,
+                request_timeout: config.request_timeout,
+                secret,
+                client,
+                js,
+                handoffs,
+                workflows,
+                ledger,
+                ledger_subject,
+                waiters,
+                watcher: tokio::sync::Mutex::new(None),
+                watchers_created: AtomicUsize::new(0),
+                incomplete_reads: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The handoff bucket.
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+
+    /// The workflow record bucket (`<bucket>-workflows`).
+    pub fn workflow_bucket(&self) -> &str {
+        &self.inner.workflow_bucket
+    }
+
+    /// The ledger stream's subject (`orch.<bucket>.ledger`).
+    pub fn ledger_subject(&self) -> &str {
+        &self.inner.ledger_subject
+    }
+
+    /// The KV key of the handoff for `key` (e.g. `h/<runId>`, with `.` in
+    /// the id written as `=`), for tools such as `nats kv get`.
+    pub fn key_of(&self, key: &HandoffKey) -> String {
+        keys::handoff(key)
+    }
+
+    /// The largest message the server accepts (its `max_payload`).
+    pub fn server_max_payload(&self) -> u64 {
+        self.inner.client.server_info().max_payload as u64
+    }
+
+    /// Subscriptions currently registered in the waiter map.
+    pub fn active_waiters(&self) -> usize {
+        self.inner.waiters.active()
+    }
+
+    /// How many watches this store has started, ever: 0 before the first
+    /// subscription, then 1 (more only if a watch ended and was restarted).
+    pub fn watchers_created(&self) -> usize {
+        self.inner.watchers_created.load(Ordering::Relaxed)
+    }
+
+    /// How many times a waiter saw a value that was empty or cut off and
+    /// went on waiting. A diagnostic.
+    pub fn incomplete_reads(&self) -> u64 {
+        self.inner.incomplete_reads.load(Ordering::Relaxed)
+    }
+
+    /// How many times every waiter was told to read its key again
+    /// (reconnects, watch errors). A diagnostic.
+    pub fn rechecks(&self) -> u64 {
+        self.inner.waiters.rechecks()
+    }
+
+    /// When the watch last woke a waiter (for benchmarks that split
+    /// detection latency).
+    #[doc(hidden)]
+    pub fn last_wake_at(&self) -> Option<std::time::Instant> {
+        self.inner.waiters.last_wake()
+    }
+}
+
+/// Creates (or finds) the store's streams.
+struct Opener<'a> {
+    js: &'a jetstream::Context,
+    server: &'a str,
+    replicas: usize,
+    history: i64,
+}
+
+impl Opener<'_> {
+    fn unavailable_if_no_jetstream(&self, message: &str) -> Option<StoreError> {
+        let m = message.to_ascii_lowercase();
+        (m.contains("jetstream unavailable")
+            || m.contains("jetstream not enabled")
+            || m.contains("no responders"))
+        .then(|| jetstream_disabled(self.server))
+    }
+
+    /// A KV bucket as `nats kv add` makes it.
+    async fn bucket(
+        &self,
+        name: &str,
+        description: &str,
+        max_value: u64,
+    ) -> Result<kv::Store, StoreError> {
+        let config = stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(description.to_owned()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: self.history,
+            max_message_size: i32::try_from(max_value).unwrap_or(i32::MAX),
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        let created = self.js.create_stream(config).await;
+        if let Err(e) = &created {
+            if let Some(err) = self.unavailable_if_no_jetstream(&e.to_string()) {
+                return Err(err);
+            }
+            // Most likely it exists with other settings: use it as it is.
+            tracing::debug!(
+                bucket = name,
+                "creating the bucket: {e}; opening it as it is"
+            );
+        }
+        self.js.get_key_value(name).await.map_err(|e| {
+            let message = match &created {
+                Err(c) => format!("{c} ({e})"),
+                Ok(_) => e.to_string(),
+            };
+            self.unavailable_if_no_jetstream(&message)
+                .unwrap_or_else(|| StoreError::Remote {
+                    op: "open",
+                    what: format!("bucket {name} on the {}", self.server),
+                    message,
+                })
+        })
+    }
+
+    /// The ledger stream.
+    async fn ledger(&self, name: &str, subject: &str) -> Result<stream::Stream, StoreError> {
+        let config = stream::Config {
+            name: name.to_owned(),
+            description: Some("orch ledger: one event per message".to_owned()),
+            subjects: vec![subject.to_owned()],
+            max_message_size: i32::try_from(MAX_LEDGER_LINE).unwrap_or(i32::MAX),
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            discard: stream::DiscardPolicy::Old,
+            deny_delete: true,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let created = self.js.create_stream(config).await;
+        if let Err(e) = &created {
+            if let Some(err) = self.unavailable_if_no_jetstream(&e.to_string()) {
+                return Err(err);
+            }
+            tracing::debug!(
+                stream = name,
+                "creating the ledger: {e}; opening it as it is"
+            );
+        }
+        match created {
+            Ok(stream) => Ok(stream),
+            Err(c) => self
+                .js
+                .get_stream(name)
+                .await
+                .map_err(|e| StoreError::Remote {
+                    op: "open",
+                    what: format!("ledger stream {name} on the {}", self.server),
+                    message: format!("{c} ({e})"),
+                }),
+        }
+    }
+}
+
+fn jetstream_disabled(server: &str) -> StoreError {
+    StoreError::Unavailable {
+        server: server.to_owned(),
+        message: "JetStream is not enabled on the server (start nats-server with -js, or add \
+                  `jetstream {}` to its configuration)"
+            .to_owned(),
+    }
+}
+
+/// A server URL without user info (`nats://user:pass@host` → `nats://host`).
+fn shown_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((_, host)) => host,
+        None => rest,
+    };
+    let rest = rest.trim_end_matches('/');
+    match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => format!("nats://{rest}"),
+    }
+}
+
+/// Replaces the secret wherever a message might quote it.
+fn scrub(text: String, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() && text.contains(s) => text.replace(s, "[redacted]"),
+        _ => text,
+    }
+}
+
+/// What one look at a waited-for handoff found.
+enum Check {
+    Missing,
+    Landed(Handoff),
+    Incomplete(HandoffError),
+    Invalid(HandoffError),
+}
+
+impl Inner {
+    fn remote(
+        &self,
+        op: &'static str,
+        what: impl Into<String>,
+        e: impl fmt::Display,
+    ) -> StoreError {
+        let message = scrub(e.to_string(), self.secret.as_deref());
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("jetstream unavailable") || lower.contains("no responders") {
+            return jetstream_disabled(&self.server);
+        }
+        StoreError::Remote {
+            op,
+            what: what.into(),
+            message,
+        }
+    }
+
+    fn location(&self, bucket: &str, key: &str) -> String {
+        format!("{}/{bucket}/{key}", self.url)
+    }
+
+    fn handoff_location(&self, key: &str) -> String {
+        self.location(&self.bucket, key)
+    }
+
+    async fn entry(&self, bucket: &kv::Store, key: &str) -> Result<Option<kv::Entry>, StoreError> {
+        bucket
+            .entry(key)
+            .await
+            .map_err(|e| self.remote("get", self.location(&bucket.name, key), e))
+    }
+
+    /// The value of a key and its revision; `None` if absent or deleted.
+    async fn value(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+    ) -> Result<(u64, Option<Bytes>), StoreError> {
+        Ok(match self.entry(bucket, key).await? {
+            Some(e) if e.operation == kv::Operation::Put => (e.revision, Some(e.value)),
+            Some(e) => (e.revision, None),
+            None => (0, None),
+        })
+    }
+
+    async fn put_value(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        bytes: Bytes,
+    ) -> Result<(), StoreError> {
+        let where_ = self.location(&bucket.name, key);
+        let max_payload = self.client.server_info().max_payload;
+        if bytes.len() > max_payload {
+            return Err(StoreError::Remote {
+                op: "put",
+                what: where_,
+                message: format!(
+                    "{} bytes is more than the server accepts (max_payload {max_payload} bytes): raise `max_payload` in the nats-server configuration (e.g. `max_payload: 8MB`) to at least the handoff cap ({} bytes)",
+                    bytes.len(),
+                    self.cap
+                ),
+            });
+        }
+        let len = bytes.len();
+        bucket.put(key, bytes).await.map_err(|e| {
+            let text = e.to_string();
+            if text.contains("message size exceeds maximum") {
+                StoreError::Remote {
+                    op: "put",
+                    what: where_.clone(),
+                    message: format!(
+                        "{len} bytes is more than the bucket {} accepts (its max value size was set when it was created; raise it with `nats kv edit`, or lower store.max_handoff_bytes)",
+                        bucket.name
+                    ),
+                }
+            } else {
+                self.remote("put", where_.clone(), text)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn keys(&self, bucket: &kv::Store) -> Result<Vec<String>, StoreError> {
+        let what = || format!("bucket {} on the {}", bucket.name, self.server);
+        let mut keys = bucket
+            .keys()
+            .await
+            .map_err(|e| self.remote("list", what(), e))?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            out.push(key.map_err(|e| self.remote("list", what(), e))?);
+        }
+        Ok(out)
+    }
+
+    /// Starts the watch unless it runs. When this returns, every later put
+    /// reaches the registered waiters.
+    async fn ensure_watcher(&self) -> Result<(), StoreError> {
+        let mut watcher = self.watcher.lock().await;
+        if watcher.as_ref().is_some_and(|w| !w.ended()) {
+            return Ok(());
+        }
+        let started = Watcher::start(&self.handoffs, &self.waiters)
+            .await
+            .map_err(|e| {
+                self.remote(
+                    "watch",
+                    format!("bucket {} on the {}", self.bucket, self.server),
+                    e,
+                )
+            })?;
+        *watcher = Some(started);
+        self.watchers_created.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Judges a value of the handoff for `key`.
+    fn judge(&self, key: &HandoffKey, value: Option<&[u8]>) -> Check {
+        let Some(bytes) = value else {
+            return Check::Missing;
+        };
+        let expect = Expect {
+            run_id: Some(&key.run_id),
+            agent: None,
+        };
+        match parse_handoff_capped(bytes, &expect, self.cap) {
+            Ok(handoff) => Check::Landed(handoff),
+            Err(e) if e.is_incomplete() => {
+                self.incomplete_reads.fetch_add(1, Ordering::Relaxed);
+                Check::Incomplete(e)
+            }
+            Err(e) => Check::Invalid(e),
+        }
+    }
+
+    async fn ledger_messages(&self) -> Result<Vec<Bytes>, StoreError> {
+        let what = || format!("ledger on the {}", self.server);
+        let info = self
+            .ledger
+            .get_info()
+            .await
+            .map_err(|e| self.remote("read", what(), e))?;
+        let (count, last) = (info.state.messages, info.state.last_sequence);
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let consumer = self
+            .ledger
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: self.ledger_subject.clone(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.remote("read", what(), e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| self.remote("read", what(), e))?;
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        loop {
+            let next = tokio::time::timeout(self.request_timeout, messages.next())
+                .await
+                .map_err(|_| {
+                    self.remote("read", what(), "timed out waiting for the next message")
+                })?;
+            let Some(message) = next else { break };
+            let message = message.map_err(|e| self.remote("read", what(), e))?;
+            let sequence = message
+                .info()
+                .map_err(|e| self.remote("read", what(), e))?
+                .stream_sequence;
+            out.push(message.payload.clone());
+            if sequence >= last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A waiter registered in the store's map; unregisters on drop.
+struct NatsSubscription {
+    key: HandoffKey,
+    kv_key: String,
+    slot: Arc<Slot>,
+    store: Arc<Inner>,
+    /// Highest revision of the key this waiter has judged.
+    seen: u64,
+}
+
+impl Drop for NatsSubscription {
+    fn drop(&mut self) {
+        self.store.waiters.unregister(&self.kv_key, &self.slot);
+    }
+}
+
+impl NatsSubscription {
+    /// Reads the key now.
+    async fn look(&mut self) -> Result<Check, StoreError> {
+        let (revision, value) = self.store.value(&self.store.handoffs, &self.kv_key).await?;
+        self.seen = self.seen.max(revision);
+        Ok(self.store.judge(&self.key, value.as_deref()))
+    }
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    fn key(&self) -> &HandoffKey {
+        &self.key
+    }
+
+    async fn wait(&mut self, deadline: Instant) -> Result<WaitOutcome, StoreError> {
+        let mut check = self.look().await?;
+        loop {
+            match check {
+                Check::Landed(handoff) => return Ok(WaitOutcome::Landed(handoff)),
+                Check::Invalid(e) => return Ok(WaitOutcome::Invalid(e)),
+                Check::Missing | Check::Incomplete(_) => {}
+            }
+            check = loop {
+                let woken = tokio::time::timeout_at(deadline, self.slot.notified()).await;
+                if woken.is_err() {
+                    // One last look: a value that landed at the deadline
+                    // counts, one still cut off is reported as what it is.
+                    return Ok(match self.look().await? {
+                        Check::Landed(handoff) => WaitOutcome::Landed(handoff),
+                        Check::Invalid(e) | Check::Incomplete(e) => WaitOutcome::Invalid(e),
+                        Check::Missing => WaitOutcome::TimedOut,
+                    });
+                }
+                if self.slot.take_recheck() {
+                    // Entries may have been missed: restart the watch if it
+                    // ended, then read the key.
+                    self.store.ensure_watcher().await?;
+                    break self.look().await?;
+                }
+                if let Some(update) = self.slot.take_newer(self.seen) {
+                    self.seen = update.revision;
+                    break self.store.judge(&self.key, update.value.as_deref());
+                }
+                // A wake-up for a revision already judged: wait on.
+            };
+        }
+    }
+}
+
+#[async_trait]
+impl HandoffStore for NatsStore {
+    fn describe(&self) -> String {
+        format!(
+            "NATS store: bucket {} on {}",
+            self.inner.bucket, self.inner.url
+        )
+    }
+
+    fn location(&self, key: &HandoffKey) -> String {
+        self.inner.handoff_location(&keys::handoff(key))
+    }
+
+    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
+        let key = HandoffKey {
+            scope,
+            run_id: handoff.run_id.clone(),
+        };
+        let bytes = handoff.to_json_pretty();
+        let expect = Expect {
+            run_id: Some(&handoff.run_id),
+            agent: None,
+        };
+        // Write only what a reader will accept.
+        if let Err(source) = parse_handoff_capped(&bytes, &expect, self.inner.cap) {
+            return Err(StoreError::Invalid {
+                path: PathBuf::from(self.location(&key)),
+                source,
+            });
+        }
+        self.inner
+            .put_value(&self.inner.handoffs, &keys::handoff(&key), bytes.into())
+            .await
+    }
+
+    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
+        let size = bytes.len() as u64;
+        if size > self.inner.cap {
+            return Err(StoreError::TooLarge {
+                path: PathBuf::from(self.location(key)),
+                size,
+                cap: self.inner.cap,
+            });
+        }
+        self.inner
+            .put_value(
+                &self.inner.handoffs,
+                &keys::handoff(key),
+                Bytes::copy_from_slice(bytes),
+            )
+            .await
+    }
+
+    async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
+        let kv_key = keys::handoff(key);
+        let (_, value) = self.inner.value(&self.inner.handoffs, &kv_key).await?;
+        let Some(bytes) = value else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(self.inner.handoff_location(&kv_key));
+        let size = bytes.len() as u64;
+        if size > self.inner.cap {
+            return Err(StoreError::TooLarge {
+                path,
+                size,
+                cap: self.inner.cap,
+            });
+        }
+        let expect = Expect {
+            run_id: Some(&key.run_id),
+            agent: None,
+        };
+        parse_handoff_capped(&bytes, &expect, self.inner.cap)
+            .map(Some)
+            .map_err(|source| StoreError::Invalid { path, source })
+    }
+
+    async fn subscribe(&self, key: &HandoffKey) -> Result<Box<dyn Subscription>, StoreError> {
+        let kv_key = keys::handoff(key);
+        let subscription = NatsSubscription {
+            key: key.clone(),
+            slot: self.inner.waiters.register(&kv_key),
+            kv_key,
+            store: Arc::clone(&self.inner),
+            seen: 0,
+        };
+        // On error the subscription is dropped, which unregisters it.
+        self.inner.ensure_watcher().await?;
+        Ok(Box::new(subscription))
+    }
+
+    async fn quarantine(&self, key: &HandoffKey) -> Result<Option<String>, StoreError> {
+        let inner = &self.inner;
+        let kv_key = keys::handoff(key);
+        let Some(entry) = inner.entry(&inner.handoffs, &kv_key).await? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        // `create` takes the first free number atomically: two quarantines
+        // racing each other never overwrite a rejected copy.
+        let mut moved = None;
+        for n in 1..=10_000u32 {
+            let q = keys::quarantined(key, n);
+            match inner.handoffs.create(&q, entry.value.clone()).await {
+                Ok(_) => {
+                    moved = Some(q);
+                    break;
+                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(inner.remote("quarantine", inner.handoff_location(&q), e)),
+            }
+        }
+        let Some(moved) = moved else {
+            return Err(inner.remote(
+                "quarantine",
+                inner.handoff_location(&kv_key),
+                "no free quarantine number",
+            ));
+        };
+        // Remove the rejected value, unless a fresh answer replaced it
+        // meanwhile (then that one stays).
+        match inner
+            .handoffs
+            .delete_expect_revision(&kv_key, Some(entry.revision))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                tracing::debug!(key = %kv_key, "a newer handoff arrived while quarantining; kept");
+            }
+            Err(e) => return Err(inner.remote("quarantine", inner.handoff_location(&kv_key), e)),
+        }
+        Ok(Some(inner.handoff_location(&moved)))
+    }
+
+    async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
+        let mut ids = self.list_unordered(scope).await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn list_unordered(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
+        Ok(self
+            .inner
+            .keys(&self.inner.handoffs)
+            .await?
+            .iter()
+            .filter_map(|k| keys::parse_handoff(scope, k))
+            .collect())
+    }
+
+    async fn put_workflow_record(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let key = keys::record(run, record)?;
+        let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
+            path: PathBuf::from(self.inner.location(&self.inner.workflow_bucket, &key)),
+            message: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        self.inner
+            .put_value(&self.inner.workflows, &key, bytes.into())
+            .await
+    }
+
+    async fn get_workflow_record(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let key = keys::record(run, record)?;
+        let (_, value) = self.inner.value(&self.inner.workflows, &key).await?;
+        let Some(bytes) = value else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: PathBuf::from(self.inner.location(&self.inner.workflow_bucket, &key)),
+                message: e.to_string(),
+            })
+    }
+
+    async fn list_workflow_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        let runs: BTreeSet<RunId> = self
+            .inner
+            .keys(&self.inner.workflows)
+            .await?
+            .iter()
+            .filter_map(|k| keys::parse_record(k).map(|(run, _)| run))
+            .collect();
+        Ok(runs.into_iter().collect())
+    }
+
+    async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
+        let mut steps: Vec<String> = self
+            .inner
+            .keys(&self.inner.workflows)
+            .await?
+            .iter()
+            .filter_map(|k| match keys::parse_record(k) {
+                Some((r, Some(step))) if r == *run => Some(step),
+                _ => None,
+            })
+            .collect();
+        steps.sort_unstable();
+        Ok(steps)
+    }
+
+    async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let what = || format!("ledger on the {}", inner.server);
+        let line = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt {
+            path: PathBuf::from(what()),
+            message: e.to_string(),
+        })?;
+        let ack = inner
+            .js
+            .publish(inner.ledger_subject.clone(), line.into())
+            .await
+            .map_err(|e| inner.remote("append to", what(), e))?;
+        ack.await
+            .map_err(|e| inner.remote("append to", what(), e))?;
+        Ok(())
+    }
+
+    async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {
+        let mut out = LedgerRead::default();
+        for (i, message) in self.inner.ledger_messages().await?.iter().enumerate() {
+            let number = i + 1;
+            if message.len() > MAX_LEDGER_LINE {
+                out.bad_lines
+                    .push((number, format!("line longer than {MAX_LEDGER_LINE} bytes")));
+                continue;
+            }
+            let text = message.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<LedgerEvent>(text) {
+                Ok(event) => out.events.push(event),
+                Err(e) => out.bad_lines.push((number, e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_ledger_raw(&self) -> Result<Vec<u8>, StoreError> {
+        let messages = self.inner.ledger_messages().await?;
+        let mut out = Vec::with_capacity(messages.iter().map(|m| m.len() + 1).sum());
+        for message in &messages {
+            out.extend_from_slice(message);
+            out.push(b'\n');
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(shown_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(shown_url("nats://u:hunter2@h:4222/"), "nats://h:4222");
+        assert_eq!(shown_url("tls://tok@h:4222"), "tls://h:4222");
+        assert_eq!(shown_url("h:4222"), "nats://h:4222");
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_and_never_debug_printed() {
+        assert_eq!(
+            scrub("bad token hunter2".into(), Some("hunter2")),
+            "bad token [redacted]"
+        );
+        assert_eq!(scrub("fine".into(), None), "fine");
+        let mut config = NatsStoreConfig::new("nats://h:4222");
+        config.auth = NatsAuth::Token(NatsToken::new("hunter2"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+}

@@ -1,0 +1,599 @@
+//! `orch` against the real OpenClaw gateway (`../shared/rigs/openclaw`:
+//! npm `openclaw` on Node 24, hooks enabled, a scripted fake model), so a
+//! delegation goes through OpenClaw's own hook admission, agent runtime and
+//! `write` tool. Fakes we write ourselves can agree with our own mistakes.
+//!
+//! One rig is started for the whole binary (it takes ~10 s) and stopped
+//! through its `stop.sh`; a recording proxy sits between `orch` and the
+//! gateway. The cases run one after another, because several count what
+//! reached the gateway. A custom harness (`harness = false`): libtest has
+//! no hook to stop the rig after the last test.
+//!
+//! A rig that cannot start (no npm registry, no `../shared`) skips the
+//! binary with a notice, except under `CI=true`, where it fails.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+#[path = "../e2e/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+mod rig;
+
+use std::panic::AssertUnwindSafe;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use harness::{Orch, Run, settings};
+use rig::{Exchange, Proxy, Rig};
+
+/// The rig's agents: `secretary` is left out, so the gateway does not know
+/// it (a 400 "unknown agentId").
+const AGENTS: [&str; 5] = ["manager", "webster", "tech-lead", "optimizer", "auditor"];
+
+const TOKEN_VAR: &str = "OPENCLAW_HOOKS_TOKEN";
+
+/// A named test case.
+type Case = (&'static str, fn(&Ctx));
+
+struct Ctx {
+    rig: Rig,
+    proxy: Proxy,
+}
+
+impl Ctx {
+    /// A store and config with every agent on the gateway (through the
+    /// proxy) with `waitForCompletion`, except `webster_transport`'s.
+    fn orch_with(&self, webster_transport: &str) -> Orch {
+        let orch = Orch::new();
+        orch.write_config(&format!(
+            "
+delegation: {{ retry: {{ base_delay: 10ms, max_delay: 50ms }} }}
+transports:
+  gw:      {{ kind: openclaw, url: '{url}', token_env: {TOKEN_VAR} }}
+  gw-wait: {{ kind: openclaw, url: '{url}', token_env: {TOKEN_VAR}, wait_for_completion: true }}
+agents:
+  manager:   {{ transport: gw-wait }}
+  webster:   {{ transport: {webster_transport} }}
+  tech-lead: {{ transport: gw-wait }}
+  optimizer: {{ transport: gw-wait }}
+  auditor:   {{ transport: gw-wait }}
+  secretary: {{ transport: gw-wait }}
+",
+            url = self.proxy.url()
+        ));
+        orch
+    }
+
+    fn orch(&self) -> Orch {
+        self.orch_with("gw-wait")
+    }
+
+    /// Runs `orch args…` with the hook token in the environment (never on
+    /// the command line) and checks it was not printed.
+    fn run(&self, orch: &Orch, args: &[&str], stdin: Option<&[u8]>, token: &str) -> Run {
+        let run = orch.run_env(args, stdin, &[(TOKEN_VAR, token)]);
+        assert!(
+            !run.stdout.contains(token) && !run.stderr.contains(token),
+            "the token was printed:\n{}",
+            run.transcript(orch)
+        );
+        run
+    }
+
+    fn orch_ok(&self, orch: &Orch, args: &[&str]) -> serde_json::Value {
+        let run = self.run(orch, args, None, &self.rig.token);
+        assert_eq!(run.code, 0, "{}", run.transcript(orch));
+        serde_json::from_str(&run.stdout).unwrap()
+    }
+
+    /// (model runs, gateway runs, proxy exchanges) so far.
+    fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.rig.model_runs(),
+            self.rig.gateway_runs(),
+            self.proxy.exchanges().len(),
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cases: [Case; 10] = [
+        // First: nothing has reached the gateway yet.
+        (
+            "an_acl_denial_reaches_the_gateway_zero_times",
+            an_acl_denial_reaches_the_gateway_zero_times,
+        ),
+        ("a_delegation_completes", a_delegation_completes),
+        (
+            "partial_blocked_and_low_confidence_outcomes",
+            partial_blocked_and_low_confidence_outcomes,
+        ),
+        (
+            "a_silent_run_is_reasked_once_then_failed_not_waited_out",
+            a_silent_run_is_reasked_once_then_failed_not_waited_out,
+        ),
+        (
+            "a_malformed_handoff_is_reasked_with_the_exact_error",
+            a_malformed_handoff_is_reasked_with_the_exact_error,
+        ),
+        ("refusals_say_what_to_fix", refusals_say_what_to_fix),
+        (
+            "a_dropped_response_does_not_start_a_second_run",
+            a_dropped_response_does_not_start_a_second_run,
+        ),
+        (
+            "quick_research_runs_through_the_gateway",
+            quick_research_runs_through_the_gateway,
+        ),
+        (
+            "design_review_runs_its_reviews_in_parallel",
+            design_review_runs_its_reviews_in_parallel,
+        ),
+        (
+            "the_skill_is_accepted_by_openclaw",
+            the_skill_is_accepted_by_openclaw,
+        ),
+    ];
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in &cases {
+            println!("rig::{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let chosen: Vec<_> = cases
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    if chosen.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+
+    let scripts = rig::scripts();
+    let started = Instant::now();
+    let rig = match Rig::start(&scripts, &AGENTS) {
+        Ok(rig) => rig,
+        Err(e) if rig::in_ci() => {
+            eprintln!(
+                "rig: the OpenClaw rig did not start, and CI=true makes that a failure:\n{e}"
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!(
+                "rig: SKIPPED, the OpenClaw rig did not start ({}):\n{e}\n\
+                 (run {}/install.sh once; CI=true makes this a failure)",
+                scripts.display(),
+                scripts.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+    };
+    println!(
+        "rig: gateway up in {:.1} s at {}",
+        started.elapsed().as_secs_f64(),
+        rig.url
+    );
+    let proxy = Proxy::start(&rig.url);
+    let ctx = Ctx { rig, proxy };
+
+    println!("\nrunning {} tests", chosen.len());
+    let mut failed = Vec::new();
+    for (name, case) in &chosen {
+        let t = Instant::now();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| case(&ctx)));
+        let verdict = if outcome.is_ok() { "ok" } else { "FAILED" };
+        println!(
+            "test rig::{name} ... {verdict} ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
+        if outcome.is_err() {
+            failed.push(*name);
+        }
+    }
+    drop(ctx); // stop.sh
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        chosen.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for name in failed {
+            println!("    rig::{name}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cases.
+
+fn an_acl_denial_reaches_the_gateway_zero_times(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let before = ctx.counts();
+    let run = ctx.run(
+        &orch,
+        &[
+            "delegate",
+            "webster",
+            "Find CTE of Zerodur",
+            "--caller",
+            "auditor",
+        ],
+        None,
+        &ctx.rig.token,
+    );
+    assert_eq!(run.code, 3, "{}", run.transcript(&orch));
+    assert!(run.stderr.contains("may not delegate"), "{}", run.stderr);
+    assert_eq!(ctx.counts(), before, "(model runs, gateway runs, requests)");
+}
+
+fn a_delegation_completes(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let before = ctx.proxy.exchanges().len();
+    let out = ctx.orch_ok(
+        &orch,
+        &[
+            "delegate",
+            "webster",
+            "Find the CTE of Zerodur between 0 and 50 °C",
+            "--caller",
+            "manager",
+            "--json",
+        ],
+    );
+    assert_eq!(out["status"], "complete", "{out}");
+    let h = &out["handoff"];
+    assert_eq!(h["agent"], "webster");
+    assert_eq!(h["runId"], out["runId"]);
+    assert!(
+        h["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("Fake model answer to:"),
+        "written by the agent's own write tool: {h}"
+    );
+    let path = out["handoffPath"].as_str().unwrap();
+    assert!(std::path::Path::new(path).is_file(), "{path}");
+    let sent = &ctx.proxy.exchanges()[before..];
+    assert_eq!(sent.len(), 1);
+    let body = sent[0].json();
+    assert_eq!(body["agentId"], "webster");
+    assert_eq!(body["waitForCompletion"], true);
+    assert!(body["timeoutSeconds"].as_u64().is_some(), "{body}");
+    assert_eq!(sent[0].header("idempotency-key"), out["runId"].as_str());
+}
+
+fn partial_blocked_and_low_confidence_outcomes(ctx: &Ctx) {
+    let orch = ctx.orch();
+    for (task, code, status, confidence) in [
+        ("Find CTE of ULE [fake:partial]", 10, "partial", "high"),
+        ("Find CTE of ULE [fake:blocked]", 11, "blocked", "high"),
+        ("Find CTE of ULE [fake:low]", 0, "complete", "low"),
+    ] {
+        let run = ctx.run(
+            &orch,
+            &["delegate", "webster", task, "--caller", "manager", "--json"],
+            None,
+            &ctx.rig.token,
+        );
+        assert_eq!(run.code, code, "{task}: {}", run.transcript(&orch));
+        let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(out["handoff"]["status"], status, "{task}");
+        assert_eq!(out["handoff"]["confidence"], confidence, "{task}");
+    }
+}
+
+fn a_silent_run_is_reasked_once_then_failed_not_waited_out(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let sent = ctx.proxy.exchanges().len();
+    let t = Instant::now();
+    let run = ctx.run(
+        &orch,
+        &[
+            "delegate",
+            "tech-lead",
+            "Review the margins [fake:silent]",
+            "--caller",
+            "manager",
+            "--timeout",
+            "10m",
+            "--json",
+        ],
+        None,
+        &ctx.rig.token,
+    );
+    let took = t.elapsed();
+    assert_eq!(run.code, 12, "{}", run.transcript(&orch));
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["end"]["kind"], "no-handoff", "not a timeout: {out}");
+    assert_eq!(out["reasks"], 1, "{out}");
+    // With waitForCompletion the gateway answered each send once its run
+    // had settled: two runs, the second the re-ask.
+    let sent = &ctx.proxy.exchanges()[sent..];
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let answers: Vec<_> = sent.iter().map(Exchange::response_json).collect();
+    for a in &answers {
+        assert_eq!(a["completion"]["status"], "ok", "{a}");
+    }
+    assert_ne!(answers[0]["runId"], answers[1]["runId"], "{answers:?}");
+    assert!(
+        sent[1].json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("## Asked again")
+    );
+    println!(
+        "    (a silent run was reported failed after {:.1} s)",
+        took.as_secs_f64()
+    );
+}
+
+fn a_malformed_handoff_is_reasked_with_the_exact_error(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let before = ctx.proxy.exchanges().len();
+    let run = ctx.run(
+        &orch,
+        &[
+            "delegate",
+            "tech-lead",
+            "Review the margins [fake:malformed]",
+            "--caller",
+            "manager",
+            "--timeout",
+            "2m",
+        ],
+        None,
+        &ctx.rig.token,
+    );
+    assert_eq!(run.code, 12, "{}", run.transcript(&orch));
+    let sent = &ctx.proxy.exchanges()[before..];
+    assert_eq!(sent.len(), 2, "the dispatch and one re-ask");
+    let reask = sent[1].json()["message"].as_str().unwrap().to_owned();
+    assert!(reask.contains("## Asked again"), "{reask}");
+    assert!(
+        reask.contains("invalid JSON at line 1, column 2"),
+        "the exact parse error of `{{not json`: {reask}"
+    );
+    assert_ne!(
+        sent[0].header("idempotency-key"),
+        sent[1].header("idempotency-key"),
+        "a re-ask is a new run"
+    );
+    let invalid: Vec<_> = orch
+        .ledger()
+        .into_iter()
+        .filter(|l| l["event"] == "invalid")
+        .collect();
+    assert_eq!(invalid.len(), 2, "{invalid:?}");
+}
+
+fn refusals_say_what_to_fix(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let mut transcript = String::new();
+    let (runs, _, _) = ctx.counts();
+    let wrong = ctx.run(
+        &orch,
+        &["delegate", "webster", "Find CTE", "--caller", "manager"],
+        None,
+        "not-the-hooks-token",
+    );
+    assert_eq!(wrong.code, 4, "{}", wrong.transcript(&orch));
+    assert!(wrong.stderr.contains("401"), "{}", wrong.stderr);
+    transcript.push_str(&format!("# wrong token\n{}\n", wrong.transcript(&orch)));
+
+    let unknown = ctx.run(
+        &orch,
+        &[
+            "delegate",
+            "secretary",
+            "File the notes",
+            "--caller",
+            "manager",
+        ],
+        None,
+        &ctx.rig.token,
+    );
+    assert_eq!(unknown.code, 4, "{}", unknown.transcript(&orch));
+    assert!(
+        unknown.stderr.contains("unknown agentId"),
+        "{}",
+        unknown.stderr
+    );
+    transcript.push_str(&format!(
+        "# an agent the gateway does not know\n{}\n",
+        unknown.transcript(&orch)
+    ));
+
+    let sent = ctx.proxy.exchanges().len();
+    let huge = "x".repeat(300 * 1024);
+    let oversize = ctx.run(
+        &orch,
+        &["delegate", "webster", "-", "--caller", "manager"],
+        Some(huge.as_bytes()),
+        &ctx.rig.token,
+    );
+    assert_eq!(oversize.code, 4, "{}", oversize.transcript(&orch));
+    assert_eq!(ctx.proxy.exchanges().len(), sent, "refused before sending");
+    transcript.push_str(&format!(
+        "# an over-size task\n{}\n",
+        oversize.transcript(&orch)
+    ));
+    assert_eq!(ctx.rig.model_runs(), runs, "no refusal started a run");
+    settings().bind(|| insta::assert_snapshot!(transcript));
+}
+
+fn a_dropped_response_does_not_start_a_second_run(ctx: &Ctx) {
+    // webster without waitForCompletion: the gateway answers as soon as the
+    // run is admitted; that answer is lost, orch retries within ~10 ms with
+    // the same Idempotency-Key while the agent is still at work.
+    let orch = ctx.orch_with("gw");
+    let (runs, _, before) = ctx.counts();
+    ctx.proxy.drop_next_response();
+    let out = ctx.orch_ok(
+        &orch,
+        &[
+            "delegate",
+            "webster",
+            "Find the density of Clearceram-Z HS",
+            "--caller",
+            "manager",
+            "--json",
+        ],
+    );
+    let sent = &ctx.proxy.exchanges()[before..];
+    assert!(sent.len() >= 2, "{sent:?}");
+    assert!(sent[0].dropped && sent[0].status == 200, "{sent:?}");
+    // Model requests that start a run happen before the handoff is written,
+    // so they are all in the log by now (the gateway logs a run only once
+    // it is over).
+    let key = sent[0].header("idempotency-key");
+    assert!(sent.iter().all(|e| e.header("idempotency-key") == key));
+    assert_eq!(out["dispatches"].as_u64(), Some(sent.len() as u64), "{out}");
+    let run_ids: Vec<_> = sent
+        .iter()
+        .map(|e| e.response_json()["runId"].clone())
+        .collect();
+    assert!(run_ids[0].is_string(), "{run_ids:?}");
+    assert!(
+        run_ids.iter().all(|r| r == &run_ids[0]),
+        "one run, replayed: {run_ids:?}"
+    );
+    assert_eq!(
+        ctx.rig.model_runs() - runs,
+        1,
+        "one run, however many sends"
+    );
+}
+
+fn quick_research_runs_through_the_gateway(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let before = ctx.proxy.exchanges().len();
+    let out = ctx.orch_ok(
+        &orch,
+        &[
+            "workflow",
+            "quick-research",
+            "--input",
+            "question=What is the CTE of Zerodur between 0 and 50 °C?",
+            "--caller",
+            "manager",
+            "--non-interactive",
+            "--json",
+        ],
+    );
+    assert_eq!(out["status"], "completed", "{out}");
+    for step in ["research", "validate"] {
+        assert_eq!(out["steps"][step]["status"], "completed", "{step}: {out}");
+    }
+    let agents: Vec<_> = ctx.proxy.exchanges()[before..]
+        .iter()
+        .map(|e| e.json()["agentId"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(agents, ["webster", "tech-lead"]);
+    assert!(
+        out["output"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("Fake model answer to:")),
+        "{out}"
+    );
+}
+
+fn design_review_runs_its_reviews_in_parallel(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let before = ctx.proxy.exchanges().len();
+    let out = ctx.orch_ok(
+        &orch,
+        &[
+            "workflow",
+            "design-review",
+            "--input",
+            "design=M1 mirror mount, Invar flexures, 3-point kinematic",
+            "--caller",
+            "manager",
+            "--non-interactive",
+            "--json",
+        ],
+    );
+    assert_eq!(out["status"], "completed", "{out}");
+    let agents: Vec<_> = ctx.proxy.exchanges()[before..]
+        .iter()
+        .map(|e| e.json()["agentId"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(agents.len(), 3, "{agents:?}");
+    assert_eq!(agents[2], "auditor", "{agents:?}");
+    // From orch's ledger: when each delegation went out and when its
+    // handoff came back.
+    let ledger = orch.ledger();
+    let at = |event: &str, agent: &str| -> String {
+        ledger
+            .iter()
+            .find(|l| l["event"] == event && l["agent"] == agent)
+            .and_then(|l| l["ts"].as_str())
+            .unwrap_or_else(|| panic!("no {event} for {agent}: {ledger:?}"))
+            .to_owned()
+    };
+    let ts = |s: String| s.parse::<jiff::Timestamp>().unwrap();
+    let (eng_out, eng_back) = (
+        ts(at("dispatched", "tech-lead")),
+        ts(at("handoff", "tech-lead")),
+    );
+    let (opt_out, opt_back) = (
+        ts(at("dispatched", "optimizer")),
+        ts(at("handoff", "optimizer")),
+    );
+    assert!(
+        eng_out < opt_back && opt_out < eng_back,
+        "the two reviews were in flight together: tech-lead {eng_out}..{eng_back}, \
+         optimizer {opt_out}..{opt_back}"
+    );
+    assert!(
+        ts(at("dispatched", "auditor")) >= eng_back.max(opt_back),
+        "the consolidation waits for both"
+    );
+}
+
+fn the_skill_is_accepted_by_openclaw(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let ws = ctx.rig.dir().join("ws-webster");
+    let run = orch.run(
+        &["skill", "install", "--workspace", ws.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.transcript(&orch));
+    let out = ctx
+        .rig
+        .openclaw(&["skills", "list", "--agent", "webster", "--json"]);
+    assert!(
+        out.status.success(),
+        "openclaw skills list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skill = list["skills"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "orch"))
+        .unwrap_or_else(|| panic!("orch is not in webster's skills: {list}"));
+    assert_eq!(skill["source"], "openclaw-workspace", "{skill}");
+    assert_eq!(skill["eligible"], true, "{skill}");
+    assert_eq!(
+        skill["modelVisible"], true,
+        "in the agent's prompt: {skill}"
+    );
+    assert_eq!(
+        skill["description"].as_str(),
+        orch.ok(&["skill", "show"])
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("description: "))
+    );
+}
