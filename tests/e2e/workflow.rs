@@ -322,7 +322,7 @@ fn kill_9_mid_run_then_resume_redispatches_no_finished_step() {
     std::fs::write(
         &slow,
         format!(
-            "#!/bin/sh\ncat > /dev/null\nwhile [ ! -e '{}' ]; do sleep 0.02; done\nexec orch handoff submit --run-id \"$ORCH_RUN_ID\" --agent \"$ORCH_AGENT\" --status complete --confidence high --result 'evaluated after the crash'\n",
+            "#!/bin/sh\ncat > /dev/null\n# at most a minute: the agent outlives the killed orch, and a failed test must not leave it behind\ni=0; while [ ! -e '{}' ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done\nexec orch handoff submit --run-id \"$ORCH_RUN_ID\" --agent \"$ORCH_AGENT\" --status complete --confidence high --result 'evaluated after the crash'\n",
             go.display()
         ),
     )

@@ -558,6 +558,39 @@ fn agent_critical_path(dag: &Dag, m: &Measured) -> (f64, usize) {
     (finish[end], steps_on[end])
 }
 
+/// The chain that actually ended the run: from the step whose handoff was
+/// written last, back through the dependency whose handoff was written
+/// last. Returns (time to the first step's task at its agent, summed lags
+/// between the chain's steps, steps on it, summed agent spans on it), so
+/// makespan = first + agents + lags + tail.
+fn last_chain(dag: &Dag, m: &Measured) -> (f64, f64, usize, f64) {
+    let span = |i: usize| m.spans.get(&format!("s{i:04}")).copied();
+    let Some(mut i) = (0..dag.len())
+        .filter(|&i| span(i).is_some())
+        .max_by(|&a, &b| span(a).unwrap().1.total_cmp(&span(b).unwrap().1))
+    else {
+        return (f64::NAN, f64::NAN, 0, f64::NAN);
+    };
+    let (mut lags, mut agents, mut steps) = (0.0, 0.0, 0);
+    loop {
+        let (received, written) = span(i).unwrap();
+        agents += written - received;
+        steps += 1;
+        let prev = dag.deps[i]
+            .iter()
+            .copied()
+            .filter(|&d| span(d).is_some())
+            .max_by(|&a, &b| span(a).unwrap().1.total_cmp(&span(b).unwrap().1));
+        match prev {
+            Some(d) => {
+                lags += received - span(d).unwrap().1;
+                i = d;
+            }
+            None => return (received, lags, steps, agents),
+        }
+    }
+}
+
 fn main() {
     let mut n = 1_000usize;
     let mut seed = 0x5eed_0005u64;
@@ -653,8 +686,13 @@ fn main() {
          p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
     );
     let last = m.spans.values().map(|s| s.1).fold(0.0f64, f64::max);
+    let (first, lags, chain, agents) = last_chain(&dag, &m);
     println!(
-        "   tail (last handoff written → run returned, final records stored): {:.2} ms",
+        "   where the makespan went, along the chain that ended last ({chain} steps): \
+         run start → first task at its agent {first:.2} ms (the summary is stored before \
+         anything is sent) + agents {agents:.1} ms + engine lags {lags:.2} ms ({:.2} ms per \
+         step) + tail {:.2} ms (last handoff written → run returned, final records stored)",
+        lags / chain.saturating_sub(1).max(1) as f64,
         makespan - last
     );
     println!(
