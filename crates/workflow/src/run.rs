@@ -72,7 +72,8 @@ pub enum ApprovalDecision {
 /// `Idempotency-Key`, which a gateway deduplicates. Step ids contain no
 /// `.`, so the id splits back into its parts unambiguously. Where the
 /// result would pass the id length limit, the workflow part is cut and
-/// followed by a hash of the whole id (FNV-1a, stable across builds).
+/// followed by a hash of the whole workflow run id (FNV-1a, stable across
+/// builds), so two long runs still get different ids.
 pub fn attempt_run_id(wf: &RunId, step: &str, n: u32) -> RunId {
     use std::hash::Hasher as _;
 
