@@ -635,6 +635,12 @@ fn read_capped(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
+/// `path` relative to `base`, without the `./` a plain join repeats
+/// (`./` + `./.orch` would read `././.orch`).
+fn rebase(base: &Path, path: &Path) -> PathBuf {
+    base.join(path).components().collect()
+}
+
 /// Parses and checks a config document; `base` resolves relative paths.
 pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
     let err = |message: String| ConfigError {
@@ -666,10 +672,10 @@ pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, Confi
     check(&config).map_err(err)?;
     if file != "<embedded default>" {
         if config.store.path.is_relative() {
-            config.store.path = base.join(&config.store.path);
+            config.store.path = rebase(base, &config.store.path);
         }
         if let Some(r) = config.registry.as_mut().filter(|r| r.is_relative()) {
-            *r = base.join(&*r);
+            *r = rebase(base, r);
         }
         if let Some(t) = config
             .discord
@@ -677,7 +683,7 @@ pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, Confi
             .as_mut()
             .filter(|t| t.is_relative())
         {
-            *t = base.join(&*t);
+            *t = rebase(base, t);
         }
         let nats = &mut config.store.nats;
         for file in [nats.token_file.as_mut(), nats.credentials.as_mut()]
@@ -685,7 +691,7 @@ pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, Confi
             .flatten()
             .filter(|f| f.is_relative())
         {
-            *file = base.join(&*file);
+            *file = rebase(base, file);
         }
     }
     for spec in config
@@ -707,7 +713,7 @@ pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, Confi
             TransportSpec::Sim(_) => None,
         };
         if let Some(path) = relative.filter(|p| p.is_relative()) {
-            *path = base.join(&*path);
+            *path = rebase(base, path);
         }
     }
     Ok(config)
