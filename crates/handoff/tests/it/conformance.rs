@@ -19,10 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_handoff::{
-    FsStore, FsStoreConfig, Handoff, HandoffError, HandoffKey, HandoffStore, LedgerEvent,
-    LedgerEventKind, RunId, Scope, Status, StoreError, WaitOutcome, WatchMode, WorkflowRecord,
+    FsStore, FsStoreConfig, HandoffError, HandoffKey, HandoffStore, LedgerEvent, RunId, Scope,
+    StoreError, WaitOutcome, WatchMode, WorkflowRecord,
 };
 use tokio::time::Instant;
+
+use crate::common::{deadline, handoff, id, key, landed, ledger_event, tree, until};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -37,6 +39,10 @@ trait Fixture: Send + Sync {
     fn active_waiters(&self) -> usize;
     /// How often the caller's waiters saw an incomplete value.
     fn incomplete_reads(&self) -> u64;
+    /// Everything the store holds, as its backend sees it (for the file
+    /// store every path on disk, temp files included): what a refused
+    /// operation must leave as it was.
+    async fn footprint(&self) -> Vec<String>;
     /// Writes an agent's answer the way agents do (a file renamed into
     /// place; a put from another connection).
     async fn agent_write(&self, key: &HandoffKey, bytes: &[u8]);
@@ -82,6 +88,12 @@ impl Fixture for FsFixture {
     }
     fn incomplete_reads(&self) -> u64 {
         self.store.incomplete_reads()
+    }
+    async fn footprint(&self) -> Vec<String> {
+        tree(self.dir.path())
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .collect()
     }
     async fn agent_write(&self, key: &HandoffKey, bytes: &[u8]) {
         Self::rename_into_place(&self.store.path_of(key), bytes);
@@ -142,6 +154,9 @@ impl Fixture for NatsFixture {
     fn incomplete_reads(&self) -> u64 {
         self.store.incomplete_reads()
     }
+    async fn footprint(&self) -> Vec<String> {
+        listing(&self.store).await
+    }
     async fn agent_write(&self, key: &HandoffKey, bytes: &[u8]) {
         self.agent.put_raw(key, bytes).await.unwrap();
     }
@@ -154,47 +169,6 @@ impl Fixture for NatsFixture {
 }
 
 // ---------------------------------------------------------------- helpers
-
-fn id(s: &str) -> RunId {
-    RunId::new(s).unwrap()
-}
-
-fn key(scope: Scope, s: &str) -> HandoffKey {
-    HandoffKey {
-        scope,
-        run_id: id(s),
-    }
-}
-
-fn handoff(run: &str) -> Handoff {
-    Handoff::new(
-        id(run),
-        "webster",
-        Status::Complete,
-        format!("result of {run}"),
-    )
-}
-
-/// Far enough that only a bug reaches it.
-fn deadline() -> Instant {
-    Instant::now() + Duration::from_secs(30)
-}
-
-fn landed(outcome: WaitOutcome) -> Handoff {
-    match outcome {
-        WaitOutcome::Landed(h) => h,
-        other => panic!("expected Landed, got {other:?}"),
-    }
-}
-
-/// Yields until `cond` holds (other tasks run meanwhile); no sleeping.
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let give_up = std::time::Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(std::time::Instant::now() < give_up, "never: {what}");
-        tokio::task::yield_now().await;
-    }
-}
 
 /// Starts `store.wait(key)` in a task and returns once it is registered.
 async fn spawn_waiter(
@@ -211,6 +185,7 @@ async fn spawn_waiter(
 }
 
 /// What the listings of a store show.
+#[cfg(feature = "nats")]
 async fn listing(store: &dyn HandoffStore) -> Vec<String> {
     let mut out = Vec::new();
     for scope in [Scope::Top, Scope::Sub] {
@@ -533,7 +508,7 @@ async fn hostile_ids_are_refused_before_any_key_and_odd_valid_ids_work(f: &dyn F
         .put_workflow_record(&run, &WorkflowRecord::Summary, &serde_json::json!({}))
         .await
         .unwrap();
-    let before = listing(&*store).await;
+    let before = f.footprint().await;
     let long = "x".repeat(200);
     for bad in [
         "../x",
@@ -574,7 +549,7 @@ async fn hostile_ids_are_refused_before_any_key_and_odd_valid_ids_work(f: &dyn F
             .unwrap_err();
         assert!(matches!(err, StoreError::ReservedId { .. }), "{err:?}");
     }
-    assert_eq!(listing(&*store).await, before);
+    assert_eq!(f.footprint().await, before, "nothing written");
 
     // Valid ids that are awkward for a key-value store: dots anywhere.
     for odd in ["a..b", "x.", "wf-1.step.2", "A_b-C"] {
@@ -709,15 +684,6 @@ async fn workflow_records_round_trip(f: &dyn Fixture) {
     );
     // Workflow records are not handoffs.
     assert_eq!(other.list(Scope::Top).await.unwrap(), Vec::<RunId>::new());
-}
-
-fn ledger_event(writer: &str, n: usize) -> LedgerEvent {
-    let mut e = LedgerEvent::now(LedgerEventKind::Handoff);
-    e.run_id = Some(id(&format!("orch-{writer}-{n}")));
-    e.agent = Some("webster".into());
-    // Long enough that a torn write would show.
-    e.detail = Some(format!("{writer}:{n}:{}", "x".repeat(300)));
-    e
 }
 
 async fn ledger_appends_from_many_tasks_and_two_handles_land_whole(f: &dyn Fixture) {

@@ -5,34 +5,14 @@
 //! notice where it is not installed, except in CI).
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
+use crate::common::{deadline, handoff, id, landed, until};
 use async_nats::jetstream;
 use futures_util::StreamExt;
 use orch_handoff::testing::{NatsServer, NatsServerOptions};
 use orch_handoff::{
-    Handoff, HandoffError, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, NatsAuth,
-    NatsStore, NatsStoreConfig, NatsToken, RunId, Scope, Status, StoreError, WaitOutcome,
-    WorkflowRecord,
+    HandoffError, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, NatsAuth, NatsStore,
+    NatsStoreConfig, NatsToken, RunId, Scope, StoreError, WaitOutcome, WorkflowRecord,
 };
-use tokio::time::Instant;
-
-fn id(s: &str) -> RunId {
-    RunId::new(s).unwrap()
-}
-
-fn handoff(run: &str) -> Handoff {
-    Handoff::new(
-        id(run),
-        "webster",
-        Status::Complete,
-        format!("result of {run}"),
-    )
-}
-
-fn deadline() -> Instant {
-    Instant::now() + Duration::from_secs(30)
-}
 
 async fn connect(server: &NatsServer) -> NatsStore {
     NatsStore::connect(NatsStoreConfig::new(server.url()))
@@ -43,14 +23,6 @@ async fn connect(server: &NatsServer) -> NatsStore {
 async fn raw_bucket(server: &NatsServer, bucket: &str) -> jetstream::kv::Store {
     let client = async_nats::connect(server.url()).await.unwrap();
     jetstream::new(client).get_key_value(bucket).await.unwrap()
-}
-
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let give_up = std::time::Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(std::time::Instant::now() < give_up, "never: {what}");
-        tokio::task::yield_now().await;
-    }
 }
 
 #[tokio::test]
@@ -135,13 +107,6 @@ async fn tokens_open_the_store_and_never_show() {
         k.run_id
     );
     assert!(!format!("{store:?} {}", store.describe()).contains(token));
-}
-
-fn landed(outcome: WaitOutcome) -> Handoff {
-    match outcome {
-        WaitOutcome::Landed(h) => h,
-        other => panic!("expected Landed, got {other:?}"),
-    }
 }
 
 #[tokio::test]
