@@ -24,7 +24,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 
 use orch_handoff::{Confidence, Scope, Status, validate_id};
 use serde::Deserialize;
@@ -35,56 +35,10 @@ use crate::par::on_threads;
 /// Longest line read (as in `orch-handoff`).
 const MAX_LINE: usize = 1024 * 1024;
 
-/// The hash of rustc's `FxHasher` (a word at a time, one multiply each)
-/// with a final mix. Several times faster than SipHash on run ids; its keys
-/// come from the local store, so resistance to crafted collisions is not
-/// needed.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct FxHasher(u64);
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            self.add(u64::from_le_bytes(b));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        // The multiply carries entropy upwards only, and run ids differ in
-        // their last bytes; hash tables index by the low bits. A finaliser
-        // (splitmix64's) brings it down.
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// Builds [`FxHasher`]s.
-pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
+/// rustc's Fx hash (`rustc-hash`): several times faster than SipHash on
+/// run ids; its keys come from the local store, so resistance to crafted
+/// collisions is not needed.
+pub(crate) type FxBuild = rustc_hash::FxBuildHasher;
 
 /// A map keyed by run id.
 pub(crate) type RunMap<'a, V> = HashMap<Cow<'a, str>, V, FxBuild>;
