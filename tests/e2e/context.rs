@@ -62,11 +62,7 @@ fn run(orch: &Orch, args: &[&str], token: Option<&str>) -> crate::Run {
         .into_iter()
         .collect();
     let run = orch.run_env(args, None, &env);
-    assert!(
-        !run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN),
-        "the token was printed:\n{}",
-        run.transcript(orch)
-    );
+    run.assert_hides(orch, TOKEN);
     run
 }
 

@@ -131,6 +131,16 @@ impl Orch {
 }
 
 impl Run {
+    /// Panics if `secret` (a token handed over in the environment) shows
+    /// anywhere in the output.
+    pub(crate) fn assert_hides(&self, orch: &Orch, secret: &str) {
+        assert!(
+            !self.stdout.contains(secret) && !self.stderr.contains(secret),
+            "the token was printed:\n{}",
+            self.transcript(orch)
+        );
+    }
+
     /// The run as a readable transcript with unstable parts redacted.
     pub(crate) fn transcript(&self, orch: &Orch) -> String {
         let text = format!(

@@ -55,11 +55,7 @@ fn delegate_with(orch: &Orch, args: &[&str], stdin: Option<&[u8]>, token: &str) 
     let mut full = vec!["delegate"];
     full.extend_from_slice(args);
     let run = orch.run_env(&full, stdin, &[(TOKEN_VAR, token)]);
-    assert!(
-        !run.stdout.contains(token) && !run.stderr.contains(token),
-        "the token was printed:\n{}",
-        run.transcript(orch)
-    );
+    run.assert_hides(orch, token);
     run
 }
 

@@ -77,11 +77,7 @@ agents:
     /// the command line) and checks it was not printed.
     fn run(&self, orch: &Orch, args: &[&str], stdin: Option<&[u8]>, token: &str) -> Run {
         let run = orch.run_env(args, stdin, &[(TOKEN_VAR, token)]);
-        assert!(
-            !run.stdout.contains(token) && !run.stderr.contains(token),
-            "the token was printed:\n{}",
-            run.transcript(orch)
-        );
+        run.assert_hides(orch, token);
         run
     }
 
