@@ -5,61 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// Longest id accepted (DESIGN §3).
-pub const MAX_ID_LEN: usize = 128;
-
-/// Why a string is not a valid [`RunId`] (or step id).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InvalidId {
-    /// The id is the empty string.
-    #[error("id is empty")]
-    Empty,
-    /// The id is longer than [`MAX_ID_LEN`].
-    #[error("id is {len} characters long, the limit is {MAX_ID_LEN}")]
-    TooLong {
-        /// Length of the rejected id in bytes.
-        len: usize,
-    },
-    /// The id contains a character outside `[A-Za-z0-9._-]`.
-    #[error("id {id:?} contains {ch:?}: only ASCII letters, digits, '.', '_' and '-' are allowed")]
-    BadChar {
-        /// The rejected id, shortened for display.
-        id: String,
-        /// The first offending character.
-        ch: char,
-    },
-    /// The id does not start with a letter or digit (so it can never be a
-    /// hidden file, `.` or `..`, or collide with the store's temp files).
-    #[error("id {id:?} must start with an ASCII letter or digit")]
-    BadStart {
-        /// The rejected id.
-        id: String,
-    },
-}
-
-/// Checks an id against the rules of DESIGN §3: `[A-Za-z0-9._-]`, 1..=128
-/// characters, and (stricter than the spec, so no id can be `.`, `..` or a
-/// hidden temp file) a letter or digit first.
-pub fn validate_id(s: &str) -> Result<(), InvalidId> {
-    if s.is_empty() {
-        return Err(InvalidId::Empty);
-    }
-    if s.len() > MAX_ID_LEN {
-        return Err(InvalidId::TooLong { len: s.len() });
-    }
-    if let Some(ch) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        let id: String = s.chars().take(40).collect();
-        return Err(InvalidId::BadChar { id, ch });
-    }
-    if !s.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(InvalidId::BadStart { id: s.to_owned() });
-    }
-    Ok(())
-}
+pub use orch_support::id::{InvalidId, MAX_ID_LEN, validate_id};
 
 /// A validated run id. Every `RunId` is safe to use as a file name or a
 /// key: it can never name a path outside the store.

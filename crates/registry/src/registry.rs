@@ -26,6 +26,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use orch_support::id::MAX_ID_LEN;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -34,9 +35,6 @@ use serde_json::{Map, Value};
 /// Largest registry file read: 4 MiB (a registry is a few KiB; this refuses
 /// accidents).
 pub const MAX_REGISTRY_BYTES: u64 = 4 * 1024 * 1024;
-
-/// Longest agent id or channel name (the run-id limit, DESIGN §3).
-const MAX_ID_LEN: usize = 128;
 
 /// The id rules as a JSON Schema pattern.
 const ID_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
@@ -722,33 +720,22 @@ fn check_agent(
     Ok(())
 }
 
-/// The id rules of run ids (DESIGN §3): `[A-Za-z0-9._-]`, 1 to 128
-/// characters, a letter or digit first. `what` names the thing in messages.
+/// The id rule of run ids (DESIGN §3, `orch_support::id`): `[A-Za-z0-9._-]`,
+/// 1 to 128 characters, a letter or digit first. `what` names the thing in
+/// messages.
 fn check_id(id: &str, what: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err(format!("{what} is empty"));
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(format!(
-            "{what} is {} characters long, the limit is {MAX_ID_LEN}",
-            id.len()
-        ));
-    }
-    if let Some(ch) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
+    use orch_support::id::{InvalidId, validate_id};
+    validate_id(id).map_err(|e| match e {
+        InvalidId::Empty => format!("{what} is empty"),
+        InvalidId::TooLong { len } => {
+            format!("{what} is {len} characters long, the limit is {MAX_ID_LEN}")
+        }
+        InvalidId::BadChar { ch, .. } => format!(
             "{what} \"{}\" contains {ch:?}: only ASCII letters, digits, '.', '_' and '-' are allowed",
             clip(id).escape_debug()
-        ));
-    }
-    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(format!(
-            "{what} \"{id}\" must start with an ASCII letter or digit"
-        ));
-    }
-    Ok(())
+        ),
+        _ => format!("{what} \"{id}\" must start with an ASCII letter or digit"),
+    })
 }
 
 fn check_channel_name(name: &str) -> Result<(), String> {

@@ -19,6 +19,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use orch_support::text::squash;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
@@ -444,7 +445,7 @@ fn cause(e: reqwest::Error) -> String {
     if parts.is_empty() {
         parts.push(e.without_url().to_string());
     }
-    shorten(&clean(&parts.join(": ")), 300)
+    shorten(&squash(&parts.join(": ")), 300)
 }
 
 /// The response body, at most `cap` bytes of it.
@@ -529,7 +530,7 @@ fn id_string(v: &Value) -> Option<String> {
 /// `completion: { status, error? }` → [`Completion`].
 fn completion(c: &Value, run_id: Option<&str>) -> Option<Completion> {
     let status = c.get("status")?.as_str()?;
-    let status = shorten(&clean(status), 40);
+    let status = shorten(&squash(status), 40);
     let mut detail = format!("openclaw run {} ended: {status}", run_id.unwrap_or("?"));
     if let Some(error) = c.get("error") {
         let error = match error {
@@ -537,7 +538,7 @@ fn completion(c: &Value, run_id: Option<&str>) -> Option<Completion> {
             Value::Null => String::new(),
             other => other.to_string(),
         };
-        let error = clean(&error);
+        let error = squash(&error);
         if !error.is_empty() {
             detail.push_str(": ");
             detail.push_str(&shorten(&error, MAX_QUOTE_CHARS));
@@ -557,35 +558,17 @@ pub(crate) fn error_text(body: &[u8]) -> String {
     if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) {
         for field in ["error", "message"] {
             match map.get(field) {
-                Some(Value::String(s)) => return clean(s),
+                Some(Value::String(s)) => return squash(s),
                 Some(Value::Object(inner)) => {
                     if let Some(Value::String(s)) = inner.get("message") {
-                        return clean(s);
+                        return squash(s);
                     }
                 }
                 _ => {}
             }
         }
     }
-    clean(&text)
-}
-
-/// Folds runs of whitespace and control characters into one space.
-fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(1024));
-    let mut gap = false;
-    for c in s.chars() {
-        if c.is_whitespace() || c.is_control() {
-            gap = true;
-        } else {
-            if gap && !out.is_empty() {
-                out.push(' ');
-            }
-            gap = false;
-            out.push(c);
-        }
-    }
-    out
+    squash(&text)
 }
 
 /// At most `max` characters, with `…` when cut.

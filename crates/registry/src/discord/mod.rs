@@ -34,6 +34,7 @@ pub mod testing;
 use std::fmt;
 use std::time::Duration;
 
+use orch_support::text::squash;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -631,7 +632,7 @@ impl DiscordClient {
             message: format!(
                 "page {page_no} of discord channel {channel}: {what}; the answer starts with {}",
                 quoted(&shorten(
-                    &redact(&clean(&String::from_utf8_lossy(body)), self.token.expose()),
+                    &redact(&squash(&String::from_utf8_lossy(body)), self.token.expose()),
                     MAX_QUOTE_CHARS
                 ))
             ),
@@ -802,7 +803,7 @@ fn check_channel_id(channel: &str) -> Result<(), DiscordError> {
     }
     Err(config_error(format!(
         "{:?} is not a discord channel id (a snowflake: digits only, like 1100000000000000001): give the id, or a name from the registry's channels map",
-        shorten(&clean(channel), 60)
+        shorten(&squash(channel), 60)
     )))
 }
 
@@ -838,7 +839,7 @@ fn cause(e: &reqwest::Error, secret: Option<&str>) -> String {
     if parts.is_empty() {
         parts.push("unknown error".to_owned());
     }
-    let text = clean(&parts.join(": "));
+    let text = squash(&parts.join(": "));
     shorten(&redact(&text, secret.unwrap_or("")), 300)
 }
 
@@ -867,11 +868,11 @@ fn error_text(body: &[u8]) -> String {
         && let Some(Value::String(message)) = map.get("message")
     {
         return match map.get("code").and_then(Value::as_i64) {
-            Some(code) if code != 0 => format!("{} (code {code})", clean(message)),
-            _ => clean(message),
+            Some(code) if code != 0 => format!("{} (code {code})", squash(message)),
+            _ => squash(message),
         };
     }
-    clean(&text)
+    squash(&text)
 }
 
 /// `text` with every occurrence of `secret` blanked out.
@@ -881,24 +882,6 @@ fn redact(text: &str, secret: &str) -> String {
     } else {
         text.replace(secret, "[redacted]")
     }
-}
-
-/// Folds runs of whitespace and control characters into one space.
-fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(1024));
-    let mut gap = false;
-    for c in s.chars() {
-        if c.is_whitespace() || c.is_control() {
-            gap = true;
-        } else {
-            if gap && !out.is_empty() {
-                out.push(' ');
-            }
-            gap = false;
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// At most `max` characters, with `…` when cut.

@@ -5,7 +5,9 @@
 //! Continuation lines of a message are indented, so no message text can
 //! pass for another message's line.
 
-use super::{Message, clean, shorten};
+use orch_support::text::{is_hazard, squash};
+
+use super::{Message, shorten};
 
 /// Indentation of a message's continuation lines.
 const INDENT: &str = "    ";
@@ -76,7 +78,7 @@ pub struct Rendered {
 /// text.
 pub fn render(messages: &[Message], options: &RenderOptions) -> Rendered {
     let label = {
-        let l = shorten(&clean(&options.channel_label), MAX_NAME_CHARS);
+        let l = shorten(&squash(&options.channel_label), MAX_NAME_CHARS);
         if l.is_empty() {
             "the channel".to_owned()
         } else {
@@ -240,7 +242,7 @@ fn entry(m: &Message, options: &RenderOptions) -> String {
         .map(|a| {
             format!(
                 "[attachment: {}, {}]",
-                shorten(&clean(&a.filename), MAX_EMBED_TEXT_CHARS),
+                shorten(&squash(&a.filename), MAX_EMBED_TEXT_CHARS),
                 size(a.size)
             )
         })
@@ -293,8 +295,7 @@ fn text_lines(content: &str) -> Vec<String> {
             .chars()
             .filter_map(|c| match c {
                 '\t' => Some(' '),
-                c if c.is_control() => None,
-                c if is_invisible(c) => None,
+                c if is_hazard(c) => None,
                 c => Some(c),
             })
             .collect();
@@ -310,21 +311,10 @@ fn text_lines(content: &str) -> Vec<String> {
     lines
 }
 
-/// Zero-width and bidi control characters: they could hide or reorder
-/// text.
-fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-}
-
 /// The author's display name, on one line.
 fn name(m: &Message) -> String {
-    let visible: String = m
-        .author
-        .display_name()
-        .chars()
-        .filter(|c| !is_invisible(*c))
-        .collect();
-    let n = shorten(&clean(&visible), MAX_NAME_CHARS);
+    // `squash` drops invisible characters, so a name of only those is empty.
+    let n = shorten(&squash(m.author.display_name()), MAX_NAME_CHARS);
     if n.is_empty() {
         format!("user {}", m.author.id)
     } else {
@@ -343,7 +333,7 @@ fn reply_target(m: &Message) -> Option<String> {
         return Some(name(original));
     }
     Some(match &reference.message_id {
-        Some(id) => format!("message {}", shorten(&clean(id), 24)),
+        Some(id) => format!("message {}", shorten(&squash(id), 24)),
         None => "a message".to_owned(),
     })
 }
@@ -353,7 +343,7 @@ fn reply_target(m: &Message) -> Option<String> {
 fn minute(timestamp: &str) -> String {
     match timestamp.trim().parse::<jiff::Timestamp>() {
         Ok(t) => t.strftime("%Y-%m-%d %H:%M").to_string(),
-        Err(_) => shorten(&clean(timestamp), 32),
+        Err(_) => shorten(&squash(timestamp), 32),
     }
 }
 
@@ -374,7 +364,7 @@ fn size(bytes: u64) -> String {
 fn embed(e: &super::Embed) -> String {
     let text = |s: &Option<String>, max: usize| {
         s.as_deref()
-            .map(|s| shorten(&clean(s), max))
+            .map(|s| shorten(&squash(s), max))
             .filter(|s| !s.is_empty())
     };
     let title =

@@ -1,0 +1,15 @@
+//! Small helpers every orch crate may use (in the spirit of
+//! rust-analyzer's `stdx`): a leaf crate with no orch dependency, so crates
+//! that may not depend on each other still share one implementation.
+//!
+//! - [`text`]: what agents write is hostile input. [`text::terminal`] and
+//!   [`text::one_line`] make any string safe to print on a terminal
+//!   (control characters, escape sequences and bidi overrides become
+//!   visible escapes); [`text::strip`] removes them instead, for text that
+//!   is rendered into a task (Discord channel context).
+//! - [`id`]: the one id rule (DESIGN §3) that run ids, step ids, agent ids
+//!   and callers obey.
+#![warn(missing_docs)]
+
+pub mod id;
+pub mod text;
