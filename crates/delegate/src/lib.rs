@@ -64,7 +64,31 @@ pub trait Transport: Send + Sync {
     /// it. Does not wait for the handoff and does not retry: the caller
     /// retries retryable errors with the same envelope.
     async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError>;
+
+    /// Largest task message this transport delivers, in bytes (default
+    /// [`DEFAULT_MAX_TASK_BYTES`], the OpenClaw gateway's body cap). A task
+    /// over it is refused before it is sent, and a workflow stops rendering
+    /// a task as soon as it passes it.
+    fn max_task_bytes(&self) -> u64 {
+        DEFAULT_MAX_TASK_BYTES
+    }
+
+    /// Whether a delegation sent through this transport can still answer
+    /// after the orch process that sent it has ended. `true` for a remote
+    /// agent (OpenClaw: the gateway runs the agent), `false` where the
+    /// agent lives and dies with the sender (the simulated fleet's tasks,
+    /// an `exec` command whose process group orch kills). Resume re-awaits
+    /// a delegation in flight only when it can still answer, and sends the
+    /// others again at once. The default is `true`: waiting is the safe
+    /// choice for a transport that does not say.
+    fn outlives_sender(&self) -> bool {
+        true
+    }
 }
+
+/// The default [`Transport::max_task_bytes`]: 256 KiB, the OpenClaw
+/// gateway's request body cap.
+pub const DEFAULT_MAX_TASK_BYTES: u64 = 256 * 1024;
 
 fn _assert_object_safe(_: &dyn Transport) {}
 

@@ -433,6 +433,15 @@ impl Delegator {
         self.agents.iter().map(|a| a.entry.id.as_str()).collect()
     }
 
+    /// The transport that reaches `agent`, if it is one of this
+    /// Delegator's agents (for what only the transport knows:
+    /// [`Transport::max_task_bytes`], [`Transport::outlives_sender`]).
+    pub fn transport_of(&self, agent: &str) -> Option<&Arc<dyn Transport>> {
+        self.index
+            .get(agent)
+            .map(|&i| &self.agents[i].entry.transport)
+    }
+
     /// The ACL every delegation is checked against.
     pub fn policy(&self) -> &Policy {
         &self.policy

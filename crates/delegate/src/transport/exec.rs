@@ -247,6 +247,11 @@ impl Transport for ExecTransport {
         "exec"
     }
 
+    /// The command runs in a process group orch kills when it ends.
+    fn outlives_sender(&self) -> bool {
+        false
+    }
+
     async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError> {
         let started = Instant::now();
         let deadline = started

@@ -267,6 +267,11 @@ impl Transport for SimTransport {
         "sim"
     }
 
+    /// The simulated agents are tasks of the sending process.
+    fn outlives_sender(&self) -> bool {
+        false
+    }
+
     async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError> {
         let config = &self.inner.config;
         let behaviour = config.behaviour_for(&envelope.agent, &envelope.message);
