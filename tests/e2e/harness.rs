@@ -100,12 +100,14 @@ impl Orch {
     }
 
     fn finish(&self, args: &[&str], output: Output) -> Run {
-        Run {
+        let run = Run {
             args: args.iter().map(|s| s.to_string()).collect(),
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        };
+        run.assert_terminal_safe(self);
+        run
     }
 
     /// Files in the store (relative paths, sorted), for "nothing written" checks.
@@ -131,6 +133,27 @@ impl Orch {
 }
 
 impl Run {
+    /// Every run of every test: what `orch` writes for people (stderr
+    /// always, stdout unless a machine format was asked for) holds no
+    /// character that could drive a terminal (ESC, CR, NUL, BEL, bidi
+    /// controls, …): hostile agent text is shown escaped.
+    fn assert_terminal_safe(&self, orch: &Orch) {
+        let unsafe_char = |c: char| orch_support::text::is_hazard(c) && c != '\n' && c != '\t';
+        let machine = self
+            .args
+            .iter()
+            .any(|a| a == "--json" || a == "json" || a == "prom");
+        let streams = [("stderr", &self.stderr), ("stdout", &self.stdout)];
+        for (name, text) in streams.into_iter().take(if machine { 1 } else { 2 }) {
+            if let Some(c) = text.chars().find(|&c| unsafe_char(c)) {
+                panic!(
+                    "orch wrote {c:?} raw to {name}:\n{}",
+                    orch_support::text::terminal(&self.transcript(orch))
+                );
+            }
+        }
+    }
+
     /// Panics if `secret` (a token handed over in the environment) shows
     /// anywhere in the output.
     pub(crate) fn assert_hides(&self, orch: &Orch, secret: &str) {
@@ -198,7 +221,12 @@ fn shell_quote(arg: &str) -> String {
     if plain {
         arg.to_owned()
     } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
+        // Hostile arguments (tests pass escape sequences on purpose) are
+        // shown escaped, so a transcript is safe to print too.
+        format!(
+            "'{}'",
+            orch_support::text::one_line(&arg.replace('\'', r"'\''"))
+        )
     }
 }
 

@@ -11,6 +11,7 @@ mod config;
 mod context;
 mod delegate;
 mod handoff;
+mod hostile;
 mod metrics;
 mod nats;
 mod openclaw;

@@ -5,8 +5,8 @@
 //! concrete type (store, policy, later transports and routers) is chosen
 //! here and nowhere else.
 
-// The binary's job is to talk to the terminal.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+// Everything the binary writes to the terminal goes through `out`, which
+// makes hostile text safe: no `print!`/`eprint!` (clippy's print lints).
 
 mod args;
 mod cmd;
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            out::note(&format!("error: cannot start the async runtime: {e}"));
             return Exit::Internal.into();
         }
     };
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             if !err.is_broken_pipe() {
-                eprintln!("error: {err}");
+                out::note(&format!("error: {err}"));
             }
             err.exit().into()
         }
@@ -76,7 +76,74 @@ fn init_tracing(verbose: u8) {
     // A second initialisation can only happen in tests; ignoring it is right.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .fmt_fields(log_fields())
         .with_writer(std::io::stderr)
+        .with_ansi(out::stderr_colour())
         .with_target(false)
         .try_init();
+}
+
+/// How log fields are written: each value on one line with every hazardous
+/// character escaped. Log fields carry what agents and servers wrote, and
+/// tracing's own escaping leaves CR, NUL and bidi controls alone.
+fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use std::fmt::Write as _;
+
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let mut shown = String::new();
+        let _ = write!(shown, "{value:?}");
+        let shown = out::one_line(&shown);
+        if field.name() == "message" {
+            write!(w, "{shown}")
+        } else {
+            write!(w, "{field}={shown}")
+        }
+    })
+    .delimited(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// A log line with hostile text in its message and its fields comes out
+    /// on one line with nothing a terminal would act on.
+    #[test]
+    fn log_lines_escape_hostile_fields() {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .map_err(|_| std::io::Error::other("poisoned"))?
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(super::log_fields())
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let detail = "gateway said \u{1b}[31mno\r\nnew line\u{202e}";
+            tracing::warn!(detail, error = %"e\u{0}\u{7}", "agent wrote \u{1b}]0;title\u{7}: {}", "x\ry");
+        });
+        let bytes = buf.0.lock().map(|b| b.clone()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        assert!(!line.chars().any(orch_support::text::is_hazard), "{line:?}");
+        assert!(
+            line.contains(r"agent wrote \u{1b}]0;title\u{7}: x\ry"),
+            "{line}"
+        );
+        assert!(line.contains(r"error=e\u{0}\u{7}"), "{line}");
+    }
 }

@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use orch_support::text::one_line;
+
 use crate::report::{Outcomes, Report};
 
 /// How to render text.
@@ -61,7 +63,7 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
         out,
         "{} · {} · {} (until {}){}",
         st.bold("orch metrics"),
-        report.source.store,
+        one_line(&report.source.store),
         window,
         report.window.until,
         match report.source.mode {
@@ -77,7 +79,7 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
         filters.push(format!("workflow {}", report.filters.workflows.join(", ")));
     }
     if !filters.is_empty() {
-        let _ = writeln!(out, "filtered to {}", filters.join("; "));
+        let _ = writeln!(out, "filtered to {}", one_line(&filters.join("; ")));
     }
     out.push('\n');
 
@@ -313,11 +315,12 @@ fn problems(out: &mut String, st: &Style, report: &Report) {
             .files
             .iter()
             .take(SHOWN)
-            .map(|f| f.path.chars().count())
+            .map(|f| one_line(&f.path).chars().count())
             .max()
             .unwrap_or(0);
         for f in p.files.iter().take(SHOWN) {
-            let _ = writeln!(out, "  {:<width$}  {}", f.path, f.reason);
+            let path = one_line(&f.path);
+            let _ = writeln!(out, "  {path:<width$}  {}", one_line(&f.reason));
         }
         more(out, p.unreadable_files, SHOWN);
     }
@@ -331,7 +334,7 @@ fn problems(out: &mut String, st: &Style, report: &Report) {
             ))
         );
         for l in p.ledger_lines.iter().take(SHOWN) {
-            let _ = writeln!(out, "  line {}: {}", l.line, l.reason);
+            let _ = writeln!(out, "  line {}: {}", l.line, one_line(&l.reason));
         }
         more(out, p.ledger_bad_lines, SHOWN);
     }
@@ -425,8 +428,11 @@ impl Table {
         }
     }
 
+    /// Adds a row; every cell is shown on one line with hostile characters
+    /// escaped (names come from the ledger and from agents' files).
     fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows
+            .push(cells.iter().map(|c| one_line(c).into_owned()).collect());
     }
 
     fn render(&self, st: &Style) -> String {
@@ -514,5 +520,22 @@ mod tests {
             "agent     n\nwebster  12\na         3\n"
         );
         assert!(t.render(&Style { on: true }).contains("\x1b[2m"));
+    }
+
+    #[test]
+    fn hostile_cells_are_escaped_on_one_line_and_aligned() {
+        let mut t = Table::new(&[("agent", false), ("n", true)]);
+        t.row(vec!["we\u{1b}[2Jb\nx".into(), "1".into()]);
+        t.row(vec!["a".into(), "3".into()]);
+        // Coloured output is written without the CLI's last check: the
+        // table itself must be safe.
+        let shown = t.render(&Style { on: true });
+        let plain = t.render(&Style { on: false });
+        assert_eq!(
+            plain,
+            "agent            n\nwe\\u{1b}[2Jb\\nx  1\na                3\n"
+        );
+        let body = shown.lines().skip(1).collect::<String>();
+        assert!(!body.contains('\x1b'), "{shown:?}");
     }
 }

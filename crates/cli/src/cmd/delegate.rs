@@ -6,7 +6,7 @@ use orch_delegate::orch_handoff::RunId;
 use orch_delegate::{DelegateError, End, Outcome, OutcomeStatus, Request, TransportError};
 
 use crate::args::{DelegateArgs, GlobalArgs};
-use crate::cmd::handoff::{render_details, row};
+use crate::cmd::handoff::{block_row, render_details, row};
 use crate::cmd::{context, route};
 use crate::exit::{CliError, Exit};
 use crate::out;
@@ -34,7 +34,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
                 routing.allowed.join(", ")
             )));
         }
-        eprintln!("{}", route::explain_choice(&routing));
+        out::note(&route::explain_choice(&routing));
         Some(routing)
     } else {
         None
@@ -147,8 +147,8 @@ pub(crate) fn render(o: &Outcome) -> String {
         .is_some_and(|h| h.extra.get("simulated") == Some(&serde_json::Value::Bool(true)));
     let mut s = format!(
         "{} → {}: {} in {}{}\n",
-        o.caller,
-        o.agent,
+        out::one_line(&o.caller),
+        out::one_line(&o.agent),
         status_word(o.status()),
         secs(o.timings.total),
         if simulated { " (simulated fleet)" } else { "" }
@@ -184,7 +184,7 @@ pub(crate) fn render(o: &Outcome) -> String {
             .filter(|n| !n.is_empty())
             .map(|n| format!(": {n}"))
             .unwrap_or_default();
-        row(
+        block_row(
             &mut s,
             "validation",
             &format!("{verdict} by {}{notes}", v.validator),

@@ -85,8 +85,8 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
         "submitted handoff for run {} ({} by {}) to {}\n",
         handoff.run_id,
         status_word(&handoff),
-        handoff.agent,
-        location
+        out::one_line(&handoff.agent),
+        out::one_line(&location)
     ))?;
     Ok(Exit::Ok)
 }
@@ -143,10 +143,10 @@ fn validate(args: ValidateArgs) -> Result<Exit, CliError> {
         .map_err(|e| CliError::Usage(format!("{}: {e}", shown(&args.file))))?;
     out::print(&format!(
         "{}: valid handoff for run {} ({} by {})\n",
-        shown(&args.file),
+        out::one_line(&shown(&args.file)),
         handoff.run_id,
         status_word(&handoff),
-        handoff.agent
+        out::one_line(&handoff.agent)
     ))?;
     Ok(Exit::Ok)
 }
@@ -178,11 +178,11 @@ async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, CliError> {
         }
         WaitOutcome::Invalid(e) => Err(CliError::Usage(format!("{}: {e}", store.location(&key)))),
         WaitOutcome::TimedOut => {
-            eprintln!(
+            out::note(&format!(
                 "timed out after {} waiting for {}",
                 crate::args::format_duration(args.timeout),
                 store.location(&key)
-            );
+            ));
             Ok(Exit::TimedOut)
         }
     }
@@ -204,9 +204,19 @@ pub(crate) fn render(h: &Handoff) -> String {
     s
 }
 
-/// One aligned `key  value` line.
+/// One aligned `key  value` line; the value stays on it (hostile
+/// characters and line breaks escaped).
 pub(crate) fn row(s: &mut String, key: &str, value: &str) {
-    s.push_str(&format!("  {key:<11} {value}\n"));
+    s.push_str(&format!("  {key:<11} {}\n", out::one_line(value)));
+}
+
+/// An aligned `key  value` entry whose value may span lines: each further
+/// line is indented under the first (hostile characters escaped).
+pub(crate) fn block_row(s: &mut String, key: &str, value: &str) {
+    for (i, line) in out::terminal(value.trim_end()).lines().enumerate() {
+        let key = if i == 0 { key } else { "" };
+        s.push_str(&format!("  {key:<11} {line}\n"));
+    }
 }
 
 /// Confidence, timestamp, artifacts, notes, unknown fields, then the result.
@@ -227,8 +237,8 @@ pub(crate) fn render_details(h: &Handoff, s: &mut String) {
         };
         row(s, if i == 0 { "artifacts" } else { "" }, &text);
     }
-    if !h.notes.is_empty() {
-        row(s, "notes", &h.notes);
+    if !h.notes.trim().is_empty() {
+        block_row(s, "notes", &h.notes);
     }
     // `simulated` is the sim fleet's marker, said in words instead.
     let keys: Vec<&str> = h
@@ -241,7 +251,7 @@ pub(crate) fn render_details(h: &Handoff, s: &mut String) {
         row(s, "extra", &keys.join(", "));
     }
     s.push('\n');
-    s.push_str(h.result.trim_end());
+    s.push_str(&out::terminal(h.result.trim_end()));
     s.push('\n');
 }
 

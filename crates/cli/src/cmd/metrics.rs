@@ -29,18 +29,26 @@ pub(crate) async fn run(global: &GlobalArgs, args: MetricsArgs) -> Result<Exit, 
     let report = orch_metrics::scan(store, &options)
         .await
         .map_err(|e| CliError::Internal(e.to_string()))?;
-    let text = match args.format {
-        MetricsFormat::Text => orch_metrics::render_text(
-            &report,
-            &TextOptions {
-                colour: out::stdout_colour(),
-                ..TextOptions::default()
-            },
-        ),
-        MetricsFormat::Json => orch_metrics::render_json(&report),
-        MetricsFormat::Prom => orch_metrics::render_prometheus(&report),
-    };
-    out::print(&text)?;
+    match args.format {
+        MetricsFormat::Text => {
+            let colour = out::stdout_colour();
+            let text = orch_metrics::render_text(
+                &report,
+                &TextOptions {
+                    colour,
+                    ..TextOptions::default()
+                },
+            );
+            // The renderer cleans every value; its own colours must pass.
+            if colour {
+                out::print_raw(&text)?;
+            } else {
+                out::print(&text)?;
+            }
+        }
+        MetricsFormat::Json => out::print_raw(&orch_metrics::render_json(&report))?,
+        MetricsFormat::Prom => out::print_raw(&orch_metrics::render_prometheus(&report))?,
+    }
     if args.format != MetricsFormat::Text {
         warn_about_problems(&report);
     }
@@ -59,9 +67,9 @@ fn warn_about_problems(report: &Report) {
         parts.push(format!("{} bad ledger line(s)", p.ledger_bad_lines));
     }
     if !parts.is_empty() {
-        eprintln!(
+        out::note(&format!(
             "warning: {} in the store (listed under `problems`; `orch metrics` shows them)",
             parts.join(" and ")
-        );
+        ));
     }
 }

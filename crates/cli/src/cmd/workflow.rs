@@ -156,10 +156,14 @@ fn list() -> Result<Exit, CliError> {
             .unwrap_or_default();
         rows.push((name.to_owned(), "built in".to_owned(), description));
     }
-    let w_name = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(4);
-    let w_from = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(4);
+    let rows: Vec<[String; 3]> = rows
+        .iter()
+        .map(|(n, f, d)| [n, f, d].map(|v| out::one_line(v).into_owned()))
+        .collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (w_name, w_from) = (width(0).max(4), width(1).max(4));
     let mut s = format!("{:<w_name$}  {:<w_from$}  description\n", "name", "from");
-    for (name, from, description) in rows {
+    for [name, from, description] in rows {
         s.push_str(&format!(
             "{name:<w_name$}  {from:<w_from$}  {description}\n"
         ));
@@ -204,7 +208,8 @@ fn validate(
         checked = "file, agents, ACL and inputs";
     }
     out::print(&format!(
-        "{origin}: valid ({checked}): {} steps, {} can run in parallel at most\n",
+        "{}: valid ({checked}): {} steps, {} can run in parallel at most\n",
+        out::one_line(&origin),
         wf.steps.len(),
         wf.plan().levels().iter().map(Vec::len).max().unwrap_or(0)
     ))?;
@@ -236,7 +241,10 @@ pub(crate) fn target(step: &orch_workflow::Step) -> String {
 
 /// The DAG as a Mermaid flowchart.
 fn mermaid(wf: &Workflow) -> String {
-    let mut s = format!("---\ntitle: {}\n---\nflowchart LR\n", wf.name);
+    let mut s = format!(
+        "---\ntitle: {}\n---\nflowchart LR\n",
+        out::one_line(&wf.name)
+    );
     for step in &wf.steps {
         let mut label = format!("{}<br/>{}", step.id, target(step));
         if step.gate.is_some() {
@@ -254,7 +262,10 @@ fn mermaid(wf: &Workflow) -> String {
 }
 
 fn describe(wf: &Workflow, origin: &str) -> String {
-    let mut s = format!("{} ({origin})\n  {}\n", wf.name, wf.description.trim());
+    let mut s = format!("{} ({})\n", out::one_line(&wf.name), out::one_line(origin));
+    for line in out::terminal(wf.description.trim()).lines() {
+        s.push_str(&format!("  {line}\n"));
+    }
     if !wf.inputs.is_empty() {
         s.push_str("\ninputs:\n");
         for (name, spec) in &wf.inputs {
@@ -265,7 +276,7 @@ fn describe(wf: &Workflow, origin: &str) -> String {
             };
             s.push_str(&format!(
                 "  {name:<14} {how}  {}\n",
-                spec.description.trim()
+                out::one_line(spec.description.trim())
             ));
         }
     }

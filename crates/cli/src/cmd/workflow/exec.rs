@@ -201,7 +201,7 @@ pub(crate) async fn runs(global: &GlobalArgs, json: bool) -> Result<ExitCode, Cl
         .unwrap_or(0);
     let w_wf = summaries
         .iter()
-        .map(|s| s.workflow.len())
+        .map(|s| width(&out::one_line(&s.workflow)))
         .max()
         .unwrap_or(0)
         .max(8);
@@ -213,10 +213,10 @@ pub(crate) async fn runs(global: &GlobalArgs, json: bool) -> Result<ExitCode, Cl
         text.push_str(&format!(
             "{:<w_id$}  {:<w_wf$}  {:<23}  {:<20}  {}\n",
             s.run_id.as_str(),
-            s.workflow,
+            out::one_line(&s.workflow),
             word(s.status),
             s.started.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            s.caller
+            out::one_line(&s.caller)
         ));
     }
     out::print(&text)?;
@@ -251,18 +251,18 @@ fn finish(summary: &RunSummary, json: bool) -> Result<ExitCode, CliError> {
         out::print(&render_summary(summary))?;
     }
     match summary.status {
-        RunStatus::AwaitingApproval => eprintln!(
+        RunStatus::AwaitingApproval => out::note(&format!(
             "paused for approval: `orch workflow approve {id} <step>` (or `--reject --reason …`), then `orch workflow resume {id}`",
             id = summary.run_id
-        ),
-        RunStatus::Cancelled => eprintln!(
+        )),
+        RunStatus::Cancelled => out::note(&format!(
             "cancelled: `orch workflow resume {}` continues it",
             summary.run_id
-        ),
-        RunStatus::Running => eprintln!(
+        )),
+        RunStatus::Running => out::note(&format!(
             "the run is still marked running: `orch workflow resume {}` continues it",
             summary.run_id
-        ),
+        )),
         RunStatus::Failed | RunStatus::Completed | RunStatus::CompletedWithFailures => {}
     }
     Ok(exit_code(summary.status))
@@ -277,15 +277,24 @@ fn secs(ms: Option<u64>) -> String {
 
 /// The human rendering of a run summary.
 pub(crate) fn render_summary(s: &RunSummary) -> String {
-    let mut text = format!("workflow {}: {}\n", s.workflow, word(s.status));
-    let mut row = |k: &str, v: &str| text.push_str(&format!("  {k:<9}{v}\n"));
+    let mut text = format!(
+        "workflow {}: {}\n",
+        out::one_line(&s.workflow),
+        word(s.status)
+    );
+    let mut row = |k: &str, v: &str| text.push_str(&format!("  {k:<9}{}\n", out::one_line(v)));
     row("run", s.run_id.as_str());
     row("caller", &s.caller);
     row("from", &s.origin);
     if !s.inputs.is_empty() {
         text.push_str("\ninputs:\n");
-        let w = s.inputs.keys().map(String::len).max().unwrap_or(0);
-        for (k, v) in &s.inputs {
+        let inputs: Vec<_> = s
+            .inputs
+            .iter()
+            .map(|(k, v)| (out::one_line(k), out::one_line(v)))
+            .collect();
+        let w = inputs.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
+        for (k, v) in &inputs {
             text.push_str(&format!("  {k:<w$}  {v}\n"));
         }
     }
@@ -295,10 +304,13 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
         .map(|wf| wf.steps.iter().map(|st| st.id.clone()).collect())
         .unwrap_or_else(|_| s.steps.keys().cloned().collect());
     let w_step = s.steps.keys().map(String::len).max().unwrap_or(0);
+    let agent = |st: &orch_workflow::StepSummary| {
+        out::one_line(st.agent.as_deref().unwrap_or("-")).into_owned()
+    };
     let w_agent = s
         .steps
         .values()
-        .filter_map(|st| st.agent.as_deref().map(str::len))
+        .map(|st| width(&agent(st)))
         .max()
         .unwrap_or(1);
     let attempts = |n: u32| format!("{n} attempt{}", if n == 1 { "" } else { "s" });
@@ -313,22 +325,28 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
         text.push_str(&format!(
             "  {id:<w_step$}  {:<17}  {:<w_agent$}  {:<w_attempts$}  {:>7}{}\n",
             word(st.status),
-            st.agent.as_deref().unwrap_or("-"),
+            agent(st),
             attempts(st.attempts),
             secs(st.duration_ms),
             st.reason
                 .as_deref()
-                .map(|r| format!("  {r}"))
+                .map(|r| format!("  {}", out::one_line(r)))
                 .unwrap_or_default()
         ));
     }
     if let Some(output) = &s.output {
         text.push_str("\noutput:\n");
-        for line in output.trim_end().lines() {
+        for line in out::terminal(output.trim_end()).lines() {
             text.push_str(&format!("  {line}\n"));
         }
     }
     text
+}
+
+/// Columns a value takes: its characters (values are escaped first, so no
+/// control character is counted).
+fn width(s: &str) -> usize {
+    s.chars().count()
 }
 
 /// The executor with its seams: BM25 routing within the ACL, Discord
@@ -443,7 +461,10 @@ impl Progress for Bars {
             } => self.with_bar(step, |bar| {
                 bar.reset_elapsed();
                 bar.enable_steady_tick(Duration::from_millis(120));
-                bar.set_message(format!("running ({agent}, attempt {attempt})"));
+                bar.set_message(format!(
+                    "running ({}, attempt {attempt})",
+                    out::one_line(agent)
+                ));
             }),
             ProgressEvent::Retrying {
                 step,
@@ -467,7 +488,7 @@ impl Progress for Bars {
                 ));
             }),
             ProgressEvent::Skipped { step, reason } => self.with_bar(step, |bar| {
-                bar.finish_with_message(format!("skipped: {reason}"));
+                bar.finish_with_message(format!("skipped: {}", out::one_line(reason)));
             }),
             ProgressEvent::AwaitingApproval { step } => self.with_bar(step, |bar| {
                 bar.disable_steady_tick();
@@ -523,7 +544,10 @@ impl Progress for Lines {
                 step,
                 agent,
                 attempt,
-            } => format!("{step} started ({agent}, attempt {attempt})"),
+            } => format!(
+                "{step} started ({}, attempt {attempt})",
+                out::one_line(agent)
+            ),
             ProgressEvent::Retrying {
                 step,
                 attempt,
@@ -541,11 +565,13 @@ impl Progress for Lines {
                 word(status),
                 elapsed.as_secs_f64()
             ),
-            ProgressEvent::Skipped { step, reason } => format!("{step} skipped: {reason}"),
+            ProgressEvent::Skipped { step, reason } => {
+                format!("{step} skipped: {}", out::one_line(reason))
+            }
             ProgressEvent::AwaitingApproval { step } => format!("{step} awaits approval"),
         };
         let now = jiff::Timestamp::now().strftime("%H:%M:%S").to_string();
-        eprintln!("[{now}] {line}");
+        out::note(&format!("[{now}] {line}"));
     }
 }
 
@@ -578,21 +604,24 @@ impl Approver for TerminalApprover {
 
 fn ask(step: &str, output: &StepOutput) -> ApprovalDecision {
     use std::io::BufRead;
-    eprintln!(
+    out::note(&format!(
         "\nstep `{step}` finished {} (confidence {}) and needs your approval:",
         word(output.status),
         output.confidence.map_or_else(|| "-".to_owned(), word)
-    );
-    for line in output.result.lines() {
-        eprintln!("  | {line}");
+    ));
+    for line in out::terminal(&output.result).lines() {
+        out::note(&format!("  | {line}"));
     }
-    if !output.notes.trim().is_empty() {
-        eprintln!("  notes: {}", output.notes.trim());
+    for (i, line) in out::terminal(output.notes.trim()).lines().enumerate() {
+        out::note(&format!(
+            "  {} {line}",
+            if i == 0 { "notes:" } else { "      " }
+        ));
     }
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
-        eprint!("approve `{step}`? [y]es / [n]o: ");
+        out::prompt(&format!("approve `{step}`? [y]es / [n]o: "));
         let Some(Ok(answer)) = lines.next() else {
             return ApprovalDecision::Reject {
                 reason: "no answer on the terminal".into(),
@@ -601,7 +630,7 @@ fn ask(step: &str, output: &StepOutput) -> ApprovalDecision {
         match answer.trim().to_lowercase().as_str() {
             "y" | "yes" => return ApprovalDecision::Approve,
             "n" | "no" => {
-                eprint!("reason (optional): ");
+                out::prompt("reason (optional): ");
                 let reason = lines
                     .next()
                     .and_then(Result::ok)
@@ -647,9 +676,10 @@ fn dry_run(
 ) -> DryRun {
     let plan = wf.plan();
     let mut text = format!(
-        "dry run of {} ({}) for {caller}: nothing is sent\n",
-        wf.name,
-        wf.origin()
+        "dry run of {} ({}) for {}: nothing is sent\n",
+        out::one_line(&wf.name),
+        out::one_line(wf.origin()),
+        out::one_line(caller)
     );
     if !inputs.as_map().is_empty() {
         text.push_str("\ninputs:\n");
@@ -722,7 +752,7 @@ fn dry_run(
             ));
         }
         text.push_str("  task:\n");
-        for line in task.lines() {
+        for line in out::terminal(&task).lines() {
             text.push_str(&format!("    {line}\n"));
         }
         steps_json.push(serde_json::json!({
@@ -737,7 +767,7 @@ fn dry_run(
     let output = wf.output.as_ref().map(|t| render_placeholders(t, inputs));
     if let Some(output) = &output {
         text.push_str("\noutput:\n");
-        for line in output.lines() {
+        for line in out::terminal(output).lines() {
             text.push_str(&format!("    {line}\n"));
         }
     }
