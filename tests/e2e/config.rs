@@ -101,3 +101,68 @@ agents:
         ))
     });
 }
+
+/// Credentials written into a transport URL are never shown: not by
+/// `config show` (YAML or JSON), not by `registry show`, not by the
+/// delegation the transport refuses, whose message says what is wrong once.
+#[test]
+fn credentials_in_a_url_are_never_shown() {
+    let orch = Orch::new();
+    orch.write_config(
+        "
+transports:
+  gateway: { kind: openclaw, url: 'http://ops:hunter2@127.0.0.1:9', token_env: HOOKS_TOKEN }
+agents:
+  webster: { transport: gateway }
+  auditor: { transport: { kind: openclaw, url: 'https://tok3n@gw.example', token_env: HOOKS_TOKEN } }
+  manager: { transport: { kind: sim } }
+",
+    );
+    let env = [("HOOKS_TOKEN", "a-hook-token")];
+    let runs: Vec<crate::Run> = [
+        &["config", "show"][..],
+        &["config", "show", "--json"],
+        &["registry", "show", "auditor", "--json"],
+        &["registry", "list", "--json"],
+        &["delegate", "webster", "x", "--caller", "manager", "-vv"],
+    ]
+    .iter()
+    .map(|args| orch.run_env(args, None, &env))
+    .collect();
+    for run in &runs {
+        for secret in ["hunter2", "tok3n", "ops:"] {
+            assert!(
+                !run.stdout.contains(secret) && !run.stderr.contains(secret),
+                "{secret} shown:\n{}",
+                run.transcript(&orch)
+            );
+        }
+    }
+    assert!(
+        runs[0]
+            .stdout
+            .contains("url: http://[redacted]@127.0.0.1:9"),
+        "{}",
+        runs[0].stdout
+    );
+    let refused = &runs[4];
+    assert_eq!(refused.code, 2, "{}", refused.transcript(&orch));
+    assert_eq!(
+        refused.stderr.matches("transport configuration").count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+    settings().bind(|| {
+        insta::assert_snapshot!(format!(
+            "{}\n{}",
+            runs[0].transcript(&orch),
+            refused
+                .transcript(&orch)
+                .lines()
+                .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+    });
+}

@@ -365,3 +365,268 @@ fn ctrl_c_cancels_and_the_ledger_records_it() {
         "{events:?}"
     );
 }
+
+/// Writes an executable script into the test's directory.
+fn script(orch: &Orch, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = orch.path(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// An exec agent that reports how much of its task it got on stdin and
+/// whether the task's last line arrived.
+const COUNTER: &str = r#"#!/bin/sh
+task=$(cat)
+bytes=$(printf '%s' "$task" | wc -c | tr -d ' ')
+case "$task" in *END-OF-TASK*) tail=seen ;; *) tail=missing ;; esac
+tmp="$ORCH_HANDOFF_PATH.tmp"
+printf '{"schemaVersion":"1.0","runId":"%s","agent":"%s","status":"complete","result":"got %s bytes, end marker %s"}' \
+  "$ORCH_RUN_ID" "$ORCH_AGENT" "$bytes" "$tail" > "$tmp"
+mv "$tmp" "$ORCH_HANDOFF_PATH"
+"#;
+
+/// 300 KB of task lines, then `END-OF-TASK`.
+fn big_task() -> String {
+    let mut task = String::new();
+    while task.len() < 300 * 1024 {
+        task.push_str("Measure the CTE of sample 42 between 20 and 80 degrees C.\n");
+    }
+    task.push_str("END-OF-TASK\n");
+    task
+}
+
+/// `orch delegate AGENT -` reads all of stdin: a 300 KB task reaches an
+/// exec agent whole when its transport allows it.
+#[test]
+fn a_task_on_stdin_is_read_whole() {
+    let orch = Orch::new();
+    let counter = script(&orch, "counter.sh", COUNTER);
+    orch.write_config(&format!(
+        "
+agents:
+  secretary: {{ transport: {{ kind: exec, command: ['{}'], max_task_bytes: 1048576 }} }}
+  manager:   {{ transport: {{ kind: sim }} }}
+",
+        counter.display()
+    ));
+    let task = big_task();
+    let run = orch.run(
+        &[
+            "delegate",
+            "secretary",
+            "-",
+            "--caller",
+            "manager",
+            "--json",
+        ],
+        Some(task.as_bytes()),
+    );
+    assert_eq!(run.code, 0, "{}", run.transcript(&orch));
+    let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let result = value["handoff"]["result"].as_str().unwrap();
+    assert!(result.ends_with("end marker seen"), "{result}");
+    let got: usize = result
+        .trim_start_matches("got ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(got > task.len(), "the message holds the whole task: {got}");
+}
+
+/// A task over the transport's `max_task_bytes` is refused with its real
+/// size (exit 2): from stdin before anything else, and in the delegator
+/// for one given on the command line. Nothing reaches the agent.
+#[test]
+fn a_task_over_the_limit_is_refused_with_its_real_size() {
+    let orch = Orch::new();
+    let counter = script(&orch, "counter.sh", COUNTER);
+    orch.write_config(&format!(
+        "
+agents:
+  secretary: {{ transport: {{ kind: exec, command: ['{0}'] }} }}
+  webster:   {{ transport: {{ kind: exec, command: ['{0}'], max_task_bytes: 3000 }} }}
+  manager:   {{ transport: {{ kind: sim }} }}
+",
+        counter.display()
+    ));
+    let task = big_task();
+    let stdin = orch.run(
+        &["delegate", "secretary", "-", "--caller", "manager"],
+        Some(task.as_bytes()),
+    );
+    assert_eq!(stdin.code, 2, "{}", stdin.transcript(&orch));
+    assert!(
+        stdin
+            .stderr
+            .contains(&format!("the task on stdin is {} bytes", task.len())),
+        "{}",
+        stdin.stderr
+    );
+    assert!(orch.ledger().is_empty(), "nothing was asked");
+
+    let argv_task = "Find the CTE of Zerodur. ".repeat(100);
+    let argv = orch.run(
+        &["delegate", "webster", &argv_task, "--caller", "manager"],
+        None,
+    );
+    assert_eq!(argv.code, 2, "{}", argv.transcript(&orch));
+    let ledger = orch.ledger();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0]["event"], "failed");
+    assert!(
+        !orch.store_files().iter().any(|f| f.ends_with(".json")),
+        "the agent never ran: {:?}",
+        orch.store_files()
+    );
+    let mut s = settings();
+    // The instructions' size depends on the temp dir's path.
+    s.add_filter(
+        r"message for webster is \d+ bytes",
+        "message for webster is [N] bytes",
+    );
+    s.add_filter(r"instructions \d+", "instructions [N]");
+    s.add_filter(r"delegate webster '[^']+'", "delegate webster '[TASK]'");
+    s.bind(|| {
+        insta::assert_snapshot!(format!(
+            "{}\n{}",
+            stdin.transcript(&orch),
+            argv.transcript(&orch)
+        ))
+    });
+}
+
+/// Name only files that exist: a silent run names no handoff file, and an
+/// invalid answer (the last one too) is moved aside and named there.
+#[test]
+fn outcomes_name_only_files_that_exist() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    let silent = delegate(
+        &orch,
+        &[
+            "secretary",
+            "[sim:silent] x",
+            "--caller",
+            "manager",
+            "--timeout",
+            "1s",
+        ],
+    );
+    assert_eq!(silent.code, 13, "{}", silent.transcript(&orch));
+    assert!(
+        !silent
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("handoff ")),
+        "{}",
+        silent.stdout
+    );
+
+    let malformed = delegate(
+        &orch,
+        &[
+            "secretary",
+            "[sim:malformed] x",
+            "--caller",
+            "manager",
+            "--timeout",
+            "5s",
+            "--json",
+        ],
+    );
+    assert_eq!(malformed.code, 12, "{}", malformed.transcript(&orch));
+    let value: serde_json::Value = serde_json::from_str(&malformed.stdout).unwrap();
+    let final_path = value["handoffPath"].as_str().unwrap();
+    assert!(
+        !std::path::Path::new(final_path).exists(),
+        "the invalid answer stayed at {final_path}"
+    );
+    let rejected: Vec<&str> = value["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(rejected.len(), 2, "{value}");
+    assert!(rejected.iter().all(|p| std::path::Path::new(p).is_file()));
+    assert!(rejected[1].ends_with(".json.rejected-2"), "{rejected:?}");
+    let shown = orch.run(&["handoff", "show", value["runId"].as_str().unwrap()], None);
+    assert_ne!(
+        shown.code,
+        0,
+        "no answer is stored: {}",
+        shown.transcript(&orch)
+    );
+}
+
+/// Exec agents never inherit the variables orch reads its secrets from
+/// (the config's `token_env`s and the default names), unless their
+/// transport lets one through with `env_passthrough`.
+#[test]
+fn exec_agents_do_not_inherit_orch_secrets() {
+    let orch = Orch::new();
+    let dumper = script(
+        &orch,
+        "dump-env.sh",
+        r#"#!/bin/sh
+cat >/dev/null
+env | sort > "$ORCH_HANDOFF_PATH.env"
+orch handoff submit --run-id "$ORCH_RUN_ID" --agent "$ORCH_AGENT" --status complete \
+  --result-file "$ORCH_HANDOFF_PATH.env"
+"#,
+    );
+    orch.write_config(&format!(
+        "
+transports:
+  gateway: {{ kind: openclaw, url: 'http://127.0.0.1:9', token_env: TEAM_GW_TOKEN }}
+  other:   {{ kind: openclaw, url: 'http://127.0.0.1:9', token_env: OTHER_GW_TOKEN }}
+  dump:    {{ kind: exec, command: ['{0}'] }}
+  dump-gw: {{ kind: exec, command: ['{0}'], env_passthrough: [OTHER_GW_TOKEN] }}
+discord: {{ token_env: TEAM_DISCORD }}
+agents:
+  webster:   {{ transport: gateway }}
+  tech-lead: {{ transport: other }}
+  secretary: {{ transport: dump }}
+  auditor:   {{ transport: dump-gw }}
+  manager:   {{ transport: {{ kind: sim }} }}
+",
+        dumper.display()
+    ));
+    let secrets = [
+        ("OPENCLAW_HOOKS_TOKEN", "s3cret-hooks"),
+        ("DISCORD_BOT_TOKEN", "s3cret-discord"),
+        ("NATS_TOKEN", "s3cret-nats"),
+        ("TEAM_GW_TOKEN", "s3cret-team-gw"),
+        ("TEAM_DISCORD", "s3cret-team-discord"),
+        ("OTHER_GW_TOKEN", "s3cret-other-gw"),
+        ("HARMLESS_SETTING", "kept"),
+    ];
+    let env_of = |agent: &str| -> String {
+        let run = orch.run_env(
+            &[
+                "delegate", agent, "dump env", "--caller", "manager", "--json",
+            ],
+            None,
+            &secrets,
+        );
+        assert_eq!(run.code, 0, "{}", run.transcript(&orch));
+        let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        value["handoff"]["result"].as_str().unwrap().to_owned()
+    };
+    let plain = env_of("secretary");
+    for (var, value) in &secrets[..6] {
+        assert!(!plain.contains(value), "{var} inherited:\n{plain}");
+    }
+    assert!(plain.contains("HARMLESS_SETTING=kept"), "{plain}");
+    assert!(plain.contains("ORCH_RUN_ID="), "{plain}");
+    let passed = env_of("auditor");
+    assert!(
+        passed.contains("OTHER_GW_TOKEN=s3cret-other-gw"),
+        "{passed}"
+    );
+    assert!(!passed.contains("s3cret-team-gw"), "{passed}");
+}

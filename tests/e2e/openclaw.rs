@@ -181,7 +181,9 @@ async fn refusals_say_what_to_fix() {
         Some(huge.as_bytes()),
         gw.token(),
     );
-    assert_eq!(oversize.code, 4, "{}", oversize.transcript(&orch));
+    // Refused with its real size before anything is sent: bad input (2),
+    // not a transport failure (4).
+    assert_eq!(oversize.code, 2, "{}", oversize.transcript(&orch));
     assert_eq!(gw.requests().len(), before, "refused before sending");
     transcript.push_str(&format!(
         "# over-size task\n{}\n",
@@ -228,4 +230,172 @@ async fn retry_after_a_dropped_connection_does_not_start_a_second_run() {
     assert_eq!(gw.runs_started(), 1);
     let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(value["dispatches"], 3, "{value}");
+}
+
+/// A config like `setup`'s, with the default retry backoff shortened and
+/// `extra` added to the gateway transport.
+fn setup_with(gw: &FakeGateway, extra: &str) -> Orch {
+    let orch = Orch::new();
+    orch.write_config(&format!(
+        "
+delegation: {{ retry: {{ base_delay: 10ms, max_delay: 20ms }} }}
+transports:
+  gateway: {{ kind: openclaw, url: '{url}', token_env: {TOKEN_VAR}{extra} }}
+agents:
+  webster: {{ transport: gateway }}
+  manager: {{ transport: {{ kind: sim }} }}
+",
+        url = gw.url()
+    ));
+    orch
+}
+
+/// The gateway restarts: connections are refused for longer than the old
+/// fixed budget of 5 tries. `orch delegate` retries until its deadline,
+/// says so on stderr for every try, and goes through once the gateway is
+/// back. (The gateway comes back after the 8th retry line, not after a
+/// time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegation_rides_a_gateway_restart_and_shows_each_retry() {
+    use std::io::BufRead;
+    let gw = gateway(vec![]).await;
+    let orch = setup_with(&gw, "");
+    gw.go_down().await;
+    let mut child = orch
+        .command()
+        .env(TOKEN_VAR, gw.token())
+        .args([
+            "delegate",
+            "webster",
+            "Find CTE of Zerodur",
+            "--caller",
+            "manager",
+            "--timeout",
+            "60s",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while lines.len() < 8 {
+        let line = rx.recv().await.expect("orch ended before 8 retries");
+        assert!(line.starts_with("retry: "), "{line}");
+        lines.push(line);
+    }
+    gw.come_up().await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    reader.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(gw.runs_started(), 1);
+    let retried = orch
+        .ledger()
+        .iter()
+        .filter(|e| e["event"] == "retried")
+        .count();
+    assert!(retried >= 8, "{retried}");
+    settings().bind(|| {
+        insta::assert_snapshot!(lines[..3].join("\n"), @r"
+        retry: dispatch to webster: try 1 failed: could not reach the receiver: POST http://127.0.0.1:[PORT]/hooks/agent: cannot connect: tcp connect error: Connection refused (os error 111); next try in 10ms
+        retry: dispatch to webster: try 2 failed: could not reach the receiver: POST http://127.0.0.1:[PORT]/hooks/agent: cannot connect: tcp connect error: Connection refused (os error 111); next try in 20ms
+        retry: dispatch to webster: try 3 failed: could not reach the receiver: POST http://127.0.0.1:[PORT]/hooks/agent: cannot connect: tcp connect error: Connection refused (os error 111); next try in 20ms
+        ")
+    });
+}
+
+/// `Retry-After: 100000` is capped at `max_retry_after`, and when that
+/// does not fit before the deadline the error says so (one request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_retry_after_says_why_it_gave_up() {
+    let gw = gateway(vec![FakeFailure::Status {
+        status: 429,
+        body: r#"{"ok":false,"error":"slow down"}"#.into(),
+        retry_after: Some("100000".into()),
+    }])
+    .await;
+    let orch = setup_with(&gw, "");
+    let run = delegate(
+        &orch,
+        &gw,
+        &[
+            "webster",
+            "Find CTE",
+            "--caller",
+            "manager",
+            "--timeout",
+            "30s",
+        ],
+    );
+    assert_eq!(run.code, 4, "{}", run.transcript(&orch));
+    assert_eq!(gw.requests().len(), 1);
+    let mut s = settings();
+    s.add_filter(r"deadline \(in [0-9.]+m?s\)", "deadline (in [LEFT])");
+    s.bind(|| insta::assert_snapshot!(run.transcript(&orch)));
+}
+
+/// A gateway that never answers: exit 13, and the outcome says the
+/// gateway never acknowledged the task and how each try ended (not only
+/// at `-vv`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_gateway_says_it_never_answered() {
+    let gw = gateway(vec![FakeFailure::Hang; 10]).await;
+    let orch = setup_with(&gw, ", request_timeout: 1s");
+    let run = delegate(
+        &orch,
+        &gw,
+        &[
+            "webster",
+            "Find CTE",
+            "--caller",
+            "manager",
+            "--timeout",
+            "2500ms",
+        ],
+    );
+    assert_eq!(run.code, 13, "{}", run.transcript(&orch));
+    assert!(
+        run.stdout.contains(
+            "no handoff before the deadline; the transport never acknowledged the task: "
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("the gateway did not answer within 1s")
+            && run
+                .stdout
+                .contains("was still waiting for an answer at the deadline"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("retry: "), "{}", run.stderr);
+    assert_eq!(gw.runs_started(), 0);
+    let timeout = orch.ledger().into_iter().last().unwrap();
+    assert_eq!(timeout["event"], "timeout");
+    assert!(
+        timeout["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the transport never acknowledged the task"),
+        "{timeout}"
+    );
 }

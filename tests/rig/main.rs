@@ -418,7 +418,9 @@ fn refusals_say_what_to_fix(ctx: &Ctx) {
         Some(huge.as_bytes()),
         &ctx.rig.token,
     );
-    assert_eq!(oversize.code, 4, "{}", oversize.transcript(&orch));
+    // Refused with its real size before anything is sent: bad input (2),
+    // not a transport failure (4).
+    assert_eq!(oversize.code, 2, "{}", oversize.transcript(&orch));
     assert_eq!(ctx.proxy.exchanges().len(), sent, "refused before sending");
     transcript.push_str(&format!(
         "# an over-size task\n{}\n",

@@ -10,15 +10,20 @@
 //! `token_env` (an environment variable) or `token_file`, read only when a
 //! transport is built, and never printed. The same goes for the NATS store
 //! (`store: { kind: nats, url, bucket, token_env | token_file | credentials }`):
-//! its token or `.creds` file is read only when the store is opened.
+//! its token or `.creds` file is read only when the store is opened. The
+//! variables secrets are read from ([`Config::secret_env_vars`]) are taken
+//! out of what exec agents inherit, and a URL is shown without its
+//! credentials ([`Config::redacted`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use orch_acl::Policy;
+use orch_delegate::DEFAULT_MAX_TASK_BYTES;
 use orch_delegate::transport::sim::Behaviour;
 use orch_handoff::{DEFAULT_MAX_HANDOFF_BYTES, WatchMode};
+use orch_support::url::redact_userinfo;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The embedded default configuration.
@@ -77,6 +82,71 @@ pub(crate) struct Config {
     /// Channel context from Discord.
     #[serde(default)]
     pub(crate) discord: DiscordSection,
+}
+
+/// Variables orch reads a secret from by default, whatever the config
+/// says: the names `orch config init` writes and the docs use. Exec agents
+/// never inherit them (unless a transport's `env_passthrough` lets one
+/// through).
+pub(crate) const DEFAULT_SECRET_VARS: [&str; 3] =
+    ["OPENCLAW_HOOKS_TOKEN", "DISCORD_BOT_TOKEN", "NATS_TOKEN"];
+
+impl Config {
+    /// Every environment variable orch may read a secret from: the
+    /// [`DEFAULT_SECRET_VARS`], the Discord bot token's, the NATS store's
+    /// and every OpenClaw transport's `token_env` (named or inline). A
+    /// registry file's inline transports add theirs where the transports
+    /// are built.
+    pub(crate) fn secret_env_vars(&self) -> BTreeSet<String> {
+        let mut vars: BTreeSet<String> = DEFAULT_SECRET_VARS.map(String::from).into();
+        vars.insert(self.discord.token_env.clone());
+        vars.extend(self.store.nats.token_env.clone());
+        let inline = self.agents.values().filter_map(|a| match &a.transport {
+            TransportRef::Inline(spec) => Some(spec),
+            TransportRef::Named(_) => None,
+        });
+        for spec in self.transports.values().chain(inline) {
+            vars.extend(spec.token_env().map(str::to_owned));
+        }
+        vars.retain(|v| !v.is_empty());
+        vars
+    }
+
+    /// The config as it may be shown: every URL without its userinfo
+    /// (`http://user:pass@host` → `http://[redacted]@host`).
+    pub(crate) fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        let redact = |url: &mut String| {
+            if let std::borrow::Cow::Owned(clean) = redact_userinfo(url) {
+                *url = clean;
+            }
+        };
+        redact(&mut shown.discord.base_url);
+        redact(&mut shown.store.nats.url);
+        let inline = shown
+            .agents
+            .values_mut()
+            .filter_map(|a| match &mut a.transport {
+                TransportRef::Inline(spec) => Some(spec),
+                TransportRef::Named(_) => None,
+            });
+        for spec in shown.transports.values_mut().chain(inline) {
+            if let TransportSpec::Openclaw(oc) = spec {
+                redact(&mut oc.url);
+            }
+        }
+        shown
+    }
+}
+
+impl TransportSpec {
+    /// The variable this transport reads its token from, if any.
+    pub(crate) fn token_env(&self) -> Option<&str> {
+        match self {
+            Self::Openclaw(oc) => oc.token_env.as_deref(),
+            Self::Sim(_) | Self::Exec(_) => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -296,10 +366,12 @@ fn check_nats(n: &NatsSection) -> Result<(), String> {
             .any(|s| url.starts_with(s));
         if !scheme_ok {
             return Err(format!(
-                "`store.url` {url:?} must start with nats:// or tls:// (several: comma-separated)"
+                "`store.url` {:?} must start with nats:// or tls:// (several: comma-separated)",
+                redact_userinfo(url)
             ));
         }
         if url.contains('@') {
+            // Refused without quoting it: the part before `@` is a secret.
             return Err(
                 "`store.url` must not hold credentials: name a token with `token_env` or `token_file`, or a `.creds` file with `credentials`"
                     .into(),
@@ -382,7 +454,9 @@ impl Default for DelegationSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RetrySection {
-    pub(crate) attempts: u32,
+    /// A cap on tries; unset (the default): retry until the deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) attempts: Option<u32>,
     pub(crate) base_delay: Dur,
     pub(crate) max_delay: Dur,
     pub(crate) max_retry_after: Dur,
@@ -424,6 +498,9 @@ pub(crate) struct SimSpec {
     /// Scripted behaviour per agent (default: complete).
     #[serde(default)]
     pub(crate) agents: BTreeMap<String, Behaviour>,
+    /// Largest task message the fleet takes.
+    #[serde(default = "default_max_task_bytes")]
+    pub(crate) max_task_bytes: u64,
 }
 
 impl Default for SimSpec {
@@ -432,8 +509,13 @@ impl Default for SimSpec {
             delay: default_sim_delay(),
             slow_delay: default_sim_slow_delay(),
             agents: BTreeMap::new(),
+            max_task_bytes: default_max_task_bytes(),
         }
     }
+}
+
+fn default_max_task_bytes() -> u64 {
+    DEFAULT_MAX_TASK_BYTES
 }
 
 fn default_sim_delay() -> Dur {
@@ -455,6 +537,13 @@ pub(crate) struct ExecSpec {
     /// Working directory (relative: to the config file's directory).
     #[serde(default)]
     pub(crate) cwd: Option<PathBuf>,
+    /// Largest task message handed to the command.
+    #[serde(default = "default_max_task_bytes")]
+    pub(crate) max_task_bytes: u64,
+    /// Variables orch reads secrets from that this command may still
+    /// inherit (every other one of [`Config::secret_env_vars`] is removed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) env_passthrough: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -479,6 +568,19 @@ pub(crate) struct OpenClawSpec {
     /// transport written inline for one agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) agent_id: Option<String>,
+    /// Largest task message sent (the gateway's body limit is on the
+    /// JSON-encoded request).
+    #[serde(default = "default_max_task_bytes")]
+    pub(crate) max_task_bytes: u64,
+    /// How long one request waits for the gateway's answer (without
+    /// `wait_for_completion`); a gateway that never answers fails the try
+    /// after this long, and it is retried.
+    #[serde(default = "default_request_timeout")]
+    pub(crate) request_timeout: Dur,
+}
+
+fn default_request_timeout() -> Dur {
+    Dur(orch_delegate::transport::openclaw::ADMISSION_TIMEOUT)
 }
 
 fn default_hooks_path() -> String {
@@ -777,18 +879,40 @@ fn check(config: &Config) -> Result<(), String> {
 }
 
 fn check_transport(spec: &TransportSpec) -> Result<(), String> {
+    let limit = match spec {
+        TransportSpec::Sim(s) => s.max_task_bytes,
+        TransportSpec::Exec(e) => e.max_task_bytes,
+        TransportSpec::Openclaw(oc) => oc.max_task_bytes,
+    };
+    if limit == 0 {
+        return Err("`max_task_bytes` must be at least 1".into());
+    }
     match spec {
         TransportSpec::Sim(_) => Ok(()),
         TransportSpec::Exec(e) if e.command.is_empty() || e.command[0].is_empty() => {
             Err("`command` is empty: give the program and its arguments as a list".into())
         }
-        TransportSpec::Exec(_) => Ok(()),
+        TransportSpec::Exec(e) => {
+            match e
+                .env_passthrough
+                .iter()
+                .find(|v| v.is_empty() || v.contains(['=', '\0']))
+            {
+                Some(bad) => Err(format!(
+                    "`env_passthrough`: {bad:?} is not an environment variable name"
+                )),
+                None => Ok(()),
+            }
+        }
         TransportSpec::Openclaw(oc) => {
             if !(oc.url.starts_with("http://") || oc.url.starts_with("https://")) {
                 return Err(format!(
                     "`url` {:?} must start with http:// or https://",
-                    oc.url
+                    redact_userinfo(&oc.url)
                 ));
+            }
+            if oc.request_timeout.0.is_zero() {
+                return Err("`request_timeout` must be more than 0".into());
             }
             match (&oc.token_env, &oc.token_file) {
                 (None, None) => Err(
@@ -942,12 +1066,91 @@ mod tests {
                 "agents: { a: { transport: { kind: sim }, validator: b } }\n",
             ),
             ("not yaml", "agents: [\n"),
+            (
+                "no task fits",
+                "agents: { a: { transport: { kind: sim, max_task_bytes: 0 } } }\n",
+            ),
+            (
+                "bad passthrough",
+                "agents: { a: { transport: { kind: exec, command: [x], env_passthrough: ['A=B'] } } }\n",
+            ),
+            (
+                "credentials in a bad url",
+                "agents:\n  a:\n    transport: { kind: openclaw, url: 'ftp://me:hunter2@gw', token_env: T }\n",
+            ),
         ];
         let mut out = String::new();
         for (name, text) in cases {
             let e = parse(text, "orch.yaml", Path::new(".")).unwrap_err();
+            assert!(!e.to_string().contains("hunter2"), "{e}");
             out.push_str(&format!("{name}: {e}\n"));
         }
         insta::assert_snapshot!(out);
+    }
+
+    /// Every variable a secret is read from, whatever reads it, plus the
+    /// default names.
+    #[test]
+    fn secret_variables_are_every_token_env() {
+        let text = "
+transports:
+  gw: { kind: openclaw, url: 'http://gw', token_env: GW_TOKEN }
+  local: { kind: exec, command: [x], env_passthrough: [GW_TOKEN] }
+agents:
+  a: { transport: gw }
+  b: { transport: { kind: openclaw, url: 'http://other', token_env: OTHER_TOKEN } }
+  c: { transport: { kind: openclaw, url: 'http://third', token_file: /run/t } }
+discord: { token_env: MY_DISCORD }
+";
+        let c = parse(text, "orch.yaml", Path::new(".")).unwrap();
+        let vars: Vec<String> = c.secret_env_vars().into_iter().collect();
+        assert_eq!(
+            vars,
+            [
+                "DISCORD_BOT_TOKEN",
+                "GW_TOKEN",
+                "MY_DISCORD",
+                "NATS_TOKEN",
+                "OPENCLAW_HOOKS_TOKEN",
+                "OTHER_TOKEN"
+            ]
+        );
+        let nats = parse(
+            "store: { kind: nats, token_env: ORCH_NATS }\n",
+            "orch.yaml",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(nats.secret_env_vars().contains("ORCH_NATS"));
+    }
+
+    /// What `config show` prints: no credentials in any URL, the rest as is.
+    #[test]
+    fn the_shown_config_has_no_credentials_in_urls() {
+        let text = "
+transports:
+  gw: { kind: openclaw, url: 'http://me:hunter2@gw:18789', token_env: T }
+agents:
+  a: { transport: gw }
+  b: { transport: { kind: openclaw, url: 'https://tok3n@other', token_env: T } }
+discord: { base_url: 'https://bot:s3cret@discord.example/api/v10' }
+";
+        let c = parse(text, "orch.yaml", Path::new(".")).unwrap();
+        let shown = c.redacted();
+        let yaml = serde_norway::to_string(&shown).unwrap();
+        for secret in ["hunter2", "tok3n", "s3cret", "me:"] {
+            assert!(!yaml.contains(secret), "{secret}: {yaml}");
+        }
+        assert!(yaml.contains("http://[redacted]@gw:18789"), "{yaml}");
+        assert!(yaml.contains("https://[redacted]@other"), "{yaml}");
+        assert!(
+            yaml.contains("https://[redacted]@discord.example/api/v10"),
+            "{yaml}"
+        );
+        // The config itself keeps them (the transport refuses them).
+        assert_eq!(
+            c.transports["gw"],
+            parse(text, "x", Path::new(".")).unwrap().transports["gw"]
+        );
     }
 }

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use orch_delegate::transport::exec::{ExecConfig, ExecTransport};
-use orch_delegate::transport::openclaw::{OpenClawConfig, OpenClawTransport};
+use orch_delegate::transport::openclaw::{
+    DEFAULT_MAX_BODY_BYTES, OpenClawConfig, OpenClawTransport,
+};
 use orch_delegate::transport::sim::{SimConfig, SimTransport};
 use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Secret, Transport};
 use orch_handoff::{FsStore, FsStoreConfig, HandoffStore, WatchMode};
@@ -176,7 +178,10 @@ impl Setup {
 
     /// Builds the delegator over `store` for the agents of `registry`: one
     /// transport per agent (a sim fleet is shared), the configured policy
-    /// and limits.
+    /// and limits. Exec agents inherit none of the variables orch reads a
+    /// secret from ([`Config::secret_env_vars`], plus the `token_env`s of a
+    /// registry file's inline transports), except those their transport's
+    /// `env_passthrough` names.
     pub(crate) fn delegator(
         &self,
         store: Store,
@@ -185,12 +190,25 @@ impl Setup {
         let c = &self.config;
         let mut sims: std::collections::BTreeMap<String, Arc<dyn Transport>> = Default::default();
         let mut agents = Vec::new();
-        for info in registry.agents() {
+        let refs = registry
+            .agents()
+            .iter()
+            .map(|info| {
+                serde_json::from_value::<TransportRef>(info.transport.clone())
+                    .map(|r| (info, r))
+                    .map_err(|e| CliError::Usage(format!("agent {}: transport: {e}", info.id)))
+            })
+            .collect::<Result<Vec<_>, CliError>>()?;
+        let mut secrets = c.secret_env_vars();
+        for (_, r) in &refs {
+            if let TransportRef::Inline(spec) = r {
+                secrets.extend(spec.token_env().map(str::to_owned));
+            }
+        }
+        for (info, transport_ref) in &refs {
             let id = &info.id;
-            let transport_ref: TransportRef = serde_json::from_value(info.transport.clone())
-                .map_err(|e| CliError::Usage(format!("agent {id}: transport: {e}")))?;
             let default_sim = TransportSpec::Sim(config::SimSpec::default());
-            let (name, transport_spec) = match &transport_ref {
+            let (name, transport_spec) = match transport_ref {
                 TransportRef::Named(name) => match c.transports.get(name) {
                     Some(t) => (Some(name.as_str()), t),
                     // The embedded registry's agents use `sim`; a config that
@@ -214,6 +232,7 @@ impl Setup {
                             delay: sim.delay.0,
                             slow_delay: sim.slow_delay.0,
                             agents: sim.agents.clone(),
+                            max_task_bytes: sim.max_task_bytes,
                             ..SimConfig::default()
                         };
                         let t: Arc<dyn Transport> = Arc::new(SimTransport::new(store.clone(), cfg));
@@ -225,7 +244,13 @@ impl Setup {
                     ExecTransport::new(ExecConfig {
                         argv: exec.command.clone(),
                         env: exec.env.clone(),
+                        remove_env: secrets
+                            .iter()
+                            .filter(|v| !exec.env_passthrough.contains(v))
+                            .cloned()
+                            .collect(),
                         cwd: exec.cwd.clone(),
+                        max_task_bytes: exec.max_task_bytes,
                         ..ExecConfig::default()
                     })
                     .map_err(|e| CliError::Usage(format!("config: agent {id}: {e}")))?,
@@ -233,22 +258,41 @@ impl Setup {
                 // A missing token only matters to delegations that use this
                 // agent: it becomes a transport that refuses with a config
                 // error, so agents on other transports keep working.
-                TransportSpec::Openclaw(oc) => match read_token(oc) {
-                    Ok(token) => {
-                        let mut cfg = OpenClawConfig::new(oc.url.clone(), token);
-                        cfg.path = oc.path.clone();
-                        cfg.wait_for_completion = oc.wait_for_completion;
-                        cfg.agent_id = oc
-                            .agent_id
-                            .clone()
-                            .or_else(|| c.agents.get(id).and_then(|a| a.remote_id.clone()));
-                        match OpenClawTransport::new(cfg) {
-                            Ok(t) => Arc::new(t),
-                            Err(e) => Arc::new(Misconfigured(e.to_string())),
+                TransportSpec::Openclaw(oc) => {
+                    let misconfigured = |error| {
+                        Arc::new(Misconfigured {
+                            error,
+                            max_task_bytes: oc.max_task_bytes,
+                        })
+                    };
+                    match read_token(oc) {
+                        Ok(token) => {
+                            let mut cfg = OpenClawConfig::new(oc.url.clone(), token);
+                            cfg.path = oc.path.clone();
+                            cfg.wait_for_completion = oc.wait_for_completion;
+                            cfg.agent_id = oc
+                                .agent_id
+                                .clone()
+                                .or_else(|| c.agents.get(id).and_then(|a| a.remote_id.clone()));
+                            cfg.max_task_bytes = oc.max_task_bytes;
+                            // The body carries the message JSON-encoded
+                            // (newlines and quotes take two bytes): a
+                            // raised task limit raises the body's with it.
+                            cfg.max_body_bytes = usize::try_from(oc.max_task_bytes)
+                                .unwrap_or(usize::MAX)
+                                .saturating_mul(2)
+                                .max(DEFAULT_MAX_BODY_BYTES);
+                            cfg.request_timeout = oc.request_timeout.0;
+                            match OpenClawTransport::new(cfg) {
+                                Ok(t) => Arc::new(t),
+                                Err(e) => misconfigured(e),
+                            }
+                        }
+                        Err(message) => {
+                            misconfigured(orch_delegate::TransportError::Config { message })
                         }
                     }
-                    Err(message) => Arc::new(Misconfigured(message)),
-                },
+                }
             };
             agents.push(AgentEntry {
                 id: id.clone(),
@@ -276,8 +320,12 @@ impl Setup {
 }
 
 /// Stands in for a transport whose configuration is incomplete (e.g. its
-/// token variable is unset): every dispatch fails with that reason.
-struct Misconfigured(String);
+/// token variable is unset): every dispatch fails with that error (a
+/// [`TransportError::Config`](orch_delegate::TransportError::Config)).
+struct Misconfigured {
+    error: orch_delegate::TransportError,
+    max_task_bytes: u64,
+}
 
 #[async_trait::async_trait]
 impl Transport for Misconfigured {
@@ -285,13 +333,15 @@ impl Transport for Misconfigured {
         "openclaw"
     }
 
+    fn max_task_bytes(&self) -> u64 {
+        self.max_task_bytes
+    }
+
     async fn dispatch(
         &self,
         _: &orch_delegate::Envelope,
     ) -> Result<orch_delegate::Ack, orch_delegate::TransportError> {
-        Err(orch_delegate::TransportError::Config {
-            message: self.0.clone(),
-        })
+        Err(self.error.clone())
     }
 }
 

@@ -6,8 +6,9 @@
 //! [`transport::exec`]: a local command; [`transport::sim`]: a simulated
 //! fleet for demos and tests) and the [`Delegator`], which runs one
 //! delegation end to end: ACL check, new run id, subscribe to the handoff
-//! store, build the task message ([`task_message`]), dispatch with bounded
-//! retries, wait until the deadline, re-ask once on an invalid handoff,
+//! store, build the task message ([`task_message`]) and refuse it if it is
+//! over the transport's size limit, dispatch with retries until the
+//! deadline (each one reported to an [`Observer`]), wait until the deadline, re-ask once on an invalid handoff,
 //! optionally hand the result to a validator agent, and write the ledger.
 //! With the `testing` feature, [`testing::FakeGateway`] is a local fake
 //! OpenClaw gateway that speaks the real hooks contract.
@@ -66,9 +67,11 @@ pub trait Transport: Send + Sync {
     async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError>;
 
     /// Largest task message this transport delivers, in bytes (default
-    /// [`DEFAULT_MAX_TASK_BYTES`], the OpenClaw gateway's body cap). A task
-    /// over it is refused before it is sent, and a workflow stops rendering
-    /// a task as soon as it passes it.
+    /// [`DEFAULT_MAX_TASK_BYTES`], the OpenClaw gateway's body cap; each
+    /// transport's config can override it). A task over it is refused by
+    /// the [`Delegator`] before it is sent
+    /// ([`DelegateError::TooLarge`]), and a workflow stops rendering a task
+    /// as soon as it passes it.
     fn max_task_bytes(&self) -> u64 {
         DEFAULT_MAX_TASK_BYTES
     }
@@ -191,11 +194,16 @@ pub enum TransportError {
         /// What failed.
         message: String,
     },
-    /// The envelope is larger than the receiver accepts (OpenClaw: 256 KiB
-    /// bodies, HTTP 413). Not retryable.
-    #[error("the task is {size} bytes, larger than the {limit}-byte limit of the receiver")]
+    /// The request carrying the task is larger than the receiver accepts
+    /// (OpenClaw: a 256 KiB body, which JSON escaping makes larger than the
+    /// message it carries). Found before sending; not retryable. (A task
+    /// message over [`Transport::max_task_bytes`] never gets this far: the
+    /// delegator refuses it first.)
+    #[error(
+        "the request is {size} bytes, larger than the {limit}-byte limit of the receiver: shorten the task or its context"
+    )]
     TooLarge {
-        /// Size of what was sent, in bytes.
+        /// Size of the request, in bytes.
         size: u64,
         /// The receiver's limit, in bytes.
         limit: u64,

@@ -9,7 +9,10 @@
 //!   is rendered into a task (Discord channel context).
 //! - [`id`]: the one id rule (DESIGN §3) that run ids, step ids, agent ids
 //!   and callers obey.
+//! - [`url`]: [`url::redact_userinfo`], applied wherever a URL from the
+//!   configuration is shown (credentials in `http://user:pass@host`).
 #![warn(missing_docs)]
 
 pub mod id;
 pub mod text;
+pub mod url;

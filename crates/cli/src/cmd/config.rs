@@ -17,14 +17,16 @@ pub(crate) fn run(global: &GlobalArgs, cmd: ConfigCmd) -> Result<Exit, CliError>
 }
 
 /// Prints the effective config. It never holds a secret (tokens are only
-/// *named*); whether each named token is available is said in a comment.
+/// *named*, and a URL is shown without credentials); whether each named
+/// token is available is said in a comment.
 fn show(global: &GlobalArgs, json: bool) -> Result<Exit, CliError> {
     let setup = Setup::load(global)?;
+    let shown = setup.config.redacted();
     if json {
-        out::print_json(&setup.config)?;
+        out::print_json(&shown)?;
         return Ok(Exit::Ok);
     }
-    let yaml = serde_norway::to_string(&setup.config)
+    let yaml = serde_norway::to_string(&shown)
         .map_err(|e| CliError::Internal(format!("rendering the config: {e}")))?;
     let mut text = format!("# effective config from: {}\n", setup.source);
     let specs = setup

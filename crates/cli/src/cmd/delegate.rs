@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use orch_delegate::orch_handoff::RunId;
-use orch_delegate::{DelegateError, End, Outcome, OutcomeStatus, Request, TransportError};
+use orch_delegate::{
+    DelegateError, Delegator, End, Outcome, OutcomeStatus, Request, TransportError,
+};
 
 use crate::args::{DelegateArgs, GlobalArgs};
 use crate::cmd::handoff::{block_row, render_details, row};
@@ -15,8 +17,17 @@ use crate::wiring::Setup;
 pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit, CliError> {
     let setup = Setup::load(global)?;
     let registry = setup.registry()?;
+    let store = setup.open_store().await?;
+    // Each retry is shown as it happens: a delegation may retry for as long
+    // as its deadline allows (a gateway restarting).
+    let delegator = setup.delegator(store, &registry)?.with_observer(|event| {
+        eprintln!(
+            "retry: {}",
+            orch_support::text::one_line(&event.to_string())
+        );
+    });
     let task = if args.task == "-" {
-        read_stdin_task()?
+        read_stdin_task(&delegator, &args.agent)?
     } else {
         args.task.clone()
     };
@@ -49,8 +60,6 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
         }
         None => None,
     };
-    let store = setup.open_store().await?;
-    let delegator = setup.delegator(store, &registry)?;
     let mut request = Request::new(&agent, task, &args.caller);
     request.context = context;
     request.timeout = args.timeout.unwrap_or(setup.config.delegation.timeout.0);
@@ -86,15 +95,62 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
     }
 }
 
-fn read_stdin_task() -> Result<String, CliError> {
+/// How far past the limit an over-size task on stdin is counted (without
+/// being kept) to report its size; beyond this it is "more than".
+const MAX_COUNTED_STDIN: u64 = 1 << 30;
+
+/// Reads the whole task from stdin, keeping at most the task limit of
+/// `agent`'s transport (for `auto` or an unknown agent, the largest of
+/// every agent's): a task over it is refused with its real size, counted
+/// without being kept.
+fn read_stdin_task(delegator: &Delegator, agent: &str) -> Result<String, CliError> {
     use std::io::Read;
-    let mut task = String::new();
-    std::io::stdin()
-        .lock()
-        .take(256 * 1024 + 1)
-        .read_to_string(&mut task)
-        .map_err(|e| CliError::Usage(format!("cannot read the task from stdin: {e}")))?;
-    Ok(task)
+    let (limit, whose) = match delegator.transport_of(agent) {
+        Some(t) => (
+            t.max_task_bytes(),
+            format!("{agent}'s {} transport", t.name()),
+        ),
+        None => (
+            delegator
+                .agent_ids()
+                .iter()
+                .filter_map(|id| delegator.transport_of(id))
+                .map(|t| t.max_task_bytes())
+                .max()
+                .unwrap_or(orch_delegate::DEFAULT_MAX_TASK_BYTES),
+            "every agent's transport".to_owned(),
+        ),
+    };
+    let failed =
+        |e: std::io::Error| CliError::Usage(format!("cannot read the task from stdin: {e}"));
+    let mut stdin = std::io::stdin().lock();
+    let mut task = Vec::new();
+    (&mut stdin)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut task)
+        .map_err(failed)?;
+    let kept = task.len() as u64;
+    if kept > limit {
+        let rest = std::io::copy(
+            &mut (&mut stdin).take(MAX_COUNTED_STDIN),
+            &mut std::io::sink(),
+        )
+        .map_err(failed)?;
+        let size = if rest == MAX_COUNTED_STDIN {
+            format!("more than {} bytes", kept + rest)
+        } else {
+            format!("{} bytes", kept + rest)
+        };
+        return Err(CliError::Usage(format!(
+            "the task on stdin is {size}, larger than the {limit}-byte limit of {whose} (max_task_bytes): nothing was sent; shorten the task, or raise the transport's max_task_bytes"
+        )));
+    }
+    String::from_utf8(task).map_err(|e| {
+        CliError::Usage(format!(
+            "the task on stdin is not UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 pub(crate) fn exit_for(status: OutcomeStatus) -> Exit {
@@ -110,13 +166,15 @@ pub(crate) fn exit_for(status: OutcomeStatus) -> Exit {
 /// Maps a delegation error to the CLI's error (and so its exit code).
 pub(crate) fn map_error(e: DelegateError) -> CliError {
     match &e {
-        DelegateError::UnknownAgent { .. } | DelegateError::Usage { .. } => {
-            CliError::Usage(e.to_string())
-        }
+        DelegateError::UnknownAgent { .. }
+        | DelegateError::Usage { .. }
+        | DelegateError::TooLarge { .. } => CliError::Usage(e.to_string()),
         DelegateError::Denied(_) => CliError::Denied(format!("denied: {e}")),
-        // An incomplete transport configuration is a config error (exit 2).
+        // An incomplete transport configuration is a config error, and a
+        // request the transport finds too large is bad input: exit 2, as
+        // no retry can help.
         DelegateError::Transport {
-            source: TransportError::Config { .. },
+            source: TransportError::Config { .. } | TransportError::TooLarge { .. },
             ..
         } => CliError::Usage(e.to_string()),
         DelegateError::Transport { .. } => CliError::Transport(e.to_string()),
@@ -157,7 +215,13 @@ pub(crate) fn render(o: &Outcome) -> String {
     if let Some(p) = &o.parent {
         row(&mut s, "parent", p.as_str());
     }
-    row(&mut s, "handoff", &o.handoff_path);
+    // Only a file that is there: the answer, or where an invalid one went.
+    match (&o.end, o.rejected.last()) {
+        (End::Handoff, _) => row(&mut s, "handoff", &o.handoff_path),
+        (End::Invalid { .. }, Some(moved)) => row(&mut s, "rejected", moved),
+        (End::Invalid { .. }, None) => row(&mut s, "handoff", &o.handoff_path),
+        (End::TimedOut | End::NoHandoff { .. }, _) => {}
+    }
     if o.dispatches > 1 {
         row(&mut s, "dispatches", &o.dispatches.to_string());
     }
@@ -166,7 +230,14 @@ pub(crate) fn render(o: &Outcome) -> String {
     }
     match &o.end {
         End::Handoff => {}
-        End::TimedOut => row(&mut s, "outcome", "no handoff before the deadline"),
+        End::TimedOut => match &o.unacknowledged {
+            None => row(&mut s, "outcome", "no handoff before the deadline"),
+            Some(u) => row(
+                &mut s,
+                "outcome",
+                &format!("no handoff before the deadline; {u}"),
+            ),
+        },
         End::NoHandoff { detail } => row(
             &mut s,
             "outcome",
@@ -194,4 +265,66 @@ pub(crate) fn render(o: &Outcome) -> String {
         render_details(h, &mut s);
     }
     s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use orch_delegate::orch_handoff::{HandoffError, Scope};
+    use orch_delegate::{Timings, Unacknowledged};
+
+    use super::*;
+
+    fn outcome(end: End) -> Outcome {
+        Outcome {
+            run_id: RunId::new("orch-20261202T000000Z-00000001").unwrap(),
+            agent: "webster".into(),
+            caller: "manager".into(),
+            parent: None,
+            scope: Scope::Top,
+            handoff_path: "/store/orch-20261202T000000Z-00000001.json".into(),
+            rejected: Vec::new(),
+            unacknowledged: None,
+            end,
+            handoff: None,
+            validation: None,
+            dispatches: 4,
+            reasks: 0,
+            timings: Timings {
+                started: jiff::Timestamp::UNIX_EPOCH,
+                acked_after: None,
+                handoff_after: None,
+                total: Duration::from_secs(120),
+            },
+        }
+    }
+
+    /// A timeout whose dispatch was never acknowledged says why; outcomes
+    /// without an answer name no handoff file; an invalid answer is named
+    /// where it was moved.
+    #[test]
+    fn outcomes_say_why_and_name_only_files_that_exist() {
+        let mut hung = outcome(End::TimedOut);
+        hung.unacknowledged = Some(Unacknowledged {
+            tries: 4,
+            failures: 3,
+            last_error: Some(TransportError::Connect {
+                message: "POST http://gw/hooks/agent: the gateway did not answer within 30s".into(),
+            }),
+            alike: true,
+        });
+        let mut invalid = outcome(End::Invalid {
+            error: HandoffError::Empty,
+        });
+        invalid.rejected = vec![
+            "/store/orch-20261202T000000Z-00000001.json.rejected-1".into(),
+            "/store/orch-20261202T000000Z-00000001.json.rejected-2".into(),
+        ];
+        let silent = outcome(End::NoHandoff {
+            detail: "exit status 0".into(),
+        });
+        insta::assert_snapshot!([render(&hung), render(&invalid), render(&silent)].join("\n"));
+    }
 }

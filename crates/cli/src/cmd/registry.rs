@@ -11,7 +11,13 @@ pub(crate) fn run(global: &GlobalArgs, cmd: RegistryCmd) -> Result<Exit, CliErro
     let setup = Setup::load(global)?;
     let registry = setup.registry()?;
     match cmd {
-        RegistryCmd::List { json: true } => out::print_json(&registry.to_file())?,
+        RegistryCmd::List { json: true } => {
+            let mut file = registry.to_file();
+            for agent in &mut file.agents {
+                redact_urls(&mut agent.transport);
+            }
+            out::print_json(&file)?;
+        }
         RegistryCmd::List { json: false } => {
             let agents = registry.agents();
             let w_id = agents.iter().map(|a| a.id.len()).max().unwrap_or(0).max(2);
@@ -44,13 +50,29 @@ pub(crate) fn run(global: &GlobalArgs, cmd: RegistryCmd) -> Result<Exit, CliErro
                 )));
             };
             if json {
-                out::print_json(agent)?;
+                let mut agent = agent.clone();
+                redact_urls(&mut agent.transport);
+                out::print_json(&agent)?;
             } else {
                 out::print(&render(agent, &registry))?;
             }
         }
     }
     Ok(Exit::Ok)
+}
+
+/// An inline transport spec as it may be shown: no credentials in a URL.
+fn redact_urls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(clean) = orch_support::url::redact_userinfo(s) {
+                *s = clean;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_urls),
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact_urls),
+        _ => {}
+    }
 }
 
 /// The first few capabilities; `registry show` has them all.

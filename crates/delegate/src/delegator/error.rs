@@ -3,6 +3,7 @@
 use orch_acl::AclError;
 use orch_handoff::{RunId, StoreError};
 
+use super::GaveUp;
 use crate::TransportError;
 
 /// Why [`Delegator::delegate`](super::Delegator::delegate) returned no
@@ -35,10 +36,13 @@ pub enum DelegateError {
         message: String,
     },
     /// The transport failed for good: a non-retryable error, or retries
-    /// exhausted or out of time. Exit 4.
+    /// out of time (or over the policy's cap). Exit 4, except for a
+    /// transport that is misconfigured or refused the task as too large
+    /// (exit 2: no retry, now or later, can help).
     #[error(
-        "dispatch to {agent} failed after {attempts} {}: {source}",
-        if *.attempts == 1 { "try" } else { "tries" }
+        "dispatch to {agent} failed after {attempts} {}: {source}{}",
+        super::tries_word(*.attempts),
+        gave_up_suffix(.gave_up)
     )]
     Transport {
         /// The agent the task was for.
@@ -48,6 +52,30 @@ pub enum DelegateError {
         /// The last error.
         #[source]
         source: TransportError,
+        /// Why no further try was made.
+        gave_up: GaveUp,
+    },
+    /// The task message is larger than the agent's transport delivers
+    /// ([`Transport::max_task_bytes`](crate::Transport::max_task_bytes)).
+    /// Exit 2: it is the task that must change (or the limit), and a retry
+    /// cannot help. Nothing was sent; the ledger has a `failed` line.
+    #[error(
+        "the task message for {agent} is {size} bytes (task {task}, context {context}, orch's header and instructions {}), larger than the {limit}-byte limit of its {transport} transport (max_task_bytes): nothing was sent; shorten the task or its context, or raise the transport's max_task_bytes",
+        .size.saturating_sub(*.task + *.context)
+    )]
+    TooLarge {
+        /// The agent the task was for.
+        agent: String,
+        /// The transport's name (`openclaw`, `exec`, `sim`).
+        transport: String,
+        /// The whole task message, in bytes.
+        size: u64,
+        /// The transport's limit, in bytes.
+        limit: u64,
+        /// The task text's share of `size`.
+        task: u64,
+        /// The context's share of `size`.
+        context: u64,
     },
     /// The handoff store failed (I/O, watcher, the `dispatched` ledger
     /// line). Exit 1.
@@ -62,13 +90,18 @@ pub enum DelegateError {
 }
 
 impl DelegateError {
-    /// The CLI exit code: 2 unknown agent / usage (and an ACL error that is
-    /// not a denial), 3 denied, 4 transport, 1 store, 130 cancelled.
+    /// The CLI exit code: 2 unknown agent / usage / a task too large / a
+    /// misconfigured transport (and an ACL error that is not a denial), 3
+    /// denied, 4 transport, 1 store, 130 cancelled.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::UnknownAgent { .. } | Self::Usage { .. } => 2,
+            Self::UnknownAgent { .. } | Self::Usage { .. } | Self::TooLarge { .. } => 2,
             Self::Denied(e) if e.is_denied() => 3,
             Self::Denied(_) => 2,
+            Self::Transport {
+                source: TransportError::Config { .. } | TransportError::TooLarge { .. },
+                ..
+            } => 2,
             Self::Transport { .. } => 4,
             Self::Store(_) => 1,
             Self::Cancelled { .. } => 130,
@@ -79,6 +112,13 @@ impl DelegateError {
         Self::Usage {
             message: message.into(),
         }
+    }
+}
+
+fn gave_up_suffix(gave_up: &GaveUp) -> String {
+    match gave_up {
+        GaveUp::Final => String::new(),
+        other => format!("; {other}"),
     }
 }
 

@@ -10,14 +10,18 @@
 //!    chain, top-level = 0) must be within [`DelegatorConfig::max_depth`].
 //! 3. **ACL** caller → agent, and caller → validator, before anything is
 //!    sent: refused → ledger `denied`, [`DelegateError::Denied`].
-//! 4. **Run id, slot, subscription**: a fresh [`RunId`] (or the request's);
-//!    a slot of the agent's `max_concurrent` semaphore, held until the
-//!    delegation ends; the store subscription, taken *before* dispatching.
+//! 4. **Run id, size, slot, subscription**: a fresh [`RunId`] (or the
+//!    request's); the task message, refused if it is larger than the
+//!    transport's [`Transport::max_task_bytes`] ([`DelegateError::TooLarge`],
+//!    nothing sent); a slot of the agent's `max_concurrent` semaphore, held
+//!    until the delegation ends; the store subscription, taken *before*
+//!    dispatching.
 //! 5. **Dispatch** with retries, *concurrently* with the wait: a transport
 //!    may return only when the agent's run ended (exec, OpenClaw with
 //!    `waitForCompletion`), and its handoff usually lands before that.
 //! 6. **Wait** until the deadline (computed once, at the start): an invalid
-//!    handoff is moved aside and re-asked ([`DelegatorConfig::reasks`]) with
+//!    handoff is moved aside (`.rejected-N`, the last one too, as `orch
+//!    handoff submit` does) and re-asked ([`DelegatorConfig::reasks`]) with
 //!    the exact error quoted; a transport that reports the run ended without
 //!    a handoff is re-asked the same way, then [`End::NoHandoff`].
 //! 7. **Validate** (optional): a separate top-level delegation to the
@@ -40,10 +44,20 @@
 //!   [`DelegateError::Store`], nothing sent): it is what sub-delegations and
 //!   metrics find runs by. Every other line is best effort
 //!   (`tracing::warn!`), never failing a delegation that otherwise worked.
-//! - **Retries** are not jittered (tests stay deterministic; one caller
-//!   rarely hammers one gateway in lock-step) and never scheduled past the
-//!   deadline: a retry that could not start before it fails the delegation
-//!   with the transport's error.
+//! - **Retries** go on until the delegation's deadline, not for a fixed
+//!   count ([`RetryPolicy::max_attempts`] is an optional cap), so a
+//!   delegation rides out a gateway restart. The wait is the capped
+//!   exponential backoff, or the receiver's `Retry-After` clamped between
+//!   that backoff (a `0` or a past date cannot make the delegator hammer)
+//!   and `max_retry_after` ([`RetryPolicy::wait`], [`WaitRule`]). Retries
+//!   are not jittered (tests stay deterministic; one caller rarely hammers
+//!   one gateway in lock-step) and never scheduled past the deadline: a
+//!   retry that could not start before it fails the delegation with the
+//!   transport's error and says so ([`GaveUp::OutOfTime`]). Each retry is
+//!   a ledger line and a [`DelegationEvent::Retrying`] for the Delegator's
+//!   [`Observer`] (`orch delegate` prints them on stderr). A delegation
+//!   that times out without its transport ever acknowledging it says why
+//!   ([`Outcome::unacknowledged`]: a hanging gateway).
 //! - **Validation** runs only on a `complete` or `partial` handoff (a
 //!   `failed` or `blocked` one fails already), with a fresh deadline of the
 //!   request's timeout, as the same caller (whose ACL to the validator was
@@ -59,13 +73,14 @@
 //! |--------------|---------------------------------------------------|--------------|
 //! | `denied`     | the ACL or depth limit refused (no `runId` unless the request named one) | `detail` (the refusal) |
 //! | `dispatched` | once per run, before the first try                 | `attempt` 1, `detail` `via <transport>[, validating <runId>]` |
-//! | `retried`    | a retryable try failed, another follows           | `attempt`, `detail` `try n of m failed: <error>; next try in <d>` |
+//! | `retried`    | a retryable try failed, another follows           | `attempt`, `detail` `try n[ of m] failed: <error>; next try in <wait>` ([`Retrying::detail`]) |
 //! | `acked`      | the transport admitted the task                   | `attempt`, `latencyMs`, `detail` (remote run id) |
 //! | `invalid`    | an invalid handoff landed                          | `attempt`, `latencyMs`, `detail` (the error) |
 //! | `reasked`    | the agent is asked again                           | `attempt` (the new ask), `detail` (why) |
 //! | `handoff`    | a valid handoff landed                             | `attempt`, `status`, `confidence`, `latencyMs` |
-//! | `timeout`    | the deadline passed                                | `attempt`, `latencyMs`, `detail` |
+//! | `timeout`    | the deadline passed                                | `attempt`, `latencyMs`, `detail` (with [`Unacknowledged`] when the transport never acknowledged) |
 //! | `failed`     | the transport failed for good, the run ended without a handoff, or the store failed | `attempt`, `latencyMs`, `detail` |
+//! | `failed`     | the task message is over the transport's `max_task_bytes` (no `dispatched` line: nothing was sent) | `attempt` 1, `detail` (the error) |
 //! | `cancelled`  | the cancellation token fired                       | `attempt`, `latencyMs` |
 //! | `validated`  | the validator judged (or could not)                | `runId` = the judged run, `agent` = the validator, `status` (the validator's), `detail`, `validationRunId` |
 //!
@@ -96,10 +111,13 @@ use crate::{
 
 mod error;
 mod outcome;
+mod retry;
 
 pub use error::DelegateError;
 pub use outcome::{End, Outcome, OutcomeStatus, Timings, Validation};
 use outcome::{millis, shorten};
+pub use retry::{DelegationEvent, GaveUp, Observer, RetryWait, Retrying, Unacknowledged, WaitRule};
+use retry::{friendly, tries_word};
 
 /// One agent the Delegator can reach.
 #[derive(Clone)]
@@ -142,11 +160,14 @@ impl fmt::Debug for AgentEntry {
 }
 
 /// How transient dispatch failures are retried (the same envelope, so the
-/// same idempotency key).
+/// same idempotency key): until the delegation's deadline, waiting
+/// [`RetryPolicy::wait`] between tries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Tries per dispatch, the first included (default 5). 0 counts as 1.
-    pub max_attempts: u32,
+    /// A cap on tries per dispatch, the first included. `None` (the
+    /// default): as many as fit before the delegation's deadline. `Some(0)`
+    /// counts as 1.
+    pub max_attempts: Option<u32>,
     /// Wait before the first retry; doubled for each further one (default
     /// 250 ms).
     pub base_delay: Duration,
@@ -159,7 +180,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 5,
+            max_attempts: None,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(60),
@@ -168,18 +189,33 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait after the `failures`-th failed try (1-based): the
-    /// receiver's `retry_after` capped by [`RetryPolicy::max_retry_after`]
-    /// if it gave one, else `base_delay * 2^(failures-1)` capped by
-    /// [`RetryPolicy::max_delay`]. No jitter.
-    pub fn delay(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(wait) = retry_after {
-            return wait.min(self.max_retry_after);
-        }
+    /// The wait after the `failures`-th failed try (1-based), and the rule
+    /// that chose it. The backoff is `base_delay * 2^(failures-1)` capped
+    /// by [`RetryPolicy::max_delay`]; a receiver's `retry_after` is
+    /// honoured between that backoff (the floor: a `0` or a date in the
+    /// past cannot make the delegator retry at once) and
+    /// [`RetryPolicy::max_retry_after`] (the cap, unless the backoff itself
+    /// is longer). No jitter.
+    pub fn wait(&self, failures: u32, retry_after: Option<Duration>) -> RetryWait {
         let factor = 1u32
             .checked_shl(failures.saturating_sub(1))
             .unwrap_or(u32::MAX);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
+        let backoff = self.base_delay.saturating_mul(factor).min(self.max_delay);
+        let (delay, rule) = match retry_after {
+            None => (backoff, WaitRule::Backoff),
+            Some(asked) if asked < backoff => (backoff, WaitRule::RetryAfterRaised { asked }),
+            Some(asked) if asked > self.max_retry_after.max(backoff) => (
+                self.max_retry_after.max(backoff),
+                WaitRule::RetryAfterCapped { asked },
+            ),
+            Some(asked) => (asked, WaitRule::RetryAfter),
+        };
+        RetryWait { delay, rule }
+    }
+
+    /// [`RetryPolicy::wait`]'s delay alone.
+    pub fn delay(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
+        self.wait(failures, retry_after).delay
     }
 }
 
@@ -277,6 +313,8 @@ pub struct Delegator {
     /// Dispatches still running after their delegation ended (see the
     /// module docs); aborted when the Delegator is dropped.
     drains: Mutex<JoinSet<()>>,
+    /// Told about retries as they happen ([`Delegator::with_observer`]).
+    observer: Option<Observer>,
 }
 
 struct Agent {
@@ -359,13 +397,14 @@ enum Step {
     Invalid(HandoffError),
     NoHandoff(String),
     TimedOut {
-        acked: bool,
+        /// Set when the transport never acknowledged the ask.
+        unacked: Option<Unacknowledged>,
     },
     Cancelled,
     Failed {
         error: TransportError,
         tries: u32,
-        out_of_time: bool,
+        gave_up: GaveUp,
     },
 }
 
@@ -425,7 +464,27 @@ impl Delegator {
             index,
             config,
             drains: Mutex::new(JoinSet::new()),
+            observer: None,
         })
+    }
+
+    /// Reports every [`DelegationEvent`] of this Delegator's delegations
+    /// (validations included) to `observer` as it happens: `orch delegate`
+    /// prints each retry on stderr, a workflow's live view can show it
+    /// beside its step (the event's run id is the step attempt's derived
+    /// id). The observer runs on the delegation's task: it must not block.
+    pub fn with_observer(
+        mut self,
+        observer: impl Fn(&DelegationEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    fn notify(&self, event: DelegationEvent) {
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
     }
 
     /// The agent ids, in the order given to [`Delegator::new`].
@@ -633,6 +692,41 @@ impl Delegator {
         )))
     }
 
+    /// Refuses a task message larger than the agent's transport delivers:
+    /// a `failed` ledger line, and [`DelegateError::TooLarge`]. Nothing is
+    /// sent.
+    async fn check_size(
+        &self,
+        agent: &Agent,
+        plan: &Plan<'_>,
+        line: &Line<'_>,
+        message: &str,
+        ask: u32,
+    ) -> Result<(), DelegateError> {
+        let transport = &agent.entry.transport;
+        let limit = transport.max_task_bytes();
+        let size = message.len() as u64;
+        if size <= limit {
+            return Ok(());
+        }
+        let error = DelegateError::TooLarge {
+            agent: agent.entry.id.clone(),
+            transport: transport.name().to_owned(),
+            size,
+            limit,
+            task: plan.task.trim_end().len() as u64,
+            context: plan
+                .context
+                .filter(|c| !c.trim().is_empty())
+                .map_or(0, |c| c.trim_end().len() as u64),
+        };
+        let mut e = line.event(LedgerEventKind::Failed, Some(ask));
+        e.detail = Some(error.to_string());
+        self.log(e).await;
+        tracing::info!(run_id = %plan.run_id, size, limit, "task message too large: nothing sent");
+        Err(error)
+    }
+
     /// Appends a ledger line; a failure is logged, not returned. Boxed, so
     /// the many `log(..).await` points keep only a pointer in the
     /// delegation's future (it is held by every waiting delegation).
@@ -672,6 +766,8 @@ impl Delegator {
             parent: plan.parent.cloned(),
             scope,
             handoff_path: handoff_path.clone(),
+            rejected: Vec::new(),
+            unacknowledged: None,
             end: End::TimedOut,
             handoff: None,
             validation: None,
@@ -684,6 +780,26 @@ impl Delegator {
                 total: Duration::ZERO,
             },
         };
+
+        let message_for = |reask: Option<&str>| {
+            task_message(&MessageInput {
+                run_id: &plan.run_id,
+                agent: agent_id,
+                caller: plan.caller,
+                task: plan.task,
+                context: plan.context,
+                handoff_path: &handoff_path,
+                scope,
+                submit_args: &self.config.submit_args,
+                reask,
+            })
+        };
+        // The first message is built (and its size checked) before anything
+        // is waited for, written or sent.
+        let mut first = Some(message_for(None));
+        if let Some(m) = &first {
+            self.check_size(agent, &plan, &line, m, 1).await?;
+        }
 
         // A slot of the agent's concurrency limit, within the deadline.
         let permit = match &agent.slots {
@@ -734,17 +850,15 @@ impl Delegator {
         let mut ask = 1u32;
         let mut reask: Option<String> = None;
         loop {
-            let message = task_message(&MessageInput {
-                run_id: &plan.run_id,
-                agent: agent_id,
-                caller: plan.caller,
-                task: plan.task,
-                context: plan.context,
-                handoff_path: &handoff_path,
-                scope,
-                submit_args: &self.config.submit_args,
-                reask: reask.as_deref(),
-            });
+            let message = match first.take() {
+                Some(m) => m,
+                None => {
+                    // A re-ask quotes why: it is a little longer.
+                    let m = message_for(reask.as_deref());
+                    self.check_size(agent, &plan, &line, &m, ask).await?;
+                    m
+                }
+            };
             let envelope = Arc::new(Envelope {
                 run_id: plan.run_id.clone(),
                 agent: agent_id.to_owned(),
@@ -807,15 +921,25 @@ impl Delegator {
                     e.latency_ms = latency;
                     e.detail = Some(error.to_string());
                     self.log(e).await;
+                    // Moved aside like `orch handoff submit` does, the last
+                    // one too: an invalid file never stays at the final
+                    // name (where it would read as the answer).
+                    match self.store.quarantine(&key).await {
+                        Ok(moved) => out.rejected.extend(moved),
+                        Err(store) if can_reask => {
+                            let mut e = line.event(LedgerEventKind::Failed, Some(ask));
+                            e.detail = Some(format!("store: {store}"));
+                            self.log(e).await;
+                            return Err(store.into());
+                        }
+                        Err(store) => tracing::warn!(
+                            run_id = %plan.run_id,
+                            "could not move the invalid handoff aside: {store}"
+                        ),
+                    }
                     if !can_reask {
                         out.end = End::Invalid { error };
                         break;
-                    }
-                    if let Err(store) = self.store.quarantine(&key).await {
-                        let mut e = line.event(LedgerEventKind::Failed, Some(ask));
-                        e.detail = Some(format!("store: {store}"));
-                        self.log(e).await;
-                        return Err(store.into());
                     }
                     reask = Some(error.to_string());
                 }
@@ -832,20 +956,16 @@ impl Delegator {
                         "your run ended without writing a handoff to {handoff_path} ({detail})"
                     ));
                 }
-                Step::TimedOut { acked } => {
+                Step::TimedOut { unacked } => {
                     let mut e = line.event(LedgerEventKind::Timeout, Some(ask));
                     e.latency_ms = latency;
-                    e.detail = Some(format!(
-                        "no handoff within {}{}",
-                        friendly(plan.timeout),
-                        if acked {
-                            ""
-                        } else {
-                            " (the dispatch was never acknowledged)"
-                        }
-                    ));
+                    e.detail = Some(match &unacked {
+                        None => format!("no handoff within {}", friendly(plan.timeout)),
+                        Some(u) => format!("no handoff within {} ({u})", friendly(plan.timeout)),
+                    });
                     self.log(e).await;
                     out.end = End::TimedOut;
+                    out.unacknowledged = unacked;
                     break;
                 }
                 Step::Cancelled => {
@@ -859,24 +979,20 @@ impl Delegator {
                 Step::Failed {
                     error,
                     tries,
-                    out_of_time,
+                    gave_up,
                 } => {
                     let mut e = line.event(LedgerEventKind::Failed, Some(ask));
                     e.latency_ms = latency;
-                    e.detail = Some(format!(
-                        "{error} ({tries} {}{})",
-                        if tries == 1 { "try" } else { "tries" },
-                        if out_of_time {
-                            "; no time left for another before the deadline"
-                        } else {
-                            ""
-                        }
-                    ));
+                    e.detail = Some(match &gave_up {
+                        GaveUp::Final => format!("{error} ({tries} {})", tries_word(tries)),
+                        other => format!("{error} ({tries} {}; {other})", tries_word(tries)),
+                    });
                     self.log(e).await;
                     return Err(DelegateError::Transport {
                         agent: agent_id.to_owned(),
                         attempts: tries,
                         source: error,
+                        gave_up,
                     });
                 }
             }
@@ -911,8 +1027,12 @@ impl Delegator {
         out: &mut Outcome,
     ) -> Result<Step, StoreError> {
         let retry = &self.config.retry;
-        let max_tries = retry.max_attempts.max(1);
+        let max_tries = retry.max_attempts.map(|m| m.max(1));
         let mut tries = 1u32;
+        // Failed tries of this ask, for a timeout that was never acked.
+        let mut failures = 0u32;
+        let mut last_error: Option<TransportError> = None;
+        let mut alike = true;
         out.dispatches += 1;
         let (run_id, attempt) = (envelope.run_id.clone(), envelope.attempt);
         let mut dispatch = Dispatch::InFlight(start_dispatch(&agent.entry.transport, &envelope));
@@ -956,32 +1076,52 @@ impl Delegator {
                     }
                 }
                 Event::Dispatch(Driven::Returned(Err(error))) => {
-                    if !error.is_retryable() || tries >= max_tries {
+                    if !error.is_retryable() {
                         return Ok(Step::Failed {
                             error,
                             tries,
-                            out_of_time: false,
+                            gave_up: GaveUp::Final,
                         });
                     }
-                    let delay = retry.delay(tries, error.retry_after());
-                    if Instant::now()
-                        .checked_add(delay)
-                        .is_none_or(|t| t >= deadline)
+                    if let Some(max) = max_tries
+                        && tries >= max
                     {
                         return Ok(Step::Failed {
                             error,
                             tries,
-                            out_of_time: true,
+                            gave_up: GaveUp::MaxTries(max),
                         });
                     }
+                    let wait = retry.wait(tries, error.retry_after());
+                    let now = Instant::now();
+                    if now.checked_add(wait.delay).is_none_or(|t| t >= deadline) {
+                        return Ok(Step::Failed {
+                            error,
+                            tries,
+                            gave_up: GaveUp::OutOfTime {
+                                wait,
+                                left: deadline.saturating_duration_since(now),
+                            },
+                        });
+                    }
+                    let retrying = Retrying {
+                        run_id: run_id.clone(),
+                        agent: agent.entry.id.clone(),
+                        ask: attempt,
+                        failed_try: tries,
+                        max_tries,
+                        error: error.clone(),
+                        wait,
+                    };
                     let mut e = line.event(LedgerEventKind::Retried, Some(attempt));
-                    e.detail = Some(format!(
-                        "try {tries} of {max_tries} failed: {error}; next try in {}",
-                        friendly(delay)
-                    ));
+                    e.detail = Some(retrying.detail());
                     self.log(e).await;
-                    tracing::debug!(%run_id, tries, ?delay, "retrying dispatch: {error}");
-                    dispatch = Dispatch::Backoff(Box::pin(tokio::time::sleep(delay)));
+                    tracing::debug!(%run_id, tries, delay = ?wait.delay, "retrying dispatch: {error}");
+                    self.notify(DelegationEvent::Retrying(retrying));
+                    failures += 1;
+                    alike = alike && last_error.as_ref().is_none_or(|l| *l == error);
+                    last_error = Some(error);
+                    dispatch = Dispatch::Backoff(Box::pin(tokio::time::sleep(wait.delay)));
                 }
                 Event::Dispatch(Driven::BackoffOver) => {
                     tries += 1;
@@ -1005,7 +1145,14 @@ impl Delegator {
                 Event::Wait(Ok(WaitOutcome::TimedOut)) => {
                     return Ok(match completion {
                         Some(c) => Step::NoHandoff(c.detail),
-                        None => Step::TimedOut { acked },
+                        None => Step::TimedOut {
+                            unacked: (!acked).then_some(Unacknowledged {
+                                tries,
+                                failures,
+                                last_error,
+                                alike,
+                            }),
+                        },
                     });
                 }
             }
@@ -1150,20 +1297,6 @@ fn slots_of(agent: &Agent) -> usize {
     agent.entry.max_concurrent.unwrap_or(0)
 }
 
-/// `250ms`, `3s`, `1.5s`, `2m` — for ledger details.
-fn friendly(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1188,11 +1321,59 @@ mod tests {
     }
 
     #[test]
-    fn friendly_durations() {
-        assert_eq!(friendly(Duration::from_millis(250)), "250ms");
-        assert_eq!(friendly(Duration::from_secs(3)), "3s");
-        assert_eq!(friendly(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(friendly(Duration::from_secs(120)), "2m");
+    fn retry_after_is_clamped_between_the_backoff_and_the_cap() {
+        let p = RetryPolicy::default();
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let cases = [
+            // (failures, Retry-After, wait, rule)
+            (1, None, ms(250), WaitRule::Backoff),
+            (1, Some(s(3)), s(3), WaitRule::RetryAfter),
+            // 0 or a past date: the backoff, never an immediate retry.
+            (
+                1,
+                Some(Duration::ZERO),
+                ms(250),
+                WaitRule::RetryAfterRaised {
+                    asked: Duration::ZERO,
+                },
+            ),
+            (
+                4,
+                Some(ms(100)),
+                s(2),
+                WaitRule::RetryAfterRaised { asked: ms(100) },
+            ),
+            (
+                1,
+                Some(s(100_000)),
+                s(60),
+                WaitRule::RetryAfterCapped { asked: s(100_000) },
+            ),
+            (
+                1,
+                Some(Duration::MAX),
+                s(60),
+                WaitRule::RetryAfterCapped {
+                    asked: Duration::MAX,
+                },
+            ),
+            (1, Some(s(60)), s(60), WaitRule::RetryAfter),
+        ];
+        for (failures, asked, delay, rule) in cases {
+            assert_eq!(
+                p.wait(failures, asked),
+                RetryWait { delay, rule },
+                "{failures} {asked:?}"
+            );
+        }
+        // A backoff longer than the Retry-After cap wins over both.
+        let long = RetryPolicy {
+            max_delay: s(120),
+            base_delay: s(100),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(long.delay(1, Some(s(1000))), s(100));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use orch_handoff::{Handoff, HandoffError, RunId, Scope, Status};
+
+use super::Unacknowledged;
 use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 
@@ -11,9 +13,12 @@ use serde::ser::{SerializeStruct, Serializer};
 ///
 /// Serializes (camelCase) for `orch delegate --json` as `{ runId, agent,
 /// caller, parent, status, end, handoff, validation, dispatches, reasks,
-/// timings: { started, ackedMs, handoffMs, totalMs }, handoffPath }`, where
-/// `status` is [`Outcome::status`] and `end` is `{ "kind": "handoff" |
-/// "timed-out" | "no-handoff" | "invalid", "detail"?, "error"? }`.
+/// timings: { started, ackedMs, handoffMs, totalMs }, handoffPath,
+/// rejected? }`, where `status` is [`Outcome::status`], `end` is `{ "kind":
+/// "handoff" | "timed-out" | "no-handoff" | "invalid", "detail"?, "error"?
+/// }` (a `timed-out` end has a `detail` when the transport never
+/// acknowledged the task: [`Outcome::unacknowledged`]), and `rejected`
+/// (present when not empty) lists where invalid answers were moved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     /// The delegation's run id.
@@ -27,8 +32,17 @@ pub struct Outcome {
     /// Where the handoff lives ([`Scope::Sub`] exactly when `parent` is set).
     pub scope: Scope,
     /// Where the agent was told to write its handoff (absolute path for the
-    /// file store).
+    /// file store). A file is there only when `end` is [`End::Handoff`]
+    /// (or a late answer came).
     pub handoff_path: String,
+    /// Where each invalid answer was moved (`<runId>.json.rejected-N`), in
+    /// order: the last one too, so an invalid file never stays at the
+    /// final name.
+    pub rejected: Vec<String>,
+    /// Set when the deadline passed and the transport never acknowledged
+    /// the (last) ask: what its tries said (a hanging or unreachable
+    /// gateway).
+    pub unacknowledged: Option<Unacknowledged>,
     /// How the wait ended.
     pub end: End,
     /// The valid handoff, when `end` is [`End::Handoff`].
@@ -186,19 +200,30 @@ impl Outcome {
 
 impl Serialize for Outcome {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("Outcome", 12)?;
+        let mut m = s.serialize_struct("Outcome", 13)?;
         m.serialize_field("runId", &self.run_id)?;
         m.serialize_field("agent", &self.agent)?;
         m.serialize_field("caller", &self.caller)?;
         m.serialize_field("parent", &self.parent)?;
         m.serialize_field("status", &self.status())?;
-        m.serialize_field("end", &self.end)?;
+        match (&self.end, &self.unacknowledged) {
+            (End::TimedOut, Some(u)) => m.serialize_field(
+                "end",
+                &serde_json::json!({ "kind": "timed-out", "detail": u.to_string() }),
+            )?,
+            _ => m.serialize_field("end", &self.end)?,
+        }
         m.serialize_field("handoff", &self.handoff)?;
         m.serialize_field("validation", &self.validation)?;
         m.serialize_field("dispatches", &self.dispatches)?;
         m.serialize_field("reasks", &self.reasks)?;
         m.serialize_field("timings", &self.timings)?;
         m.serialize_field("handoffPath", &self.handoff_path)?;
+        if self.rejected.is_empty() {
+            m.skip_field("rejected")?;
+        } else {
+            m.serialize_field("rejected", &self.rejected)?;
+        }
         m.end()
     }
 }

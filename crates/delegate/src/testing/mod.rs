@@ -43,6 +43,12 @@
 //!
 //! Bodies of the scripted 409/429/502/503 are this fake's own invention:
 //! the rig never saw those statuses.
+//!
+//! Faults beyond the contract, for the delegator's retries: a scripted
+//! [`FakeFailure::Hang`] never answers (a hung gateway), and
+//! [`FakeGateway::go_down`] / [`FakeGateway::come_up`] close and bind
+//! again the listening socket on the same port (a gateway restarting:
+//! connections are refused in between).
 
 mod agent;
 mod net;
@@ -63,7 +69,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use self::agent::{Act, plan, write_atomically};
-use self::net::{Conn, CutListener};
+use self::net::{Conn, CutListener, Power};
 
 /// How long a run may take when the request gives no `timeoutSeconds`
 /// (OpenClaw's default, 48 h).
@@ -151,6 +157,9 @@ pub enum FakeFailure {
     /// connection without a response: a retry with the same key must get
     /// the replayed response, not a second run.
     DropAfterStart,
+    /// Never answer (until the client gives up or the fake shuts down);
+    /// no run starts: a hung gateway.
+    Hang,
 }
 
 /// One request the fake received.
@@ -194,6 +203,7 @@ impl RecordedRequest {
 pub struct FakeGateway {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    power: Arc<Power>,
     server: Option<JoinHandle<()>>,
 }
 
@@ -231,9 +241,10 @@ impl FakeGateway {
             .fallback(handle)
             .with_state(Arc::clone(&shared))
             .into_make_service_with_connect_info::<Conn>();
+        let power = Arc::new(Power::new(shutdown.clone(), addr));
         let listener = CutListener {
-            tcp,
-            shutdown: shutdown.clone(),
+            tcp: Some(tcp),
+            power: Arc::clone(&power),
         };
         let server = tokio::spawn(async move {
             let serve =
@@ -245,8 +256,23 @@ impl FakeGateway {
         Ok(Self {
             addr,
             shared,
+            power,
             server: Some(server),
         })
+    }
+
+    /// Goes down as a restarting gateway does: closes the listening socket
+    /// (connections to [`FakeGateway::addr`] are refused from now on) and
+    /// cuts every open connection. Runs already started go on. Returns once
+    /// the socket is closed.
+    pub async fn go_down(&self) {
+        self.power.go_down().await;
+    }
+
+    /// Comes back up on the same address; connections succeed once this
+    /// returns. Fails only if the port was taken in between.
+    pub async fn come_up(&self) -> std::io::Result<()> {
+        self.power.come_up().await
     }
 
     /// `http://127.0.0.1:<port>`, the gateway's base URL (the transport's
@@ -502,6 +528,12 @@ async fn handle(
             conn.kill.cancel();
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "dropped");
         }
+        Some(FakeFailure::Hang) => {
+            // Until the client gives up (hyper then drops this future) or
+            // the connection is cut.
+            conn.kill.cancelled().await;
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+        }
         Some(f) => return scripted(f),
         None => {}
     }
@@ -601,8 +633,8 @@ fn scripted(failure: FakeFailure) -> Response {
             }
             response
         }
-        // Handled by the caller (they cut the connection).
-        FakeFailure::DropConnection | FakeFailure::DropAfterStart => {
+        // Handled by the caller (they cut the connection, or never answer).
+        FakeFailure::DropConnection | FakeFailure::DropAfterStart | FakeFailure::Hang => {
             plain(StatusCode::INTERNAL_SERVER_ERROR, "dropped")
         }
     }

@@ -1,15 +1,19 @@
 //! The fake gateway's listener: plain TCP whose connections can be cut
 //! from a handler (to lose a response on purpose) or all at once (on
-//! shutdown).
+//! shutdown, or when the gateway goes down), and whose socket can be
+//! closed and bound again on the same port (a gateway restarting:
+//! connections are refused in between).
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// What a handler learns about its connection: the switch that cuts it
@@ -25,10 +29,64 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CutL
     }
 }
 
-/// A TCP listener whose connections are children of one shutdown token.
+/// Whether the gateway is up, shared by the listener and the
+/// [`FakeGateway`](super::FakeGateway) that switches it.
+pub(super) struct Power {
+    /// `Some(generation)` while up: the token (a child of the shutdown
+    /// token) that cuts every connection accepted while up this time.
+    up: watch::Sender<Option<CancellationToken>>,
+    /// How many times the listener closed its socket (acknowledges a
+    /// [`Power::go_down`]).
+    downs: watch::Sender<u64>,
+    /// A socket bound by [`Power::come_up`], for the listener to take.
+    fresh: Mutex<Option<TcpListener>>,
+    shutdown: CancellationToken,
+    addr: SocketAddr,
+}
+
+impl Power {
+    pub(super) fn new(shutdown: CancellationToken, addr: SocketAddr) -> Self {
+        Self {
+            up: watch::Sender::new(Some(shutdown.child_token())),
+            downs: watch::Sender::new(0),
+            fresh: Mutex::new(None),
+            shutdown,
+            addr,
+        }
+    }
+
+    /// Closes the listening socket (new connections are refused) and cuts
+    /// every open connection; returns once the socket is closed.
+    pub(super) async fn go_down(&self) {
+        let mut downs = self.downs.subscribe();
+        let want = *downs.borrow_and_update() + 1;
+        let Some(generation) = self.up.send_replace(None) else {
+            return;
+        };
+        generation.cancel();
+        tokio::select! {
+            _ = downs.wait_for(|n| *n >= want) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+    }
+
+    /// Binds the same address again; connections succeed once it returns.
+    pub(super) async fn come_up(&self) -> io::Result<()> {
+        if self.up.borrow().is_some() {
+            return Ok(());
+        }
+        let tcp = TcpListener::bind(self.addr).await?;
+        *self.fresh.lock().unwrap_or_else(PoisonError::into_inner) = Some(tcp);
+        self.up.send_replace(Some(self.shutdown.child_token()));
+        Ok(())
+    }
+}
+
+/// A TCP listener whose connections are children of the current
+/// generation's token (itself a child of the shutdown token).
 pub(super) struct CutListener {
-    pub(super) tcp: TcpListener,
-    pub(super) shutdown: CancellationToken,
+    pub(super) tcp: Option<TcpListener>,
+    pub(super) power: std::sync::Arc<Power>,
 }
 
 impl axum::serve::Listener for CutListener {
@@ -36,12 +94,42 @@ impl axum::serve::Listener for CutListener {
     type Addr = Conn;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let mut state = self.power.up.subscribe();
         loop {
-            match self.tcp.accept().await {
+            let generation = state.borrow_and_update().clone();
+            let Some(generation) = generation else {
+                if self.tcp.take().is_some() {
+                    self.power.downs.send_modify(|n| *n += 1);
+                }
+                if state.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                continue;
+            };
+            let fresh = self
+                .power
+                .fresh
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if fresh.is_some() {
+                self.tcp = fresh;
+            }
+            let Some(listener) = &self.tcp else {
+                if state.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                continue;
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = state.changed() => continue,
+            };
+            match accepted {
                 Ok((tcp, _peer)) => {
                     // Latency matters more than packet count on loopback.
                     let _ = tcp.set_nodelay(true);
-                    let kill = self.shutdown.child_token();
+                    let kill = generation.child_token();
                     let stream = CutStream {
                         tcp,
                         killed: Box::pin(kill.clone().cancelled_owned()),
@@ -57,9 +145,8 @@ impl axum::serve::Listener for CutListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        let _: SocketAddr = self.tcp.local_addr()?;
         Ok(Conn {
-            kill: self.shutdown.child_token(),
+            kill: self.power.shutdown.child_token(),
         })
     }
 }

@@ -10,8 +10,11 @@
 //! - **stdin:** the whole task message, then end of file. A command that
 //!   does not read it is fine: a closed pipe (`EPIPE`) is ignored, and a
 //!   command that exits without reading ends the write.
-//! - **environment:** the inherited one, then [`ExecConfig::env`], then the
-//!   protocol variables, which config cannot override:
+//! - **environment:** the inherited one without the variables of
+//!   [`ExecConfig::remove_env`] (orch's own secrets: the CLI removes every
+//!   variable it reads a token from, unless the transport's config lets
+//!   one through), then [`ExecConfig::env`], then the protocol variables,
+//!   which config cannot override:
 //!
 //!   | variable              | value |
 //!   |-----------------------|-------|
@@ -75,7 +78,7 @@
 //! outcome, including a non-zero exit, is a successful dispatch whose
 //! completion is not `ok`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -91,7 +94,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
 
-use crate::{Ack, Completion, Envelope, Transport, TransportError};
+use crate::{Ack, Completion, DEFAULT_MAX_TASK_BYTES, Envelope, Transport, TransportError};
 
 /// Default of [`ExecConfig::stderr_tail_bytes`].
 pub const DEFAULT_STDERR_TAIL_BYTES: usize = 2000;
@@ -114,11 +117,19 @@ pub struct ExecConfig {
     /// Variables added to the inherited environment (before the `ORCH_*`
     /// protocol variables, which they cannot override).
     pub env: BTreeMap<String, String>,
+    /// Variables removed from the inherited environment: the ones orch
+    /// reads its secrets from (hook tokens, the Discord bot token, NATS
+    /// tokens), which an agent must not inherit. [`ExecConfig::env`] can
+    /// still set one explicitly.
+    pub remove_env: BTreeSet<String>,
     /// Working directory of the command; `None`: orch's own.
     pub cwd: Option<PathBuf>,
     /// How many bytes of the end of stderr go into the completion detail.
     /// Default [`DEFAULT_STDERR_TAIL_BYTES`]; 0 keeps none.
     pub stderr_tail_bytes: usize,
+    /// Largest task message delivered ([`Transport::max_task_bytes`];
+    /// default [`DEFAULT_MAX_TASK_BYTES`]).
+    pub max_task_bytes: u64,
 }
 
 impl ExecConfig {
@@ -135,15 +146,18 @@ impl ExecConfig {
     }
 }
 
-/// No command yet (which [`ExecTransport::new`] refuses), no extra
-/// environment, orch's directory, a [`DEFAULT_STDERR_TAIL_BYTES`] tail.
+/// No command yet (which [`ExecTransport::new`] refuses), no extra or
+/// removed environment, orch's directory, a [`DEFAULT_STDERR_TAIL_BYTES`]
+/// tail, [`DEFAULT_MAX_TASK_BYTES`] tasks.
 impl Default for ExecConfig {
     fn default() -> Self {
         Self {
             argv: Vec::new(),
             env: BTreeMap::new(),
+            remove_env: BTreeSet::new(),
             cwd: None,
             stderr_tail_bytes: DEFAULT_STDERR_TAIL_BYTES,
+            max_task_bytes: DEFAULT_MAX_TASK_BYTES,
         }
     }
 }
@@ -153,8 +167,10 @@ impl fmt::Debug for ExecConfig {
         f.debug_struct("ExecConfig")
             .field("argv", &self.argv)
             .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("remove_env", &self.remove_env)
             .field("cwd", &self.cwd)
             .field("stderr_tail_bytes", &self.stderr_tail_bytes)
+            .field("max_task_bytes", &self.max_task_bytes)
             .finish()
     }
 }
@@ -195,6 +211,9 @@ impl ExecTransport {
         command.args(args);
         if let Some(dir) = &self.config.cwd {
             command.current_dir(dir);
+        }
+        for var in &self.config.remove_env {
+            command.env_remove(var);
         }
         command.envs(&self.config.env);
         let (task, truncated) = env_task(&envelope.message);
@@ -250,6 +269,10 @@ impl Transport for ExecTransport {
     /// The command runs in a process group orch kills when it ends.
     fn outlives_sender(&self) -> bool {
         false
+    }
+
+    fn max_task_bytes(&self) -> u64 {
+        self.config.max_task_bytes
     }
 
     async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError> {

@@ -20,11 +20,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orch_support::text::squash;
+use orch_support::url::redact_userinfo;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
-use crate::{Ack, Completion, Envelope, Secret, Transport, TransportError};
+use crate::{Ack, Completion, DEFAULT_MAX_TASK_BYTES, Envelope, Secret, Transport, TransportError};
 
 /// OpenClaw's default hooks path.
 pub const DEFAULT_PATH: &str = "/hooks";
@@ -32,7 +33,8 @@ pub const DEFAULT_PATH: &str = "/hooks";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 /// Default TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Total request timeout when the gateway answers on admission
+/// Default of [`OpenClawConfig::request_timeout`]: how long one request
+/// waits for the gateway's answer when it answers on admission
 /// (`waitForCompletion` off).
 pub const ADMISSION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Extra time granted on top of the envelope's timeout when the gateway
@@ -66,12 +68,21 @@ pub struct OpenClawConfig {
     /// Largest request body sent (default 256 KiB, OpenClaw's limit);
     /// larger envelopes are refused before anything is sent.
     pub max_body_bytes: usize,
+    /// Largest task message ([`Transport::max_task_bytes`]; default
+    /// [`DEFAULT_MAX_TASK_BYTES`]). The body carries it JSON-encoded, so it
+    /// must also fit `max_body_bytes`.
+    pub max_task_bytes: u64,
+    /// How long one request waits for the gateway's answer when it answers
+    /// on admission (`wait_for_completion` off; default
+    /// [`ADMISSION_TIMEOUT`]). A gateway that never answers fails each try
+    /// after this long, and the delegator retries.
+    pub request_timeout: Duration,
 }
 
 impl OpenClawConfig {
     /// A config for the gateway at `url` with OpenClaw's defaults: path
     /// `/hooks`, the envelope's agent id, no `waitForCompletion`, 5 s
-    /// connect timeout, 256 KiB bodies.
+    /// connect timeout, 256 KiB bodies and tasks, 30 s per request.
     pub fn new(url: impl Into<String>, token: Secret) -> Self {
         Self {
             url: url.into(),
@@ -81,6 +92,8 @@ impl OpenClawConfig {
             wait_for_completion: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_task_bytes: DEFAULT_MAX_TASK_BYTES,
+            request_timeout: ADMISSION_TIMEOUT,
         }
     }
 }
@@ -101,6 +114,9 @@ pub struct OpenClawTransport {
     agent_id: Option<String>,
     wait_for_completion: bool,
     max_body_bytes: usize,
+    max_task_bytes: u64,
+    connect_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl fmt::Debug for OpenClawTransport {
@@ -111,6 +127,8 @@ impl fmt::Debug for OpenClawTransport {
             .field("agent_id", &self.agent_id)
             .field("wait_for_completion", &self.wait_for_completion)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_task_bytes", &self.max_task_bytes)
+            .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -127,7 +145,7 @@ impl OpenClawTransport {
         let parsed = Url::parse(base).map_err(|e| {
             config_error(format!(
                 "the openclaw url {:?} is not a valid url: {e}",
-                shorten(base, 100)
+                shorten(&redact_userinfo(base), 100)
             ))
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -179,6 +197,12 @@ impl OpenClawTransport {
         if config.max_body_bytes == 0 {
             return Err(config_error("the openclaw max_body_bytes is 0"));
         }
+        if config.max_task_bytes == 0 {
+            return Err(config_error("the openclaw max_task_bytes is 0"));
+        }
+        if config.request_timeout.is_zero() {
+            return Err(config_error("the openclaw request_timeout is 0"));
+        }
 
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -202,6 +226,9 @@ impl OpenClawTransport {
             agent_id: config.agent_id,
             wait_for_completion: config.wait_for_completion,
             max_body_bytes: config.max_body_bytes,
+            max_task_bytes: config.max_task_bytes,
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
         })
     }
 
@@ -235,7 +262,7 @@ impl OpenClawTransport {
         if self.wait_for_completion {
             envelope.timeout.saturating_add(COMPLETION_MARGIN)
         } else {
-            ADMISSION_TIMEOUT
+            self.request_timeout
         }
     }
 
@@ -353,6 +380,10 @@ impl Transport for OpenClawTransport {
         "openclaw"
     }
 
+    fn max_task_bytes(&self) -> u64 {
+        self.max_task_bytes
+    }
+
     async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError> {
         let body =
             serde_json::to_vec(&self.body(envelope)).map_err(|e| TransportError::Config {
@@ -380,22 +411,23 @@ impl Transport for OpenClawTransport {
             wait = self.wait_for_completion,
             "openclaw dispatch"
         );
+        let timeout = self.request_timeout(envelope);
         let response = self
             .client
             .post(self.endpoint.clone())
             .header(AUTHORIZATION, self.auth.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header("Idempotency-Key", key_header)
-            .timeout(self.request_timeout(envelope))
+            .timeout(timeout)
             .body(body)
             .send()
             .await
-            .map_err(|e| self.connect_error(e))?;
+            .map_err(|e| self.connect_error(e, timeout))?;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = read_capped(response, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| self.connect_error(e))?;
+            .map_err(|e| self.connect_error(e, timeout))?;
         let result = self.map_response(envelope, status, &headers, &bytes, sent);
         match &result {
             Ok(ack) => tracing::debug!(
@@ -414,10 +446,16 @@ impl Transport for OpenClawTransport {
 
 impl OpenClawTransport {
     /// A failure before a full response arrived: always [`TransportError::Connect`]
-    /// (retryable: the idempotency key makes a retry safe).
-    fn connect_error(&self, e: reqwest::Error) -> TransportError {
-        let what = if e.is_timeout() {
-            "timed out before the gateway answered".to_owned()
+    /// (retryable: the idempotency key makes a retry safe). A timeout says
+    /// which one: `timeout` is the whole request's.
+    fn connect_error(&self, e: reqwest::Error, timeout: Duration) -> TransportError {
+        let what = if e.is_timeout() && e.is_connect() {
+            format!(
+                "could not connect within {}",
+                friendly(self.connect_timeout)
+            )
+        } else if e.is_timeout() {
+            format!("the gateway did not answer within {}", friendly(timeout))
         } else if e.is_connect() {
             format!("cannot connect: {}", cause(e))
         } else {
@@ -587,8 +625,20 @@ fn quoted(s: &str) -> String {
     }
 }
 
+/// `5s`, `1.5s`, `250ms` (whole seconds are the common case here).
+fn friendly(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
 /// `Retry-After`: delta-seconds or an HTTP-date (relative to `now`; a date
-/// in the past means "now"). `None` when it is neither.
+/// in the past means "now", which the delegator raises to its backoff).
+/// `None` when it is neither.
 pub(crate) fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
     let value = value.trim();
     if value.is_empty() {
@@ -704,6 +754,13 @@ mod tests {
                 matches!(t(bad), Err(TransportError::Config { .. })),
                 "{bad:?}"
             );
+        }
+        // Credentials are never quoted, not even in a url that does not parse.
+        for bad in ["http://u:hunter2@ho st", "http://u:hunter2@host"] {
+            let Err(e) = t(bad) else {
+                panic!("{bad:?} accepted");
+            };
+            assert!(!e.to_string().contains("hunter2"), "{e}");
         }
         for token in ["", " zq9x ", "a\nb"] {
             let r = OpenClawTransport::new(OpenClawConfig::new("http://h", Secret::new(token)));

@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::{Ack, Envelope, Transport, TransportError};
+use crate::{Ack, DEFAULT_MAX_TASK_BYTES, Envelope, Transport, TransportError};
 
 /// How a simulated agent answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -165,6 +165,10 @@ pub struct SimConfig {
     /// in order; the first one found wins. Default: `[sim:<name>]` for every
     /// behaviour ([`Behaviour::keyword`]).
     pub keywords: Vec<(String, Behaviour)>,
+    /// Largest task message accepted ([`Transport::max_task_bytes`]).
+    /// Default [`DEFAULT_MAX_TASK_BYTES`], like a real gateway's, so a
+    /// workflow that works on the simulated fleet fits a real one.
+    pub max_task_bytes: u64,
 }
 
 impl Default for SimConfig {
@@ -174,6 +178,7 @@ impl Default for SimConfig {
             slow_delay: Duration::from_secs(30),
             agents: BTreeMap::new(),
             keywords: Behaviour::ALL.map(|b| (b.keyword(), b)).to_vec(),
+            max_task_bytes: DEFAULT_MAX_TASK_BYTES,
         }
     }
 }
@@ -270,6 +275,10 @@ impl Transport for SimTransport {
     /// The simulated agents are tasks of the sending process.
     fn outlives_sender(&self) -> bool {
         false
+    }
+
+    fn max_task_bytes(&self) -> u64 {
+        self.inner.config.max_task_bytes
     }
 
     async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError> {

@@ -14,8 +14,9 @@ use orch_delegate::orch_handoff::{
     LedgerEventKind, RunId, Scope, Status,
 };
 use orch_delegate::{
-    Ack, AgentEntry, Completion, DelegateError, Delegator, DelegatorConfig, End, Envelope, Outcome,
-    OutcomeStatus, Request, Transport, TransportError,
+    Ack, AgentEntry, Completion, DelegateError, DelegationEvent, Delegator, DelegatorConfig, End,
+    Envelope, GaveUp, Outcome, OutcomeStatus, Request, RetryPolicy, RetryWait, Transport,
+    TransportError, Unacknowledged, WaitRule,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -46,6 +47,9 @@ enum Act {
     /// Write a valid handoff, then keep the dispatch running until the
     /// fake's `release` is notified (like `exec` waiting for its child).
     AnswerThenHold,
+    /// Wait this long, then fail with a connect error saying so (a gateway
+    /// that never answers, and the transport's request timeout).
+    Hang(Duration),
 }
 
 struct Fake {
@@ -61,6 +65,8 @@ struct Fake {
     release: Notify,
     finished: AtomicUsize,
     finished_notify: Notify,
+    /// [`Transport::max_task_bytes`], if not the default.
+    max_task: Option<u64>,
 }
 
 impl Fake {
@@ -76,6 +82,7 @@ impl Fake {
             release: Notify::new(),
             finished: AtomicUsize::new(0),
             finished_notify: Notify::new(),
+            max_task: None,
         }
     }
 
@@ -157,6 +164,15 @@ impl Fake {
                 self.write(env, &env.agent, Status::Complete, "");
                 self.release.notified().await;
             }
+            Act::Hang(d) => {
+                tokio::time::sleep(d).await;
+                return Err(TransportError::Connect {
+                    message: format!(
+                        "POST http://gw/hooks/agent: the gateway did not answer within {}s",
+                        d.as_secs()
+                    ),
+                });
+            }
         }
         ack
     }
@@ -166,6 +182,11 @@ impl Fake {
 impl Transport for Fake {
     fn name(&self) -> &str {
         "fake"
+    }
+
+    fn max_task_bytes(&self) -> u64 {
+        self.max_task
+            .unwrap_or(orch_delegate::DEFAULT_MAX_TASK_BYTES)
     }
 
     async fn dispatch(&self, envelope: &Envelope) -> Result<Ack, TransportError> {
@@ -201,6 +222,8 @@ struct Rig {
     fs: FsStore,
     delegator: Delegator,
     fakes: BTreeMap<String, Arc<Fake>>,
+    /// What the Delegator's observer saw.
+    events: Arc<Mutex<Vec<DelegationEvent>>>,
 }
 
 /// Agents of the default policy used here: manager may delegate to all,
@@ -231,6 +254,17 @@ fn rig_full(
     yields: usize,
     edit: impl Fn(&mut AgentEntry),
 ) -> Rig {
+    rig_sized(agents, policy, config, yields, None, edit)
+}
+
+fn rig_sized(
+    agents: Vec<(&str, Vec<Act>)>,
+    policy: Policy,
+    config: DelegatorConfig,
+    yields: usize,
+    max_task: Option<u64>,
+    edit: impl Fn(&mut AgentEntry),
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let fs = FsStore::open(FsStoreConfig::new(dir.path().join("store"))).unwrap();
     let store: Arc<dyn HandoffStore> = Arc::new(fs.clone());
@@ -239,18 +273,24 @@ fn rig_full(
     for (id, script) in agents {
         let mut fake = Fake::new(fs.clone(), script);
         fake.yields = yields;
+        fake.max_task = max_task;
         let fake = Arc::new(fake);
         fakes.insert(id.to_owned(), Arc::clone(&fake));
         let mut entry = AgentEntry::new(id, fake);
         edit(&mut entry);
         entries.push(entry);
     }
-    let delegator = Delegator::new(store, policy, entries, config).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let delegator = Delegator::new(store, policy, entries, config)
+        .unwrap()
+        .with_observer(move |e| seen.lock().unwrap().push(e.clone()));
     Rig {
         _dir: dir,
         fs,
         delegator,
         fakes,
+        events,
     }
 }
 
@@ -547,13 +587,11 @@ async fn retryable_errors_are_retried_with_the_same_key() {
     );
     assert_eq!(
         ledger[1].detail.as_deref(),
-        Some("try 1 of 5 failed: the receiver is unavailable: busy; next try in 250ms")
+        Some("try 1 failed: the receiver is unavailable: busy; next try in 250ms")
     );
     assert_eq!(
         ledger[2].detail.as_deref(),
-        Some(
-            "try 2 of 5 failed: could not reach the receiver: connection refused; next try in 500ms"
-        )
+        Some("try 2 failed: could not reach the receiver: connection refused; next try in 500ms")
     );
 }
 
@@ -606,23 +644,306 @@ async fn no_retry_past_the_deadline() {
             .detail
             .as_deref()
             .unwrap()
-            .ends_with("(1 try; no time left for another before the deadline)")
+            .ends_with(
+                "(1 try; gave up: the next try, in 45s (as Retry-After asked), would start after the deadline (in 30s))"
+            )
     );
 }
 
+/// `max_attempts` is an optional cap on top of the deadline.
 #[tokio::test(start_paused = true)]
-async fn retries_are_bounded() {
-    let rig = rig(vec![("webster", vec![Act::Fail(unavailable(None)); 6])]);
+async fn a_retry_cap_stops_at_max_attempts() {
+    let config = DelegatorConfig {
+        retry: RetryPolicy {
+            max_attempts: Some(5),
+            ..RetryPolicy::default()
+        },
+        ..DelegatorConfig::default()
+    };
+    let rig = rig_with(
+        vec![("webster", vec![Act::Fail(unavailable(None)); 6])],
+        Policy::atomizer_default(),
+        config,
+        |_| {},
+    );
     let err = rig.delegate(ask("webster", "manager")).await.unwrap_err();
     assert!(
-        matches!(err, DelegateError::Transport { attempts: 5, .. }),
+        matches!(
+            err,
+            DelegateError::Transport {
+                attempts: 5,
+                gave_up: GaveUp::MaxTries(5),
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(err.exit_code(), 4);
+    assert_eq!(
+        err.to_string(),
+        "dispatch to webster failed after 5 tries: the receiver is unavailable: busy; gave up: the retry policy allows 5 tries"
+    );
     assert_eq!(rig.fake("webster").envelopes().len(), 5);
-    let kinds = rig.kinds().await;
+    let ledger = rig.ledger().await;
+    let kinds: Vec<_> = ledger.iter().map(|e| e.event).collect();
     assert_eq!(kinds.iter().filter(|k| **k == K::Retried).count(), 4);
     assert_eq!(kinds.last(), Some(&K::Failed));
+    assert_eq!(
+        ledger[1].detail.as_deref(),
+        Some("try 1 of 5 failed: the receiver is unavailable: busy; next try in 250ms")
+    );
+}
+
+/// A gateway restarting for a minute: the default policy retries, with
+/// the capped exponential backoff, until the delegation's deadline, and
+/// the observer sees every retry as it happens.
+#[tokio::test(start_paused = true)]
+async fn retries_ride_a_restart_until_the_deadline() {
+    let refused = TransportError::Connect {
+        message: "POST http://gw/hooks/agent: cannot connect: Connection refused".into(),
+    };
+    let mut script = vec![Act::Fail(refused.clone()); 12];
+    script.push(Act::Answer(Status::Complete));
+    let rig = rig(vec![("webster", script)]);
+    let mut r = ask("webster", "manager");
+    r.timeout = Duration::from_secs(120);
+    let out = rig.delegate(r).await.unwrap();
+    assert_eq!(out.status(), OutcomeStatus::Complete);
+    assert_eq!(out.dispatches, 13);
+
+    let fake = rig.fake("webster");
+    assert_eq!(fake.distinct_keys(), 1, "every try is the same request");
+    let t = fake.times();
+    let gaps: Vec<u128> = t.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    assert_eq!(
+        gaps,
+        [
+            250, 500, 1000, 2000, 4000, 8000, 8000, 8000, 8000, 8000, 8000, 8000
+        ]
+    );
+    // Down for 63.75 s, answered at once when back.
+    assert_eq!(out.timings.acked_after, Some(Duration::from_millis(63_750)));
+
+    let events = rig.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 12);
+    let DelegationEvent::Retrying(last) = &events[11] else {
+        panic!("{events:?}");
+    };
+    assert_eq!((last.failed_try, last.ask, last.max_tries), (12, 1, None));
+    assert_eq!(last.run_id, out.run_id);
+    assert_eq!(last.error, refused);
+    assert_eq!(
+        last.wait,
+        RetryWait {
+            delay: Duration::from_secs(8),
+            rule: WaitRule::Backoff
+        }
+    );
+    insta::assert_snapshot!(
+        events[0].to_string(),
+        @"dispatch to webster: try 1 failed: could not reach the receiver: POST http://gw/hooks/agent: cannot connect: Connection refused; next try in 250ms"
+    );
+    let kinds = rig.kinds().await;
+    assert_eq!(kinds.iter().filter(|k| **k == K::Retried).count(), 12);
+}
+
+/// A `Retry-After` of 0 or a date in the past (0 after parsing) never
+/// makes the delegator retry at once: it waits the backoff.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_in_the_past_waits_the_backoff() {
+    let mut script = vec![Act::Fail(unavailable(Some(Duration::ZERO))); 4];
+    script.push(Act::Answer(Status::Complete));
+    let rig = rig(vec![("webster", script)]);
+    rig.delegate(ask("webster", "manager")).await.unwrap();
+    let t = rig.fake("webster").times();
+    let gaps: Vec<u128> = t.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    assert_eq!(gaps, [250, 500, 1000, 2000]);
+    let ledger = rig.ledger().await;
+    assert_eq!(
+        ledger[1].detail.as_deref(),
+        Some(
+            "try 1 failed: the receiver is unavailable: busy; next try in 250ms (Retry-After asked for 0s, raised to the backoff)"
+        )
+    );
+}
+
+/// A huge `Retry-After` is capped at `max_retry_after`; when even that
+/// does not fit before the deadline, the error says so.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_too_long_for_the_deadline_says_why_it_gave_up() {
+    let huge = Some(Duration::from_secs(100_000));
+    let rig = rig(vec![(
+        "webster",
+        vec![
+            Act::Fail(unavailable(huge)),
+            Act::Fail(unavailable(huge)),
+            Act::Answer(Status::Complete),
+        ],
+    )]);
+    let t0 = Instant::now();
+    let err = rig.delegate(ask("webster", "manager")).await.unwrap_err();
+    assert_eq!(t0.elapsed(), Duration::ZERO, "no useless wait");
+    let DelegateError::Transport { gave_up, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        *gave_up,
+        GaveUp::OutOfTime {
+            wait: RetryWait {
+                delay: Duration::from_secs(60),
+                rule: WaitRule::RetryAfterCapped {
+                    asked: Duration::from_secs(100_000)
+                }
+            },
+            left: Duration::from_secs(30),
+        }
+    );
+    insta::assert_snapshot!(
+        err.to_string(),
+        @"dispatch to webster failed after 1 try: the receiver is unavailable: busy; gave up: the next try, in 1m (Retry-After asked for 100000s, capped at max_retry_after), would start after the deadline (in 30s)"
+    );
+    // With time for it, the capped wait is waited.
+    let mut r = ask("webster", "manager");
+    r.timeout = Duration::from_secs(300);
+    rig.delegate(r).await.unwrap();
+    let t = rig.fake("webster").times();
+    assert_eq!(t[2] - t[1], Duration::from_secs(60));
+}
+
+/// A gateway that never answers: every try times out in the transport and
+/// is retried, the deadline passes, and the outcome says the transport
+/// never acknowledged the task, with what each try said.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_gateway_times_out_saying_it_never_answered() {
+    let rig = rig(vec![(
+        "webster",
+        vec![Act::Hang(Duration::from_secs(30)); 5],
+    )]);
+    let mut r = ask("webster", "manager");
+    r.timeout = Duration::from_secs(120);
+    let out = rig.delegate(r).await.unwrap();
+    assert_eq!(out.end, End::TimedOut);
+    assert_eq!(out.status(), OutcomeStatus::TimedOut);
+    // Tries at 0, 30.25, 60.75 and 91.75 s: the fourth is still waiting.
+    let u = out.unacknowledged.clone().unwrap();
+    assert_eq!((u.tries, u.failures, u.alike), (4, 3, true));
+    insta::assert_snapshot!(
+        u.to_string(),
+        @"the transport never acknowledged the task: 3 tries, each failed: could not reach the receiver: POST http://gw/hooks/agent: the gateway did not answer within 30s; try 4 was still waiting for an answer at the deadline"
+    );
+    let ledger = rig.ledger().await;
+    let last = ledger.last().unwrap();
+    assert_eq!(last.event, K::Timeout);
+    assert_eq!(
+        last.detail.as_deref(),
+        Some(format!("no handoff within 2m ({u})").as_str())
+    );
+    let json = serde_json::to_value(&out).unwrap();
+    assert_eq!(
+        json["end"],
+        serde_json::json!({ "kind": "timed-out", "detail": u.to_string() })
+    );
+}
+
+/// A first try still waiting at the deadline says that much.
+#[tokio::test(start_paused = true)]
+async fn a_first_try_still_waiting_at_the_deadline_is_unacknowledged() {
+    let hung = rig(vec![("webster", vec![Act::Hang(Duration::from_secs(600))])]);
+    let out = hung.delegate(ask("webster", "manager")).await.unwrap();
+    assert_eq!(
+        out.unacknowledged,
+        Some(Unacknowledged {
+            tries: 1,
+            failures: 0,
+            last_error: None,
+            alike: true,
+        })
+    );
+    // An acknowledged delegation that times out has nothing to add.
+    let acked = rig(vec![("webster", vec![Act::Ack])]);
+    let out = acked.delegate(ask("webster", "manager")).await.unwrap();
+    assert_eq!((out.end, out.unacknowledged), (End::TimedOut, None));
+}
+
+/// A task message over the transport's `max_task_bytes` is refused before
+/// anything is sent: no dispatch, no `dispatched` line, one `failed` line,
+/// exit 2, and the error gives the real sizes.
+#[tokio::test]
+async fn a_task_over_the_transports_limit_is_refused_before_sending() {
+    let rig = rig_sized(
+        vec![("webster", vec![])],
+        Policy::atomizer_default(),
+        DelegatorConfig::default(),
+        0,
+        Some(4000),
+        |_| {},
+    );
+    let mut r = ask("webster", "manager");
+    r.task = "x".repeat(5000);
+    r.context = Some("y".repeat(100));
+    let err = rig.delegate(r).await.unwrap_err();
+    let DelegateError::TooLarge {
+        size,
+        limit,
+        task,
+        context,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!((*limit, *task, *context), (4000, 5000, 100));
+    assert!(*size > 5100, "{size}");
+    assert_eq!(err.exit_code(), 2);
+    let message = err
+        .to_string()
+        .replace(&size.to_string(), "[SIZE]")
+        .replace(&(size - 5100).to_string(), "[REST]");
+    insta::assert_snapshot!(
+        message,
+        @"the task message for webster is [SIZE] bytes (task 5000, context 100, orch's header and instructions [REST]), larger than the 4000-byte limit of its fake transport (max_task_bytes): nothing was sent; shorten the task or its context, or raise the transport's max_task_bytes"
+    );
+    assert!(rig.fake("webster").envelopes().is_empty(), "nothing sent");
+    let ledger = rig.ledger().await;
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].event, K::Failed);
+    assert_eq!(ledger[0].detail.as_deref(), Some(err.to_string().as_str()));
+    assert_eq!(ledger[0].agent.as_deref(), Some("webster"));
+
+    // A task that fits is sent as usual.
+    let mut r = ask("webster", "manager");
+    r.task = "x".repeat(1000);
+    let out = rig.delegate(r).await.unwrap();
+    assert_eq!(out.status(), OutcomeStatus::Complete);
+}
+
+/// Every invalid answer is moved aside, the last one too, so the final
+/// name never holds an invalid file and the outcome names files that
+/// exist.
+#[tokio::test]
+async fn the_last_invalid_answer_is_moved_aside_too() {
+    let rig = rig(vec![(
+        "webster",
+        vec![Act::Raw(INVALID), Act::Raw(INVALID)],
+    )]);
+    let out = rig.delegate(ask("webster", "manager")).await.unwrap();
+    assert!(matches!(out.end, End::Invalid { .. }), "{:?}", out.end);
+    assert_eq!(out.rejected.len(), 2, "{:?}", out.rejected);
+    assert!(
+        out.rejected[1].ends_with(".json.rejected-2"),
+        "{:?}",
+        out.rejected
+    );
+    for path in &out.rejected {
+        assert!(std::path::Path::new(path).is_file(), "{path}");
+    }
+    assert!(
+        !std::path::Path::new(&out.handoff_path).exists(),
+        "the invalid file stayed at {}",
+        out.handoff_path
+    );
+    let json = serde_json::to_value(&out).unwrap();
+    assert_eq!(json["rejected"], serde_json::json!(out.rejected));
 }
 
 #[tokio::test]
@@ -640,8 +961,10 @@ async fn non_retryable_fails_after_one_try() {
             agent,
             attempts,
             source,
+            gave_up,
         } => {
             assert_eq!((agent.as_str(), *attempts), ("webster", 1));
+            assert_eq!(*gave_up, GaveUp::Final);
             assert!(!source.is_retryable());
         }
         other => panic!("{other:?}"),

@@ -410,6 +410,37 @@ async fn an_exec_agent_gets_the_protocol_environment() {
     );
 }
 
+/// `remove_env` takes variables (orch's secrets) out of what the command
+/// inherits; `env` can still set one explicitly.
+#[tokio::test]
+async fn an_exec_agent_does_not_inherit_removed_variables() {
+    let rig = Rig::new();
+    let mut config = ExecConfig::new(["/bin/sh".to_owned(), fixture("env.sh")]);
+    // Both set by cargo for every test run.
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    config.remove_env = ["CARGO_PKG_NAME", "EXEC_TEST_SETTING", "NOT_SET_ANYWHERE"]
+        .map(String::from)
+        .into();
+    config.env.insert("EXEC_TEST_SETTING".into(), "42".into());
+    let transport = ExecTransport::new(config).unwrap();
+    let ack = transport
+        .dispatch(&rig.envelope("webster", "dump env", Scope::Top, 1))
+        .await
+        .unwrap();
+    assert!(completion(&ack).0, "{ack:?}");
+    let handoff = rig.store.get(&key(Scope::Top)).await.unwrap().unwrap();
+    let names: Vec<&str> = handoff
+        .result
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(!names.contains(&"CARGO_PKG_NAME"), "{names:?}");
+    assert!(names.contains(&"CARGO_MANIFEST_DIR"), "{names:?}");
+    assert!(handoff.result.lines().any(|l| l == "EXEC_TEST_SETTING=42"));
+    assert!(format!("{:?}", transport.config()).contains("CARGO_PKG_NAME"));
+}
+
 #[tokio::test]
 async fn an_exec_agent_reads_the_whole_message_on_stdin() {
     let rig = Rig::new();
@@ -586,4 +617,26 @@ async fn wait_until_gone(pid: i32) {
         ready, 1,
         "process {pid:?} still runs 10 s after it should have been killed"
     );
+}
+
+/// Each transport says the limit its config gives (default 256 KiB).
+#[test]
+fn transports_report_their_configured_task_limit() {
+    let rig = Rig::new();
+    let default = orch_delegate::DEFAULT_MAX_TASK_BYTES;
+    assert_eq!(default, 256 * 1024);
+    let sim = SimTransport::new(rig.shared(), SimConfig::default());
+    assert_eq!(sim.max_task_bytes(), default);
+    let sim = SimTransport::new(
+        rig.shared(),
+        SimConfig {
+            max_task_bytes: 1 << 20,
+            ..SimConfig::default()
+        },
+    );
+    assert_eq!(sim.max_task_bytes(), 1 << 20);
+    assert_eq!(exec("answer.sh").max_task_bytes(), default);
+    let mut config = ExecConfig::new(["/bin/true"]);
+    config.max_task_bytes = 4096;
+    assert_eq!(ExecTransport::new(config).unwrap().max_task_bytes(), 4096);
 }

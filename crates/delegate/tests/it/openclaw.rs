@@ -226,6 +226,22 @@ async fn body_over_the_gateways_limit_is_too_large() {
     assert_eq!(gw.runs_started(), 0);
 }
 
+#[test]
+fn the_task_limit_is_configurable() {
+    let t = transport_with("http://127.0.0.1:9", |_| {});
+    assert_eq!(t.max_task_bytes(), orch_delegate::DEFAULT_MAX_TASK_BYTES);
+    let t = transport_with("http://127.0.0.1:9", |c| c.max_task_bytes = 1000);
+    assert_eq!(t.max_task_bytes(), 1000);
+    let zero = OpenClawTransport::new(OpenClawConfig {
+        max_task_bytes: 0,
+        ..OpenClawConfig::new("http://127.0.0.1:9", Secret::new(TOKEN))
+    });
+    assert!(
+        matches!(zero, Err(TransportError::Config { .. })),
+        "{zero:?}"
+    );
+}
+
 #[tokio::test]
 async fn body_over_256_kib_is_refused_before_sending() {
     let gw = gateway(options()).await;

@@ -341,7 +341,7 @@ impl DiscordClient {
         let parsed = Url::parse(base).map_err(|e| {
             config_error(format!(
                 "the discord base url {:?} is not a valid url: {e}",
-                shorten(base, 100)
+                shorten(&orch_support::url::redact_userinfo(base), 100)
             ))
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -941,6 +941,10 @@ mod tests {
             let e = e.unwrap_err();
             assert!(matches!(e, DiscordError::Config { .. }), "{e:?}");
         }
+        // A URL that does not even parse is quoted without its credentials.
+        let e = with("https://bot:hunter2@disc ord.com", "t").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("[redacted]@"), "{e}");
     }
 
     #[test]
