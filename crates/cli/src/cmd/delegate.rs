@@ -21,10 +21,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
     // Each retry is shown as it happens: a delegation may retry for as long
     // as its deadline allows (a gateway restarting).
     let delegator = setup.delegator(store, &registry)?.with_observer(|event| {
-        eprintln!(
-            "retry: {}",
-            orch_support::text::one_line(&event.to_string())
-        );
+        out::note(&format!("retry: {}", out::one_line(&event.to_string())));
     });
     let task = if args.task == "-" {
         read_stdin_task(&delegator, &args.agent)?
