@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use orch_delegate::orch_acl::Policy;
 use orch_delegate::orch_handoff::{
-    Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEventKind, Scope,
-    Status,
+    Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEventKind,
+    PutMode, Scope, Status,
 };
 use orch_delegate::transport::sim::{SimConfig, SimTransport};
 use orch_delegate::{
@@ -228,7 +228,7 @@ async fn sequential(root: &Path, runs: usize) {
                 "x",
             );
             let t = Instant::now();
-            fs.put(Scope::Top, &h).await.unwrap();
+            fs.put(Scope::Top, &h, PutMode::Create).await.unwrap();
             lat.push(t.elapsed());
         }
         report(

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use orch_handoff::{
-    FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, RunId,
-    Status, WaitOutcome, WatchMode,
+    FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind,
+    PutMode, RunId, Status, WaitOutcome, WatchMode,
 };
 
 fn main() {
@@ -287,7 +287,7 @@ fn operation_costs(root: &Path) {
             let key = HandoffKey::top(run_id("put", i));
             let bytes = handoff_bytes(&key.run_id);
             let t = Instant::now();
-            store.put_raw(&key, &bytes).await.unwrap();
+            store.put_raw(&key, &bytes, PutMode::Create).await.unwrap();
             put.push(t.elapsed());
         }
         report(

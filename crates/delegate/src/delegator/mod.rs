@@ -3,7 +3,8 @@
 //! [`Delegator::delegate`] runs, in order:
 //!
 //! 1. **Resolve** the agent (and, with `validate`, the validator): unknown →
-//!    [`DelegateError::UnknownAgent`].
+//!    [`DelegateError::UnknownAgent`]; a caller that is not an agent id
+//!    (the id rule, `orch_support::id`) → [`DelegateError::Usage`].
 //! 2. **Sub-delegation** (`parent` set): the parent run is looked up in the
 //!    ledger (its `dispatched` line names its agent and its own parent); the
 //!    caller must be the parent run's agent; the depth (hops up the parent
@@ -64,7 +65,7 @@
 //! | `invalid`    | an invalid handoff landed                          | `attempt`, `latencyMs`, `detail` (the error) |
 //! | `reasked`    | the agent is asked again                           | `attempt` (the new ask), `detail` (why) |
 //! | `handoff`    | a valid handoff landed                             | `attempt`, `status`, `confidence`, `latencyMs` |
-//! | `timeout`    | the deadline passed                                | `attempt`, `latencyMs`, `detail` |
+//! | `timeout`    | the deadline passed (the detail says if a partial file was seen) | `attempt`, `latencyMs`, `detail` |
 //! | `failed`     | the transport failed for good, the run ended without a handoff, or the store failed | `attempt`, `latencyMs`, `detail` |
 //! | `cancelled`  | the cancellation token fired                       | `attempt`, `latencyMs` |
 //! | `validated`  | the validator judged (or could not)                | `runId` = the judged run, `agent` = the validator, `status` (the validator's), `detail`, `validationRunId` |
@@ -360,6 +361,8 @@ enum Step {
     NoHandoff(String),
     TimedOut {
         acked: bool,
+        /// The handoff was still incomplete at the deadline.
+        partial: Option<HandoffError>,
     },
     Cancelled,
     Failed {
@@ -467,7 +470,13 @@ impl Delegator {
         let t0 = Instant::now();
         let deadline = deadline_after(t0, request.timeout);
 
-        // 1. Resolve.
+        // 1. Resolve. The caller's name goes into the ledger and into
+        // messages: it obeys the id rule, like every agent id.
+        if let Err(e) = orch_support::id::validate_id(&request.caller) {
+            return Err(DelegateError::usage(format!(
+                "the caller is not an agent id: {e}"
+            )));
+        }
         let agent = self.agent(&request.agent)?;
         let validator = if request.validate {
             let name = match (&request.validator, &agent.entry.validator) {
@@ -832,17 +841,19 @@ impl Delegator {
                         "your run ended without writing a handoff to {handoff_path} ({detail})"
                     ));
                 }
-                Step::TimedOut { acked } => {
+                Step::TimedOut { acked, partial } => {
                     let mut e = line.event(LedgerEventKind::Timeout, Some(ask));
                     e.latency_ms = latency;
                     e.detail = Some(format!(
-                        "no handoff within {}{}",
+                        "no handoff within {}{}{}",
                         friendly(plan.timeout),
                         if acked {
                             ""
                         } else {
                             " (the dispatch was never acknowledged)"
-                        }
+                        },
+                        partial
+                            .map_or(String::new(), |p| format!("; a partial file was seen: {p}")),
                     ));
                     self.log(e).await;
                     out.end = End::TimedOut;
@@ -1005,7 +1016,21 @@ impl Delegator {
                 Event::Wait(Ok(WaitOutcome::TimedOut)) => {
                     return Ok(match completion {
                         Some(c) => Step::NoHandoff(c.detail),
-                        None => Step::TimedOut { acked },
+                        None => Step::TimedOut {
+                            acked,
+                            partial: None,
+                        },
+                    });
+                }
+                Event::Wait(Ok(WaitOutcome::TimedOutIncomplete(e))) => {
+                    // Cut off at the deadline: a timeout, unless the agent's
+                    // run is known to have ended (then the file is final).
+                    return Ok(match completion {
+                        Some(_) => Step::Invalid(e),
+                        None => Step::TimedOut {
+                            acked,
+                            partial: Some(e),
+                        },
                     });
                 }
             }

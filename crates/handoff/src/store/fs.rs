@@ -77,7 +77,7 @@
 //! |----------------------------------------|-------------------------------------------|
 //! | missing                                | keep waiting                              |
 //! | valid handoff                          | [`WaitOutcome::Landed`]                   |
-//! | empty or cut off (`is_incomplete`)     | keep waiting; still so at the deadline: [`WaitOutcome::Invalid`] with that error |
+//! | empty or cut off (`is_incomplete`)     | keep waiting; still so at the deadline: [`WaitOutcome::TimedOutIncomplete`] with that error |
 //! | invalid and complete (syntax, field, mismatch) | [`WaitOutcome::Invalid`] at once  |
 //! | larger than the cap                    | [`WaitOutcome::Invalid`] (`HandoffError::TooLarge`) at once, without reading it |
 //! | symlink, FIFO, directory, I/O error    | `Err` at once ([`StoreError::Symlink`], [`StoreError::Io`]) |
@@ -132,11 +132,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::files::{self, Entries, io_err};
+use super::files::{self, Entries, Publish, Written, io_err};
 use super::watch::{Backend, Dispatch, Waiter};
 use crate::store::{
-    HandoffKey, HandoffStore, LedgerEvent, LedgerRead, Scope, StoreError, Subscription,
-    WaitOutcome, WorkflowRecord,
+    Existing, HandoffKey, HandoffStore, LedgerEvent, LedgerRead, PutMode, Scope, StoreError,
+    Subscription, WaitOutcome, WorkflowRecord,
 };
 use crate::{
     DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
@@ -350,6 +350,12 @@ impl FsStore {
         self.inner.dispatch.rescans()
     }
 
+    /// How many times the inotify watches were set up again because the
+    /// store root or `sub/` was removed (or moved away) and came back.
+    pub fn rearms(&self) -> u64 {
+        self.inner.dispatch.rearms()
+    }
+
     /// When the watcher's handler last woke a waiter (for benchmarks that
     /// split detection latency into "event handled" and "waiter returned").
     #[doc(hidden)]
@@ -361,17 +367,48 @@ impl FsStore {
         self.inner.workflows.join(run.as_str())
     }
 
-    async fn write_handoff(&self, key: &HandoffKey, bytes: Vec<u8>) -> Result<(), StoreError> {
+    async fn write_handoff(
+        &self,
+        key: &HandoffKey,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
         let dir = match key.scope {
             Scope::Top => self.inner.root.clone(),
             Scope::Sub => self.inner.sub.clone(),
         };
         let name = format!("{}.json", key.run_id);
-        blocking(&self.path_of(key), move || {
+        let publish = match mode {
+            PutMode::Create => Publish::NoReplace,
+            PutMode::Replace => Publish::Replace,
+        };
+        let written = blocking(&self.path_of(key), move || {
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            files::write_atomic(&dir, &name, &bytes, n).map(drop)
+            files::write_atomic(&dir, &name, &bytes, n, publish)
         })
-        .await
+        .await?;
+        match written {
+            Written::Done(_) => Ok(()),
+            Written::Taken(path) => Err(StoreError::AlreadyExists {
+                location: path.display().to_string(),
+                existing: self.existing(key, &path),
+            }),
+        }
+    }
+
+    /// What is stored at `path` (for [`StoreError::AlreadyExists`]).
+    fn existing(&self, key: &HandoffKey, path: &Path) -> Existing {
+        let expect = Expect {
+            run_id: Some(&key.run_id),
+            agent: None,
+        };
+        match files::read_capped(path, self.inner.cap) {
+            Ok(Some(bytes)) => match parse_handoff_capped(&bytes, &expect, self.inner.cap) {
+                Ok(h) => Existing::handoff(&h),
+                Err(_) => Existing::unreadable(),
+            },
+            _ => Existing::unreadable(),
+        }
     }
 }
 
@@ -492,11 +529,12 @@ impl Subscription for FsSubscription {
             }
             let woken = tokio::time::timeout_at(deadline, self.waiter.notified()).await;
             if woken.is_err() {
-                // One last look: a file that landed at the deadline counts,
-                // one still cut off is reported as what it is.
+                // One last look: a file that landed at the deadline counts;
+                // one still cut off is a timeout that says so.
                 return Ok(match self.store.check(&self.key, &self.path)? {
                     Check::Landed(handoff) => WaitOutcome::Landed(handoff),
-                    Check::Invalid(e) | Check::Incomplete(e) => WaitOutcome::Invalid(e),
+                    Check::Invalid(e) => WaitOutcome::Invalid(e),
+                    Check::Incomplete(e) => WaitOutcome::TimedOutIncomplete(e),
                     Check::Missing => WaitOutcome::TimedOut,
                 });
             }
@@ -514,7 +552,7 @@ impl HandoffStore for FsStore {
         self.path_of(key).display().to_string()
     }
 
-    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
+    async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
         let key = HandoffKey {
             scope,
             run_id: handoff.run_id.clone(),
@@ -531,11 +569,16 @@ impl HandoffStore for FsStore {
                 source,
             });
         }
-        self.write_handoff(&key, bytes).await
+        self.write_handoff(&key, bytes, mode).await
     }
 
-    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
-        self.write_handoff(key, bytes.to_vec()).await
+    async fn put_raw(
+        &self,
+        key: &HandoffKey,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        self.write_handoff(key, bytes.to_vec(), mode).await
     }
 
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
@@ -611,7 +654,7 @@ impl HandoffStore for FsStore {
                 files::sync_dir(&workflows)?;
             }
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            files::write_atomic(&dir, &name, &bytes, n).map(drop)
+            files::write_atomic(&dir, &name, &bytes, n, Publish::Replace).map(drop)
         })
         .await
     }
@@ -668,6 +711,15 @@ impl HandoffStore for FsStore {
         })?;
         line.push(b'\n');
         files::append_locked(&self.inner.ledger, &line)
+    }
+
+    async fn dispatched(&self, run_id: &RunId) -> Result<Option<LedgerEvent>, StoreError> {
+        let path = self.inner.ledger.clone();
+        let run_id = run_id.clone();
+        blocking(&path.clone(), move || {
+            files::find_dispatched(&path, &run_id)
+        })
+        .await
     }
 
     async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {
