@@ -470,7 +470,7 @@ pub(crate) fn find_dispatched(
 
 /// [`find_dispatched`] reading `chunk` bytes at a time (tests use tiny
 /// chunks to cut lines everywhere).
-fn find_dispatched_by(
+pub(crate) fn find_dispatched_by(
     path: &Path,
     run_id: &RunId,
     chunk_size: usize,

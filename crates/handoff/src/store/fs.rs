@@ -356,6 +356,17 @@ impl FsStore {
         self.inner.dispatch.rearms()
     }
 
+    /// [`HandoffStore::dispatched`] reading the ledger `chunk` bytes at a
+    /// time, so property tests can cut lines at every place; blocking.
+    #[doc(hidden)]
+    pub fn dispatched_in_chunks(
+        &self,
+        run_id: &RunId,
+        chunk: usize,
+    ) -> Result<Option<LedgerEvent>, StoreError> {
+        files::find_dispatched_by(&self.inner.ledger, run_id, chunk)
+    }
+
     /// When the watcher's handler last woke a waiter (for benchmarks that
     /// split detection latency into "event handled" and "waiter returned").
     #[doc(hidden)]
