@@ -485,7 +485,7 @@ mod tests {
         ];
         fn invalid(name: &str) -> AclError {
             AclError::InvalidName {
-                source: orch_support::id::validate_id(name).unwrap_err(),
+                source: orch_support::id::validate_id(name).expect_err("not an id"),
             }
         }
         for (rules, expected) in cases {

@@ -29,9 +29,20 @@
 //! Every file write is atomic: a temp file `.<name>.tmp-<pid>-<n>` in the
 //! target's directory (leading dot: the watcher and listings ignore it; `n`
 //! is a process-wide counter, so two stores on one root never collide),
-//! `write_all`, `sync_all`, `rename` into place, fsync of the directory. On
-//! any error the temp file is removed; the target is either the old file or
+//! `write_all`, `sync_all`, into place, fsync of the directory. On any
+//! error the temp file is removed; the target is either the old file or
 //! the new one, never a mix.
+//!
+//! "Into place" depends on the [`PutMode`]. [`PutMode::Replace`] (and
+//! workflow records) `rename` over the target. [`PutMode::Create`], an
+//! agent's answer, must not replace one already there, and checking first
+//! would leave a window in which two writers both see nothing: it is
+//! `renameat2(RENAME_NOREPLACE)` (rustix), or where the file system lacks
+//! that flag, a hard `link` of the temp file (which fails if the name is
+//! taken, atomically too) and `unlink` of the temp name. A taken name is
+//! [`StoreError::AlreadyExists`], with the agent and status of the handoff
+//! there if it is a valid one. So of twenty agents answering one run at
+//! once exactly one is stored.
 //!
 //! # Reads
 //!
@@ -58,7 +69,9 @@
 //! wakes every waiter to re-read its own file.
 //!
 //! Backends ([`WatchMode`]): inotify on the root and `sub/`
-//! (non-recursive), or a polling thread that `lstat`s only the awaited
+//! (non-recursive; a directory removed or moved away and recreated is
+//! watched again by a re-arm thread, said at warn level, counted by
+//! [`FsStore::rearms`]), or a polling thread that `lstat`s only the awaited
 //! files every [`FsStoreConfig::poll_interval`] and compares device, inode,
 //! size and nanosecond mtime/ctime. notify's own `PollWatcher` is not used:
 //! it compares mtimes in whole seconds, so a handoff completed within the
@@ -89,6 +102,12 @@
 //! ([`FsStore::active_waiters`] goes back down).
 //!
 //! # Ledger
+//!
+//! [`HandoffStore::dispatched`] reads the ledger backwards in 1 MiB chunks,
+//! looking for the run id's bytes with `memchr::memmem` and parsing only
+//! the lines that hold them, so `orch handoff submit` finds a recent run
+//! after reading the ledger's tail (a run never dispatched costs one pass
+//! at memory speed).
 //!
 //! `append_ledger` serializes one line and appends it with a single
 //! `write_all` under an exclusive `flock` on a freshly opened

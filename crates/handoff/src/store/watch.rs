@@ -362,15 +362,19 @@ impl Rearm {
         interval: Duration,
     ) -> Result<Self, StoreError> {
         let (lost, lost_rx) = mpsc::channel::<PathBuf>();
+        // Before the thread starts: a loss reported meanwhile is queued.
+        *dispatch.lost_sender() = Some(lost);
         let thread_dispatch = Arc::clone(dispatch);
         let thread = std::thread::Builder::new()
             .name("orch-store-rearm".to_owned())
             .spawn(move || rearm_loop(watcher, &thread_dispatch, interval, &lost_rx))
-            .map_err(|e| StoreError::Watch {
-                path: dispatch.top.clone(),
-                message: format!("cannot start the watch re-arm thread: {e}"),
+            .map_err(|e| {
+                drop(dispatch.lost_sender().take());
+                StoreError::Watch {
+                    path: dispatch.top.clone(),
+                    message: format!("cannot start the watch re-arm thread: {e}"),
+                }
             })?;
-        *dispatch.lost_sender() = Some(lost);
         Ok(Self {
             dispatch: Arc::clone(dispatch),
             thread: Some(thread),

@@ -508,13 +508,13 @@ fn ledger_event() -> impl Strategy<Value = LedgerEvent> {
 /// A ledger line: an event, or garbage (which may mention a run id).
 #[derive(Clone, Debug)]
 enum Line {
-    Event(LedgerEvent),
+    Event(Box<LedgerEvent>),
     Garbage(Vec<u8>),
 }
 
 fn line() -> impl Strategy<Value = Line> {
     prop_oneof![
-        4 => ledger_event().prop_map(Line::Event),
+        4 => ledger_event().prop_map(|e| Line::Event(Box::new(e))),
         1 => prop::collection::vec(any::<u8>(), 0..80)
             .prop_map(|b| Line::Garbage(b.into_iter().filter(|b| *b != b'\n').collect())),
         1 => pooled_run_id().prop_map(|id| Line::Garbage(
@@ -527,7 +527,7 @@ fn ledger_bytes(lines: &[Line], torn: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::new();
     for line in lines {
         match line {
-            Line::Event(e) => out.extend(serde_json::to_vec(e).unwrap()),
+            Line::Event(e) => out.extend(serde_json::to_vec(&**e).unwrap()),
             Line::Garbage(g) => out.extend_from_slice(g),
         }
         out.push(b'\n');
@@ -616,7 +616,7 @@ fn the_ledger_reads_back_what_was_written() {
             let events: Vec<&LedgerEvent> = lines
                 .iter()
                 .filter_map(|l| match l {
-                    Line::Event(e) => Some(e),
+                    Line::Event(e) => Some(&**e),
                     Line::Garbage(_) => None,
                 })
                 .collect();
