@@ -192,6 +192,9 @@ async fn deletes_and_purges_never_wake_a_waiter_with_garbage() {
         tokio::spawn(async move { store.wait(&k, deadline()).await })
     };
     until("waiter registered", || store.active_waiters() == 1).await;
+    // The waiter registers before its subscription starts the watch; the
+    // watch sees only what is written after it exists.
+    until("watch started", || store.watchers_created() == 1).await;
     // Cut off: the waiter keeps waiting for the rest.
     raw.put(&kv_key, "{\"schemaVersion\": ".into())
         .await

@@ -733,15 +733,20 @@ impl Inner {
         if watcher.as_ref().is_some_and(|w| !w.ended()) {
             return Ok(());
         }
+        let what = || format!("bucket {} on the {}", self.bucket, self.server);
         let started = Watcher::start(&self.handoffs, &self.waiters)
             .await
-            .map_err(|e| {
-                self.remote(
-                    "watch",
-                    format!("bucket {} on the {}", self.bucket, self.server),
-                    e,
-                )
-            })?;
+            .map_err(|e| self.remote("watch", what(), e))?;
+        // async-nats creates the watch's consumer, then queues the SUB of its
+        // delivery subject without waiting for the server: a put from
+        // another connection in between went to a subject nobody had
+        // subscribed yet, and the ordered consumer never delivered it (nor,
+        // often, anything after it). A flush (PING/PONG) returns once the
+        // server has processed the SUB.
+        self.client
+            .flush()
+            .await
+            .map_err(|e| self.remote("watch", what(), e))?;
         *watcher = Some(started);
         self.watchers_created.fetch_add(1, Ordering::Relaxed);
         Ok(())
