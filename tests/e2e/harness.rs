@@ -92,6 +92,32 @@ impl Orch {
             .collect()
     }
 
+    /// Appends the `dispatched` ledger line a delegation of `run_id` to
+    /// `agent` writes (a sub-delegation if `parent` is set), so that
+    /// `orch handoff submit` accepts answers to it as solicited.
+    pub(crate) fn dispatched(&self, run_id: &str, agent: &str, parent: Option<&str>) {
+        use std::io::Write as _;
+        std::fs::create_dir_all(self.store()).expect("create store");
+        let mut line = serde_json::json!({
+            "ts": "2026-11-25T11:41:40Z",
+            "event": "dispatched",
+            "runId": run_id,
+            "agent": agent,
+            "caller": "manager",
+            "attempt": 1,
+            "detail": "via sim",
+        });
+        if let Some(parent) = parent {
+            line["parent"] = parent.into();
+        }
+        let mut ledger = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.store().join("ledger.jsonl"))
+            .expect("open ledger");
+        writeln!(ledger, "{line}").expect("append to ledger");
+    }
+
     /// Runs `orch args…` with no stdin.
     pub(crate) fn ok(&self, args: &[&str]) -> Run {
         let run = self.run(args, None);

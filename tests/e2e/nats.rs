@@ -114,6 +114,8 @@ fn delegate_wait_submit_and_show_across_hosts() {
             "Zerodur CTE is 0 ± 0.007 ppm/K",
             "--notes",
             "class 0 only",
+            // Nobody delegated this run: the caller only waits on it.
+            "--unsolicited",
         ],
     );
     let waited_run = finish(
@@ -133,8 +135,17 @@ fn delegate_wait_submit_and_show_across_hosts() {
     let again = run(
         &here,
         &[
-            "handoff", "submit", "--run-id", waited, "--agent", "webster", "--status", "complete",
-            "--result", "again",
+            "handoff",
+            "submit",
+            "--run-id",
+            waited,
+            "--agent",
+            "webster",
+            "--status",
+            "complete",
+            "--result",
+            "again",
+            "--unsolicited",
         ],
     );
     assert_eq!(again.code, 2, "{}", again.transcript(&here));

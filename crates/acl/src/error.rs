@@ -62,6 +62,15 @@ pub enum AclError {
         /// The offending name, as written.
         name: String,
     },
+    /// A caller or agent name that breaks the id rule (DESIGN §3: ASCII
+    /// letters, digits, `.`, `_`, `-`, a letter or digit first, at most 128
+    /// characters). The message shows the name escaped.
+    #[error("not an agent id: {source}")]
+    InvalidName {
+        /// Why (it quotes the name, escaped and shortened).
+        #[source]
+        source: orch_support::id::InvalidId,
+    },
     /// Two rules name the same caller.
     #[error("duplicate rule for caller {caller}")]
     DuplicateCaller {

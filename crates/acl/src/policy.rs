@@ -88,7 +88,8 @@ impl Policy {
     /// (alone in its list) grants every agent.
     ///
     /// Refused, with the error naming the rule: an empty or
-    /// whitespace-padded name, `*` as a caller, a caller given twice, a
+    /// whitespace-padded name, a name that is not an agent id (the id rule
+    /// of `orch_support::id`), `*` as a caller, a caller given twice, a
     /// target listed twice, `*` mixed with names, a rule listing its own
     /// caller. An empty list is accepted and grants nobody.
     pub fn from_rules<I, S>(rules: I) -> Result<Self, AclError>
@@ -173,6 +174,7 @@ impl Policy {
             return Err(AclError::WildcardCaller);
         }
         check_trimmed(caller)?;
+        check_id(caller)?;
         if self.rules.contains_key(caller) {
             return Err(AclError::DuplicateCaller {
                 caller: caller.to_owned(),
@@ -201,6 +203,9 @@ pub(crate) fn grant_from_list(
             });
         }
         check_trimmed(&target)?;
+        if target != WILDCARD {
+            check_id(&target)?;
+        }
         if target == caller {
             return Err(AclError::SelfInRule {
                 caller: caller.to_owned(),
@@ -228,6 +233,10 @@ pub(crate) fn grant_from_list(
         }),
         (false, _) => Ok(Grant::Only(names)),
     }
+}
+
+fn check_id(name: &str) -> Result<(), AclError> {
+    orch_support::id::validate_id(name).map_err(|source| AclError::InvalidName { source })
 }
 
 fn check_trimmed(name: &str) -> Result<(), AclError> {
@@ -463,7 +472,22 @@ mod tests {
                     caller: "tech-lead".into(),
                 },
             ),
+            (
+                vec![("man\u{1b}[2Jager", vec!["webster"])],
+                invalid("man\u{1b}[2Jager"),
+            ),
+            (vec![("manager", vec!["web ster"])], invalid("web ster")),
+            (
+                vec![("manager", vec!["webster\u{202e}"])],
+                invalid("webster\u{202e}"),
+            ),
+            (vec![("manager", vec!["-webster"])], invalid("-webster")),
         ];
+        fn invalid(name: &str) -> AclError {
+            AclError::InvalidName {
+                source: orch_support::id::validate_id(name).expect_err("not an id"),
+            }
+        }
         for (rules, expected) in cases {
             let shown = format!("{rules:?}");
             assert_eq!(Policy::from_rules(rules), Err(expected), "rules {shown}");

@@ -340,8 +340,8 @@ pub(crate) struct DelegateArgs {
     pub(crate) agent: String,
     /// The task (`-` reads it from stdin)
     pub(crate) task: String,
-    /// Who delegates (an agent id, or a human's name); defaults to $ORCH_AGENT,
-    /// which orch sets for agents it runs
+    /// Who delegates (an agent id, or a human's id such as `alice`); defaults
+    /// to $ORCH_AGENT, which orch sets for agents it runs
     #[arg(long, env = "ORCH_AGENT", hide_env_values = true, value_name = "ID")]
     pub(crate) caller: String,
     /// How long to wait for the handoff [default: delegation.timeout of the config, 120s]
@@ -466,6 +466,11 @@ pub(crate) struct SubmitArgs {
     /// Replace a handoff already stored for this run
     #[arg(long)]
     pub(crate) force: bool,
+    /// Store it although no delegation with this run id was dispatched (the
+    /// ledger has no `dispatched` line for it); without this, such a run id
+    /// is refused as a probable typo
+    #[arg(long)]
+    pub(crate) unsolicited: bool,
 }
 
 #[derive(Debug, Args)]
@@ -522,6 +527,55 @@ pub(crate) enum AclCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl Cli {
+    /// Refuses caller and agent names (flags, arguments, `$ORCH_AGENT`)
+    /// that break the id rule (DESIGN §3, `orch_support::id`), before
+    /// anything uses them: they end up in the ledger, in task messages and
+    /// on terminals. Exit 2, and the message shows the value escaped.
+    pub(crate) fn check_ids(&self) -> Result<(), crate::exit::CliError> {
+        let mut ids: Vec<(&str, &str)> = Vec::new();
+        match &self.command {
+            Command::Delegate(a) => {
+                ids.push(("--caller", &a.caller));
+                if a.agent != "auto" {
+                    ids.push(("the agent", &a.agent));
+                }
+                ids.extend(a.validator.as_deref().map(|v| ("--validator", v)));
+            }
+            Command::Route(a) => ids.push(("--caller", &a.caller)),
+            Command::Acl(AclCmd::Check { caller, target }) => {
+                ids.extend([
+                    ("the caller", caller.as_str()),
+                    ("the target", target.as_str()),
+                ]);
+            }
+            // `handoff submit --agent` is checked where the handoff is built.
+            Command::Handoff(HandoffCmd::Validate(a)) => {
+                ids.extend(a.agent.as_deref().map(|v| ("--agent", v)));
+            }
+            Command::Workflow(w) => match (&w.cmd, &w.run) {
+                (Some(WorkflowCmd::Run(r)), _) | (None, Some(r)) => {
+                    ids.push(("--caller", &r.caller));
+                }
+                (Some(WorkflowCmd::Validate { caller, .. }), _) => {
+                    ids.extend(caller.as_deref().map(|v| ("--caller", v)));
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        for (what, id) in ids {
+            orch_handoff::validate_id(id).map_err(|e| {
+                crate::exit::CliError::Usage(match e {
+                    orch_handoff::InvalidId::Empty => format!("{what} is empty: give an agent id"),
+                    e => format!("{what} is not an agent id: {e}"),
+                })
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Parses `120` (seconds) or a friendly / ISO 8601 duration (`90s`, `10m`,

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    cli.check_ids()?;
     let exit = match cli.command {
         Command::Delegate(args) => cmd::delegate::run(&cli.global, args).await,
         Command::Handoff(cmd) => cmd::handoff::run(&cli.global, cmd).await,

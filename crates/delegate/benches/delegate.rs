@@ -12,7 +12,15 @@
 //!    own cost: ACL, subscribe, ledger lines, message, detection), and the
 //!    bare `store.put` an agent pays, for reference.
 //!
-//! Run: `cargo bench -p orch-delegate --bench delegate [-- --n N --seq N --delay-ms MS]`.
+//! 3. `--stress RUNS`: only RUNS rounds of N zero-delay delegations, each on
+//!    a fresh store under `--dir DIR`, that stop at the first round losing
+//!    or duplicating anything (the store is kept) and exit 1 then. The
+//!    regression test of issue 12's "one delegation lost in 50,000" (two
+//!    delegations given the same run id).
+//!
+//! Run: `cargo bench -p orch-delegate --bench delegate [-- --n N --seq N --delay-ms MS]`,
+//! `cargo bench -p orch-delegate --bench delegate -- --stress 20 --n 50000 --dir /dev/shm`.
+//! Exits 1 if any round lost or duplicated a delegation.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 use std::collections::HashSet;
@@ -23,8 +31,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use orch_delegate::orch_acl::Policy;
 use orch_delegate::orch_handoff::{
-    Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEventKind, Scope,
-    Status,
+    Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEventKind,
+    PutMode, Scope, Status,
 };
 use orch_delegate::transport::sim::{SimConfig, SimTransport};
 use orch_delegate::{
@@ -43,17 +51,22 @@ const AGENTS: [&str; 8] = [
     "researcher",
 ];
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let mut n = 10_000usize;
     let mut seq = 2_000usize;
     let mut delay_ms = 1_000u64;
+    let mut stress: Option<usize> = None;
+    let mut dir_arg: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().and_then(|v| v.parse().ok());
         match arg.as_str() {
-            "--n" => n = value().unwrap_or(n as u64) as usize,
-            "--seq" => seq = value().unwrap_or(seq as u64) as usize,
-            "--delay-ms" => delay_ms = value().unwrap_or(delay_ms),
+            "--n" => n = args.next().and_then(|v| v.parse().ok()).unwrap_or(n),
+            "--seq" => seq = args.next().and_then(|v| v.parse().ok()).unwrap_or(seq),
+            "--delay-ms" => {
+                delay_ms = args.next().and_then(|v| v.parse().ok()).unwrap_or(delay_ms);
+            }
+            "--stress" => stress = args.next().and_then(|v| v.parse().ok()),
+            "--dir" => dir_arg = args.next().map(Into::into),
             _ => {} // cargo bench passes `--bench`
         }
     }
@@ -62,7 +75,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = match &dir_arg {
+        Some(parent) => tempfile::tempdir_in(parent).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
 
     println!("orch-delegate delegator benchmark");
     println!(
@@ -77,25 +93,106 @@ fn main() {
         status_field("VmRSS"),
     );
 
+    if let Some(runs) = stress {
+        return runtime.block_on(stress_runs(dir, runs, n));
+    }
+
     println!();
     println!(
         "1. {n} concurrent delegations over the sim fleet ({} agents)",
         AGENTS.len()
     );
+    let mut passed = true;
     for delay in [Duration::from_millis(delay_ms), Duration::ZERO] {
-        runtime.block_on(many(
+        let round = runtime.block_on(many(
             &dir.path().join(format!("many-{}", delay.as_millis())),
             n,
             delay,
         ));
+        passed &= round.passed(n);
     }
 
     println!();
     println!("2. Engine overhead: {seq} sequential delegate() calls");
     runtime.block_on(sequential(&dir.path().join("seq"), seq));
+    if passed {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }
 
-async fn many(root: &Path, n: usize, delay: Duration) {
+/// `--stress RUNS`: RUNS rounds of `--n` concurrent zero-delay delegations,
+/// each on a fresh store under `--dir` (tmpfs: `/dev/shm`; disk: a directory
+/// on it). A round passes when every delegation ended with its handoff,
+/// with N distinct run ids, N files, exactly N `dispatched`, `acked` and
+/// `handoff` ledger lines and no `invalid` or `reasked` one. The first round
+/// that fails keeps its store (ledger and handoffs) for inspection, says
+/// where, and makes the bench exit 1.
+async fn stress_runs(dir: tempfile::TempDir, runs: usize, n: usize) -> std::process::ExitCode {
+    println!();
+    println!("stress: {runs} runs of {n} concurrent delegations, sim delay 0 ms");
+    for run in 1..=runs {
+        let root = dir.path().join(format!("run-{run}"));
+        let round = many(&root, n, Duration::ZERO).await;
+        if !round.passed(n) {
+            round.explain();
+            let kept = dir.keep();
+            println!(
+                "FAIL in run {run} of {runs}: store kept at {}",
+                kept.join(format!("run-{run}")).display()
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+    println!("PASS: {runs} runs × {n} delegations, 0 lost");
+    std::process::ExitCode::SUCCESS
+}
+
+/// What one round of concurrent delegations produced.
+struct Round {
+    lost: Vec<(String, String)>,
+    errors: Vec<String>,
+    distinct: usize,
+    duplicated: Vec<String>,
+    files: usize,
+    dispatched: usize,
+    acked: usize,
+    handoffs: usize,
+    invalid: usize,
+    reasked: usize,
+    watchers: usize,
+}
+
+impl Round {
+    fn passed(&self, n: usize) -> bool {
+        self.lost.is_empty()
+            && self.errors.is_empty()
+            && self.distinct == n
+            && self.files == n
+            && self.dispatched == n
+            && self.acked == n
+            && self.handoffs == n
+            && self.invalid == 0
+            && self.reasked == 0
+            && self.watchers == 1
+    }
+
+    fn explain(&self) {
+        for (run_id, end) in self.lost.iter().take(10) {
+            println!("     lost {run_id}: {end}");
+        }
+        for e in self.errors.iter().take(10) {
+            println!("     error: {e}");
+        }
+        for run_id in self.duplicated.iter().take(10) {
+            println!("     run id used by two delegations: {run_id}");
+        }
+    }
+}
+
+async fn many(root: &Path, n: usize, delay: Duration) -> Round {
     let fs = FsStore::open(FsStoreConfig::new(root)).unwrap();
     let store: Arc<dyn HandoffStore> = Arc::new(fs.clone());
     let sim = Arc::new(SimTransport::new(
@@ -143,21 +240,39 @@ async fn many(root: &Path, n: usize, delay: Duration) {
     let wall = t0.elapsed();
     let peak_waiters = sampler.await.unwrap();
 
-    let mut errors = 0;
-    let mut lost = 0;
+    let mut lost = Vec::new();
+    let mut errors = Vec::new();
     let mut ids = HashSet::with_capacity(n);
+    let mut duplicated = Vec::new();
     for outcome in &outcomes {
         match outcome {
-            Ok(o) if o.end == End::Handoff && o.handoff.is_some() => {
-                ids.insert(o.run_id.clone());
+            Ok(o) => {
+                if !ids.insert(o.run_id.clone()) {
+                    duplicated.push(o.run_id.to_string());
+                }
+                if o.end != End::Handoff || o.handoff.is_none() {
+                    lost.push((o.run_id.to_string(), format!("{:?}", o.end)));
+                }
             }
-            Ok(_) => lost += 1,
-            Err(_) => errors += 1,
+            Err(e) => errors.push(e.to_string()),
         }
     }
     let files = store.list(Scope::Top).await.unwrap().len();
     let ledger = store.read_ledger().await.unwrap();
     let count = |k: LedgerEventKind| ledger.events.iter().filter(|e| e.event == k).count();
+    let round = Round {
+        distinct: ids.len(),
+        files,
+        dispatched: count(LedgerEventKind::Dispatched),
+        acked: count(LedgerEventKind::Acked),
+        handoffs: count(LedgerEventKind::Handoff),
+        invalid: count(LedgerEventKind::Invalid),
+        reasked: count(LedgerEventKind::Reasked),
+        watchers: fs.watchers_created(),
+        lost,
+        errors,
+        duplicated,
+    };
 
     println!(
         "   sim delay {:>5} ms: wall {:>8.1} ms (all spawned after {:.1} ms), peak waiters {peak_waiters}, VmHWM {}",
@@ -167,29 +282,33 @@ async fn many(root: &Path, n: usize, delay: Duration) {
         status_field("VmHWM"),
     );
     println!(
-        "     outcomes {} ok / {lost} lost / {errors} errors; distinct run ids {}; handoff files {files}; \
+        "     outcomes {} ok / {} lost / {} errors; distinct run ids {}; handoff files {files}; \
          watchers_created {}; rescans {}",
-        ids.len(),
-        ids.len(),
-        fs.watchers_created(),
+        n - round.lost.len() - round.errors.len(),
+        round.lost.len(),
+        round.errors.len(),
+        round.distinct,
+        round.watchers,
         fs.rescans(),
     );
     println!(
-        "     ledger: dispatched {}, acked {}, handoff {}, bad lines {}",
-        count(LedgerEventKind::Dispatched),
-        count(LedgerEventKind::Acked),
-        count(LedgerEventKind::Handoff),
+        "     ledger: dispatched {}, acked {}, handoff {}, invalid {}, reasked {}, bad lines {}",
+        round.dispatched,
+        round.acked,
+        round.handoffs,
+        round.invalid,
+        round.reasked,
         ledger.bad_lines.len(),
     );
-    let ok = lost == 0 && errors == 0 && ids.len() == n && files == n && fs.watchers_created() == 1;
     println!(
         "     {}",
-        if ok {
+        if round.passed(n) {
             "PASS: none lost, none duplicated, one watcher"
         } else {
             "FAIL"
         }
     );
+    round
 }
 
 async fn sequential(root: &Path, runs: usize) {
@@ -228,7 +347,7 @@ async fn sequential(root: &Path, runs: usize) {
                 "x",
             );
             let t = Instant::now();
-            fs.put(Scope::Top, &h).await.unwrap();
+            fs.put(Scope::Top, &h, PutMode::Create).await.unwrap();
             lat.push(t.elapsed());
         }
         report(

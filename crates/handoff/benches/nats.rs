@@ -30,7 +30,7 @@ use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, End, Request};
 use orch_handoff::testing::NatsServer;
 use orch_handoff::{
     FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEventKind, NatsStore,
-    NatsStoreConfig, RunId, Scope, Status, WaitOutcome,
+    NatsStoreConfig, PutMode, RunId, Scope, Status, WaitOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -222,7 +222,11 @@ async fn detection(name: &str, stores: &Stores, n: usize) {
     for id in &ids {
         let handoff = Handoff::new(id.clone(), "webster", Status::Complete, "detected");
         let t0 = Instant::now();
-        stores.agent.put(Scope::Top, &handoff).await.unwrap();
+        stores
+            .agent
+            .put(Scope::Top, &handoff, PutMode::Create)
+            .await
+            .unwrap();
         put_times.push(t0.elapsed());
         started.push(t0);
     }

@@ -1,8 +1,9 @@
 //! `FsStore` benchmarks (DESIGN §11): handoff detection latency, 10,000
-//! concurrent waiters on one store, and the cost of the store's basic
-//! operations (which backs the inline-vs-blocking-pool decisions).
+//! concurrent waiters on one store, the cost of the store's basic
+//! operations (which backs the inline-vs-blocking-pool decisions), and the
+//! `dispatched` lookup `orch handoff submit` makes on a large ledger.
 //!
-//! Run: `cargo bench -p orch-handoff --bench store [-- --samples N --waiters N]`.
+//! Run: `cargo bench -p orch-handoff --bench store [-- --samples N --waiters N --ledger-mb N]`.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 use std::fs;
@@ -13,16 +14,23 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use orch_handoff::{
-    FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, RunId,
-    Status, WaitOutcome, WatchMode,
+    FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind,
+    PutMode, RunId, Status, WaitOutcome, WatchMode,
 };
 
 fn main() {
     let mut samples = 10_000usize;
     let mut waiters = 10_000usize;
+    let mut ledger_mb = 500usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--ledger-mb" => {
+                ledger_mb = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(ledger_mb);
+            }
             "--samples" => samples = args.next().and_then(|v| v.parse().ok()).unwrap_or(samples),
             "--waiters" => waiters = args.next().and_then(|v| v.parse().ok()).unwrap_or(waiters),
             _ => {} // cargo bench passes `--bench`
@@ -60,6 +68,73 @@ fn main() {
     println!();
     println!("3. Operation costs (decides what runs inline and what goes to spawn_blocking)");
     operation_costs(&dir.path().join("ops"));
+
+    println!();
+    println!("4. `dispatched` on a {ledger_mb} MB ledger (what every `orch handoff submit` asks)");
+    dispatched_lookup(&dir.path().join("ledger"), ledger_mb);
+}
+
+/// A ledger of about `mb` MB in orch's own shape (dispatched, acked,
+/// handoff lines per run), then `dispatched` for the newest run, one in the
+/// middle, the oldest and one never dispatched, against a full
+/// `read_ledger` for comparison.
+fn dispatched_lookup(root: &Path, mb: usize) {
+    let store = open(root);
+    let path = store.root().join("ledger.jsonl");
+    let mut out = std::io::BufWriter::new(fs::File::create(&path).unwrap());
+    let mut runs = 0usize;
+    let mut written = 0usize;
+    while written < mb << 20 {
+        let id = run_id("ledger", runs);
+        for kind in [
+            LedgerEventKind::Dispatched,
+            LedgerEventKind::Acked,
+            LedgerEventKind::Handoff,
+        ] {
+            let mut e = LedgerEvent::now(kind);
+            e.run_id = Some(id.clone());
+            e.agent = Some("webster".into());
+            e.caller = Some("manager".into());
+            e.attempt = Some(1);
+            e.detail = Some("via sim".into());
+            let mut line = serde_json::to_vec(&e).unwrap();
+            line.push(b'\n');
+            written += line.len();
+            out.write_all(&line).unwrap();
+        }
+        runs += 1;
+    }
+    drop(out);
+    let rt = runtime(Flavor::MultiThread);
+    println!(
+        "   {} runs, {} lines, {:.0} MB (page cache warm)",
+        runs,
+        runs * 3,
+        written as f64 / 1e6
+    );
+    let cases = [
+        ("newest run", run_id("ledger", runs - 1), true),
+        ("a run in the middle", run_id("ledger", runs / 2), true),
+        ("oldest run", run_id("ledger", 0), true),
+        ("never dispatched", run_id("typo", 0), false),
+    ];
+    for (what, id, found) in cases {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let got = rt.block_on(store.dispatched(&id)).unwrap();
+            times.push(t.elapsed());
+            assert_eq!(got.is_some(), found, "{what}");
+        }
+        report(&format!("dispatched: {what}"), &mut times);
+    }
+    let t = Instant::now();
+    let read = rt.block_on(store.read_ledger()).unwrap();
+    println!(
+        "   for comparison, read_ledger (parses every line): {:.0} ms for {} events",
+        ms(t.elapsed()),
+        read.events.len()
+    );
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -287,7 +362,7 @@ fn operation_costs(root: &Path) {
             let key = HandoffKey::top(run_id("put", i));
             let bytes = handoff_bytes(&key.run_id);
             let t = Instant::now();
-            store.put_raw(&key, &bytes).await.unwrap();
+            store.put_raw(&key, &bytes, PutMode::Create).await.unwrap();
             put.push(t.elapsed());
         }
         report(

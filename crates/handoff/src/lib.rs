@@ -34,8 +34,8 @@ pub use record::{
 };
 pub use runid::{InvalidId, MAX_ID_LEN, RunId, validate_id};
 pub use store::{
-    FsStore, FsStoreConfig, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, LedgerRead,
-    Scope, StoreError, Subscription, WaitOutcome, WatchMode, WorkflowRecord,
+    Existing, FsStore, FsStoreConfig, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind,
+    LedgerRead, PutMode, Scope, StoreError, Subscription, WaitOutcome, WatchMode, WorkflowRecord,
 };
 #[cfg(feature = "nats")]
 pub use store::{NatsAuth, NatsStore, NatsStoreConfig, NatsToken};

@@ -663,7 +663,7 @@ impl<'de> Visitor<'de> for HandoffVisitor<'_> {
                 if raw.extra.contains_key(&name) {
                     return map.next_value_seed(Duplicate::new(&name));
                 }
-                let value = map.next_value::<Value>()?;
+                let value = map.next_value_seed(StrictValue)?;
                 raw.extra.insert(name, value);
                 continue;
             };
@@ -797,6 +797,85 @@ impl<'de, T> Visitor<'de> for Duplicate<T> {
     }
 }
 
+/// Any JSON value, as `serde_json::Value` reads it, except that an object
+/// with a key twice is refused (at any depth) instead of keeping the last
+/// one: unknown fields are kept and written back, so what a reader sees in
+/// them must be what the writer meant. Read through the path tracker, so
+/// the error names the path (`meta.approved`, `x[2].y`) and the position.
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        StrictValue.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(value) = seq.next_element_seed(StrictValue)? {
+            out.push(value);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if out.contains_key(&name) {
+                return map.next_value_seed(Duplicate::new(&name));
+            }
+            let value = map.next_value_seed(StrictValue)?;
+            out.insert(name, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// `null` reads as `None`, anything else through the inner seed.
 struct Nullable<S>(S);
 
@@ -856,7 +935,13 @@ impl Text {
             } else if s.trim().is_empty() {
                 Err("agent is blank: write the id of the agent that did the task".to_owned())
             } else {
-                Ok(())
+                // The id rule of registry ids: an agent id is also a file
+                // name, a NATS key token and a string shown on terminals.
+                crate::validate_id(s).map_err(|e| {
+                    format!(
+                        "agent is not an agent id: {e}; write the id of the agent that did the task"
+                    )
+                })
             }
         },
     };
@@ -1100,7 +1185,7 @@ fn read_artifact_ref<'de, A: MapAccess<'de>>(mut map: A) -> Result<ArtifactRef, 
                 if out.extra.contains_key(&name) {
                     return map.next_value_seed(Duplicate::new(&name));
                 }
-                let value = map.next_value::<Value>()?;
+                let value = map.next_value_seed(StrictValue)?;
                 out.extra.insert(name, value);
                 continue;
             }

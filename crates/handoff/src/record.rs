@@ -37,6 +37,19 @@ pub enum Status {
     Failed,
 }
 
+impl Status {
+    /// The status as written in a handoff: `complete`, `partial`, `blocked`
+    /// or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Partial => "partial",
+            Self::Blocked => "blocked",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// How sure the agent is of its result. Ordered low < medium < high.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
@@ -104,8 +117,11 @@ pub struct Handoff {
     pub schema_version: String,
     /// The run this handoff answers.
     pub run_id: RunId,
-    /// The agent that wrote it.
-    #[schemars(length(min = 1), regex(pattern = r"\S"))]
+    /// The agent that wrote it: an agent id (`[A-Za-z0-9._-]`, letter or digit first, ≤ 128).
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    )]
     pub agent: String,
     /// How the work ended.
     pub status: Status,

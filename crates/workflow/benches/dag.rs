@@ -54,7 +54,7 @@ use async_trait::async_trait;
 use orch_delegate::orch_acl::Policy;
 use orch_delegate::orch_handoff::{
     Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerRead,
-    RunId, Scope, Status, StoreError, Subscription, WorkflowRecord,
+    PutMode, RunId, Scope, Status, StoreError, Subscription, WorkflowRecord,
 };
 use orch_delegate::{
     Ack, AgentEntry, Delegator, DelegatorConfig, Envelope, Transport, TransportError,
@@ -254,7 +254,7 @@ impl Transport for DelayFleet {
                 tokio::time::sleep(delay).await;
             }
             h.timestamp = Some(jiff::Timestamp::now().to_string());
-            store.put(scope, &h).await.unwrap();
+            store.put(scope, &h, PutMode::Create).await.unwrap();
             let written = t0.map_or(f64::NAN, |t| ms(t.elapsed()));
             spans.lock().unwrap().insert(step, (received, written));
         });
@@ -326,14 +326,19 @@ impl HandoffStore for Timed {
     fn location(&self, key: &HandoffKey) -> String {
         self.inner.location(key)
     }
-    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
+    async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
         let t = Instant::now();
-        let r = self.inner.put(scope, handoff).await;
+        let r = self.inner.put(scope, handoff, mode).await;
         self.stats.handoff_put.add(t);
         r
     }
-    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
-        self.inner.put_raw(key, bytes).await
+    async fn put_raw(
+        &self,
+        key: &HandoffKey,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        self.inner.put_raw(key, bytes, mode).await
     }
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
         let t = Instant::now();

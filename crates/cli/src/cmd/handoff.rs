@@ -4,8 +4,8 @@ use std::io::Read;
 use std::path::Path;
 
 use orch_handoff::{
-    Artifact, DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffKey, RunId, StoreError,
-    WaitOutcome, parse_handoff,
+    Artifact, DEFAULT_MAX_HANDOFF_BYTES, Existing, Expect, Handoff, HandoffKey, PutMode, RunId,
+    Scope, StoreError, WaitOutcome, parse_handoff,
 };
 use tokio::time::Instant;
 
@@ -63,24 +63,22 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
         HandoffKey::top(handoff.run_id.clone())
     };
     let location = store.location(&key);
-    match store.get(&key).await {
-        Ok(None) => {}
-        Ok(Some(existing)) if !args.force => {
-            return Err(CliError::Usage(format!(
-                "a handoff for run {} already exists at {} (status {}); pass --force to replace it",
-                key.run_id,
-                location,
-                status_word(&existing),
-            )));
-        }
-        Ok(Some(_)) => {}
-        // An invalid answer already there is kept for inspection, not lost.
-        Err(StoreError::Invalid { .. }) => {
-            store.quarantine(&key).await?;
-        }
-        Err(e) => return Err(e.into()),
+    if !args.unsolicited {
+        check_dispatched(&store, &key).await?;
     }
-    store.put(key.scope, &handoff).await?;
+    if args.force {
+        // An invalid answer already there is kept for inspection, not lost.
+        match store.get(&key).await {
+            Ok(_) => {}
+            Err(StoreError::Invalid { .. }) => {
+                store.quarantine(&key).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        store.put(key.scope, &handoff, PutMode::Replace).await?;
+    } else {
+        publish(&store, &key, &handoff).await?;
+    }
     out::print(&format!(
         "submitted handoff for run {} ({} by {}) to {}\n",
         handoff.run_id,
@@ -89,6 +87,75 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
         out::one_line(&location)
     ))?;
     Ok(Exit::Ok)
+}
+
+/// Refuses a run id nobody dispatched (a typo would otherwise be stored
+/// where no caller waits), and an answer in the wrong scope (`--sub`).
+async fn check_dispatched(store: &Store, key: &HandoffKey) -> Result<(), CliError> {
+    let Some(dispatched) = store.dispatched(&key.run_id).await? else {
+        return Err(CliError::Usage(format!(
+            "run {} was never dispatched: the {} has no delegation with this run id; \
+             copy the run id given in your task (or pass --unsolicited to store an answer \
+             nobody asked for)",
+            key.run_id,
+            store.describe()
+        )));
+    };
+    match (&dispatched.parent, key.scope) {
+        (Some(parent), Scope::Top) => Err(CliError::Usage(format!(
+            "run {} is a sub-delegation (of run {parent}): add --sub",
+            key.run_id
+        ))),
+        (None, Scope::Sub) => Err(CliError::Usage(format!(
+            "run {} is a top-level delegation, not a sub-delegation: drop --sub",
+            key.run_id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Stores `handoff` unless the run already has an answer: an exclusive
+/// publish, so of agents racing to answer one run exactly one succeeds. A
+/// file there that is not a valid handoff is moved aside (kept, never
+/// deleted) and the publish tried again.
+async fn publish(store: &Store, key: &HandoffKey, handoff: &Handoff) -> Result<(), CliError> {
+    // Each round moves one invalid file aside; only writers racing to plant
+    // invalid files could keep this going.
+    for _ in 0..5 {
+        let existing = match store.put(key.scope, handoff, PutMode::Create).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::AlreadyExists { existing, .. }) => existing,
+            Err(e) => return Err(e.into()),
+        };
+        // Read it again to tell a valid answer from a file to move aside.
+        let existing = if existing.is_valid() {
+            existing
+        } else {
+            match store.get(key).await {
+                Ok(Some(h)) => Existing::handoff(&h),
+                Ok(None) => continue,
+                Err(
+                    StoreError::Invalid { .. }
+                    | StoreError::TooLarge { .. }
+                    | StoreError::Symlink { .. },
+                ) => {
+                    store.quarantine(key).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        return Err(CliError::Usage(format!(
+            "run {} already has an answer: {existing} at {}; nothing was written (pass --force to replace it)",
+            key.run_id,
+            store.location(key)
+        )));
+    }
+    Err(CliError::Usage(format!(
+        "run {}: invalid files keep appearing at {}; nothing was written",
+        key.run_id,
+        store.location(key)
+    )))
 }
 
 /// Builds a handoff from `--run-id --agent --status --result …` and checks
@@ -102,6 +169,8 @@ fn from_flags(args: &SubmitArgs, run_id: Option<RunId>) -> Result<Handoff, CliEr
             "--agent is empty: give the id of the agent that did the task".into(),
         ));
     }
+    orch_handoff::validate_id(&agent)
+        .map_err(|e| CliError::Usage(format!("--agent is not an agent id: {e}")))?;
     let status = args.status.ok_or_else(|| missing("--status"))?;
     let result = match (&args.result, &args.result_file) {
         (Some(text), _) if text == "-" => read_text(Path::new("-"))?,
@@ -180,6 +249,14 @@ async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, CliError> {
         WaitOutcome::TimedOut => {
             out::note(&format!(
                 "timed out after {} waiting for {}",
+                crate::args::format_duration(args.timeout),
+                store.location(&key)
+            ));
+            Ok(Exit::TimedOut)
+        }
+        WaitOutcome::TimedOutIncomplete(e) => {
+            out::note(&format!(
+                "timed out after {} waiting for {}: a partial file was seen ({e})",
                 crate::args::format_duration(args.timeout),
                 store.location(&key)
             ));
@@ -282,8 +359,12 @@ fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
             .lock()
             .take(cap + 1)
             .read_to_end(&mut bytes)
+            .map(drop)
     } else {
-        std::fs::File::open(path).and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        open_regular(path)?
+            .take(cap + 1)
+            .read_to_end(&mut bytes)
+            .map(drop)
     };
     res.map_err(|e| CliError::Usage(format!("cannot read {}: {e}", shown(path))))?;
     if bytes.len() as u64 > cap {
@@ -293,6 +374,27 @@ fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
         )));
     }
     Ok(bytes)
+}
+
+/// Opens a file the user named, refusing at once anything that is not a
+/// regular file: reading a FIFO would wait for a writer forever, a device
+/// could be endless. `O_NONBLOCK` keeps the open itself from blocking on a
+/// FIFO; it does not change reads of a regular file.
+fn open_regular(path: &Path) -> Result<std::fs::File, CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", shown(path)));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(CliError::Usage(format!(
+            "{}: not a regular file (a FIFO, device or directory); give the handoff as a file or on stdin (`-`)",
+            shown(path)
+        )));
+    }
+    Ok(file)
 }
 
 /// Reads result text from a file or stdin (`-`); it must be UTF-8.

@@ -3,7 +3,8 @@
 //! [`Delegator::delegate`] runs, in order:
 //!
 //! 1. **Resolve** the agent (and, with `validate`, the validator): unknown →
-//!    [`DelegateError::UnknownAgent`].
+//!    [`DelegateError::UnknownAgent`]; a caller that is not an agent id
+//!    (the id rule, `orch_support::id`) → [`DelegateError::Usage`].
 //! 2. **Sub-delegation** (`parent` set): the parent run is looked up in the
 //!    ledger (its `dispatched` line names its agent and its own parent); the
 //!    caller must be the parent run's agent; the depth (hops up the parent
@@ -78,7 +79,7 @@
 //! | `invalid`    | an invalid handoff landed                          | `attempt`, `latencyMs`, `detail` (the error) |
 //! | `reasked`    | the agent is asked again                           | `attempt` (the new ask), `detail` (why) |
 //! | `handoff`    | a valid handoff landed                             | `attempt`, `status`, `confidence`, `latencyMs` |
-//! | `timeout`    | the deadline passed                                | `attempt`, `latencyMs`, `detail` (with [`Unacknowledged`] when the transport never acknowledged) |
+//! | `timeout`    | the deadline passed                                | `attempt`, `latencyMs`, `detail` (with [`Unacknowledged`] when the transport never acknowledged; says if a partial file was seen) |
 //! | `failed`     | the transport failed for good, the run ended without a handoff, or the store failed | `attempt`, `latencyMs`, `detail` |
 //! | `failed`     | the task message is over the transport's `max_task_bytes` (no `dispatched` line: nothing was sent) | `attempt` 1, `detail` (the error) |
 //! | `cancelled`  | the cancellation token fired                       | `attempt`, `latencyMs` |
@@ -399,6 +400,8 @@ enum Step {
     TimedOut {
         /// Set when the transport never acknowledged the ask.
         unacked: Option<Unacknowledged>,
+        /// The handoff was still incomplete at the deadline.
+        partial: Option<HandoffError>,
     },
     Cancelled,
     Failed {
@@ -526,7 +529,13 @@ impl Delegator {
         let t0 = Instant::now();
         let deadline = deadline_after(t0, request.timeout);
 
-        // 1. Resolve.
+        // 1. Resolve. The caller's name goes into the ledger and into
+        // messages: it obeys the id rule, like every agent id.
+        if let Err(e) = orch_support::id::validate_id(&request.caller) {
+            return Err(DelegateError::usage(format!(
+                "the caller is not an agent id: {e}"
+            )));
+        }
         let agent = self.agent(&request.agent)?;
         let validator = if request.validate {
             let name = match (&request.validator, &agent.entry.validator) {
@@ -956,13 +965,17 @@ impl Delegator {
                         "your run ended without writing a handoff to {handoff_path} ({detail})"
                     ));
                 }
-                Step::TimedOut { unacked } => {
+                Step::TimedOut { unacked, partial } => {
                     let mut e = line.event(LedgerEventKind::Timeout, Some(ask));
                     e.latency_ms = latency;
-                    e.detail = Some(match &unacked {
-                        None => format!("no handoff within {}", friendly(plan.timeout)),
-                        Some(u) => format!("no handoff within {} ({u})", friendly(plan.timeout)),
-                    });
+                    let mut detail = format!("no handoff within {}", friendly(plan.timeout));
+                    if let Some(u) = &unacked {
+                        detail.push_str(&format!(" ({u})"));
+                    }
+                    if let Some(p) = partial {
+                        detail.push_str(&format!("; a partial file was seen: {p}"));
+                    }
+                    e.detail = Some(detail);
                     self.log(e).await;
                     out.end = End::TimedOut;
                     out.unacknowledged = unacked;
@@ -1152,6 +1165,23 @@ impl Delegator {
                                 last_error,
                                 alike,
                             }),
+                            partial: None,
+                        },
+                    });
+                }
+                Event::Wait(Ok(WaitOutcome::TimedOutIncomplete(e))) => {
+                    // Cut off at the deadline: a timeout, unless the agent's
+                    // run is known to have ended (then the file is final).
+                    return Ok(match completion {
+                        Some(_) => Step::Invalid(e),
+                        None => Step::TimedOut {
+                            unacked: (!acked).then_some(Unacknowledged {
+                                tries,
+                                failures,
+                                last_error,
+                                alike,
+                            }),
+                            partial: Some(e),
                         },
                     });
                 }

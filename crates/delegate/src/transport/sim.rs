@@ -6,7 +6,10 @@
 //! (`tokio::time::sleep`, so tests can pause time) and then writes the
 //! handoff through the *real* store the transport was built with:
 //! [`HandoffStore::put`] with [`Envelope::scope`] for valid answers,
-//! [`HandoffStore::put_raw`] for malformed ones. So a simulated delegation
+//! [`HandoffStore::put_raw`] for malformed ones, both
+//! [`PutMode::Create`] as `orch handoff submit` writes (an answer never
+//! replaces one already there; a late answer to an earlier ask that finds
+//! the re-ask's answer in place is dropped with a warning). So a simulated delegation
 //! exercises exactly the path of a real one: subscribe, dispatch, watcher,
 //! parse. [`Envelope::handoff_location`] is not used: the store built with
 //! the transport must be the one the delegator waits on.
@@ -52,7 +55,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orch_handoff::{Confidence, Handoff, HandoffKey, HandoffStore, Status};
+use orch_handoff::{Confidence, Handoff, HandoffKey, HandoffStore, PutMode, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -324,9 +327,9 @@ impl Transport for SimTransport {
                     Answer::Valid(mut handoff) => {
                         // Stamped when written, not when scheduled.
                         handoff.timestamp = Some(jiff::Timestamp::now().to_string());
-                        store.put(key.scope, &handoff).await
+                        store.put(key.scope, &handoff, PutMode::Create).await
                     }
-                    Answer::Raw(bytes) => store.put_raw(&key, &bytes).await,
+                    Answer::Raw(bytes) => store.put_raw(&key, &bytes, PutMode::Create).await,
                 };
                 if let Err(e) = written {
                     tracing::warn!(run_id = %key.run_id, error = %e, "simulated answer not written");

@@ -555,6 +555,54 @@ async fn timeout() {
     assert_eq!(last.latency_ms, Some(120_000));
 }
 
+/// A handoff still cut off at the deadline (an agent that died mid-write)
+/// is a timeout that says a partial file was seen, not an invalid answer
+/// (and no re-ask is wasted on a run whose time is up).
+#[tokio::test(start_paused = true)]
+async fn a_handoff_still_cut_off_at_the_deadline_is_a_timeout() {
+    let rig = rig(vec![(
+        "webster",
+        vec![Act::Raw("{\"schemaVersion\": \"1.0\",")],
+    )]);
+    let mut r = ask("webster", "manager");
+    r.timeout = Duration::from_secs(120);
+    let out = rig.delegate(r).await.unwrap();
+    assert_eq!(out.end, End::TimedOut);
+    assert_eq!(out.status(), OutcomeStatus::TimedOut);
+    assert_eq!(out.reasks, 0);
+    let ledger = rig.ledger().await;
+    let last = ledger.last().unwrap();
+    assert_eq!(last.event, K::Timeout);
+    let detail = last.detail.as_deref().unwrap();
+    assert!(
+        detail.starts_with("no handoff within 2m; a partial file was seen: handoff is truncated"),
+        "{detail}"
+    );
+    assert_eq!(rig.kinds().await, [K::Dispatched, K::Acked, K::Timeout]);
+}
+
+/// The caller goes into the ledger and into the task message: a name that
+/// is not an agent id is refused before anything is sent or written.
+#[tokio::test]
+async fn a_caller_that_is_not_an_agent_id_is_refused() {
+    let rig = rig(vec![("webster", vec![])]);
+    for caller in ["manager\u{1b}[31m", "man ager", "manager\u{202e}", ""] {
+        let err = rig.delegate(ask("webster", caller)).await.unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{caller:?}: {err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("the caller is not an agent id"),
+            "{message}"
+        );
+        assert!(
+            !message.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{message:?}"
+        );
+    }
+    assert!(rig.fake("webster").envelopes().is_empty());
+    assert_eq!(rig.kinds().await, []);
+}
+
 #[tokio::test(start_paused = true)]
 async fn retryable_errors_are_retried_with_the_same_key() {
     let connect = TransportError::Connect {

@@ -10,8 +10,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::{LedgerEvent, LedgerRead, StoreError};
-use crate::validate_id;
+use crate::store::{LedgerEvent, LedgerEventKind, LedgerRead, StoreError};
+use crate::{RunId, validate_id};
 
 /// Longest ledger line read; a longer one is reported as a bad line and
 /// skipped without being buffered (a hostile or broken writer cannot make
@@ -99,16 +99,39 @@ pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, Stor
     Ok(Some(buf))
 }
 
+/// How [`write_atomic`] puts the temp file in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// `rename`, replacing whatever is at the target.
+    Replace,
+    /// Only if the target does not exist, atomically:
+    /// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` of the temp file
+    /// on a file system without it. Never check-then-rename.
+    NoReplace,
+}
+
+/// What [`write_atomic`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// The file is in place.
+    Done(PathBuf),
+    /// [`Publish::NoReplace`] found the target taken; nothing was written
+    /// (the temp file is gone).
+    Taken(PathBuf),
+}
+
 /// Writes `bytes` to `dir/name` atomically: a temp file `.<name>.tmp-<pid>-<n>`
 /// in the same directory (a leading dot, so the watcher and listings ignore
-/// it), `sync_all`, rename over the target, fsync the directory. On error the
-/// temp file is removed and the target is untouched.
+/// it), `sync_all`, then into place as `publish` says, fsync the directory.
+/// On error (or a taken target) the temp file is removed and the target is
+/// untouched.
 pub(crate) fn write_atomic(
     dir: &Path,
     name: &str,
     bytes: &[u8],
     counter: u64,
-) -> Result<PathBuf, StoreError> {
+    publish: Publish,
+) -> Result<Written, StoreError> {
     let target = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp-{}-{counter}", std::process::id()));
     let result = (|| {
@@ -122,14 +145,68 @@ pub(crate) fn write_atomic(
             .map_err(|e| io_err("write", &tmp, e))?;
         file.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
         drop(file);
-        fs::rename(&tmp, &target).map_err(|e| io_err("rename into place", &target, e))
+        match publish {
+            Publish::Replace => fs::rename(&tmp, &target)
+                .map(|()| true)
+                .map_err(|e| io_err("rename into place", &target, e)),
+            Publish::NoReplace => publish_no_replace(&tmp, &target),
+        }
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
+    match result {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = fs::remove_file(&tmp);
+            return Ok(Written::Taken(target));
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
     sync_dir(dir)?;
-    Ok(target)
+    Ok(Written::Done(target))
+}
+
+/// Moves `tmp` to `target` unless `target` exists: `Ok(true)` if it moved,
+/// `Ok(false)` if `target` was taken (then `tmp` is left for the caller).
+fn publish_no_replace(tmp: &Path, target: &Path) -> Result<bool, StoreError> {
+    use rustix::io::Errno;
+    let renamed = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        tmp,
+        rustix::fs::CWD,
+        target,
+        rustix::fs::RenameFlags::NOREPLACE,
+    );
+    match renamed {
+        Ok(()) => return Ok(true),
+        Err(Errno::EXIST) => return Ok(false),
+        // The file system (or kernel) cannot rename without replacing.
+        Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {}
+        Err(e) => {
+            return Err(io_err(
+                "rename into place",
+                target,
+                io::Error::from_raw_os_error(e.raw_os_error()),
+            ));
+        }
+    }
+    link_no_replace(tmp, target)
+}
+
+/// The fallback of [`publish_no_replace`]: a hard link fails with `EEXIST`
+/// if the name is taken, atomically too; then the temp name is removed.
+fn link_no_replace(tmp: &Path, target: &Path) -> Result<bool, StoreError> {
+    match fs::hard_link(tmp, target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(io_err("link into place", target, e)),
+    }
+    if let Err(e) = fs::remove_file(tmp) {
+        // Published all the same; only a hidden temp file is left behind.
+        tracing::warn!(path = %tmp.display(), error = %e, "could not remove a temp file");
+    }
+    Ok(true)
 }
 
 /// Makes a directory entry change (create, rename) durable. File systems
@@ -373,6 +450,100 @@ pub(crate) fn read_ledger(path: &Path) -> Result<LedgerRead, StoreError> {
     Ok(out)
 }
 
+/// How much of the ledger [`find_dispatched`] reads at a time.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// The newest `dispatched` line of `run_id` in the ledger at `path`, read
+/// backwards in [`SCAN_CHUNK`] pieces: the id's bytes (quoted, as JSON
+/// writes it) are searched with `memchr::memmem`, and only the lines that
+/// hold them are parsed. A run dispatched recently is found after reading
+/// the ledger's tail; a run never dispatched costs one pass over the file
+/// at memory speed. Lines longer than [`MAX_LEDGER_LINE`] are skipped, as
+/// [`read_ledger`] skips them; lines that do not parse are not matches. A
+/// missing ledger has no lines.
+pub(crate) fn find_dispatched(
+    path: &Path,
+    run_id: &RunId,
+) -> Result<Option<LedgerEvent>, StoreError> {
+    find_dispatched_by(path, run_id, SCAN_CHUNK)
+}
+
+/// [`find_dispatched`] reading `chunk` bytes at a time (tests use tiny
+/// chunks to cut lines everywhere).
+pub(crate) fn find_dispatched_by(
+    path: &Path,
+    run_id: &RunId,
+    chunk_size: usize,
+) -> Result<Option<LedgerEvent>, StoreError> {
+    let chunk_size = chunk_size.max(1);
+    let Some(file) = open_read(path)? else {
+        return Ok(None);
+    };
+    let meta = file.metadata().map_err(|e| io_err("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(not_a_file("read", path));
+    }
+    let needle = format!("\"{run_id}\"");
+    let finder = memchr::memmem::FinderRev::new(needle.as_bytes());
+    let judge = |line: &[u8]| -> Option<LedgerEvent> {
+        if line.len() > MAX_LEDGER_LINE || finder.rfind(line).is_none() {
+            return None;
+        }
+        serde_json::from_slice::<LedgerEvent>(line.trim_ascii())
+            .ok()
+            .filter(|e| e.event == LedgerEventKind::Dispatched && e.run_id.as_ref() == Some(run_id))
+    };
+    // Everything from `end` on has been searched, except `tail`: the end
+    // of a line whose start lies before `end` (without its newline), or
+    // `None` once such a line is known to be longer than a ledger line.
+    let mut end = meta.len();
+    let mut tail: Option<Vec<u8>> = Some(Vec::new());
+    let mut buf = vec![0u8; chunk_size];
+    while end > 0 {
+        let start = end.saturating_sub(chunk_size as u64);
+        // `end - start <= chunk_size`, so it fits a usize.
+        let len = usize::try_from(end - start).unwrap_or(chunk_size);
+        let chunk = &mut buf[..len];
+        file.read_exact_at(chunk, start)
+            .map_err(|e| io_err("read", path, e))?;
+        end = start;
+        // Where the first line that starts inside this chunk begins.
+        let first = match memchr::memchr(b'\n', chunk) {
+            _ if start == 0 => 0,
+            Some(i) => i + 1,
+            None => {
+                // The cut line spans the whole chunk.
+                tail = tail
+                    .filter(|t| t.len() + len <= MAX_LEDGER_LINE)
+                    .map(|t| [&chunk[..], &t].concat());
+                continue;
+            }
+        };
+        // The cut line starts after the chunk's last newline.
+        let last = memchr::memrchr(b'\n', &chunk[first..]).map_or(first, |i| first + i + 1);
+        if let Some(t) = &tail
+            && t.len() + (len - last) <= MAX_LEDGER_LINE
+            && let Some(event) = judge(&[&chunk[last..], t].concat())
+        {
+            return Ok(Some(event));
+        }
+        // Whole lines in between, newest first; only those that hold the
+        // needle are looked at.
+        let body = &chunk[first..last];
+        let mut to = body.len();
+        while let Some(at) = finder.rfind(&body[..to]) {
+            let from = memchr::memrchr(b'\n', &body[..at]).map_or(0, |i| i + 1);
+            let upto = memchr::memchr(b'\n', &body[at..]).map_or(body.len(), |i| at + i);
+            if let Some(event) = judge(&body[from..upto]) {
+                return Ok(Some(event));
+            }
+            to = from;
+        }
+        tail = Some(chunk[..first.saturating_sub(1)].to_vec());
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -389,7 +560,7 @@ mod tests {
         let target = dir.path().join("x.json");
         fs::create_dir(&target).unwrap();
         fs::write(target.join("keep"), b"1").unwrap();
-        let err = write_atomic(dir.path(), "x.json", b"{}", 7).unwrap_err();
+        let err = write_atomic(dir.path(), "x.json", b"{}", 7, Publish::Replace).unwrap_err();
         assert!(
             matches!(&err, StoreError::Io { op: "rename into place", path, .. } if *path == target),
             "{err:?}"
@@ -400,6 +571,33 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["x.json"]);
+    }
+
+    #[test]
+    fn no_replace_publishes_once_and_leaves_no_temp_file() {
+        let dir = tmp();
+        let d = dir.path();
+        let first = write_atomic(d, "x.json", b"first", 1, Publish::NoReplace).unwrap();
+        assert_eq!(first, Written::Done(d.join("x.json")));
+        let second = write_atomic(d, "x.json", b"second", 2, Publish::NoReplace).unwrap();
+        assert_eq!(second, Written::Taken(d.join("x.json")));
+        assert_eq!(fs::read(d.join("x.json")).unwrap(), b"first");
+        // The fallback for file systems without RENAME_NOREPLACE.
+        fs::write(d.join(".t1"), b"linked").unwrap();
+        assert!(link_no_replace(&d.join(".t1"), &d.join("y.json")).unwrap());
+        fs::write(d.join(".t2"), b"late").unwrap();
+        assert!(!link_no_replace(&d.join(".t2"), &d.join("y.json")).unwrap());
+        assert_eq!(fs::read(d.join("y.json")).unwrap(), b"linked");
+        fs::remove_file(d.join(".t2")).unwrap();
+        let mut names: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["x.json", "y.json"]);
+        // Replace still replaces.
+        write_atomic(d, "x.json", b"third", 3, Publish::Replace).unwrap();
+        assert_eq!(fs::read(d.join("x.json")).unwrap(), b"third");
     }
 
     #[test]

@@ -29,9 +29,20 @@
 //! Every file write is atomic: a temp file `.<name>.tmp-<pid>-<n>` in the
 //! target's directory (leading dot: the watcher and listings ignore it; `n`
 //! is a process-wide counter, so two stores on one root never collide),
-//! `write_all`, `sync_all`, `rename` into place, fsync of the directory. On
-//! any error the temp file is removed; the target is either the old file or
+//! `write_all`, `sync_all`, into place, fsync of the directory. On any
+//! error the temp file is removed; the target is either the old file or
 //! the new one, never a mix.
+//!
+//! "Into place" depends on the [`PutMode`]. [`PutMode::Replace`] (and
+//! workflow records) `rename` over the target. [`PutMode::Create`], an
+//! agent's answer, must not replace one already there, and checking first
+//! would leave a window in which two writers both see nothing: it is
+//! `renameat2(RENAME_NOREPLACE)` (rustix), or where the file system lacks
+//! that flag, a hard `link` of the temp file (which fails if the name is
+//! taken, atomically too) and `unlink` of the temp name. A taken name is
+//! [`StoreError::AlreadyExists`], with the agent and status of the handoff
+//! there if it is a valid one. So of twenty agents answering one run at
+//! once exactly one is stored.
 //!
 //! # Reads
 //!
@@ -58,7 +69,9 @@
 //! wakes every waiter to re-read its own file.
 //!
 //! Backends ([`WatchMode`]): inotify on the root and `sub/`
-//! (non-recursive), or a polling thread that `lstat`s only the awaited
+//! (non-recursive; a directory removed or moved away and recreated is
+//! watched again by a re-arm thread, said at warn level, counted by
+//! [`FsStore::rearms`]), or a polling thread that `lstat`s only the awaited
 //! files every [`FsStoreConfig::poll_interval`] and compares device, inode,
 //! size and nanosecond mtime/ctime. notify's own `PollWatcher` is not used:
 //! it compares mtimes in whole seconds, so a handoff completed within the
@@ -77,7 +90,7 @@
 //! |----------------------------------------|-------------------------------------------|
 //! | missing                                | keep waiting                              |
 //! | valid handoff                          | [`WaitOutcome::Landed`]                   |
-//! | empty or cut off (`is_incomplete`)     | keep waiting; still so at the deadline: [`WaitOutcome::Invalid`] with that error |
+//! | empty or cut off (`is_incomplete`)     | keep waiting; still so at the deadline: [`WaitOutcome::TimedOutIncomplete`] with that error |
 //! | invalid and complete (syntax, field, mismatch) | [`WaitOutcome::Invalid`] at once  |
 //! | larger than the cap                    | [`WaitOutcome::Invalid`] (`HandoffError::TooLarge`) at once, without reading it |
 //! | symlink, FIFO, directory, I/O error    | `Err` at once ([`StoreError::Symlink`], [`StoreError::Io`]) |
@@ -89,6 +102,12 @@
 //! ([`FsStore::active_waiters`] goes back down).
 //!
 //! # Ledger
+//!
+//! [`HandoffStore::dispatched`] reads the ledger backwards in 1 MiB chunks,
+//! looking for the run id's bytes with `memchr::memmem` and parsing only
+//! the lines that hold them, so `orch handoff submit` finds a recent run
+//! after reading the ledger's tail (a run never dispatched costs one pass
+//! at memory speed).
 //!
 //! `append_ledger` serializes one line and appends it with a single
 //! `write_all` under an exclusive `flock` on a freshly opened
@@ -132,11 +151,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::files::{self, Entries, io_err};
+use super::files::{self, Entries, Publish, Written, io_err};
 use super::watch::{Backend, Dispatch, Waiter};
 use crate::store::{
-    HandoffKey, HandoffStore, LedgerEvent, LedgerRead, Scope, StoreError, Subscription,
-    WaitOutcome, WorkflowRecord,
+    Existing, HandoffKey, HandoffStore, LedgerEvent, LedgerRead, PutMode, Scope, StoreError,
+    Subscription, WaitOutcome, WorkflowRecord,
 };
 use crate::{
     DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
@@ -350,6 +369,23 @@ impl FsStore {
         self.inner.dispatch.rescans()
     }
 
+    /// How many times the inotify watches were set up again because the
+    /// store root or `sub/` was removed (or moved away) and came back.
+    pub fn rearms(&self) -> u64 {
+        self.inner.dispatch.rearms()
+    }
+
+    /// [`HandoffStore::dispatched`] reading the ledger `chunk` bytes at a
+    /// time, so property tests can cut lines at every place; blocking.
+    #[doc(hidden)]
+    pub fn dispatched_in_chunks(
+        &self,
+        run_id: &RunId,
+        chunk: usize,
+    ) -> Result<Option<LedgerEvent>, StoreError> {
+        files::find_dispatched_by(&self.inner.ledger, run_id, chunk)
+    }
+
     /// When the watcher's handler last woke a waiter (for benchmarks that
     /// split detection latency into "event handled" and "waiter returned").
     #[doc(hidden)]
@@ -361,17 +397,48 @@ impl FsStore {
         self.inner.workflows.join(run.as_str())
     }
 
-    async fn write_handoff(&self, key: &HandoffKey, bytes: Vec<u8>) -> Result<(), StoreError> {
+    async fn write_handoff(
+        &self,
+        key: &HandoffKey,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
         let dir = match key.scope {
             Scope::Top => self.inner.root.clone(),
             Scope::Sub => self.inner.sub.clone(),
         };
         let name = format!("{}.json", key.run_id);
-        blocking(&self.path_of(key), move || {
+        let publish = match mode {
+            PutMode::Create => Publish::NoReplace,
+            PutMode::Replace => Publish::Replace,
+        };
+        let written = blocking(&self.path_of(key), move || {
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            files::write_atomic(&dir, &name, &bytes, n).map(drop)
+            files::write_atomic(&dir, &name, &bytes, n, publish)
         })
-        .await
+        .await?;
+        match written {
+            Written::Done(_) => Ok(()),
+            Written::Taken(path) => Err(StoreError::AlreadyExists {
+                location: path.display().to_string(),
+                existing: self.existing(key, &path),
+            }),
+        }
+    }
+
+    /// What is stored at `path` (for [`StoreError::AlreadyExists`]).
+    fn existing(&self, key: &HandoffKey, path: &Path) -> Existing {
+        let expect = Expect {
+            run_id: Some(&key.run_id),
+            agent: None,
+        };
+        match files::read_capped(path, self.inner.cap) {
+            Ok(Some(bytes)) => match parse_handoff_capped(&bytes, &expect, self.inner.cap) {
+                Ok(h) => Existing::handoff(&h),
+                Err(_) => Existing::unreadable(),
+            },
+            _ => Existing::unreadable(),
+        }
     }
 }
 
@@ -492,11 +559,12 @@ impl Subscription for FsSubscription {
             }
             let woken = tokio::time::timeout_at(deadline, self.waiter.notified()).await;
             if woken.is_err() {
-                // One last look: a file that landed at the deadline counts,
-                // one still cut off is reported as what it is.
+                // One last look: a file that landed at the deadline counts;
+                // one still cut off is a timeout that says so.
                 return Ok(match self.store.check(&self.key, &self.path)? {
                     Check::Landed(handoff) => WaitOutcome::Landed(handoff),
-                    Check::Invalid(e) | Check::Incomplete(e) => WaitOutcome::Invalid(e),
+                    Check::Invalid(e) => WaitOutcome::Invalid(e),
+                    Check::Incomplete(e) => WaitOutcome::TimedOutIncomplete(e),
                     Check::Missing => WaitOutcome::TimedOut,
                 });
             }
@@ -514,7 +582,7 @@ impl HandoffStore for FsStore {
         self.path_of(key).display().to_string()
     }
 
-    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
+    async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
         let key = HandoffKey {
             scope,
             run_id: handoff.run_id.clone(),
@@ -531,11 +599,16 @@ impl HandoffStore for FsStore {
                 source,
             });
         }
-        self.write_handoff(&key, bytes).await
+        self.write_handoff(&key, bytes, mode).await
     }
 
-    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
-        self.write_handoff(key, bytes.to_vec()).await
+    async fn put_raw(
+        &self,
+        key: &HandoffKey,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        self.write_handoff(key, bytes.to_vec(), mode).await
     }
 
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
@@ -611,7 +684,7 @@ impl HandoffStore for FsStore {
                 files::sync_dir(&workflows)?;
             }
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            files::write_atomic(&dir, &name, &bytes, n).map(drop)
+            files::write_atomic(&dir, &name, &bytes, n, Publish::Replace).map(drop)
         })
         .await
     }
@@ -668,6 +741,15 @@ impl HandoffStore for FsStore {
         })?;
         line.push(b'\n');
         files::append_locked(&self.inner.ledger, &line)
+    }
+
+    async fn dispatched(&self, run_id: &RunId) -> Result<Option<LedgerEvent>, StoreError> {
+        let path = self.inner.ledger.clone();
+        let run_id = run_id.clone();
+        blocking(&path.clone(), move || {
+            files::find_dispatched(&path, &run_id)
+        })
+        .await
     }
 
     async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::{Handoff, HandoffError, InvalidId, RunId};
+use crate::{Handoff, HandoffError, InvalidId, RunId, Status};
 
 mod files;
 mod fs;
@@ -68,11 +68,73 @@ pub enum WorkflowRecord {
 pub enum WaitOutcome {
     /// A valid handoff landed.
     Landed(Handoff),
-    /// A file landed but is not a valid handoff (and, if it looked
-    /// incomplete, stayed so until the deadline).
+    /// A complete file landed that is not a valid handoff.
     Invalid(HandoffError),
     /// Nothing landed before the deadline.
     TimedOut,
+    /// The deadline passed while the handoff was still incomplete (empty or
+    /// cut off, [`HandoffError::is_incomplete`]): a timeout, not an invalid
+    /// answer; the error says what the partial file looked like. An agent
+    /// killed half-way through a direct write leaves this.
+    TimedOutIncomplete(HandoffError),
+}
+
+/// Whether a put may replace a handoff already stored under its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PutMode {
+    /// Publish only if the key holds nothing yet, atomically (no
+    /// check-then-write window): of several puts racing for one key exactly
+    /// one wins, every other gets [`StoreError::AlreadyExists`]. What an
+    /// agent's answer is.
+    Create,
+    /// Replace whatever the key holds (`orch handoff submit --force`).
+    Replace,
+}
+
+/// What a [`PutMode::Create`] found already stored under its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Existing {
+    /// The agent that wrote it, if it is a valid handoff.
+    pub agent: Option<String>,
+    /// Its status, if it is a valid handoff.
+    pub status: Option<Status>,
+}
+
+impl Existing {
+    /// A valid handoff by `agent` with `status`.
+    pub fn handoff(h: &Handoff) -> Self {
+        Self {
+            agent: Some(h.agent.clone()),
+            status: Some(h.status),
+        }
+    }
+
+    /// Something that is not a valid handoff (or could not be read back).
+    pub fn unreadable() -> Self {
+        Self {
+            agent: None,
+            status: None,
+        }
+    }
+
+    /// Whether it is a valid handoff (else a file to quarantine).
+    pub fn is_valid(&self) -> bool {
+        self.agent.is_some()
+    }
+}
+
+impl std::fmt::Display for Existing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.agent, self.status) {
+            (Some(agent), Some(status)) => write!(
+                f,
+                "a {} handoff by {}",
+                status.as_str(),
+                orch_support::text::one_line(agent)
+            ),
+            _ => f.write_str("a file that is not a valid handoff"),
+        }
+    }
 }
 
 /// Errors of a store.
@@ -107,6 +169,15 @@ pub enum StoreError {
         /// What is wrong with it.
         #[source]
         source: HandoffError,
+    },
+    /// A [`PutMode::Create`] found the key taken: the run already has an
+    /// answer.
+    #[error("{location} already holds {existing}")]
+    AlreadyExists {
+        /// Where the existing handoff is ([`HandoffStore::location`]).
+        location: String,
+        /// What is there.
+        existing: Existing,
     },
     /// A stored JSON record (workflow record, ledger line) does not parse.
     #[error("{}: {message}", path.display())]
@@ -203,13 +274,22 @@ pub trait HandoffStore: Send + Sync {
     /// Goes into the task message's instructions.
     fn location(&self, key: &HandoffKey) -> String;
 
-    /// Validates `handoff` and writes it atomically under its run id.
-    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError>;
+    /// Validates `handoff` and writes it atomically under its run id. With
+    /// [`PutMode::Create`] the write is also exclusive: if the key holds
+    /// anything (valid or not) nothing is written and the error is
+    /// [`StoreError::AlreadyExists`], saying what is there.
+    async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError>;
 
     /// Writes bytes atomically as the agent's answer for `key`, without
     /// validating them: for transports that relay what an agent produced
-    /// (and the simulated fleet's "malformed" behaviour).
-    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError>;
+    /// (and the simulated fleet's "malformed" behaviour). `mode` as for
+    /// [`put`](Self::put).
+    async fn put_raw(
+        &self,
+        key: &HandoffKey,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> Result<(), StoreError>;
 
     /// Reads the handoff for `key`; `Ok(None)` if there is none yet.
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError>;
@@ -261,6 +341,22 @@ pub trait HandoffStore: Send + Sync {
     /// Appends one event to the ledger; safe with several processes
     /// appending at once (each line lands whole).
     async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError>;
+
+    /// The newest `dispatched` ledger line of `run_id`, if the ledger has one:
+    /// whether anybody ever asked for this run (`orch handoff submit`
+    /// refuses answers to runs never dispatched, a typo in the run id).
+    ///
+    /// The default reads the whole ledger; [`FsStore`] scans the file
+    /// backwards for the id's bytes, so a recent run is found after reading
+    /// only the ledger's tail.
+    async fn dispatched(&self, run_id: &RunId) -> Result<Option<LedgerEvent>, StoreError> {
+        let read = self.read_ledger().await?;
+        Ok(read
+            .events
+            .into_iter()
+            .rev()
+            .find(|e| e.event == LedgerEventKind::Dispatched && e.run_id.as_ref() == Some(run_id)))
+    }
 
     /// Reads the whole ledger. Lines that do not parse (a torn last line, a
     /// foreign writer) are reported in [`LedgerRead::bad_lines`], not fatal.

@@ -19,7 +19,9 @@
 //! Two backends, one per store at most:
 //!
 //! - **inotify** (`notify::RecommendedWatcher`), watching the root and
-//!   `sub/` non-recursively.
+//!   `sub/` non-recursively. A watched directory that is removed or moved
+//!   away takes its watch with it; a re-arm thread ([`Rearm`]) watches it
+//!   again once it is back (see there).
 //! - **polling** ([`Poller`]): one thread per store that, every interval,
 //!   `lstat`s only the files someone waits for and wakes a key's waiters
 //!   when the file's identity (device, inode, size, mtime and ctime in
@@ -58,6 +60,10 @@ pub(crate) struct Dispatch {
     top: PathBuf,
     sub: PathBuf,
     waiters: Mutex<HashMap<HandoffKey, Vec<Waiter>>>,
+    /// Tells the inotify backend's re-arm thread that a watched directory
+    /// went away (`None` without one).
+    lost: Mutex<Option<mpsc::Sender<PathBuf>>>,
+    rearms: AtomicU64,
     active: AtomicUsize,
     rescans: AtomicU64,
     epoch: Instant,
@@ -73,6 +79,8 @@ impl Dispatch {
             top,
             sub,
             waiters: Mutex::new(HashMap::new()),
+            lost: Mutex::new(None),
+            rearms: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             rescans: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -121,6 +129,16 @@ impl Dispatch {
     /// Times every waiter was woken because events may have been lost.
     pub(crate) fn rescans(&self) -> u64 {
         self.rescans.load(Ordering::Relaxed)
+    }
+
+    /// Times the inotify watches were set up again after a watched
+    /// directory was removed (or moved away) and came back.
+    pub(crate) fn rearms(&self) -> u64 {
+        self.rearms.load(Ordering::Relaxed)
+    }
+
+    fn lost_sender(&self) -> MutexGuard<'_, Option<mpsc::Sender<PathBuf>>> {
+        self.lost.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// When the handler last woke a waiter.
@@ -172,6 +190,17 @@ impl Dispatch {
                 self.wake_all();
             }
             Ok(event) => {
+                if means_directory_gone(&event.kind) {
+                    for path in &event.paths {
+                        if *path == self.top || *path == self.sub {
+                            // The watch died with the directory: the re-arm
+                            // thread watches it again once it is back.
+                            if let Some(lost) = &*self.lost_sender() {
+                                let _ = lost.send(path.clone());
+                            }
+                        }
+                    }
+                }
                 if !means_content_may_have_changed(&event.kind) {
                     return;
                 }
@@ -232,12 +261,22 @@ fn means_content_may_have_changed(kind: &EventKind) -> bool {
     }
 }
 
-/// The watcher a store owns. It is only held: dropping it stops its thread.
+/// Whether an event can mean that a watched directory itself went away:
+/// removed (`DELETE_SELF`, or `DELETE` of `sub/` in the root) or moved
+/// (`MOVE_SELF`). inotify watches an inode, so the watch is then dead or
+/// watching the wrong directory.
+fn means_directory_gone(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
+    )
+}
+
+/// The watcher a store owns. It is only held: dropping it stops its threads.
 pub(crate) enum Backend {
-    /// inotify through notify's recommended watcher.
-    Notify {
-        _watcher: notify::RecommendedWatcher,
-    },
+    /// inotify through notify's recommended watcher, and the thread that
+    /// watches the directories again after they were removed and recreated.
+    Notify { _rearm: Rearm },
     /// The store's own poller.
     Poll { _poller: Poller },
 }
@@ -253,9 +292,9 @@ impl Backend {
         poll_interval: Duration,
     ) -> Result<Self, StoreError> {
         match mode {
-            WatchMode::Inotify => Self::inotify(dispatch),
+            WatchMode::Inotify => Self::inotify(dispatch, poll_interval),
             WatchMode::Poll => Self::poll(dispatch, poll_interval),
-            WatchMode::Auto => match Self::inotify(dispatch) {
+            WatchMode::Auto => match Self::inotify(dispatch, poll_interval) {
                 Ok(backend) => Ok(backend),
                 Err(e) => {
                     tracing::warn!(error = %e, "inotify unavailable, falling back to polling");
@@ -265,7 +304,7 @@ impl Backend {
         }
     }
 
-    fn inotify(dispatch: &Arc<Dispatch>) -> Result<Self, StoreError> {
+    fn inotify(dispatch: &Arc<Dispatch>, poll_interval: Duration) -> Result<Self, StoreError> {
         let handler = Arc::clone(dispatch);
         let mut watcher = notify::RecommendedWatcher::new(
             move |event| handler.handle(event),
@@ -283,7 +322,8 @@ impl Backend {
                     message: e.to_string(),
                 })?;
         }
-        Ok(Self::Notify { _watcher: watcher })
+        let rearm = Rearm::start(watcher, dispatch, poll_interval)?;
+        Ok(Self::Notify { _rearm: rearm })
     }
 
     fn poll(dispatch: &Arc<Dispatch>, interval: Duration) -> Result<Self, StoreError> {
@@ -295,6 +335,114 @@ impl Backend {
         match self {
             Self::Notify { .. } => WatchMode::Inotify,
             Self::Poll { .. } => WatchMode::Poll,
+        }
+    }
+}
+
+/// The inotify watcher and its re-arm thread, stopped and joined on drop.
+///
+/// inotify watches a directory's inode: when the store root or `sub/` is
+/// removed (or moved away) the watch dies with it (or follows the old
+/// directory), and a directory recreated at the same path would never be
+/// seen. The handler reports such an event here; this thread then checks
+/// every poll interval whether the directories are back, watches them
+/// again (dropping stale watches first), and wakes every waiter to re-read
+/// its file, so a handoff written before the watch was back is found too.
+/// Both steps are logged at warn level: in between, waiting relies on this
+/// thread, not on inotify.
+pub(crate) struct Rearm {
+    dispatch: Arc<Dispatch>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Rearm {
+    fn start(
+        watcher: notify::RecommendedWatcher,
+        dispatch: &Arc<Dispatch>,
+        interval: Duration,
+    ) -> Result<Self, StoreError> {
+        let (lost, lost_rx) = mpsc::channel::<PathBuf>();
+        // Before the thread starts: a loss reported meanwhile is queued.
+        *dispatch.lost_sender() = Some(lost);
+        let thread_dispatch = Arc::clone(dispatch);
+        let thread = std::thread::Builder::new()
+            .name("orch-store-rearm".to_owned())
+            .spawn(move || rearm_loop(watcher, &thread_dispatch, interval, &lost_rx))
+            .map_err(|e| {
+                drop(dispatch.lost_sender().take());
+                StoreError::Watch {
+                    path: dispatch.top.clone(),
+                    message: format!("cannot start the watch re-arm thread: {e}"),
+                }
+            })?;
+        Ok(Self {
+            dispatch: Arc::clone(dispatch),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Rearm {
+    fn drop(&mut self) {
+        // Dropping the only sender ends the thread's `recv`; the watcher it
+        // owns stops with it.
+        drop(self.dispatch.lost_sender().take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn rearm_loop(
+    mut watcher: notify::RecommendedWatcher,
+    dispatch: &Dispatch,
+    interval: Duration,
+    lost: &mpsc::Receiver<PathBuf>,
+) {
+    let dirs = [dispatch.top.clone(), dispatch.sub.clone()];
+    // Blocks until a directory is reported gone, or the store stops.
+    while let Ok(gone) = lost.recv() {
+        tracing::warn!(
+            dir = %gone.display(),
+            "a store directory was removed or moved away; its inotify watch is gone: \
+             checking every {interval:?} for it to come back"
+        );
+        loop {
+            // Drain further reports of the same loss.
+            match lost.recv_timeout(interval) {
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            let back = dirs
+                .iter()
+                .all(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_dir()));
+            if !back {
+                continue;
+            }
+            // Reports of this loss that are still queued.
+            while lost.try_recv().is_ok() {}
+            // Stale watches (a moved directory) go first; a deleted one is
+            // already gone, and unwatching it fails harmlessly.
+            for dir in &dirs {
+                let _ = watcher.unwatch(dir);
+            }
+            let armed = dirs
+                .iter()
+                .try_for_each(|d| watcher.watch(d, RecursiveMode::NonRecursive));
+            match armed {
+                Ok(()) => {
+                    dispatch.rearms.fetch_add(1, Ordering::Relaxed);
+                    // Files written before the watch was back.
+                    dispatch.wake_all();
+                    tracing::warn!(
+                        dir = %dispatch.top.display(),
+                        "the store directories are back: watching them again"
+                    );
+                    break;
+                }
+                // Gone again in between: keep checking.
+                Err(e) => tracing::debug!(error = %e, "re-arming the store watch failed"),
+            }
         }
     }
 }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_handoff::{
-    FsStore, FsStoreConfig, HandoffError, HandoffKey, HandoffStore, LedgerEvent, RunId, Scope,
-    StoreError, WaitOutcome, WatchMode, WorkflowRecord,
+    FsStore, FsStoreConfig, HandoffError, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind,
+    PutMode, RunId, Scope, Status, StoreError, WaitOutcome, WatchMode, WorkflowRecord,
 };
 use tokio::time::Instant;
 
@@ -157,14 +157,24 @@ impl Fixture for NatsFixture {
     async fn footprint(&self) -> Vec<String> {
         listing(&self.store).await
     }
+    // An agent rewriting its file, as `rename` over it does on disk.
     async fn agent_write(&self, key: &HandoffKey, bytes: &[u8]) {
-        self.agent.put_raw(key, bytes).await.unwrap();
+        self.agent
+            .put_raw(key, bytes, PutMode::Replace)
+            .await
+            .unwrap();
     }
     async fn write_start(&self, key: &HandoffKey, head: &[u8]) {
-        self.agent.put_raw(key, head).await.unwrap();
+        self.agent
+            .put_raw(key, head, PutMode::Replace)
+            .await
+            .unwrap();
     }
     async fn write_finish(&self, key: &HandoffKey, whole: &[u8], _head_len: usize) {
-        self.agent.put_raw(key, whole).await.unwrap();
+        self.agent
+            .put_raw(key, whole, PutMode::Replace)
+            .await
+            .unwrap();
     }
 }
 
@@ -259,7 +269,9 @@ async fn a_value_written_in_two_steps_is_not_reported_broken(f: &dyn Fixture) {
     assert_eq!(f.store().get(&k).await.unwrap(), Some(h));
 }
 
-async fn a_value_still_cut_off_at_the_deadline_is_invalid(f: &dyn Fixture) {
+/// A timeout (the agent may have died mid-write), not an invalid answer;
+/// the outcome carries what the partial value looked like.
+async fn a_value_still_cut_off_at_the_deadline_is_a_timeout(f: &dyn Fixture) {
     let k = key(Scope::Sub, "cut");
     let bytes = handoff("cut").to_json_pretty();
     f.agent_write(&k, &bytes[..bytes.len() / 2]).await;
@@ -270,7 +282,7 @@ async fn a_value_still_cut_off_at_the_deadline_is_invalid(f: &dyn Fixture) {
         .await
         .unwrap();
     assert!(
-        matches!(&got, WaitOutcome::Invalid(e) if e.is_incomplete()),
+        matches!(&got, WaitOutcome::TimedOutIncomplete(e) if e.is_incomplete()),
         "{got:?}"
     );
     assert!(start.elapsed() >= Duration::from_millis(300));
@@ -330,7 +342,7 @@ async fn oversized_handoffs_never_land(f: &dyn Fixture) {
     let k = key(Scope::Top, "huge");
     let size = 5u64 << 20;
     let bytes = vec![b' '; 5 << 20];
-    match store.put_raw(&k, &bytes).await {
+    match store.put_raw(&k, &bytes, PutMode::Create).await {
         // Refused at the door (NATS: never sent).
         Err(StoreError::TooLarge { size: s, cap, .. }) => {
             assert_eq!((s, cap), (size, 4 << 20));
@@ -354,7 +366,10 @@ async fn oversized_handoffs_never_land(f: &dyn Fixture) {
     // A valid handoff whose result is over the cap is refused by `put`.
     let mut big = handoff("big");
     big.result = "x".repeat(5 << 20);
-    let err = store.put(Scope::Top, &big).await.unwrap_err();
+    let err = store
+        .put(Scope::Top, &big, PutMode::Create)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -395,13 +410,50 @@ async fn put_validates_and_keeps_scopes_apart(f: &dyn Fixture) {
     let store = f.store();
     let mut h = handoff("p");
     h.schema_version = "2.0".into();
-    let err = store.put(Scope::Sub, &h).await.unwrap_err();
+    let err = store
+        .put(Scope::Sub, &h, PutMode::Create)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     assert_eq!(store.get(&key(Scope::Sub, "p")).await.unwrap(), None);
 
     let h = handoff("p");
-    store.put(Scope::Sub, &h).await.unwrap();
-    store.put(Scope::Sub, &h).await.unwrap();
+    store.put(Scope::Sub, &h, PutMode::Create).await.unwrap();
+    // Create never replaces, and says what is there; Replace does.
+    let mut second = handoff("p");
+    second.agent = "auditor".into();
+    second.status = Status::Partial;
+    let err = store
+        .put(Scope::Sub, &second, PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::AlreadyExists { existing, location }
+                if existing.agent.as_deref() == Some("webster")
+                    && existing.status == Some(Status::Complete)
+                    && *location == store.location(&key(Scope::Sub, "p"))
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("a complete handoff by webster"),
+        "{err}"
+    );
+    assert_eq!(
+        store.get(&key(Scope::Sub, "p")).await.unwrap(),
+        Some(h.clone())
+    );
+    store
+        .put(Scope::Sub, &second, PutMode::Replace)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&key(Scope::Sub, "p")).await.unwrap(),
+        Some(second)
+    );
+    store.put(Scope::Sub, &h, PutMode::Replace).await.unwrap();
     assert_eq!(
         store.get(&key(Scope::Sub, "p")).await.unwrap(),
         Some(h.clone())
@@ -411,13 +463,22 @@ async fn put_validates_and_keeps_scopes_apart(f: &dyn Fixture) {
     let other = f.other().await;
     assert_eq!(other.get(&key(Scope::Sub, "p")).await.unwrap(), Some(h));
     store
-        .put_raw(&key(Scope::Top, "raw"), b"garbage")
+        .put_raw(&key(Scope::Top, "raw"), b"garbage", PutMode::Create)
         .await
         .unwrap();
     assert!(matches!(
         other.get(&key(Scope::Top, "raw")).await,
         Err(StoreError::Invalid { .. })
     ));
+    // What is there may be no handoff at all; Create still refuses.
+    let err = store
+        .put(Scope::Top, &handoff("raw"), PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { existing, .. } if !existing.is_valid()),
+        "{err:?}"
+    );
     let location = store.location(&key(Scope::Sub, "p"));
     assert!(location.contains('p'), "{location}");
     assert_ne!(location, store.location(&key(Scope::Top, "p")));
@@ -487,7 +548,7 @@ async fn five_hundred_waiters_each_get_their_own(f: &dyn Fixture) {
         let k = key(scope_of(i), &format!("orch-many-{i:04}.x"));
         let h = handoff(k.run_id.as_str());
         if i.is_multiple_of(2) {
-            other.put(k.scope, &h).await.unwrap();
+            other.put(k.scope, &h, PutMode::Create).await.unwrap();
         } else {
             f.agent_write(&k, &h.to_json_pretty()).await;
         }
@@ -555,7 +616,10 @@ async fn hostile_ids_are_refused_before_any_key_and_odd_valid_ids_work(f: &dyn F
     for odd in ["a..b", "x.", "wf-1.step.2", "A_b-C"] {
         for scope in [Scope::Top, Scope::Sub] {
             let k = key(scope, odd);
-            store.put(scope, &handoff(odd)).await.unwrap();
+            store
+                .put(scope, &handoff(odd), PutMode::Create)
+                .await
+                .unwrap();
             assert_eq!(store.get(&k).await.unwrap().unwrap().run_id, k.run_id);
             assert_eq!(
                 landed(store.wait(&k, deadline()).await.unwrap()).run_id,
@@ -588,9 +652,15 @@ async fn list_returns_handoff_ids_sorted(f: &dyn Fixture) {
     let store = f.store();
     assert_eq!(store.list(Scope::Top).await.unwrap(), Vec::<RunId>::new());
     for run in ["c", "a", "b.1", "b"] {
-        store.put(Scope::Top, &handoff(run)).await.unwrap();
+        store
+            .put(Scope::Top, &handoff(run), PutMode::Create)
+            .await
+            .unwrap();
     }
-    store.put(Scope::Sub, &handoff("s")).await.unwrap();
+    store
+        .put(Scope::Sub, &handoff("s"), PutMode::Create)
+        .await
+        .unwrap();
     f.agent_write(&key(Scope::Top, "z"), b"broken").await;
     store
         .quarantine(&key(Scope::Top, "z"))
@@ -769,6 +839,92 @@ async fn a_subscription_sees_only_its_own_key(f: &dyn Fixture) {
     assert_eq!(seen, [id("min"), id("mine"), id("mine.1")].into());
 }
 
+/// Twenty agents answer one run at once, each through its own connection
+/// (or process): exactly one answer is stored, every other put is told who
+/// answered first. Then a quarantined key is free again.
+async fn racing_creates_have_exactly_one_winner(f: &dyn Fixture) {
+    const N: usize = 20;
+    let k = key(Scope::Top, "race");
+    let mut stores = Vec::with_capacity(N);
+    for _ in 0..N {
+        stores.push(f.other().await);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(N));
+    let mut tasks = Vec::with_capacity(N);
+    for (i, store) in stores.into_iter().enumerate() {
+        let start = Arc::clone(&start);
+        tasks.push(tokio::spawn(async move {
+            let mut h = handoff("race");
+            h.result = format!("answer {i}");
+            start.wait().await;
+            store.put(Scope::Top, &h, PutMode::Create).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(()) => winners.push(i),
+            Err(StoreError::AlreadyExists { existing, .. }) => {
+                assert_eq!(existing.agent.as_deref(), Some("webster"));
+                assert_eq!(existing.status, Some(Status::Complete));
+            }
+            Err(e) => panic!("{i}: {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let stored = f.store().get(&k).await.unwrap().unwrap();
+    assert_eq!(stored.result, format!("answer {}", winners[0]));
+    // An answer moved aside frees the key for the re-asked agent.
+    f.store().quarantine(&k).await.unwrap().unwrap();
+    f.store()
+        .put(Scope::Top, &handoff("race"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store().get(&k).await.unwrap().unwrap().result,
+        "result of race"
+    );
+}
+
+/// `dispatched` finds the newest `dispatched` line of a run, not lines that
+/// merely mention it (a parent, a validation), nor any other event.
+async fn dispatched_finds_the_runs_newest_dispatched_line(f: &dyn Fixture) {
+    let store = f.store();
+    assert_eq!(store.dispatched(&id("a")).await.unwrap(), None);
+    let line = |kind, run: &str, parent: Option<&str>, attempt| {
+        let mut e = LedgerEvent::now(kind);
+        e.run_id = Some(id(run));
+        e.agent = Some("webster".into());
+        e.parent = parent.map(id);
+        e.attempt = Some(attempt);
+        e
+    };
+    let events = [
+        line(LedgerEventKind::Dispatched, "a", None, 1),
+        line(LedgerEventKind::Acked, "a", None, 1),
+        line(LedgerEventKind::Dispatched, "b", Some("a"), 1),
+        line(LedgerEventKind::Handoff, "c", Some("a"), 1),
+        line(LedgerEventKind::Dispatched, "a", None, 2),
+        line(LedgerEventKind::Handoff, "a", None, 2),
+    ];
+    for e in &events {
+        store.append_ledger(e).await.unwrap();
+    }
+    let other = f.other().await;
+    assert_eq!(
+        other.dispatched(&id("a")).await.unwrap(),
+        Some(events[4].clone())
+    );
+    assert_eq!(
+        other.dispatched(&id("b")).await.unwrap(),
+        Some(events[2].clone())
+    );
+    // `c` only has a handoff line, `a.b` and `x` none at all.
+    for none in ["c", "a.b", "x"] {
+        assert_eq!(other.dispatched(&id(none)).await.unwrap(), None, "{none}");
+    }
+}
+
 // ------------------------------------------------------------------ suite
 
 /// Instantiates every test for each store.
@@ -801,7 +957,7 @@ macro_rules! suite {
 suite!(
     a_handoff_is_seen_whenever_it_lands,
     a_value_written_in_two_steps_is_not_reported_broken,
-    a_value_still_cut_off_at_the_deadline_is_invalid,
+    a_value_still_cut_off_at_the_deadline_is_a_timeout,
     nothing_landing_times_out_at_the_deadline,
     bad_values_end_the_wait_at_once,
     oversized_handoffs_never_land,
@@ -814,4 +970,6 @@ suite!(
     workflow_records_round_trip,
     ledger_appends_from_many_tasks_and_two_handles_land_whole,
     a_subscription_sees_only_its_own_key,
+    racing_creates_have_exactly_one_winner,
+    dispatched_finds_the_runs_newest_dispatched_line,
 );

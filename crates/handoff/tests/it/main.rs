@@ -4,5 +4,6 @@ mod common;
 mod conformance;
 #[cfg(feature = "nats")]
 mod nats;
+mod props;
 mod record;
 mod store;

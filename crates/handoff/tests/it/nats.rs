@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use orch_handoff::testing::{NatsServer, NatsServerOptions};
 use orch_handoff::{
     HandoffError, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, NatsAuth, NatsStore,
-    NatsStoreConfig, NatsToken, RunId, Scope, StoreError, WaitOutcome, WorkflowRecord,
+    NatsStoreConfig, NatsToken, PutMode, RunId, Scope, StoreError, WaitOutcome, WorkflowRecord,
 };
 
 async fn connect(server: &NatsServer) -> NatsStore {
@@ -100,7 +100,10 @@ async fn tokens_open_the_store_and_never_show() {
     right.auth = NatsAuth::Token(NatsToken::new(token));
     assert!(!format!("{right:?}").contains(token));
     let store = NatsStore::connect(right).await.unwrap();
-    store.put(Scope::Top, &handoff("t")).await.unwrap();
+    store
+        .put(Scope::Top, &handoff("t"), PutMode::Create)
+        .await
+        .unwrap();
     let k = HandoffKey::top(id("t"));
     assert_eq!(
         landed(store.wait(&k, deadline()).await.unwrap()).run_id,
@@ -130,7 +133,10 @@ async fn a_value_over_the_readers_cap_is_refused_without_parsing() {
         tokio::spawn(async move { reader.wait(&k, deadline()).await })
     };
     until("waiter registered", || reader.active_waiters() == 1).await;
-    writer.put_raw(&k, &vec![b' '; 5 << 20]).await.unwrap();
+    writer
+        .put_raw(&k, &vec![b' '; 5 << 20], PutMode::Create)
+        .await
+        .unwrap();
     let got = waiter.await.unwrap().unwrap();
     assert!(
         matches!(got, WaitOutcome::Invalid(HandoffError::TooLarge { size, cap }) if size == 5 << 20 && cap == 4 << 20),
@@ -139,7 +145,10 @@ async fn a_value_over_the_readers_cap_is_refused_without_parsing() {
     let err = reader.get(&k).await.unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
     // The reader refuses to write it at all.
-    let err = reader.put_raw(&k, &vec![b' '; 5 << 20]).await.unwrap_err();
+    let err = reader
+        .put_raw(&k, &vec![b' '; 5 << 20], PutMode::Replace)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
 }
 
@@ -155,7 +164,11 @@ async fn a_value_over_the_servers_max_payload_says_what_to_change() {
     let store = connect(&server).await;
     assert_eq!(store.server_max_payload(), 1 << 20);
     let err = store
-        .put_raw(&HandoffKey::top(id("x")), &vec![b' '; 2 << 20])
+        .put_raw(
+            &HandoffKey::top(id("x")),
+            &vec![b' '; 2 << 20],
+            PutMode::Create,
+        )
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -179,6 +192,9 @@ async fn deletes_and_purges_never_wake_a_waiter_with_garbage() {
         tokio::spawn(async move { store.wait(&k, deadline()).await })
     };
     until("waiter registered", || store.active_waiters() == 1).await;
+    // The waiter registers before its subscription starts the watch; the
+    // watch sees only what is written after it exists.
+    until("watch started", || store.watchers_created() == 1).await;
     // Cut off: the waiter keeps waiting for the rest.
     raw.put(&kv_key, "{\"schemaVersion\": ".into())
         .await
@@ -206,8 +222,14 @@ async fn nats_tools_see_plain_keys_a_ledger_stream_and_report_foreign_lines() {
         return;
     };
     let store = connect(&server).await;
-    store.put(Scope::Top, &handoff("a.b")).await.unwrap();
-    store.put(Scope::Sub, &handoff("c")).await.unwrap();
+    store
+        .put(Scope::Top, &handoff("a.b"), PutMode::Create)
+        .await
+        .unwrap();
+    store
+        .put(Scope::Sub, &handoff("c"), PutMode::Create)
+        .await
+        .unwrap();
     let run = id("wf-x");
     store
         .put_workflow_record(
@@ -277,7 +299,9 @@ async fn stores_on_other_buckets_of_one_server_are_apart() {
     let mut config = NatsStoreConfig::new(server.url());
     config.bucket = "team-b".into();
     let b = NatsStore::connect(config).await.unwrap();
-    a.put(Scope::Top, &handoff("r")).await.unwrap();
+    a.put(Scope::Top, &handoff("r"), PutMode::Create)
+        .await
+        .unwrap();
     a.append_ledger(&LedgerEvent::now(LedgerEventKind::Acked))
         .await
         .unwrap();

@@ -160,10 +160,17 @@ fn generated_bad_cases() -> Vec<(&'static str, Vec<u8>)> {
             format!("{{\"timestamp\": \"2026-{}\"}}", "1".repeat(10_000)).into_bytes(),
         ),
         (
-            "generated-huge-agent-mismatch",
+            "generated-huge-agent",
             String::from_utf8(valid.clone())
                 .unwrap()
                 .replace("\"webster\"", &format!("\"{}\"", "w".repeat(10_000)))
+                .into_bytes(),
+        ),
+        (
+            "generated-longest-agent-mismatch",
+            String::from_utf8(valid.clone())
+                .unwrap()
+                .replace("\"webster\"", &format!("\"{}\"", "w".repeat(128)))
                 .into_bytes(),
         ),
         (
@@ -307,9 +314,18 @@ fn good_corpus_matches_the_schema() {
 /// `format` (which [`schema_check`] does not evaluate), duplicate keys
 /// (invisible once parsed into a `Value`), and mismatches with the task.
 const SCHEMA_BLIND: &[&str] = &[
+    "agent-bidi-override",
     "agent-blank",
+    "agent-escape",
     "agent-mismatch",
+    "agent-newline",
+    "agent-nul",
+    "agent-space",
     "duplicate-artifact-path",
+    "duplicate-field-deep",
+    "duplicate-field-in-array",
+    "duplicate-field-in-artifact",
+    "duplicate-nested-field",
     "duplicate-status",
     "duplicate-unknown-field",
     "run-id-empty",

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use orch_handoff::{
-    FsStore, FsStoreConfig, Handoff, HandoffError, HandoffKey, HandoffStore, LedgerEvent, RunId,
-    Scope, StoreError, WaitOutcome, WatchMode, WorkflowRecord,
+    FsStore, FsStoreConfig, Handoff, HandoffError, HandoffKey, HandoffStore, LedgerEvent, PutMode,
+    RunId, Scope, StoreError, WaitOutcome, WatchMode, WorkflowRecord,
 };
 use tokio::time::Instant;
 
@@ -108,7 +108,10 @@ async fn a_handoff_is_seen_whenever_it_lands() {
 #[tokio::test]
 async fn watcher_is_created_lazily_once_and_reports_its_mode() {
     let (_dir, store) = store();
-    store.put(Scope::Top, &handoff("a")).await.unwrap();
+    store
+        .put(Scope::Top, &handoff("a"), PutMode::Create)
+        .await
+        .unwrap();
     assert_eq!(
         store.get(&key(Scope::Top, "a")).await.unwrap(),
         Some(handoff_read(&store, "a").await)
@@ -211,7 +214,7 @@ async fn a_file_written_in_two_chunks_is_not_reported_broken() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_file_still_cut_off_at_the_deadline_is_invalid_not_timed_out() {
+async fn a_file_still_cut_off_at_the_deadline_times_out_incomplete() {
     let (_dir, store) = store();
     let k = key(Scope::Top, "cut");
     let bytes = handoff("cut").to_json_pretty();
@@ -222,10 +225,63 @@ async fn a_file_still_cut_off_at_the_deadline_is_invalid_not_timed_out() {
         .await
         .unwrap();
     assert!(
-        matches!(&got, WaitOutcome::Invalid(e) if e.is_incomplete()),
+        matches!(&got, WaitOutcome::TimedOutIncomplete(e) if e.is_incomplete()),
         "{got:?}"
     );
     assert!(start.elapsed() >= Duration::from_secs(120));
+}
+
+/// inotify watches inodes: a store directory removed (or moved away) and
+/// recreated while a waiter waits must be watched again, or a handoff
+/// written into the new directory is never seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_directory_removed_and_recreated_is_watched_again() {
+    for moved in [false, true] {
+        for scope in [Scope::Top, Scope::Sub] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            let mut config = FsStoreConfig::new(&root);
+            config.watch = WatchMode::Inotify;
+            config.poll_interval = Duration::from_millis(5);
+            let store = FsStore::open(config).unwrap();
+            let k = key(scope, "back");
+            // A file cut off, there before the waiter subscribes: it reads
+            // it once and parks with no wake-up pending; from then on only
+            // the watcher can make it read again.
+            let bytes = handoff("back").to_json_pretty();
+            agent_write(&store.path_of(&k), &bytes[..10]);
+            let waiter = {
+                let store = store.clone();
+                let k = k.clone();
+                // The deadline only bounds a failure.
+                tokio::spawn(async move { store.wait(&k, deadline()).await })
+            };
+            until("the waiter read the cut-off file", || {
+                store.incomplete_reads() == 1
+            })
+            .await;
+            if moved {
+                fs::rename(&root, dir.path().join("old")).unwrap();
+            } else {
+                fs::remove_dir_all(&root).unwrap();
+            }
+            fs::create_dir_all(root.join("sub")).unwrap();
+            agent_write(&store.path_of(&k), &bytes);
+            let h = landed(waiter.await.unwrap().unwrap());
+            assert_eq!(h.run_id, k.run_id, "moved {moved}, {scope:?}");
+            assert!(store.rearms() >= 1, "moved {moved}, {scope:?}");
+            // And the new directory stays watched.
+            let next = key(scope, "after");
+            let waiter = {
+                let store = store.clone();
+                let k = next.clone();
+                tokio::spawn(async move { store.wait(&k, deadline()).await })
+            };
+            until("waiter registered", || store.active_waiters() == 1).await;
+            agent_write(&store.path_of(&next), &handoff("after").to_json_pretty());
+            assert_eq!(landed(waiter.await.unwrap().unwrap()).run_id, next.run_id);
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -360,10 +416,14 @@ async fn get_reports_what_is_wrong_with_the_file() {
 async fn puts_write_atomically() {
     let (dir, store) = store();
     let h = handoff("p");
-    store.put(Scope::Sub, &h).await.unwrap();
-    store.put(Scope::Sub, &h).await.unwrap();
+    store.put(Scope::Sub, &h, PutMode::Create).await.unwrap();
+    store.put(Scope::Sub, &h, PutMode::Replace).await.unwrap();
+    assert!(matches!(
+        store.put(Scope::Sub, &h, PutMode::Create).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
     store
-        .put_raw(&key(Scope::Top, "raw"), b"garbage")
+        .put_raw(&key(Scope::Top, "raw"), b"garbage", PutMode::Create)
         .await
         .unwrap();
     assert_eq!(
@@ -465,7 +525,10 @@ async fn two_thousand_waiters_share_one_watcher() {
     for (i, run) in ids.iter().enumerate() {
         let scope = if i % 2 == 0 { Scope::Top } else { Scope::Sub };
         if i % 100 == 0 {
-            store.put(scope, &handoff(run)).await.unwrap();
+            store
+                .put(scope, &handoff(run), PutMode::Create)
+                .await
+                .unwrap();
         } else {
             agent_write(
                 &store.path_of(&key(scope, run)),
@@ -491,9 +554,15 @@ async fn two_thousand_waiters_share_one_watcher() {
 async fn list_returns_valid_handoff_ids_sorted() {
     let (dir, store) = store();
     for run in ["c", "a", "b"] {
-        store.put(Scope::Top, &handoff(run)).await.unwrap();
+        store
+            .put(Scope::Top, &handoff(run), PutMode::Create)
+            .await
+            .unwrap();
     }
-    store.put(Scope::Sub, &handoff("s")).await.unwrap();
+    store
+        .put(Scope::Sub, &handoff("s"), PutMode::Create)
+        .await
+        .unwrap();
     let root = dir.path();
     fs::write(root.join(".x.json.tmp-1-1"), b"{}").unwrap();
     fs::write(root.join("notes.txt"), b"").unwrap();
@@ -817,11 +886,16 @@ impl HandoffStore for Plain {
     fn location(&self, key: &HandoffKey) -> String {
         self.0.location(key)
     }
-    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
-        self.0.put(scope, handoff).await
+    async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
+        self.0.put(scope, handoff, mode).await
     }
-    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
-        self.0.put_raw(key, bytes).await
+    async fn put_raw(
+        &self,
+        key: &HandoffKey,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        self.0.put_raw(key, bytes, mode).await
     }
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
         self.0.get(key).await

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use orch_delegate::orch_acl::Policy;
 use orch_delegate::orch_handoff::{
     Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerRead,
-    RunId, Scope, Status, StoreError, Subscription, WorkflowRecord,
+    PutMode, RunId, Scope, Status, StoreError, Subscription, WorkflowRecord,
 };
 use orch_delegate::{Ack, Delegator, Envelope, Transport, TransportError};
 use orch_workflow::{
@@ -203,11 +203,16 @@ impl HandoffStore for Forgetful {
     fn location(&self, key: &HandoffKey) -> String {
         self.inner.location(key)
     }
-    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
-        self.inner.put(scope, handoff).await
+    async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
+        self.inner.put(scope, handoff, mode).await
     }
-    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
-        self.inner.put_raw(key, bytes).await
+    async fn put_raw(
+        &self,
+        key: &HandoffKey,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        self.inner.put_raw(key, bytes, mode).await
     }
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
         self.inner.get(key).await
@@ -768,7 +773,10 @@ async fn resume_after_a_crash_uses_a_handoff_that_landed_meanwhile() {
         Status::Complete,
         "late answer",
     );
-    rig.store.put(Scope::Top, &h).await.unwrap();
+    rig.store
+        .put(Scope::Top, &h, PutMode::Create)
+        .await
+        .unwrap();
 
     let done = rig
         .exec()

@@ -18,9 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orch_delegate::orch_acl::Policy;
 use orch_delegate::orch_handoff::{
-    Confidence, DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, HandoffKey, HandoffStore,
-    LedgerEvent, LedgerRead, RunId, Scope, Status, StoreError, Subscription, WaitOutcome,
-    WorkflowRecord, parse_handoff_capped,
+    Confidence, DEFAULT_MAX_HANDOFF_BYTES, Existing, Expect, Handoff, HandoffError, HandoffKey,
+    HandoffStore, LedgerEvent, LedgerRead, PutMode, RunId, Scope, Status, StoreError, Subscription,
+    WaitOutcome, WorkflowRecord, parse_handoff_capped,
 };
 use orch_delegate::{Ack, Envelope, Transport, TransportError};
 use orch_workflow::{Executor, RunOptions, RunStatus, RunSummary, StepStatus, check_run, load};
@@ -54,6 +54,22 @@ impl MemStore {
     fn write(&self, key: &HandoffKey, bytes: Vec<u8>) {
         self.handoffs.lock().unwrap().insert(key.clone(), bytes);
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// A put of the store seam: `Create` refuses a key that is taken.
+    fn put(&self, key: &HandoffKey, bytes: Vec<u8>, mode: PutMode) -> Result<(), StoreError> {
+        {
+            let mut handoffs = self.handoffs.lock().unwrap();
+            if mode == PutMode::Create && handoffs.contains_key(key) {
+                return Err(StoreError::AlreadyExists {
+                    location: format!("/mem/{:?}/{}.json", key.scope, key.run_id),
+                    existing: Existing::unreadable(),
+                });
+            }
+            handoffs.insert(key.clone(), bytes);
+        }
+        self.version.send_modify(|v| *v += 1);
+        Ok(())
     }
 
     fn check(&self, key: &HandoffKey) -> Option<Result<Handoff, HandoffError>> {
@@ -120,18 +136,21 @@ impl HandoffStore for Mem {
         format!("/mem/{:?}/{}.json", key.scope, key.run_id)
     }
 
-    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
+    async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
         let key = HandoffKey {
             scope,
             run_id: handoff.run_id.clone(),
         };
-        self.0.write(&key, handoff.to_json_pretty());
-        Ok(())
+        self.0.put(&key, handoff.to_json_pretty(), mode)
     }
 
-    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
-        self.0.write(key, bytes.to_vec());
-        Ok(())
+    async fn put_raw(
+        &self,
+        key: &HandoffKey,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        self.0.put(key, bytes.to_vec(), mode)
     }
 
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {

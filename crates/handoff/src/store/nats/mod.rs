@@ -46,7 +46,7 @@
 //! |------------------------------------------------|---------|
 //! | absent, deleted or purged                      | keep waiting |
 //! | valid handoff                                  | [`WaitOutcome::Landed`] |
-//! | empty or cut off (`is_incomplete`)             | keep waiting; still so at the deadline: [`WaitOutcome::Invalid`] |
+//! | empty or cut off (`is_incomplete`)             | keep waiting; still so at the deadline: [`WaitOutcome::TimedOutIncomplete`] |
 //! | invalid and complete                           | [`WaitOutcome::Invalid`] at once |
 //! | larger than the cap                            | [`WaitOutcome::Invalid`] (`HandoffError::TooLarge`) at once |
 //! | server unreachable, request failed             | `Err` |
@@ -94,8 +94,8 @@ use tokio::time::Instant;
 use self::watch::{Slot, Waiters, Watcher};
 use super::files::MAX_LEDGER_LINE;
 use crate::store::{
-    HandoffKey, HandoffStore, LedgerEvent, LedgerRead, Scope, StoreError, Subscription,
-    WaitOutcome, WorkflowRecord,
+    Existing, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, LedgerRead, PutMode, Scope,
+    StoreError, Subscription, WaitOutcome, WorkflowRecord,
 };
 use crate::{
     DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
@@ -617,6 +617,45 @@ impl Inner {
         })
     }
 
+    /// Refuses a value the server would refuse, with what to change.
+    fn check_payload(&self, where_: &str, len: usize) -> Result<(), StoreError> {
+        let max_payload = self.client.server_info().max_payload;
+        if len > max_payload {
+            return Err(StoreError::Remote {
+                op: "put",
+                what: where_.to_owned(),
+                message: format!(
+                    "{len} bytes is more than the server accepts (max_payload {max_payload} bytes): raise `max_payload` in the nats-server configuration (e.g. `max_payload: 8MB`) to at least the handoff cap ({} bytes)",
+                    self.cap
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A failed write as a [`StoreError`], naming the bucket's size limit
+    /// when that is what refused it.
+    fn write_error(
+        &self,
+        bucket: &kv::Store,
+        where_: &str,
+        len: usize,
+        text: String,
+    ) -> StoreError {
+        if text.contains("message size exceeds maximum") {
+            StoreError::Remote {
+                op: "put",
+                what: where_.to_owned(),
+                message: format!(
+                    "{len} bytes is more than the bucket {} accepts (its max value size was set when it was created; raise it with `nats kv edit`, or lower store.max_handoff_bytes)",
+                    bucket.name
+                ),
+            }
+        } else {
+            self.remote("put", where_.to_owned(), text)
+        }
+    }
+
     async fn put_value(
         &self,
         bucket: &kv::Store,
@@ -624,35 +663,54 @@ impl Inner {
         bytes: Bytes,
     ) -> Result<(), StoreError> {
         let where_ = self.location(&bucket.name, key);
-        let max_payload = self.client.server_info().max_payload;
-        if bytes.len() > max_payload {
-            return Err(StoreError::Remote {
-                op: "put",
-                what: where_,
-                message: format!(
-                    "{} bytes is more than the server accepts (max_payload {max_payload} bytes): raise `max_payload` in the nats-server configuration (e.g. `max_payload: 8MB`) to at least the handoff cap ({} bytes)",
-                    bytes.len(),
-                    self.cap
-                ),
+        self.check_payload(&where_, bytes.len())?;
+        let len = bytes.len();
+        bucket
+            .put(key, bytes)
+            .await
+            .map_err(|e| self.write_error(bucket, &where_, len, e.to_string()))?;
+        Ok(())
+    }
+
+    /// Writes the handoff for `key` as `mode` says. [`PutMode::Create`] is
+    /// KV `create`: the server refuses it if the key holds a value (a
+    /// deleted or quarantined key counts as free), so of racing creates
+    /// exactly one wins.
+    async fn put_handoff(
+        &self,
+        key: &HandoffKey,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        let kv_key = keys::handoff(key);
+        if mode == PutMode::Replace {
+            return self.put_value(&self.handoffs, &kv_key, bytes).await;
+        }
+        let where_ = self.handoff_location(&kv_key);
+        self.check_payload(&where_, bytes.len())?;
+        let len = bytes.len();
+        let error = match self.handoffs.create(&kv_key, bytes).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        // `create` of a deleted key is an update at the delete's revision:
+        // losing that race is reported as a failed update, not as
+        // `AlreadyExists`. Either way, a value there now means the key was
+        // taken.
+        if let (_, Some(value)) = self.value(&self.handoffs, &kv_key).await? {
+            let expect = Expect {
+                run_id: Some(&key.run_id),
+                agent: None,
+            };
+            return Err(StoreError::AlreadyExists {
+                location: where_,
+                existing: match parse_handoff_capped(&value, &expect, self.cap) {
+                    Ok(h) => Existing::handoff(&h),
+                    Err(_) => Existing::unreadable(),
+                },
             });
         }
-        let len = bytes.len();
-        bucket.put(key, bytes).await.map_err(|e| {
-            let text = e.to_string();
-            if text.contains("message size exceeds maximum") {
-                StoreError::Remote {
-                    op: "put",
-                    what: where_.clone(),
-                    message: format!(
-                        "{len} bytes is more than the bucket {} accepts (its max value size was set when it was created; raise it with `nats kv edit`, or lower store.max_handoff_bytes)",
-                        bucket.name
-                    ),
-                }
-            } else {
-                self.remote("put", where_.clone(), text)
-            }
-        })?;
-        Ok(())
+        Err(self.write_error(&self.handoffs, &where_, len, error.to_string()))
     }
 
     async fn keys(&self, bucket: &kv::Store) -> Result<Vec<String>, StoreError> {
@@ -675,15 +733,20 @@ impl Inner {
         if watcher.as_ref().is_some_and(|w| !w.ended()) {
             return Ok(());
         }
+        let what = || format!("bucket {} on the {}", self.bucket, self.server);
         let started = Watcher::start(&self.handoffs, &self.waiters)
             .await
-            .map_err(|e| {
-                self.remote(
-                    "watch",
-                    format!("bucket {} on the {}", self.bucket, self.server),
-                    e,
-                )
-            })?;
+            .map_err(|e| self.remote("watch", what(), e))?;
+        // async-nats creates the watch's consumer, then queues the SUB of its
+        // delivery subject without waiting for the server: a put from
+        // another connection in between went to a subject nobody had
+        // subscribed yet, and the ordered consumer never delivered it (nor,
+        // often, anything after it). A flush (PING/PONG) returns once the
+        // server has processed the SUB.
+        self.client
+            .flush()
+            .await
+            .map_err(|e| self.remote("watch", what(), e))?;
         *watcher = Some(started);
         self.watchers_created.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -708,22 +771,43 @@ impl Inner {
         }
     }
 
-    async fn ledger_messages(&self) -> Result<Vec<Bytes>, StoreError> {
+    async fn ledger_state(&self) -> Result<stream::State, StoreError> {
         let what = || format!("ledger on the {}", self.server);
         let info = self
             .ledger
             .get_info()
             .await
             .map_err(|e| self.remote("read", what(), e))?;
-        let (count, last) = (info.state.messages, info.state.last_sequence);
-        if count == 0 {
+        Ok(info.state)
+    }
+
+    async fn ledger_messages(&self) -> Result<Vec<Bytes>, StoreError> {
+        let state = self.ledger_state().await?;
+        if state.messages == 0 {
             return Ok(Vec::new());
         }
+        self.ledger_range(None, state.last_sequence, state.messages)
+            .await
+    }
+
+    /// The ledger messages with sequence `from` (`None`: the first) up to
+    /// `last`, in order; `expected` sizes the buffer.
+    async fn ledger_range(
+        &self,
+        from: Option<u64>,
+        last: u64,
+        expected: u64,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let what = || format!("ledger on the {}", self.server);
+        let deliver_policy = match from {
+            None => consumer::DeliverPolicy::All,
+            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+        };
         let consumer = self
             .ledger
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: self.ledger_subject.clone(),
-                deliver_policy: consumer::DeliverPolicy::All,
+                deliver_policy,
                 ..Default::default()
             })
             .await
@@ -732,7 +816,7 @@ impl Inner {
             .messages()
             .await
             .map_err(|e| self.remote("read", what(), e))?;
-        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
         loop {
             let next = tokio::time::timeout(self.request_timeout, messages.next())
                 .await
@@ -745,6 +829,9 @@ impl Inner {
                 .info()
                 .map_err(|e| self.remote("read", what(), e))?
                 .stream_sequence;
+            if sequence > last {
+                break;
+            }
             out.push(message.payload.clone());
             if sequence >= last {
                 break;
@@ -797,10 +884,11 @@ impl Subscription for NatsSubscription {
                 let woken = tokio::time::timeout_at(deadline, self.slot.notified()).await;
                 if woken.is_err() {
                     // One last look: a value that landed at the deadline
-                    // counts, one still cut off is reported as what it is.
+                    // counts; one still cut off is a timeout that says so.
                     return Ok(match self.look().await? {
                         Check::Landed(handoff) => WaitOutcome::Landed(handoff),
-                        Check::Invalid(e) | Check::Incomplete(e) => WaitOutcome::Invalid(e),
+                        Check::Invalid(e) => WaitOutcome::Invalid(e),
+                        Check::Incomplete(e) => WaitOutcome::TimedOutIncomplete(e),
                         Check::Missing => WaitOutcome::TimedOut,
                     });
                 }
@@ -833,7 +921,7 @@ impl HandoffStore for NatsStore {
         self.inner.handoff_location(&keys::handoff(key))
     }
 
-    async fn put(&self, scope: Scope, handoff: &Handoff) -> Result<(), StoreError> {
+    async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
         let key = HandoffKey {
             scope,
             run_id: handoff.run_id.clone(),
@@ -850,12 +938,15 @@ impl HandoffStore for NatsStore {
                 source,
             });
         }
-        self.inner
-            .put_value(&self.inner.handoffs, &keys::handoff(&key), bytes.into())
-            .await
+        self.inner.put_handoff(&key, bytes.into(), mode).await
     }
 
-    async fn put_raw(&self, key: &HandoffKey, bytes: &[u8]) -> Result<(), StoreError> {
+    async fn put_raw(
+        &self,
+        key: &HandoffKey,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
         let size = bytes.len() as u64;
         if size > self.inner.cap {
             return Err(StoreError::TooLarge {
@@ -865,11 +956,7 @@ impl HandoffStore for NatsStore {
             });
         }
         self.inner
-            .put_value(
-                &self.inner.handoffs,
-                &keys::handoff(key),
-                Bytes::copy_from_slice(bytes),
-            )
+            .put_handoff(key, Bytes::copy_from_slice(bytes), mode)
             .await
     }
 
@@ -1049,6 +1136,43 @@ impl HandoffStore for NatsStore {
         ack.await
             .map_err(|e| inner.remote("append to", what(), e))?;
         Ok(())
+    }
+
+    /// Reads the ledger stream backwards in windows (1,024 messages, then
+    /// doubling up to 65,536), newest first: a recent run costs one small
+    /// read, not the whole stream.
+    async fn dispatched(&self, run_id: &RunId) -> Result<Option<LedgerEvent>, StoreError> {
+        let inner = &self.inner;
+        let state = inner.ledger_state().await?;
+        if state.messages == 0 {
+            return Ok(None);
+        }
+        let needle = format!("\"{run_id}\"");
+        let finder = memchr::memmem::Finder::new(needle.as_bytes());
+        let first = state.first_sequence.max(1);
+        let mut last = state.last_sequence;
+        let mut window = 1024u64;
+        loop {
+            let from = last.saturating_sub(window - 1).max(first);
+            let messages = inner
+                .ledger_range(Some(from), last, last - from + 1)
+                .await?;
+            let found = messages.iter().rev().find_map(|m| {
+                if m.len() > MAX_LEDGER_LINE || finder.find(m).is_none() {
+                    return None;
+                }
+                serde_json::from_slice::<LedgerEvent>(m.trim_ascii())
+                    .ok()
+                    .filter(|e| {
+                        e.event == LedgerEventKind::Dispatched && e.run_id.as_ref() == Some(run_id)
+                    })
+            });
+            if found.is_some() || from <= first {
+                return Ok(found);
+            }
+            last = from - 1;
+            window = (window * 2).min(65_536);
+        }
     }
 
     async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {

@@ -210,8 +210,12 @@ impl Watcher {
                     match item {
                         Ok(entry) => waiters.handle(&entry),
                         Err(e) => {
+                            // The stream may be dead (a dropped connection):
+                            // async-nats panics if it is polled again. End
+                            // this watch; the waiters woken below start a new
+                            // one and read their keys.
                             tracing::warn!("NATS store watch: {e}; every waiter looks again");
-                            waiters.wake_all();
+                            break;
                         }
                     }
                 }
