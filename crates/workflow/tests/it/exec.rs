@@ -58,11 +58,15 @@ struct Fake {
     longest: AtomicUsize,
 }
 
+/// The timestamp of a `[big]` handoff (fixed, so its size is exact).
+const BIG_TIMESTAMP: &str = "2026-12-01T00:00:00Z";
+
 /// The largest result a handoff can carry: the whole file at the store's
 /// cap (the fake writes it pretty, as `to_json_pretty` does).
 fn largest_result(run_id: &RunId, agent: &str) -> String {
     let mut h = Handoff::new(run_id.clone(), agent, Status::Complete, String::new());
     h.confidence = Some(Confidence::High);
+    h.timestamp = Some(BIG_TIMESTAMP.to_owned());
     let room = DEFAULT_MAX_HANDOFF_BYTES as usize - h.to_json_pretty().len();
     "R".repeat(room)
 }
@@ -167,6 +171,9 @@ impl Transport for Fake {
             Some("none") => None,
             _ => Some(Confidence::High),
         };
+        if msg.contains("[big]") {
+            h.timestamp = Some(BIG_TIMESTAMP.to_owned());
+        }
         let fs = self.store.lock().unwrap().clone().unwrap();
         let path = fs.path_of(&HandoffKey {
             scope: env.scope,
@@ -1283,9 +1290,14 @@ steps:
     assert!(rig.forgetful.largest_record.load(Ordering::SeqCst) <= cap);
     let r = read_step(&*rig.store, &run_id, "r").await.unwrap().unwrap();
     assert_eq!(
-        r.handoff.unwrap().result.len(),
+        r.handoff.as_ref().unwrap().result.len(),
         big,
         "read back from the store"
+    );
+    assert_eq!(
+        r.handoff.unwrap().to_json_pretty().len() as u64,
+        DEFAULT_MAX_HANDOFF_BYTES,
+        "the largest legal handoff"
     );
 }
 
