@@ -29,6 +29,8 @@ pub(crate) struct SourceMap {
     origin: String,
     text: String,
     nodes: BTreeMap<String, Node>,
+    /// Where the file ends ([`end_of`]).
+    end: (usize, usize),
 }
 
 enum Frame {
@@ -56,17 +58,19 @@ impl SourceMap {
             message,
         };
         check_file_size(text.len() as u64, origin)?;
+        let end = end_of(text);
         let mut map = Self {
             origin: origin.to_owned(),
             text: text.to_owned(),
             nodes: BTreeMap::new(),
+            end,
         };
         let mut stack: Vec<Frame> = Vec::new();
         let mut documents = 0usize;
         let mut root_seen = false;
         for item in Parser::new_from_str(text) {
             let (event, span) = item.map_err(|e| {
-                let (line, column) = within(text, e.marker().line(), e.marker().col() + 1);
+                let (line, column) = clamp((e.marker().line(), e.marker().col() + 1), end);
                 if e.info().contains("tab")
                     && let Some((l, c)) = indenting_tab(text, line)
                 {
@@ -87,7 +91,7 @@ impl SourceMap {
                     format!("invalid YAML: {}", e.info()),
                 )
             })?;
-            let (line, column) = (span.start.line(), span.start.col() + 1);
+            let (line, column) = clamp((span.start.line(), span.start.col() + 1), end);
             if let Event::Scalar(_, _, _, Some(tag))
             | Event::SequenceStart(_, Some(tag))
             | Event::MappingStart(_, Some(tag)) = &event
@@ -210,8 +214,8 @@ impl SourceMap {
     }
 
     /// `(line, column)`, or the end of the file if that is past it.
-    pub(crate) fn within(&self, (line, column): (usize, usize)) -> (usize, usize) {
-        within(&self.text, line, column)
+    pub(crate) fn within(&self, at: (usize, usize)) -> (usize, usize) {
+        clamp(at, self.end)
     }
 
     /// Whether a node sits exactly at `path`.
@@ -323,26 +327,30 @@ impl SourceMap {
     }
 }
 
-/// `(line, column)`, or the end of the file if that is past it: the
-/// scanner reports an error at the end of input on the line after the last
-/// (found by the property tests).
-fn within(text: &str, line: usize, column: usize) -> (usize, usize) {
-    // Lines as YAML counts them: `\n`, `\r\n` and a lone `\r` end one.
+/// Where the file ends: the line after its last line break (YAML counts
+/// `\n`, `\r\n` and a lone `\r`) and the column after its last character.
+fn end_of(text: &str) -> (usize, usize) {
     let mut last_line = 1;
     let mut last_start = 0;
     let bytes = text.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
-        let ends = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
-        if ends {
+        if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
             last_line += 1;
             last_start = i + 1;
         }
     }
-    if line < last_line || (line == last_line && column >= 1) {
-        return (line.max(1), column.max(1));
+    (last_line, text[last_start..].chars().count() + 1)
+}
+
+/// `(line, column)`, or `end` if that is past it: the scanner places an
+/// error at the end of input, and an empty node there, on the line after
+/// the last (found by the property tests).
+fn clamp((line, column): (usize, usize), end: (usize, usize)) -> (usize, usize) {
+    if line > end.0 {
+        end
+    } else {
+        (line.max(1), column.max(1))
     }
-    let last_columns = text[last_start..].chars().count();
-    (last_line, last_columns + 1)
 }
 
 /// Refuses a workflow file of `size` bytes if it is over
