@@ -37,7 +37,13 @@ impl Orch {
     }
 
     pub(crate) fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
+        self.command_for(env!("CARGO_BIN_EXE_orch"))
+    }
+
+    /// `program` (e.g. a shell that sets limits, then runs `orch`) with the
+    /// environment `command` gives `orch`.
+    pub(crate) fn command_for(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
         // Agents run by the exec transport call `orch` too: put this build first.
         let bin_dir = Path::new(env!("CARGO_BIN_EXE_orch"))
             .parent()

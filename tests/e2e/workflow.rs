@@ -3,6 +3,16 @@
 
 use crate::{FAST_SIM, Orch, settings};
 
+/// A stand-in exec agent: `sh -c SCRIPT` that answers through `orch handoff
+/// submit` (with the run id and agent the exec transport passes).
+fn agent_script(orch: &Orch, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = orch.path(name);
+    std::fs::write(&path, format!("#!/bin/sh\ncat > /dev/null\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
 #[test]
 fn list_show_and_graph_the_shipped_workflows() {
     let orch = Orch::new();
@@ -310,35 +320,34 @@ fn a_rejected_step_fails_the_run() {
 }
 
 /// kill -9 in the middle of step 2, then resume: step 1 is not dispatched
-/// again and step 2's delegation (still being worked on by its agent) is
-/// re-awaited, not sent twice.
-#[test]
-fn kill_9_mid_run_then_resume_redispatches_no_finished_step() {
-    use std::os::unix::fs::PermissionsExt;
+/// again and step 2's delegation (still being worked on by its agent, on a
+/// gateway: it outlives the killed orch) is re-awaited, not sent twice;
+/// resume says which delegation it waits for, since when and until when.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_resume_redispatches_no_finished_step() {
+    use std::io::BufRead;
+    const TOKEN_VAR: &str = "ORCH_E2E_HOOK_TOKEN";
+    let mut options =
+        orch_delegate::testing::FakeGatewayOptions::new("e2e-secret-token-5d1e", ["tech-lead"]);
+    // The gateway's agent works for longer than the test: the test
+    // answers for it, once resume is waiting.
+    options.answer_delay = std::time::Duration::from_secs(3600);
+    let gw = orch_delegate::testing::FakeGateway::start(options)
+        .await
+        .expect("fake gateway");
     let orch = Orch::new();
-    let go = orch.path("go");
-    // The slow agent answers once the test says so: after the kill.
-    let slow = orch.path("slow.sh");
-    std::fs::write(
-        &slow,
-        format!(
-            "#!/bin/sh\ncat > /dev/null\n# at most a minute: the agent outlives the killed orch, and a failed test must not leave it behind\ni=0; while [ ! -e '{}' ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done\nexec orch handoff submit --run-id \"$ORCH_RUN_ID\" --agent \"$ORCH_AGENT\" --status complete --confidence high --result 'evaluated after the crash'\n",
-            go.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
     orch.write_config(&format!(
         "
 transports:
   sim: {{ kind: sim, delay: 20ms, slow_delay: 1h }}
+  gateway: {{ kind: openclaw, url: '{}', token_env: {TOKEN_VAR} }}
 agents:
   manager:   {{ transport: sim }}
   webster:   {{ transport: sim }}
-  tech-lead: {{ transport: {{ kind: exec, command: ['{}'] }} }}
+  tech-lead: {{ transport: gateway }}
   auditor:   {{ transport: sim }}
 ",
-        slow.display()
+        gw.url()
     ));
     std::fs::write(
         orch.path("three.yaml"),
@@ -347,6 +356,7 @@ agents:
     .unwrap();
     let mut child = orch
         .command()
+        .env(TOKEN_VAR, gw.token())
         .args([
             "workflow",
             "three.yaml",
@@ -359,7 +369,7 @@ agents:
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait for: step 1's handoff and step 2's dispatch in the ledger.
+    // Wait for: step 1's handoff and step 2's acknowledged dispatch.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let ledger = orch.ledger();
@@ -368,7 +378,7 @@ agents:
                 .iter()
                 .any(|l| l["event"] == event && l["agent"] == agent)
         };
-        if has("handoff", "webster") && has("dispatched", "tech-lead") {
+        if has("handoff", "webster") && has("acked", "tech-lead") {
             break;
         }
         assert!(
@@ -385,8 +395,59 @@ agents:
     // Stored before anything was sent; its step states may lag (it is
     // written at most every 100 ms), the ledger and handoffs do not.
     assert_eq!(killed["status"], "running");
-    std::fs::write(&go, "").unwrap();
-    let resumed = orch.run(&["workflow", "resume", &id, "--non-interactive"], None);
+
+    let mut resume = orch
+        .command()
+        .env(TOKEN_VAR, gw.token())
+        .args(["workflow", "resume", &id, "--non-interactive"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(resume.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "resume ended without re-awaiting: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("re-awaiting") {
+            break;
+        }
+    }
+    // The agent answers while resume waits.
+    let delegation = format!("{id}.evaluate.1");
+    orch.ok(&[
+        "handoff",
+        "submit",
+        "--run-id",
+        &delegation,
+        "--agent",
+        "tech-lead",
+        "--status",
+        "complete",
+        "--confidence",
+        "high",
+        "--result",
+        "evaluated after the crash",
+    ]);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    seen.push_str(&rest);
+    let out = resume.wait_with_output().unwrap();
+    let resumed = crate::Run {
+        args: ["workflow", "resume", &id, "--non-interactive"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: seen,
+    };
     assert_eq!(resumed.code, 0, "{}", resumed.transcript(&orch));
     assert_eq!(
         dispatches(&orch),
@@ -397,9 +458,104 @@ agents:
         ]
         .into()
     );
+    assert_eq!(gw.runs_started(), 1, "the gateway was asked once");
     let done: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
     assert_eq!(done["status"], "completed");
     assert_eq!(done["steps"]["evaluate"]["attempts"], 1);
+    resumed.assert_hides(&orch, gw.token());
+    wf_settings().bind(|| insta::assert_snapshot!(resumed.transcript(&orch)));
+}
+
+/// Ctrl-C a sim run, then resume: the sim agent died with the orch that
+/// ran it, so resume sends the step again at once (a new delegation id),
+/// and says so, instead of waiting out the step's ten-minute timeout.
+#[test]
+fn resume_sends_again_at_once_what_died_with_the_interrupted_run() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    std::fs::write(
+        orch.path("two.yaml"),
+        "name: two\nsteps:\n  - id: wait\n    agent: secretary\n    task: \"[sim:silent] wait for me\"\n    timeout: 10m\n",
+    )
+    .unwrap();
+    let child = orch
+        .command()
+        .args([
+            "workflow",
+            "two.yaml",
+            "--caller",
+            "manager",
+            "--non-interactive",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dispatched = |orch: &Orch| {
+        orch.ledger()
+            .iter()
+            .filter(|l| l["event"] == "dispatched")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while dispatched(&orch) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never dispatched");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    crate::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let id = only_run(&orch);
+    let mut resume = orch
+        .command()
+        .args(["workflow", "resume", &id, "--non-interactive"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The new delegation goes out at once; its agent (silent again) is
+    // answered for by the test.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while dispatched(&orch) < 2 {
+        if std::time::Instant::now() >= deadline {
+            let _ = resume.kill();
+            panic!("resume did not send the dead delegation again");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = format!("{id}.wait.2");
+    assert!(
+        orch.ledger()
+            .iter()
+            .any(|l| l["event"] == "dispatched" && l["runId"] == second.as_str()),
+        "{:?}",
+        orch.ledger()
+    );
+    orch.ok(&[
+        "handoff",
+        "submit",
+        "--run-id",
+        &second,
+        "--agent",
+        "secretary",
+        "--status",
+        "complete",
+        "--result",
+        "waited",
+    ]);
+    let out = resume.wait_with_output().unwrap();
+    let resumed = crate::Run {
+        args: ["workflow", "resume", &id, "--non-interactive"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(resumed.code, 0, "{}", resumed.transcript(&orch));
     wf_settings().bind(|| insta::assert_snapshot!(resumed.transcript(&orch)));
 }
 
@@ -519,4 +675,223 @@ agents:
     assert_eq!(done["steps"]["research"]["attempts"], 2);
     assert_eq!(done["steps"]["check"]["attempts"], 1);
     wf_settings().bind(|| insta::assert_snapshot!(resumed.transcript(&orch)));
+}
+
+/// The size cap names the file's real size; a byte order mark is fine;
+/// YAML tags and out-of-bounds `retries` / `timeout` are refused by name,
+/// with line and column.
+#[test]
+fn validate_names_the_real_size_tags_and_bounds_and_accepts_a_bom() {
+    let orch = Orch::new();
+    let step = "steps:\n  - id: a\n    agent: webster\n    task: one\n";
+    let mut huge = format!("name: huge\n{step}# ");
+    huge.push_str(&"x".repeat(5_242_950 - huge.len() - 1));
+    huge.push('\n');
+    assert_eq!(huge.len(), 5_242_950);
+    let files: &[(&str, String, i32)] = &[
+        ("huge.yaml", huge, 2),
+        ("bom.yaml", format!("\u{feff}name: bom\n{step}"), 0),
+        ("binary.yaml", format!("name: !!binary aGk=\n{step}"), 2),
+        (
+            "ruby.yaml",
+            "name: x\nsteps:\n  - !ruby/object:Gem::Installer\n    id: a\n    agent: webster\n    task: one\n".to_owned(),
+            2,
+        ),
+        ("retries.yaml", format!("name: r\n{step}    retries: 1000\n"), 2),
+        ("timeout.yaml", format!("name: t\n{step}    timeout: 200h\n"), 2),
+    ];
+    let mut transcript = String::new();
+    for (name, text, code) in files {
+        std::fs::write(orch.path(name), text).unwrap();
+        let run = orch.run(&["workflow", "validate", name], None);
+        assert_eq!(run.code, *code, "{}", run.transcript(&orch));
+        transcript.push_str(&run.transcript(&orch));
+    }
+    settings().bind(|| insta::assert_snapshot!(transcript));
+}
+
+/// A workflow whose `output` reads a step its `when` skipped: `validate`
+/// warns; the run completes and says why there is no output.
+#[test]
+fn output_of_a_skipped_step_is_explained() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    std::fs::write(
+        orch.path("skip.yaml"),
+        "name: skip\nsteps:\n  - id: draft\n    agent: webster\n    task: Draft it\n  - id: polish\n    agent: auditor\n    task: \"Polish: {{ steps.draft.result }}\"\n    when: \"steps.draft.confidence == low\"\noutput: \"{{ steps.polish.result }}\"\n",
+    )
+    .unwrap();
+    let mut transcript = orch
+        .ok(&["workflow", "validate", "skip.yaml"])
+        .transcript(&orch);
+    let run = orch.ok(&[
+        "workflow",
+        "skip.yaml",
+        "--caller",
+        "manager",
+        "--non-interactive",
+    ]);
+    transcript.push_str(&run.transcript(&orch));
+    let id = only_run(&orch);
+    let summary: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["output"], serde_json::Value::Null);
+    assert!(
+        summary["outputNote"]
+            .as_str()
+            .unwrap()
+            .starts_with("no output: it reads step `polish`, which was skipped"),
+        "{summary}"
+    );
+    wf_settings().bind(|| insta::assert_snapshot!(transcript));
+}
+
+/// A failed start leaves no run behind: a summary write that fails (here
+/// the file size limit, as a full disk would), and a run whose summary the
+/// store could not read back (a small handoff cap), refused up front.
+#[test]
+fn a_failed_start_leaves_nothing_behind() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    std::fs::write(
+        orch.path("one.yaml"),
+        format!(
+            "name: one\ndescription: {}\nsteps:\n  - id: a\n    agent: webster\n    task: one\n",
+            "d".repeat(4000)
+        ),
+    )
+    .unwrap();
+    let args = [
+        "workflow",
+        "one.yaml",
+        "--caller",
+        "manager",
+        "--non-interactive",
+    ];
+    // Writes over 512 bytes fail (EFBIG, the signal ignored).
+    let out = orch
+        .command_for("/bin/sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_orch"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("summary.json"), "{stderr}");
+    let workflows: Vec<String> = std::fs::read_dir(orch.store().join("workflows"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        workflows,
+        Vec::<String>::new(),
+        "an empty run directory was left"
+    );
+
+    // Records of at most 4 × 2048 bytes: this run's summary (with the
+    // 4 KB workflow file) could never be read back.
+    orch.write_config(&format!("{FAST_SIM}store: {{ max_handoff_bytes: 2048 }}\n"));
+    let refused = orch.run(&args, None);
+    assert_eq!(refused.code, 2, "{}", refused.transcript(&orch));
+    assert_eq!(orch.store_files(), Vec::<String>::new());
+    wf_settings().bind(|| insta::assert_snapshot!(refused.transcript(&orch)));
+}
+
+/// A 3 MiB result read 100 times by the next task: the step fails naming
+/// itself, the size and the template, and nothing of that size is sent or
+/// stored; a dry run finds a task too large from its inputs alone, with
+/// the step's line and column.
+#[test]
+fn a_task_over_the_transports_limit_is_a_step_failure_and_a_dry_run_error() {
+    let orch = Orch::new();
+    let big = agent_script(
+        &orch,
+        "big.sh",
+        "head -c 3145728 /dev/zero | tr '\\0' y > \"$ORCH_RUN_ID.txt\"\nexec orch handoff submit --run-id \"$ORCH_RUN_ID\" --agent \"$ORCH_AGENT\" --status complete --confidence high --result-file \"$ORCH_RUN_ID.txt\"",
+    );
+    orch.write_config(&format!(
+        "
+transports:
+  sim: {{ kind: sim, delay: 0ms }}
+agents:
+  manager: {{ transport: sim }}
+  webster: {{ transport: {{ kind: exec, command: ['{}'] }} }}
+  auditor: {{ transport: sim }}
+",
+        big.display()
+    ));
+    std::fs::write(
+        orch.path("huge.yaml"),
+        format!(
+            "name: huge\ninputs:\n  note: {{ default: \"\" }}\nsteps:\n  - id: research\n    agent: webster\n    task: Find everything\n  - id: digest\n    agent: auditor\n    task: \"{{{{ inputs.note }}}}{}\"\n",
+            "{{ steps.research.result }}".repeat(100)
+        ),
+    )
+    .unwrap();
+    let args = [
+        "workflow",
+        "huge.yaml",
+        "--caller",
+        "manager",
+        "--non-interactive",
+    ];
+    let failed = orch.run(&args, None);
+    assert_eq!(failed.code, 12, "{}", failed.transcript(&orch));
+    assert_eq!(
+        dispatches(&orch),
+        [("webster".to_owned(), 1)].into(),
+        "digest never sent"
+    );
+    let largest = orch
+        .store_files()
+        .iter()
+        .filter(|f| f.starts_with("workflows/"))
+        .map(|f| std::fs::metadata(orch.store().join(f)).unwrap().len())
+        .max()
+        .unwrap();
+    assert!(largest < 64 * 1024, "a {largest}-byte record");
+    let mut transcript = failed.transcript(&orch);
+    // The known part alone: three 100 KB inputs are over 256 KiB.
+    let note = format!("note={}", "n".repeat(100_000));
+    std::fs::write(
+        orch.path("inputs.yaml"),
+        "name: inputs\ninputs:\n  note: { required: true }\nsteps:\n  - id: a\n    agent: auditor\n    task: \"{{ inputs.note }} {{ inputs.note }} {{ inputs.note }}\"\n",
+    )
+    .unwrap();
+    let dry = orch.run(
+        &[
+            "workflow",
+            "inputs.yaml",
+            "--caller",
+            "manager",
+            "--input",
+            &note,
+            "--dry-run",
+        ],
+        None,
+    );
+    assert_eq!(dry.code, 2, "{}", dry.transcript(&orch));
+    assert!(
+        dry.stderr.contains("inputs.yaml:7:11: step `a`"),
+        "{}",
+        dry.stderr
+    );
+    transcript.push_str(
+        &dry.transcript(&orch)
+            .replace(&"n".repeat(100_000), "[100000 × n]"),
+    );
+    // The instructions quote the store's path: their size is the temp
+    // dir's.
+    let mut settings = wf_settings();
+    settings.add_filter(
+        r"over the limit of \d+ bytes \([\d.]+ KiB\)",
+        "over the limit of [LIMIT]",
+    );
+    settings.add_filter(r"\d+ of them for orc", "[N] of them for orc");
+    settings.bind(|| insta::assert_snapshot!(transcript));
 }

@@ -416,7 +416,7 @@ impl Condition {
     pub fn eval(&self, ctx: &dyn RenderContext) -> Result<bool, RenderError> {
         let step = |id: &str| {
             ctx.step(id).ok_or_else(|| {
-                RenderError(format!(
+                RenderError::Missing(format!(
                     "condition reads step `{id}`, which has not finished"
                 ))
             })
@@ -440,7 +440,7 @@ impl Condition {
             },
             Condition::Input { name, op, value } => {
                 let v = ctx.input(name).ok_or_else(|| {
-                    RenderError(format!(
+                    RenderError::Missing(format!(
                         "condition reads input `{name}`, which has no value"
                     ))
                 })?;

@@ -29,6 +29,8 @@ pub enum ErrorKind {
     MissingInput,
     /// An input was given that the workflow does not declare.
     UnknownInput,
+    /// A step's task is larger than its agent's transport delivers.
+    TaskTooLarge,
 }
 
 /// An error in a workflow file, or in a run request against it.
@@ -61,8 +63,115 @@ impl WorkflowError {
     }
 }
 
-/// A value a template or condition needs is missing at run time.
+/// Why a template or condition could not be evaluated at run time.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
 #[non_exhaustive]
-pub struct RenderError(pub String);
+pub enum RenderError {
+    /// A value it needs is missing (an input without a value, a step that
+    /// has not finished).
+    #[error("{0}")]
+    Missing(String),
+    /// The rendered text would pass its size limit: rendering stopped
+    /// there, and nothing of that size was built.
+    #[error(transparent)]
+    TooLarge(TooLarge),
+}
+
+/// A rendered text over its size limit: how large it would have been, and
+/// which references made it so.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+#[non_exhaustive]
+pub struct TooLarge {
+    /// The size the whole text would have, in bytes (counted, not built).
+    pub size: u64,
+    /// The limit it passed, in bytes.
+    pub limit: u64,
+    /// What the text is made of: each reference (`steps.a.result`) with
+    /// how many times it appears and the bytes it adds in all, largest
+    /// first; the template's own text is `text`.
+    pub growth: Vec<Growth>,
+}
+
+/// One part of a [`TooLarge`] text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Growth {
+    /// The reference (`steps.a.result`), or `text` for the template's own
+    /// text.
+    pub what: String,
+    /// How many times it appears.
+    pub times: u64,
+    /// The bytes it adds, in all.
+    pub bytes: u64,
+}
+
+/// `314572800 bytes (300.0 MiB)`.
+pub(crate) fn bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let f = n as f64;
+    if f >= KIB * KIB {
+        format!("{n} bytes ({:.1} MiB)", f / KIB / KIB)
+    } else if f >= KIB {
+        format!("{n} bytes ({:.1} KiB)", f / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+impl TooLarge {
+    fn describe(&self) -> String {
+        format!(
+            "it would be {}, over the limit of {}; made of {}",
+            bytes(self.size),
+            bytes(self.limit),
+            self.made_of()
+        )
+    }
+
+    /// `` `{{ steps.a.result }}` ×100: 314572800 bytes (300.0 MiB), the
+    /// template's own text: 12 bytes ``: the three largest parts.
+    pub fn made_of(&self) -> String {
+        let parts: Vec<String> = self
+            .growth
+            .iter()
+            .filter(|g| g.bytes > 0)
+            .take(3)
+            .map(|g| {
+                let what = if g.what == "text" {
+                    "the template's own text".to_owned()
+                } else {
+                    format!("`{{{{ {} }}}}`", g.what)
+                };
+                let times = if g.times > 1 && g.what != "text" {
+                    format!(" ×{}", g.times)
+                } else {
+                    String::new()
+                };
+                format!("{what}{times}: {}", bytes(g.bytes))
+            })
+            .collect();
+        let counted = self.growth.iter().filter(|g| g.bytes > 0).count();
+        let more = if counted > 3 {
+            format!(" and {} more", counted - 3)
+        } else {
+            String::new()
+        };
+        format!("{}{more}", parts.join(", "))
+    }
+}
+
+/// Something in a valid workflow that is likely a mistake (`orch workflow
+/// validate` prints it). Displays as `<origin>:<line>:<column>: <message>`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}:{line}:{column}: {message}")]
+#[non_exhaustive]
+pub struct Warning {
+    /// The file the workflow came from.
+    pub origin: String,
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub column: usize,
+    /// What may go wrong.
+    pub message: String,
+}

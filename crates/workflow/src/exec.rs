@@ -70,16 +70,56 @@
 //! step records, never from the summary. [`Executor::resume`] reloads
 //! both: completed,
 //! skipped, failed and rejected steps stay as they are; a step recorded
-//! `running` is first looked up by its last delegation run id (a handoff
-//! may have landed while nobody waited), then re-awaited for what remained
-//! of its deadline, and only then dispatched again as a new attempt.
-//! Before any attempt is sent, its derived id is looked up in the ledger's
-//! `dispatched` lines (read once per resume) and in the store: one that an
-//! earlier process sent is re-awaited the same way, not sent again.
+//! `running` ends, in this order: with its handoff if one landed (looked up
+//! by its last delegation run id: it may have landed while nobody waited);
+//! as the ledger says if the earlier process recorded the delegation's end
+//! (`timeout`, `failed`: the try counts, nothing is waited for: a final
+//! record lost to a full disk is not mistaken for a delegation in flight);
+//! `lost` at once if its agent's transport does not outlive the sender
+//! ([`Transport::outlives_sender`]: sim tasks and exec process groups die
+//! with orch) or its deadline passed; else it is re-awaited for what
+//! remained of its deadline ([`ProgressEvent::Reawaiting`] says which, since
+//! when and until when) and is `lost` if nothing came. A `lost` delegation
+//! ([`ProgressEvent::Lost`]) does not use up a retry and is sent again as
+//! the *next* derived id (`<wfRunId>.<step>.<n+1>`), so a new
+//! `Idempotency-Key`: the old id may still get a late handoff, which must
+//! not be taken for the new delegation's, and a gateway must not drop the
+//! re-send as a duplicate of a delegation that is gone. Before any attempt
+//! is sent, its derived id is looked up in the ledger's `dispatched` lines
+//! (read once per resume, with each delegation's ending line) and in the
+//! store: one that an earlier process sent is treated the same way, not
+//! sent again.
+//!
+//! # Sizes
+//!
+//! A task is rendered with [`Template::render_within`] against its agent's
+//! transport: [`Transport::max_task_bytes`] bounds the whole message, so
+//! the Delegator's instructions around the task
+//! ([`Delegator::message_bytes`]) and room for a re-ask are taken off
+//! first. Rendering stops the moment the limit is passed; the step fails
+//! naming the agent, the size and the references that grew it, and
+//! nothing of that size is built, sent or stored. Before a send, the
+//! whole message (with any `context:`) is measured again. At start, the
+//! parts of every task known before the run (text and inputs) are checked
+//! ([`check_task_sizes`](crate::check_task_sizes)), and so is the largest
+//! size the summary and a step record can reach against
+//! [`HandoffStore::max_record_bytes`]: a run that could write a record
+//! resume cannot read is refused before anything is stored. Records stay
+//! small by construction (see `run.rs`): the handoff is named, not copied;
+//! a task over [`TASK_KEPT`](crate::TASK_KEPT) bytes is stored cut with its
+//! size and SHA-256 and rendered again (and checked against both) when
+//! resume must send it again; reasons and details are cut; at most
+//! [`ATTEMPTS_KEPT`](crate::ATTEMPTS_KEPT) attempts are listed. A run's
+//! `output` is kept up to an eighth of the record limit (at most 1 MiB);
+//! when it is missing, [`RunSummary::output_note`] says why.
 //!
 //! Cancellation: the token is passed to every delegation; the run is
 //! stored as `cancelled`, its running steps stay `running` (resume
-//! re-awaits them).
+//! re-awaits them, or sends again what died with the cancelled process).
+//!
+//! [`Transport::outlives_sender`]: orch_delegate::Transport::outlives_sender
+//! [`Transport::max_task_bytes`]: orch_delegate::Transport::max_task_bytes
+//! [`Template::render_within`]: crate::Template::render_within
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -95,11 +135,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::WorkflowError;
+use crate::error::{RenderError, TooLarge, WorkflowError};
 use crate::model::{ContextSpec, OnFailure, Target, Workflow};
 use crate::run::{
-    ApprovalDecision, Attempt, GateDecision, RunStatus, RunSummary, StepRecord, StepStatus,
-    StepSummary, attempt_run_id, put_step, put_summary, read_step, read_summary,
+    ApprovalDecision, Attempt, GateDecision, REASON_KEPT, RunStatus, RunSummary,
+    SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary, attempt_run_id, put_step,
+    put_summary, read_step, read_summary,
 };
 use crate::template::{Context, StepOutput, confidence_str, status_str};
 use crate::validate::ResolvedInputs;
@@ -167,6 +208,31 @@ pub enum ProgressEvent {
         /// The step.
         step: String,
     },
+    /// Resume: a delegation an earlier process sent can still answer, and
+    /// is waited for until its deadline before anything is sent again.
+    Reawaiting {
+        /// The step.
+        step: String,
+        /// Its agent.
+        agent: String,
+        /// Which delegation of the step (1 for the first).
+        attempt: u32,
+        /// When it was sent.
+        since: jiff::Timestamp,
+        /// Its deadline: when it is sent again if nothing came.
+        until: jiff::Timestamp,
+    },
+    /// Resume: a delegation an earlier process sent cannot answer any more
+    /// (or never will: its deadline passed); the step is sent again now as
+    /// a new delegation, which does not use up a retry.
+    Lost {
+        /// The step.
+        step: String,
+        /// Which delegation of the step was lost.
+        attempt: u32,
+        /// Why it cannot answer.
+        reason: String,
+    },
 }
 
 /// Observes a run (for a live view).
@@ -200,6 +266,10 @@ pub enum ExecError {
     /// The workflow stored with the run no longer loads.
     #[error("workflow stored with the run: {0}")]
     Workflow(WorkflowError),
+    /// The run cannot start: a step's task can never fit what its agent's
+    /// transport delivers ([`check_task_sizes`](crate::check_task_sizes)).
+    #[error("{0}")]
+    Refused(WorkflowError),
     /// The request cannot be carried out as asked.
     #[error("{0}")]
     Usage(String),
@@ -246,9 +316,30 @@ struct StepDone {
     cancelled: bool,
 }
 
-/// Delegations an earlier process dispatched for this run: run id → when
-/// (from the ledger's `dispatched` lines; read once, on resume).
-type Dispatched = Arc<HashMap<RunId, jiff::Timestamp>>;
+/// Delegations an earlier process dispatched for this run, by run id (from
+/// the ledger; read once, on resume).
+type Dispatched = Arc<HashMap<RunId, Sent>>;
+
+/// What the ledger says of one delegation an earlier process sent.
+#[derive(Clone, Debug)]
+struct Sent {
+    /// Its `dispatched` line.
+    at: jiff::Timestamp,
+    /// Its last line that ends a delegation (`handoff`, `timeout`,
+    /// `failed`, `cancelled`), with the line's detail.
+    end: Option<(LedgerEventKind, Option<String>)>,
+}
+
+/// Room left in a task message for a re-ask's "asked again" block, which
+/// the Delegator adds around the task on a second ask.
+const REASK_HEADROOM: u64 = 2 * 1024;
+
+/// The share of the store's record limit a run's `output` may take in the
+/// summary (and never more than [`OUTPUT_KEPT`]).
+const OUTPUT_SHARE: u64 = 8;
+
+/// Largest `output` stored in a run summary.
+const OUTPUT_KEPT: u64 = 1024 * 1024;
 
 /// The latest summary to store, with its version.
 type Published = Option<(u64, RunSummary)>;
@@ -364,6 +455,17 @@ impl Executor {
         &self.store
     }
 
+    /// [`check_task_sizes`](crate::check_task_sizes) against this
+    /// executor's agents: every error, before a run is started.
+    pub fn check_task_sizes(
+        &self,
+        wf: &Workflow,
+        inputs: &ResolvedInputs,
+        caller: &str,
+    ) -> Result<(), Vec<WorkflowError>> {
+        crate::check_task_sizes(wf, inputs, &self.delegator, caller)
+    }
+
     /// Runs `wf` (loaded from `source`, its YAML text) to its end, a pause
     /// for approval, or cancellation.
     pub async fn run(
@@ -411,7 +513,20 @@ impl Executor {
             started: jiff::Timestamp::now(),
             finished: None,
             output: None,
+            output_note: None,
         };
+        // Nothing is sent for a task that can never fit, nor for a run
+        // whose records could outgrow what the store reads back.
+        if let Err(mut errors) = crate::validate::check_task_sizes_for(
+            wf,
+            &summary.inputs,
+            &self.delegator,
+            &summary.caller,
+            &summary.run_id,
+        ) {
+            return Err(ExecError::Refused(errors.remove(0)));
+        }
+        self.check_record_sizes(wf, &summary)?;
         // Stored before anything is sent: without it there is no run to
         // resume.
         put_summary(&*self.store, &summary).await?;
@@ -456,6 +571,24 @@ impl Executor {
                 }
             }
         }
+        // Records name their handoff; the store holds it. A step that
+        // completed without it cannot feed its dependents.
+        for rec in recs.values() {
+            if matches!(
+                rec.status,
+                StepStatus::Completed | StepStatus::AwaitingApproval
+            ) && rec.handoff.is_none()
+                && let Some(id) = &rec.handoff_run_id
+            {
+                return Err(ExecError::Corrupt {
+                    run_id: run_id.clone(),
+                    message: format!(
+                        "step `{}` rests on the handoff of delegation {id}, which the store no longer has (or which no longer reads)",
+                        rec.step
+                    ),
+                });
+            }
+        }
         let stopped = recs.values().any(|r| {
             matches!(r.status, StepStatus::Failed | StepStatus::Rejected)
                 && wf
@@ -480,6 +613,48 @@ impl Executor {
             .await
     }
 
+    /// The largest `output` a summary of this store keeps.
+    fn output_limit(&self) -> u64 {
+        (self.store.max_record_bytes() / OUTPUT_SHARE).min(OUTPUT_KEPT)
+    }
+
+    /// Refuses a run whose summary or step records could grow past what
+    /// the store reads back ([`HandoffStore::max_record_bytes`]): every
+    /// text a record holds is capped, so their largest size is known now.
+    fn check_record_sizes(&self, wf: &Workflow, summary: &RunSummary) -> Result<(), ExecError> {
+        let cap = self.store.max_record_bytes();
+        let longest_agent = self
+            .delegator
+            .agent_ids()
+            .into_iter()
+            .map(str::len)
+            .chain(wf.steps.iter().map(|s| match &s.target {
+                Target::Agent(a) => a.len(),
+                Target::Route => 0,
+            }))
+            .max()
+            .unwrap_or(0);
+        let output = usize::try_from(self.output_limit()).unwrap_or(usize::MAX);
+        let largest = crate::run::largest_summary(summary, longest_agent, output);
+        if largest > cap {
+            return Err(ExecError::Usage(format!(
+                "workflow {}: its run summary (the workflow file, the inputs and {} step{}) could grow to {largest} bytes, more than the {cap} bytes the store keeps in a workflow record: raise the store's handoff size cap (`max_handoff_bytes`; records may be 4 times it) or shorten the workflow or its inputs",
+                wf.name,
+                wf.steps.len(),
+                if wf.steps.len() == 1 { "" } else { "s" }
+            )));
+        }
+        let longest_step = wf.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
+        let largest = crate::run::largest_step_record(&"x".repeat(longest_step), longest_agent);
+        if largest > cap {
+            return Err(ExecError::Usage(format!(
+                "workflow {}: a step record could grow to {largest} bytes, more than the {cap} bytes the store keeps in a workflow record: raise the store's handoff size cap (`max_handoff_bytes`; records may be 4 times it)",
+                wf.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Refuses `wf` if it has a `route: auto` step and no router is set.
     fn check_router(&self, wf: &Workflow) -> Result<(), ExecError> {
         match wf.steps.iter().find(|s| s.target == Target::Route) {
@@ -497,19 +672,29 @@ impl Executor {
     async fn dispatched_before(&self, run: &RunId) -> Result<Dispatched, ExecError> {
         let prefix = format!("{run}.");
         let ledger = self.store.read_ledger().await?;
-        let mut map = HashMap::new();
+        let mut map: HashMap<RunId, Sent> = HashMap::new();
         for e in ledger.events {
-            if e.event != LedgerEventKind::Dispatched {
-                continue;
-            }
             let Some(id) = e.run_id else { continue };
             // Long ids are hashed (see `attempt_run_id`); those are
             // checked by exact id when a step asks, so keep them all.
             if !id.as_str().starts_with(&prefix) && id.as_str().len() < MAX_ID_LEN {
                 continue;
             }
-            if let Ok(ts) = e.ts.parse::<jiff::Timestamp>() {
-                map.entry(id).or_insert(ts);
+            match e.event {
+                LedgerEventKind::Dispatched => {
+                    if let Ok(at) = e.ts.parse::<jiff::Timestamp>() {
+                        map.entry(id).or_insert(Sent { at, end: None });
+                    }
+                }
+                LedgerEventKind::Handoff
+                | LedgerEventKind::Timeout
+                | LedgerEventKind::Failed
+                | LedgerEventKind::Cancelled => {
+                    if let Some(sent) = map.get_mut(&id) {
+                        sent.end = Some((e.event, e.detail));
+                    }
+                }
+                _ => {}
             }
         }
         Ok(Arc::new(map))
@@ -583,6 +768,91 @@ impl Executor {
     }
 }
 
+/// What a step's task may take when it goes to one agent: the agent's
+/// transport limits the whole message ([`Transport::max_task_bytes`]), and
+/// orch's instructions around the task take part of it.
+///
+/// [`Transport::max_task_bytes`]: orch_delegate::Transport::max_task_bytes
+#[derive(Clone, Debug)]
+pub(crate) struct Budget {
+    pub(crate) agent: String,
+    pub(crate) transport: String,
+    /// The transport's message limit.
+    pub(crate) limit: u64,
+    /// orch's instructions around the task, and [`REASK_HEADROOM`].
+    pub(crate) overhead: u64,
+}
+
+impl Budget {
+    /// Bytes left for the task.
+    pub(crate) fn task(&self) -> u64 {
+        self.limit.saturating_sub(self.overhead)
+    }
+
+    /// Why a task of `e.size` bytes does not fit.
+    pub(crate) fn refusal(&self, what: &str, e: &TooLarge) -> String {
+        format!(
+            "{what} too large for `{}`: {}, over the limit of {}; made of {} ({} transport: messages up to {} bytes, {} of them for orch's instructions and a re-ask)",
+            self.agent,
+            if what == "task" {
+                format!("it would be {}", crate::error::bytes(e.size))
+            } else {
+                format!("at least {}", crate::error::bytes(e.size))
+            },
+            crate::error::bytes(e.limit),
+            e.made_of(),
+            self.transport,
+            self.limit,
+            self.overhead
+        )
+    }
+}
+
+/// The budget of `step`'s task for `agent` in workflow run `wf_run`, if the
+/// Delegator knows the agent. The instructions are measured with the id of
+/// a late attempt, so no retry's longer id can push the message over.
+pub(crate) fn budget(
+    delegator: &Delegator,
+    wf_run: &RunId,
+    step: &str,
+    agent: &str,
+    caller: &str,
+) -> Option<Budget> {
+    let transport = delegator.transport_of(agent)?;
+    let id = attempt_run_id(wf_run, step, 999_999);
+    let overhead = delegator
+        .message_bytes(&id, agent, caller, "", None)
+        .saturating_add(REASK_HEADROOM);
+    Some(Budget {
+        agent: agent.to_owned(),
+        transport: transport.name().to_owned(),
+        limit: transport.max_task_bytes(),
+        overhead,
+    })
+}
+
+/// The budgets a step's task can have: its agent's, or for `route: auto`
+/// every agent's, largest first.
+pub(crate) fn budgets(
+    delegator: &Delegator,
+    wf_run: &RunId,
+    step: &crate::model::Step,
+    caller: &str,
+) -> Vec<Budget> {
+    let mut out: Vec<Budget> = match &step.target {
+        Target::Agent(a) => budget(delegator, wf_run, &step.id, a, caller)
+            .into_iter()
+            .collect(),
+        Target::Route => delegator
+            .agent_ids()
+            .into_iter()
+            .filter_map(|a| budget(delegator, wf_run, &step.id, a, caller))
+            .collect(),
+    };
+    out.sort_by_key(|b| std::cmp::Reverse(b.task()));
+    out
+}
+
 struct Runner<'a> {
     exec: &'a Executor,
     wf: &'a Workflow,
@@ -644,7 +914,10 @@ impl Runner<'_> {
                 self.stop = true;
             }
             match rec.status {
-                StepStatus::Running => self.spawn_step(&id, true),
+                StepStatus::Running => {
+                    self.restore_task(&id);
+                    self.spawn_step(&id, true);
+                }
                 StepStatus::AwaitingApproval => {
                     if let Some(d) = rec.approval.clone() {
                         self.apply_approval(&id, d).await?;
@@ -723,12 +996,15 @@ impl Runner<'_> {
         } else {
             RunStatus::Completed
         };
+        self.summary.output_note = None;
         if matches!(
             status,
             RunStatus::Completed | RunStatus::CompletedWithFailures
         ) && let Some(out) = &self.wf.output
         {
-            self.summary.output = out.render(&self.context()).ok();
+            let (output, note) = self.render_output(out);
+            self.summary.output = output;
+            self.summary.output_note = note.map(|n| crate::run::cut(&n, REASON_KEPT).into_owned());
         }
         self.summary.finished = Some(jiff::Timestamp::now());
         self.summary.status = status;
@@ -751,6 +1027,84 @@ impl Runner<'_> {
         steps?;
         summary?;
         Ok(self.summary.clone())
+    }
+
+    /// The run's `output`, or why there is none: a step it reads did not
+    /// complete (skipped by `when` or for a dependency, failed under
+    /// `on_failure: continue`), or it is over the summary's limit.
+    fn render_output(&self, out: &crate::template::Template) -> (Option<String>, Option<String>) {
+        let mut seen = BTreeSet::new();
+        let mut missing = Vec::new();
+        for id in out.step_refs() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let Some(rec) = self.recs.get(id) else {
+                continue;
+            };
+            if rec.status == StepStatus::Completed {
+                continue;
+            }
+            let how = match rec.status {
+                StepStatus::Skipped => "was skipped",
+                StepStatus::Failed => "failed",
+                StepStatus::Rejected => "was rejected",
+                _ => "did not complete",
+            };
+            let why = rec
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({})", crate::run::cut(r, SUMMARY_REASON_KEPT)))
+                .unwrap_or_default();
+            missing.push(format!("step `{id}`, which {how}{why}"));
+        }
+        if !missing.is_empty() {
+            return (
+                None,
+                Some(format!("no output: it reads {}", missing.join("; and "))),
+            );
+        }
+        match out.render_within(&self.context(), self.exec.output_limit()) {
+            Ok(text) => (Some(text), None),
+            Err(RenderError::TooLarge(e)) => (
+                None,
+                Some(format!(
+                    "no output stored: it would be {}, over the summary's limit of {}; made of {} (the steps' handoffs hold it)",
+                    crate::error::bytes(e.size),
+                    crate::error::bytes(e.limit),
+                    e.made_of()
+                )),
+            ),
+            Err(e) => (None, Some(format!("no output: {e}"))),
+        }
+    }
+
+    /// Resume: a running step's task stored cut is rendered again (the
+    /// handoffs it reads are in the store) and kept only if it is the task
+    /// that was sent (same size and SHA-256); else the step can still be
+    /// re-awaited, but not sent again.
+    fn restore_task(&mut self, id: &str) {
+        let Some(rec) = self.recs.get(id) else { return };
+        if rec.has_whole_task() || rec.rendered_task.is_none() {
+            return;
+        }
+        let (Some(size), Some(hash)) = (rec.rendered_task_bytes, rec.rendered_task_sha256.clone())
+        else {
+            return;
+        };
+        let Some(step) = self.wf.step(id) else { return };
+        let ctx = self.context_for(id);
+        match step.task.render_within(&ctx, size) {
+            Ok(task) if task.len() as u64 == size && crate::run::sha256(&task) == hash => {
+                if let Some(rec) = self.recs.get_mut(id) {
+                    rec.set_rendered_task(task);
+                }
+            }
+            _ => tracing::warn!(
+                step = id,
+                "a task stored cut does not render the same any more: the step is re-awaited, never sent again"
+            ),
+        }
     }
 
     fn on_failure(&self, id: &str) -> OnFailure {
@@ -971,8 +1325,29 @@ impl Runner<'_> {
                 if self.running >= cap {
                     continue;
                 }
-                let task = match step.task.render(&ctx) {
+                // Rendering stops the moment the task passes what the
+                // agent's transport can take: a too large task is never
+                // built, sent or stored.
+                let budgets = budgets(
+                    &self.exec.delegator,
+                    &self.summary.run_id,
+                    step,
+                    &self.summary.caller,
+                );
+                let limit = budgets
+                    .first()
+                    .map_or(orch_delegate::DEFAULT_MAX_TASK_BYTES, Budget::task);
+                let task = match step.task.render_within(&ctx, limit) {
                     Ok(t) => t,
+                    Err(RenderError::TooLarge(e)) => {
+                        let reason = match budgets.first() {
+                            Some(b) => b.refusal("task", &e),
+                            None => format!("task too large: {e}"),
+                        };
+                        self.end_early(&id, StepStatus::Failed, reason).await?;
+                        changed = true;
+                        continue;
+                    }
                     Err(e) => {
                         self.end_early(&id, StepStatus::Failed, format!("task: {e}"))
                             .await?;
@@ -994,10 +1369,20 @@ impl Runner<'_> {
                     changed = true;
                     continue;
                 };
+                // A routed task was rendered for the roomiest agent.
+                if let Some(b) = budgets.iter().find(|b| b.agent == agent)
+                    && task.len() as u64 > b.task()
+                {
+                    let e = step.task.too_large(&ctx, task.len() as u64, b.task());
+                    self.end_early(&id, StepStatus::Failed, b.refusal("task", &e))
+                        .await?;
+                    changed = true;
+                    continue;
+                }
                 if let Some(rec) = self.recs.get_mut(&id) {
                     rec.status = StepStatus::Running;
                     rec.agent = Some(agent);
-                    rec.rendered_task = Some(task);
+                    rec.set_rendered_task(task);
                     rec.started = Some(jiff::Timestamp::now());
                 }
                 self.candidates.remove(&p);
@@ -1017,6 +1402,20 @@ impl Runner<'_> {
             (Some(spec), Some(src)) => Some((Arc::clone(src), spec.clone())),
             _ => None,
         };
+        let transport = rec
+            .agent
+            .as_deref()
+            .and_then(|a| self.exec.delegator.transport_of(a));
+        let (outlives, transport_name, max_message) = match transport {
+            Some(t) => (
+                t.outlives_sender(),
+                t.name().to_owned(),
+                Some(t.max_task_bytes().saturating_sub(REASK_HEADROOM)),
+            ),
+            // An agent the Delegator does not know: waiting is the safe
+            // choice, and the delegation itself will say what is wrong.
+            None => (true, "unknown".to_owned(), None),
+        };
         let job = Job {
             delegator: Arc::clone(&self.exec.delegator),
             store: Arc::clone(&self.exec.store),
@@ -1031,6 +1430,9 @@ impl Runner<'_> {
             context,
             reawait,
             dispatched: self.dispatched.clone(),
+            outlives,
+            transport: transport_name,
+            max_message,
             cancel: self.token.clone(),
         };
         let tx = self.tx.clone();
@@ -1153,6 +1555,14 @@ struct Job {
     context: Option<(Arc<dyn ContextSource>, ContextSpec)>,
     reawait: bool,
     dispatched: Option<Dispatched>,
+    /// Whether a delegation of the step's agent outlives the process that
+    /// sent it ([`orch_delegate::Transport::outlives_sender`]).
+    outlives: bool,
+    /// The name of the agent's transport, for messages.
+    transport: String,
+    /// The largest task message the agent's transport delivers, less
+    /// [`REASK_HEADROOM`].
+    max_message: Option<u64>,
     cancel: CancellationToken,
 }
 
@@ -1270,42 +1680,114 @@ impl Job {
         }
     }
 
-    /// Resume: the last attempt was in flight when the run stopped.
+    /// Resume: the last attempt was in flight when the run stopped. Ends,
+    /// in this order: with the handoff if it landed (whatever else
+    /// happened, the agent's answer is the outcome); as the ledger says if
+    /// the earlier process recorded its end (a timeout or a failure counts
+    /// as the try it was; nothing is waited for); as `lost` at once if its
+    /// transport's delegations die with the process that sent them (sim,
+    /// exec), or if its deadline passed; else it is re-awaited until its
+    /// deadline, and is `lost` if nothing came. `None`: lost, send again.
     async fn reawait_last(&mut self) -> Option<Tried> {
         let a = self.rec.attempts.last()?.clone();
         if a.status != "running" {
             return None;
         }
+        let n = u32::try_from(self.rec.delegations()).unwrap_or(u32::MAX);
         let key = HandoffKey::top(a.run_id.clone());
-        let mut found = self.store.get(&key).await.ok().flatten();
-        if found.is_none() {
-            let end = a.started
-                + jiff::SignedDuration::from_millis(a.timeout_ms.try_into().unwrap_or(i64::MAX));
-            let left =
-                Duration::try_from(end.duration_since(jiff::Timestamp::now())).unwrap_or_default();
-            if !left.is_zero() {
-                let deadline = tokio::time::Instant::now() + left;
-                tokio::select! {
-                    w = self.store.wait(&key, deadline) => {
-                        if let Ok(WaitOutcome::Landed(h)) = w {
-                            found = Some(h);
-                        }
-                    }
-                    () = self.cancel.cancelled() => return Some(Tried::Cancelled),
-                }
-            }
+        if let Ok(Some(h)) = self.store.get(&key).await {
+            return Some(self.answer(h, OutcomeStatus::Complete));
         }
+        let end = self
+            .dispatched
+            .as_ref()
+            .and_then(|d| d.get(&a.run_id))
+            .and_then(|sent| sent.end.clone());
+        let earlier = "recorded in the ledger by the process that sent it";
+        match end {
+            Some((LedgerEventKind::Timeout, _)) => {
+                let detail = format!("timed out ({earlier})");
+                self.end_attempt(OutcomeStatus::TimedOut.as_str(), Some(detail.clone()));
+                return Some(Tried::Failed {
+                    detail,
+                    retry: true,
+                });
+            }
+            Some((LedgerEventKind::Failed, detail)) => {
+                let detail = format!(
+                    "{} ({earlier})",
+                    detail.unwrap_or_else(|| "the delegation failed".to_owned())
+                );
+                self.end_attempt("error", Some(detail.clone()));
+                return Some(Tried::Failed {
+                    detail,
+                    retry: true,
+                });
+            }
+            Some((LedgerEventKind::Handoff, _)) => {
+                return self
+                    .lose(n, "its handoff is no longer in the store".to_owned())
+                    .await;
+            }
+            // Cancelled (Ctrl-C) or no end at all (killed): in flight, if
+            // its agent outlived the sender.
+            _ => {}
+        }
+        if !self.outlives {
+            return self
+                .lose(
+                    n,
+                    format!(
+                        "its delegation ended with the orch process that sent it ({} transport)",
+                        self.transport
+                    ),
+                )
+                .await;
+        }
+        let until = a.started
+            + jiff::SignedDuration::from_millis(a.timeout_ms.try_into().unwrap_or(i64::MAX));
+        let left =
+            Duration::try_from(until.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+        if left.is_zero() {
+            return self
+                .lose(n, "no handoff came before its deadline".to_owned())
+                .await;
+        }
+        self.emit(ProgressEvent::Reawaiting {
+            step: self.rec.step.clone(),
+            agent: self.rec.agent.clone().unwrap_or_default(),
+            attempt: n,
+            since: a.started,
+            until,
+        });
+        let deadline = tokio::time::Instant::now() + left;
+        let found = tokio::select! {
+            w = self.store.wait(&key, deadline) => match w {
+                Ok(WaitOutcome::Landed(h)) => Some(h),
+                _ => None,
+            },
+            () = self.cancel.cancelled() => return Some(Tried::Cancelled),
+        };
         match found {
             Some(h) => Some(self.answer(h, OutcomeStatus::Complete)),
             None => {
-                self.end_attempt(
-                    "lost",
-                    Some("no handoff came for this delegation; sent again".to_owned()),
-                );
-                self.save().await;
-                None
+                self.lose(n, "no handoff came before its deadline".to_owned())
+                    .await
             }
         }
+    }
+
+    /// Marks the last attempt `lost` (it does not count as a try): the step
+    /// is sent again, as the next delegation.
+    async fn lose(&mut self, attempt: u32, reason: String) -> Option<Tried> {
+        self.end_attempt("lost", Some(format!("{reason}; sent again")));
+        self.emit(ProgressEvent::Lost {
+            step: self.rec.step.clone(),
+            attempt,
+            reason,
+        });
+        self.save().await;
+        None
     }
 
     /// Records how an attempt with handoff `h` ended.
@@ -1324,7 +1806,7 @@ impl Job {
         self.end_attempt(status.as_str(), None);
         if status == OutcomeStatus::Failed {
             let detail = format!("the agent reported failure: {}", first_line(&h.result));
-            self.rec.handoff = Some(h);
+            self.rec.set_handoff(h);
             return Tried::Failed {
                 detail,
                 retry: true,
@@ -1341,13 +1823,13 @@ impl Job {
             return Earlier::NotSent;
         };
         let started = match dispatched.get(run_id) {
-            Some(ts) => *ts,
+            Some(sent) => sent.at,
             None => match self.store.get(&HandoffKey::top(run_id.clone())).await {
                 Ok(Some(_)) => jiff::Timestamp::now(),
                 _ => return Earlier::NotSent,
             },
         };
-        self.rec.attempts.push(Attempt {
+        self.rec.push_attempt(Attempt {
             run_id: run_id.clone(),
             status: "running".to_owned(),
             started,
@@ -1381,7 +1863,49 @@ impl Job {
                 retry: false,
             };
         };
-        self.rec.attempts.push(Attempt {
+        let Some(task) = self
+            .rec
+            .rendered_task
+            .clone()
+            .filter(|_| self.rec.has_whole_task())
+        else {
+            return Tried::Failed {
+                detail: "no task to send (a task stored cut is rendered again on resume)"
+                    .to_owned(),
+                retry: false,
+            };
+        };
+        // What is sent is the whole message: the task, the context and
+        // orch's instructions around them.
+        if let Some(max) = self.max_message {
+            let bytes = self.delegator.message_bytes(
+                &run_id,
+                &agent,
+                &self.caller,
+                &task,
+                context.as_deref(),
+            );
+            if bytes > max {
+                let with = match (&self.context, &context) {
+                    (Some((_, spec)), Some(c)) => format!(
+                        " with the context from `{}` ({})",
+                        spec.channel,
+                        crate::error::bytes(c.len() as u64)
+                    ),
+                    _ => String::new(),
+                };
+                return Tried::Failed {
+                    detail: format!(
+                        "task too large: the message to `{agent}`{with} would be {}, over the {}-byte limit of its {} transport (less {REASK_HEADROOM} kept for a re-ask)",
+                        crate::error::bytes(bytes),
+                        max + REASK_HEADROOM,
+                        self.transport
+                    ),
+                    retry: false,
+                };
+            }
+        }
+        self.rec.push_attempt(Attempt {
             run_id: run_id.clone(),
             status: "running".to_owned(),
             started: jiff::Timestamp::now(),
@@ -1396,12 +1920,6 @@ impl Job {
             agent: agent.clone(),
             attempt: u32::try_from(self.rec.delegations()).unwrap_or(u32::MAX),
         });
-        let Some(task) = self.rec.rendered_task.clone() else {
-            return Tried::Failed {
-                detail: "no task".to_owned(),
-                retry: false,
-            };
-        };
         let req = Request {
             agent,
             task,
@@ -1508,7 +2026,7 @@ impl Job {
             passed,
             reason: reason.clone(),
         });
-        self.rec.handoff = Some(h);
+        self.rec.set_handoff(h);
         if passed && self.gate.approval {
             self.rec.status = StepStatus::AwaitingApproval;
             return;

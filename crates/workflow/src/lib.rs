@@ -7,9 +7,11 @@
 //!   [`StepDefaults`] with effective values via [`Workflow::timeout_of`] and
 //!   friends: the step's own value, else `defaults`, else 10 minutes, 0
 //!   retries, `on_failure: stop`);
-//! - **parsing**: [`load`] runs a pre-pass over YAML events
-//!   (`saphyr-parser`) that refuses files over 1 MiB, nesting deeper than
-//!   64, several documents and any anchor or alias (so no alias bombs), and
+//! - **parsing**: [`load`] drops a leading byte order mark, then runs a
+//!   pre-pass over YAML events (`saphyr-parser`) that refuses files over
+//!   1 MiB ([`check_file_size`] names the real size), nesting deeper than
+//!   64, several documents, any anchor or alias (so no alias bombs) and any
+//!   tag (`!!binary`, `!ruby/object`), and
 //!   indexes the position of every node by path (`steps[2].needs[0]`); then
 //!   serde (`serde_norway` + `serde_path_to_error`, unknown keys refused)
 //!   reads the shape; then the meaning is checked: step ids (unique, no
@@ -20,6 +22,9 @@
 //!   (`research → evaluate → audit → research`);
 //! - **run checks**: [`check_run`] tests agents, the ACL of every step for
 //!   the caller and the inputs, and reports every problem at once;
+//!   [`check_task_sizes`] finds the tasks that can never fit what their
+//!   agent's transport delivers; [`warnings`] what is valid but likely a
+//!   mistake (an `output` that may read a skipped step);
 //! - the **plan** ([`Plan`]): dependencies are `needs` ∪ steps read by the
 //!   task ∪ steps read by `when`; topological order stable by file order;
 //!   [`Plan::ready`] for an eager executor;
@@ -85,20 +90,22 @@ mod validate;
 
 pub use builtin::{builtin, builtin_names};
 pub use condition::{Condition, Op};
-pub use error::{ErrorKind, RenderError, WorkflowError};
+pub use error::{ErrorKind, Growth, RenderError, TooLarge, Warning, WorkflowError};
 pub use exec::{
     Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, ResumeOptions,
     RunOptions, StepRouter,
 };
 pub use model::{
     ContextSpec, DEFAULT_CONTEXT_MESSAGES, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Gate, InputSpec,
-    OnFailure, Step, StepDefaults, Target, Workflow, workflow_json_schema,
+    MAX_RETRIES, MAX_TIMEOUT, OnFailure, Step, StepDefaults, Target, Workflow,
+    workflow_json_schema,
 };
 pub use plan::Plan;
 pub use run::{
-    ApprovalDecision, Attempt, GateDecision, RunStatus, RunSummary, StepRecord, StepStatus,
-    StepSummary, approve, attempt_run_id, read_step, read_summary,
+    ATTEMPTS_KEPT, ApprovalDecision, Attempt, DETAIL_KEPT, GateDecision, REASON_KEPT, RunStatus,
+    RunSummary, SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary, TASK_KEPT, approve,
+    attempt_run_id, read_step, read_summary,
 };
-pub use source::{MAX_DEPTH, MAX_FILE_BYTES};
+pub use source::{MAX_DEPTH, MAX_FILE_BYTES, check_file_size};
 pub use template::{Context, Field, Ref, RenderContext, Segment, StepOutput, Template};
-pub use validate::{ResolvedInputs, check_run, load};
+pub use validate::{ResolvedInputs, check_run, check_task_sizes, load, warnings};

@@ -21,6 +21,10 @@ use crate::template::Template;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Built-in retry count when neither the step nor `defaults` gives one.
 pub const DEFAULT_RETRIES: u32 = 0;
+/// Most retries a step (or `defaults`) may ask for.
+pub const MAX_RETRIES: u32 = 100;
+/// Longest timeout a step (or `defaults`) may have: 7 days.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Messages read from a step's `context` channel when `messages` is not given.
 pub const DEFAULT_CONTEXT_MESSAGES: usize = 20;
 
@@ -225,7 +229,7 @@ impl JsonSchema for Dur {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "Seconds (120) or a duration like 90s, 10m, 1h 30m.",
+            "description": "Seconds (120) or a duration like 90s, 10m, 1h 30m; longer than zero, at most 7 days.",
             "oneOf": [
                 { "type": "integer", "minimum": 1 },
                 { "type": "string", "pattern": "^\\s*(\\d+\\s*(ms|s|m|h)\\s*)+$" }
@@ -294,7 +298,8 @@ pub(crate) struct RawInput {
 pub(crate) struct RawDefaults {
     /// How long a step may take (default 10m).
     pub(crate) timeout: Option<Dur>,
-    /// How many times a failed step is asked again (default 0).
+    /// How many times a failed step is asked again (default 0, at most 100).
+    #[schemars(range(max = 100))]
     pub(crate) retries: Option<u32>,
     /// What a failed step does to the run (default stop).
     pub(crate) on_failure: Option<OnFailure>,
@@ -322,7 +327,8 @@ pub(crate) struct RawStep {
     pub(crate) needs: Vec<String>,
     /// How long the step may take.
     pub(crate) timeout: Option<Dur>,
-    /// How many times a failed step is asked again.
+    /// How many times a failed step is asked again (at most 100).
+    #[schemars(range(max = 100))]
     pub(crate) retries: Option<u32>,
     /// Run only when this holds, e.g. `steps.research.confidence >= medium`.
     pub(crate) when: Option<String>,

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use orch_delegate::orch_handoff::{
-    Expect, Handoff, HandoffStore, MAX_ID_LEN, RunId, StoreError, WorkflowRecord, parse_handoff,
+    Expect, Handoff, HandoffKey, HandoffStore, MAX_ID_LEN, RunId, StoreError, WorkflowRecord,
+    parse_handoff,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -57,9 +58,95 @@ pub enum ApprovalDecision {
     Approve,
     /// The step fails (its `on_failure` applies).
     Reject {
-        /// Why.
+        /// Why (stored cut to [`REASON_KEPT`] bytes).
+        #[serde(serialize_with = "cut_reason")]
         reason: String,
     },
+}
+
+// ---------------------------------------------------------------------------
+// Bounds. A record the engine writes must always read back: the store
+// refuses records over `HandoffStore::max_record_bytes` (4 × its handoff
+// cap), so nothing in a record may grow with what agents write. Each text
+// is cut when it is stored, measured as JSON (an escaped control character
+// takes six bytes); the handoff is not copied at all (the store holds it,
+// the record names it), and the number of attempts kept is capped.
+
+/// Bytes of a rendered task a step record keeps; a longer task is stored
+/// cut, with its size and SHA-256, and rendered again on resume.
+pub const TASK_KEPT: usize = 64 * 1024;
+/// Bytes of a step's `reason` (and of a rejection's) a step record keeps.
+pub const REASON_KEPT: usize = 4 * 1024;
+/// Bytes of an attempt's `detail` a step record keeps.
+pub const DETAIL_KEPT: usize = 1024;
+/// Bytes of a step's `reason` the run summary keeps (the step record has
+/// more).
+pub const SUMMARY_REASON_KEPT: usize = 256;
+/// Attempts a step record lists: beyond this, the oldest earlier attempts
+/// (then the oldest `lost` ones) are dropped and only counted.
+pub const ATTEMPTS_KEPT: usize = 128;
+
+/// The JSON-escaped length of `c` (as serde_json writes it).
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// The longest prefix of `s` whose JSON form takes at most `max` bytes.
+pub(crate) fn json_prefix(s: &str, max: usize) -> &str {
+    let mut used = 0usize;
+    for (i, c) in s.char_indices() {
+        used += escaped_len(c);
+        if used > max {
+            return &s[..i];
+        }
+    }
+    s
+}
+
+/// `s` if its JSON form fits in `max` bytes, else a prefix and `…`.
+pub(crate) fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let whole = json_prefix(s, max);
+    if whole.len() == s.len() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let kept = json_prefix(s, max.saturating_sub('…'.len_utf8()));
+    std::borrow::Cow::Owned(format!("{kept}…"))
+}
+
+fn cut_reason<S: Serializer>(s: &str, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&cut(s, REASON_KEPT))
+}
+
+fn cut_reason_opt<S: Serializer>(s: &Option<String>, ser: S) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => ser.serialize_some(&*cut(s, REASON_KEPT)),
+        None => ser.serialize_none(),
+    }
+}
+
+fn cut_detail<S: Serializer>(s: &Option<String>, ser: S) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => ser.serialize_some(&*cut(s, DETAIL_KEPT)),
+        None => ser.serialize_none(),
+    }
+}
+
+fn cut_task<S: Serializer>(s: &Option<String>, ser: S) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => ser.serialize_some(json_prefix(s, TASK_KEPT)),
+        None => ser.serialize_none(),
+    }
+}
+
+/// Hex SHA-256 of `s`.
+pub(crate) fn sha256(s: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The run id of attempt `n` (1-based) of `step` in workflow run `wf`:
@@ -109,7 +196,8 @@ pub struct Attempt {
     pub finished: Option<jiff::Timestamp>,
     /// The step's timeout when it was sent (for re-awaiting on resume).
     pub timeout_ms: u64,
-    /// What went wrong, if anything.
+    /// What went wrong, if anything (stored cut to [`DETAIL_KEPT`] bytes).
+    #[serde(serialize_with = "cut_detail")]
     pub detail: Option<String>,
 }
 
@@ -141,21 +229,50 @@ pub struct StepRecord {
     /// fresh start (its retry budget counts `attempts` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_attempts: Vec<Attempt>,
-    /// The task as sent.
+    /// Attempts no longer listed (over [`ATTEMPTS_KEPT`]), counted so that
+    /// derived delegation ids keep counting up.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_attempts: u64,
+    /// The task as sent. Whole in memory; a task over [`TASK_KEPT`] bytes
+    /// is stored cut, with [`rendered_task_bytes`](Self::rendered_task_bytes)
+    /// and [`rendered_task_sha256`](Self::rendered_task_sha256) (set it with
+    /// [`set_rendered_task`](Self::set_rendered_task)).
+    #[serde(serialize_with = "cut_task")]
     pub rendered_task: Option<String>,
+    /// The whole task's size in bytes, when it is stored cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_task_bytes: Option<u64>,
+    /// The whole task's SHA-256 (hex), when it is stored cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_task_sha256: Option<String>,
     /// The gate's verdict on the last handoff.
     pub gate: Option<GateDecision>,
     /// A human's decision, when the gate asks for one.
     pub approval: Option<ApprovalDecision>,
-    /// The last valid handoff.
-    #[serde(with = "handoff_json")]
+    /// The last valid handoff. Not stored in the record (the store holds
+    /// it under [`handoff_run_id`](Self::handoff_run_id)); [`read_step`]
+    /// reads it back from there. Records of older versions that embed it
+    /// still read.
+    #[serde(
+        default,
+        skip_serializing,
+        deserialize_with = "handoff_json::deserialize"
+    )]
     pub handoff: Option<Handoff>,
+    /// The delegation whose handoff [`handoff`](Self::handoff) is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_run_id: Option<RunId>,
     /// When the step started.
     pub started: Option<jiff::Timestamp>,
     /// When it ended.
     pub finished: Option<jiff::Timestamp>,
-    /// Why it was skipped or failed.
+    /// Why it was skipped or failed (stored cut to [`REASON_KEPT`] bytes).
+    #[serde(serialize_with = "cut_reason_opt")]
     pub reason: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StepRecord {
@@ -179,14 +296,71 @@ impl StepRecord {
         earlier.append(&mut self.attempts);
         *self = Self {
             earlier_attempts: earlier,
+            dropped_attempts: self.dropped_attempts,
             delegation_run_id: self.delegation_run_id.take(),
             ..Self::new(&self.step)
         };
+        self.compact();
     }
 
     /// Delegations made for this step, before and after any restart.
     pub(crate) fn delegations(&self) -> usize {
-        self.earlier_attempts.len() + self.attempts.len()
+        let dropped = usize::try_from(self.dropped_attempts).unwrap_or(usize::MAX);
+        dropped
+            .saturating_add(self.earlier_attempts.len())
+            .saturating_add(self.attempts.len())
+    }
+
+    /// Adds an attempt, keeping at most [`ATTEMPTS_KEPT`] listed.
+    pub(crate) fn push_attempt(&mut self, a: Attempt) {
+        self.attempts.push(a);
+        self.compact();
+    }
+
+    /// Drops the oldest earlier attempts, then the oldest `lost` ones,
+    /// while more than [`ATTEMPTS_KEPT`] are listed. Attempts that count
+    /// against the retry budget (at most `retries + 1`) are never dropped.
+    fn compact(&mut self) {
+        while self.earlier_attempts.len() + self.attempts.len() > ATTEMPTS_KEPT {
+            if !self.earlier_attempts.is_empty() {
+                self.earlier_attempts.remove(0);
+            } else if let Some(i) = self.attempts.iter().position(|a| a.status == "lost") {
+                self.attempts.remove(i);
+            } else {
+                break;
+            }
+            self.dropped_attempts += 1;
+        }
+    }
+
+    /// Sets the task as sent, with its size and hash when it is too long
+    /// to be stored whole.
+    pub fn set_rendered_task(&mut self, task: String) {
+        if task.len() == json_prefix(&task, TASK_KEPT).len() {
+            self.rendered_task_bytes = None;
+            self.rendered_task_sha256 = None;
+        } else {
+            self.rendered_task_bytes = Some(task.len() as u64);
+            self.rendered_task_sha256 = Some(sha256(&task));
+        }
+        self.rendered_task = Some(task);
+    }
+
+    /// Whether [`rendered_task`](Self::rendered_task) is the whole task
+    /// (not a record's cut copy).
+    pub fn has_whole_task(&self) -> bool {
+        match (&self.rendered_task, self.rendered_task_bytes) {
+            (Some(t), Some(n)) => t.len() as u64 == n,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Sets the handoff the step's outcome rests on (the store keeps it;
+    /// the record names it).
+    pub(crate) fn set_handoff(&mut self, h: Handoff) {
+        self.handoff_run_id = Some(h.run_id.clone());
+        self.handoff = Some(h);
     }
 
     /// A pending record.
@@ -198,10 +372,14 @@ impl StepRecord {
             delegation_run_id: None,
             attempts: Vec::new(),
             earlier_attempts: Vec::new(),
+            dropped_attempts: 0,
             rendered_task: None,
+            rendered_task_bytes: None,
+            rendered_task_sha256: None,
             gate: None,
             approval: None,
             handoff: None,
+            handoff_run_id: None,
             started: None,
             finished: None,
             reason: None,
@@ -253,6 +431,10 @@ pub struct RunSummary {
     pub finished: Option<jiff::Timestamp>,
     /// The rendered `output` template, once every step it reads completed.
     pub output: Option<String>,
+    /// Why a run that ended has no `output` although the workflow has one
+    /// (a step it reads was skipped or failed; it was too large to store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_note: Option<String>,
 }
 
 impl StepSummary {
@@ -266,17 +448,73 @@ impl StepSummary {
             agent: r.agent.clone(),
             attempts: u32::try_from(r.delegations()).unwrap_or(u32::MAX),
             duration_ms,
-            reason: r.reason.clone(),
+            reason: r
+                .reason
+                .as_deref()
+                .map(|r| cut(r, SUMMARY_REASON_KEPT).into_owned()),
         }
     }
 }
 
+/// The largest a step record of `step` can become, in bytes as the store
+/// writes it (pretty JSON): every text at its cap, every attempt listed.
+pub(crate) fn largest_step_record(step: &str, longest_agent: usize) -> u64 {
+    let wide = |n: usize| "x".repeat(n);
+    let id = || RunId::new(wide(MAX_ID_LEN)).unwrap_or_else(|_| RunId::generate());
+    let ts = jiff::Timestamp::MAX;
+    let attempt = Attempt {
+        run_id: id(),
+        status: "timed-out".to_owned(),
+        started: ts,
+        finished: Some(ts),
+        timeout_ms: u64::MAX,
+        detail: Some(wide(DETAIL_KEPT)),
+    };
+    let mut rec = StepRecord::new(step);
+    rec.status = StepStatus::AwaitingApproval;
+    rec.agent = Some(wide(longest_agent));
+    rec.delegation_run_id = Some(id());
+    rec.attempts = vec![attempt; ATTEMPTS_KEPT];
+    rec.dropped_attempts = u64::MAX;
+    rec.set_rendered_task(wide(TASK_KEPT + 1));
+    rec.gate = Some(GateDecision {
+        passed: false,
+        reason: "status complete is not one of complete, partial, blocked, failed and confidence unstated is below medium".to_owned(),
+    });
+    rec.approval = Some(ApprovalDecision::Reject {
+        reason: wide(REASON_KEPT),
+    });
+    rec.handoff_run_id = Some(id());
+    rec.started = Some(ts);
+    rec.finished = Some(ts);
+    rec.reason = Some(wide(REASON_KEPT));
+    serde_json::to_vec_pretty(&rec).map_or(u64::MAX, |v| v.len() as u64 + 1)
+}
+
+/// The largest `s` can become, in bytes as the store writes it: every step
+/// at its widest (status, agent, counts, reason), the output at
+/// `output_limit`, and a note.
+pub(crate) fn largest_summary(s: &RunSummary, longest_agent: usize, output_limit: usize) -> u64 {
+    let mut wide = s.clone();
+    let agent = "x".repeat(longest_agent);
+    for st in wide.steps.values_mut() {
+        st.status = StepStatus::AwaitingApproval;
+        if st.agent.as_ref().is_none_or(|a| a.len() < longest_agent) {
+            st.agent = Some(agent.clone());
+        }
+        st.attempts = u32::MAX;
+        st.duration_ms = Some(u64::MAX);
+        st.reason = Some("x".repeat(SUMMARY_REASON_KEPT));
+    }
+    wide.status = RunStatus::CompletedWithFailures;
+    wide.finished = Some(jiff::Timestamp::MAX);
+    wide.output = Some("x".repeat(output_limit));
+    wide.output_note = Some("x".repeat(REASON_KEPT));
+    serde_json::to_vec_pretty(&wide).map_or(u64::MAX, |v| v.len() as u64 + 1)
+}
+
 mod handoff_json {
     use super::*;
-
-    pub(super) fn serialize<S: Serializer>(h: &Option<Handoff>, s: S) -> Result<S::Ok, S::Error> {
-        h.serialize(s)
-    }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
@@ -323,21 +561,34 @@ pub(crate) async fn put_summary(store: &dyn HandoffStore, s: &RunSummary) -> Res
     Ok(())
 }
 
-/// Reads the record of `step` in run `run` (`None` if it has none).
+/// Reads the record of `step` in run `run` (`None` if it has none), with
+/// its handoff read back from the store (left out if the store no longer
+/// has it or it does not read: [`StepRecord::handoff_run_id`] still names
+/// it).
 pub async fn read_step(
     store: &dyn HandoffStore,
     run: &RunId,
     step: &str,
 ) -> Result<Option<StepRecord>, ExecError> {
-    match store
+    let mut rec: StepRecord = match store
         .get_workflow_record(run, &WorkflowRecord::Step(step.to_owned()))
         .await?
     {
-        None => Ok(None),
+        None => return Ok(None),
         Some(v) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(|e| corrupt(run, &format!("step record {step}"), e)),
+            .map_err(|e| corrupt(run, &format!("step record {step}"), e))?,
+    };
+    if rec.handoff.is_none()
+        && let Some(id) = rec.handoff_run_id.clone()
+    {
+        match store.get(&HandoffKey::top(id.clone())).await {
+            Ok(h) => rec.handoff = h,
+            Err(e) => {
+                tracing::warn!(step, handoff = %id, error = %e, "the handoff of a step does not read");
+            }
+        }
     }
+    Ok(Some(rec))
 }
 
 /// Reads the summary of run `run`.

@@ -29,6 +29,8 @@ pub(crate) struct SourceMap {
     origin: String,
     text: String,
     nodes: BTreeMap<String, Node>,
+    /// Where the file ends ([`end_of`]).
+    end: (usize, usize),
 }
 
 enum Frame {
@@ -55,29 +57,20 @@ impl SourceMap {
             path: path.to_owned(),
             message,
         };
-        if text.len() > MAX_FILE_BYTES {
-            return Err(fail(
-                ErrorKind::Limit,
-                1,
-                1,
-                "",
-                format!(
-                    "the file is {} bytes; workflow files are limited to {MAX_FILE_BYTES} bytes (1 MiB)",
-                    text.len()
-                ),
-            ));
-        }
+        check_file_size(text.len() as u64, origin)?;
+        let end = end_of(text);
         let mut map = Self {
             origin: origin.to_owned(),
             text: text.to_owned(),
             nodes: BTreeMap::new(),
+            end,
         };
         let mut stack: Vec<Frame> = Vec::new();
         let mut documents = 0usize;
         let mut root_seen = false;
         for item in Parser::new_from_str(text) {
             let (event, span) = item.map_err(|e| {
-                let (line, column) = (e.marker().line(), e.marker().col() + 1);
+                let (line, column) = clamp((e.marker().line(), e.marker().col() + 1), end);
                 if e.info().contains("tab")
                     && let Some((l, c)) = indenting_tab(text, line)
                 {
@@ -98,7 +91,22 @@ impl SourceMap {
                     format!("invalid YAML: {}", e.info()),
                 )
             })?;
-            let (line, column) = (span.start.line(), span.start.col() + 1);
+            let (line, column) = clamp((span.start.line(), span.start.col() + 1), end);
+            if let Event::Scalar(_, _, _, Some(tag))
+            | Event::SequenceStart(_, Some(tag))
+            | Event::MappingStart(_, Some(tag)) = &event
+            {
+                return Err(fail(
+                    ErrorKind::Syntax,
+                    line,
+                    column,
+                    "",
+                    format!(
+                        "YAML tags are not allowed in workflow files: `{}`",
+                        tag_text(tag)
+                    ),
+                ));
+            }
             let anchor = match &event {
                 Event::DocumentStart(_) => {
                     documents += 1;
@@ -203,6 +211,11 @@ impl SourceMap {
             ));
         }
         Ok(map)
+    }
+
+    /// `(line, column)`, or the end of the file if that is past it.
+    pub(crate) fn within(&self, at: (usize, usize)) -> (usize, usize) {
+        clamp(at, self.end)
     }
 
     /// Whether a node sits exactly at `path`.
@@ -312,6 +325,69 @@ impl SourceMap {
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         (line, self.text[line_start..target].chars().count() + 1)
     }
+}
+
+/// Where the file ends: the line after its last line break (YAML counts
+/// `\n`, `\r\n` and a lone `\r`) and the column after its last character.
+fn end_of(text: &str) -> (usize, usize) {
+    let mut last_line = 1;
+    let mut last_start = 0;
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+            last_line += 1;
+            last_start = i + 1;
+        }
+    }
+    (last_line, text[last_start..].chars().count() + 1)
+}
+
+/// `(line, column)`, or `end` if that is past it: the scanner places an
+/// error at the end of input, and an empty node there, on the line after
+/// the last (found by the property tests).
+fn clamp((line, column): (usize, usize), end: (usize, usize)) -> (usize, usize) {
+    if line > end.0 {
+        end
+    } else {
+        (line.max(1), column.max(1))
+    }
+}
+
+/// Refuses a workflow file of `size` bytes if it is over
+/// [`MAX_FILE_BYTES`]: the error names the real size (a caller that reads
+/// a file only up to a cap passes the file's length, not what it read).
+pub fn check_file_size(size: u64, origin: &str) -> Result<(), WorkflowError> {
+    if size <= MAX_FILE_BYTES as u64 {
+        return Ok(());
+    }
+    Err(WorkflowError {
+        kind: ErrorKind::Limit,
+        origin: origin.to_owned(),
+        line: 1,
+        column: 1,
+        path: String::new(),
+        message: format!(
+            "the file is {size} bytes; workflow files are limited to {MAX_FILE_BYTES} bytes (1 MiB)"
+        ),
+    })
+}
+
+/// A tag as written (`!!binary`, `!ruby/object`), at most 60 characters.
+fn tag_text(tag: &saphyr_parser::Tag) -> String {
+    let text = if tag.is_yaml_core_schema() {
+        format!("!!{}", tag.suffix)
+    } else if tag.handle.starts_with('!') {
+        format!("{}{}", tag.handle, tag.suffix)
+    } else {
+        format!("!<{}{}>", tag.handle, tag.suffix)
+    };
+    // YAML tags are URI characters (`%`-escaped otherwise): nothing to
+    // neutralise, only to shorten.
+    let mut shown: String = text.chars().take(60).collect();
+    if text.chars().count() > 60 {
+        shown.push('…');
+    }
+    shown
 }
 
 /// The first tab in the leading whitespace of a line, from line `from`

@@ -7,9 +7,10 @@
 //! escape: every `{{` opens a reference. Rendering fails on a missing value
 //! rather than printing an empty string.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use crate::error::RenderError;
+use crate::error::{Growth, RenderError, TooLarge};
 use orch_delegate::orch_handoff::{Artifact, Confidence, Handoff, Status};
 
 /// A field of a finished step that a template or condition can read.
@@ -310,38 +311,128 @@ impl Template {
     }
 
     /// Renders the template; a value it needs that `ctx` lacks is an error.
+    /// Unbounded: for text whose size the caller bounds some other way
+    /// (see [`render_within`](Self::render_within)).
     pub fn render(&self, ctx: &dyn RenderContext) -> Result<String, RenderError> {
-        let mut out = String::with_capacity(self.source.len());
+        self.render_within(ctx, u64::MAX)
+    }
+
+    /// Renders the template into at most `limit` bytes. The moment the text
+    /// passes the limit, building stops (what was built is dropped) and the
+    /// rest is only measured, so the error says how large the text would
+    /// be and which references grew it ([`RenderError::TooLarge`]) without
+    /// ever holding it. A missing value is still an error first.
+    pub fn render_within(
+        &self,
+        ctx: &dyn RenderContext,
+        limit: u64,
+    ) -> Result<String, RenderError> {
+        let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut out = String::with_capacity(self.source.len().min(cap));
+        let mut size = 0u64;
+        let mut over = false;
         for seg in &self.segments {
-            match seg {
-                Segment::Text(t) => out.push_str(t),
-                Segment::Ref(r) => out.push_str(&lookup(r, ctx)?),
+            let piece = match seg {
+                Segment::Text(t) => Cow::Borrowed(t.as_str()),
+                Segment::Ref(r) => lookup(r, ctx)?,
+            };
+            size = size.saturating_add(piece.len() as u64);
+            if !over && size > limit {
+                over = true;
+                out = String::new();
             }
+            if !over {
+                out.push_str(&piece);
+            }
+        }
+        if over {
+            return Err(RenderError::TooLarge(self.too_large(ctx, size, limit)));
         }
         Ok(out)
     }
+
+    /// What a text over `limit` is made of, largest part first.
+    pub(crate) fn too_large(&self, ctx: &dyn RenderContext, size: u64, limit: u64) -> TooLarge {
+        let mut parts: Vec<Growth> = Vec::new();
+        for seg in &self.segments {
+            let (what, bytes) = match seg {
+                Segment::Text(t) => ("text".to_owned(), t.len() as u64),
+                Segment::Ref(r) => (r.to_string(), lookup(r, ctx).map_or(0, |p| p.len() as u64)),
+            };
+            match parts.iter_mut().find(|g| g.what == what) {
+                Some(g) => {
+                    g.times += 1;
+                    g.bytes = g.bytes.saturating_add(bytes);
+                }
+                None => parts.push(Growth {
+                    what,
+                    times: 1,
+                    bytes,
+                }),
+            }
+        }
+        parts.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.what.cmp(&b.what)));
+        TooLarge {
+            size,
+            limit,
+            growth: parts,
+        }
+    }
+
+    /// The bytes of the template that are known before any step has run:
+    /// its own text and the inputs it reads (`inputs`), a lower bound of
+    /// what it renders to; with the references that count, largest first.
+    pub(crate) fn known_size(&self, inputs: &dyn Fn(&str) -> Option<u64>) -> TooLarge {
+        let mut parts: Vec<Growth> = Vec::new();
+        let mut size = 0u64;
+        for seg in &self.segments {
+            let (what, bytes) = match seg {
+                Segment::Text(t) => ("text".to_owned(), t.len() as u64),
+                Segment::Ref(r @ Ref::Input(name)) => (r.to_string(), inputs(name).unwrap_or(0)),
+                Segment::Ref(_) => continue,
+            };
+            size = size.saturating_add(bytes);
+            match parts.iter_mut().find(|g| g.what == what) {
+                Some(g) => {
+                    g.times += 1;
+                    g.bytes = g.bytes.saturating_add(bytes);
+                }
+                None => parts.push(Growth {
+                    what,
+                    times: 1,
+                    bytes,
+                }),
+            }
+        }
+        parts.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.what.cmp(&b.what)));
+        TooLarge {
+            size,
+            limit: 0,
+            growth: parts,
+        }
+    }
 }
 
-/// The text of one reference.
-pub(crate) fn lookup(r: &Ref, ctx: &dyn RenderContext) -> Result<String, RenderError> {
-    let missing = || RenderError(format!("`{r}` has no value"));
+/// The text of one reference, borrowed from `ctx` where it can be.
+pub(crate) fn lookup<'a>(r: &Ref, ctx: &'a dyn RenderContext) -> Result<Cow<'a, str>, RenderError> {
+    let missing = || RenderError::Missing(format!("`{r}` has no value"));
     match r {
-        Ref::Input(name) => ctx.input(name).map(str::to_owned).ok_or_else(missing),
-        Ref::RunId => ctx.run_id().map(str::to_owned).ok_or_else(missing),
+        Ref::Input(name) => ctx.input(name).map(Cow::Borrowed).ok_or_else(missing),
+        Ref::RunId => ctx.run_id().map(Cow::Borrowed).ok_or_else(missing),
         Ref::Step { id, field } => {
             let out = ctx.step(id).ok_or_else(|| {
-                RenderError(format!("`{r}` has no value: step `{id}` has not finished"))
+                RenderError::Missing(format!("`{r}` has no value: step `{id}` has not finished"))
             })?;
-            match field {
-                Field::Result => Ok(out.result.clone()),
-                Field::Status => Ok(status_str(out.status).to_owned()),
+            Ok(match field {
+                Field::Result => Cow::Borrowed(out.result.as_str()),
+                Field::Status => Cow::Borrowed(status_str(out.status)),
                 // The handoff field is optional: say so rather than fail.
                 Field::Confidence => {
-                    Ok(out.confidence.map_or("unstated", confidence_str).to_owned())
+                    Cow::Borrowed(out.confidence.map_or("unstated", confidence_str))
                 }
-                Field::Notes => Ok(out.notes.clone()),
-                Field::Artifacts => Ok(out.artifacts.join("\n")),
-            }
+                Field::Notes => Cow::Borrowed(out.notes.as_str()),
+                Field::Artifacts => Cow::Owned(out.artifacts.join("\n")),
+            })
         }
     }
 }
@@ -396,7 +487,12 @@ mod tests {
     #[test]
     fn missing_values_are_errors() {
         let t = Template::new("{{ steps.other.result }}").unwrap();
-        assert!(t.render(&ctx()).unwrap_err().0.contains("has not finished"));
+        assert!(
+            t.render(&ctx())
+                .unwrap_err()
+                .to_string()
+                .contains("has not finished")
+        );
         let t = Template::new("{{ inputs.nope }}").unwrap();
         assert!(t.render(&ctx()).is_err());
     }

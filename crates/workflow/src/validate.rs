@@ -2,13 +2,15 @@
 //! run request (agents, ACL, inputs).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use orch_delegate::orch_acl::Policy;
 
 use crate::condition::Condition;
 use crate::error::{ErrorKind, WorkflowError};
 use crate::model::{
-    Gate, InputSpec, RawStep, RawWorkflow, RouteMode, Step, StepDefaults, Target, Workflow,
+    Gate, InputSpec, MAX_RETRIES, MAX_TIMEOUT, OnFailure, RawStep, RawWorkflow, RouteMode, Step,
+    StepDefaults, Target, Workflow,
 };
 use crate::plan::{Plan, arrows};
 use crate::source::SourceMap;
@@ -63,6 +65,9 @@ fn strip_location(message: &str) -> String {
 /// conditions and what they reference, `needs`, and cycles. Returns the
 /// first error found.
 pub fn load(text: &str, origin: &str) -> Result<Workflow, WorkflowError> {
+    // A UTF-8 byte order mark (as some editors save) is not content; the
+    // positions are those an editor shows, which hides it too.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let source = SourceMap::scan(text, origin)?;
     let de = serde_norway::Deserializer::from_str(text);
     let raw: RawWorkflow = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -95,7 +100,12 @@ pub fn load(text: &str, origin: &str) -> Result<Workflow, WorkflowError> {
             Some(_) if !unknown_key && source.has(&path) => {
                 source.error(ErrorKind::Schema, path, message)
             }
-            Some(l) => source.error_at(ErrorKind::Schema, path, (l.line(), l.column()), message),
+            Some(l) => source.error_at(
+                ErrorKind::Schema,
+                path,
+                source.within((l.line(), l.column())),
+                message,
+            ),
             None => source.error(ErrorKind::Schema, path, message),
         }
     })?;
@@ -162,13 +172,8 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
         retries: raw.defaults.retries,
         on_failure: raw.defaults.on_failure,
     };
-    if defaults.timeout.is_some_and(|t| t.is_zero()) {
-        return Err(err(
-            ErrorKind::Schema,
-            "defaults.timeout".into(),
-            "a timeout must be longer than zero".into(),
-        ));
-    }
+    check_timeout(defaults.timeout, "defaults.timeout", &source)?;
+    check_retries(defaults.retries, "defaults.retries", &source)?;
 
     // Ids first: references need to know every step.
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
@@ -254,6 +259,62 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
         plan,
         source,
     })
+}
+
+/// A timeout must be longer than zero and at most [`MAX_TIMEOUT`].
+fn check_timeout(
+    timeout: Option<Duration>,
+    path: &str,
+    source: &SourceMap,
+) -> Result<(), WorkflowError> {
+    match timeout {
+        Some(t) if t.is_zero() => Err(source.error(
+            ErrorKind::Schema,
+            path,
+            "a timeout must be longer than zero",
+        )),
+        Some(t) if t > MAX_TIMEOUT => Err(source.error(
+            ErrorKind::Schema,
+            path,
+            format!(
+                "a timeout of {} is longer than the limit of 7 days",
+                friendly(t)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `retries` is at most [`MAX_RETRIES`].
+fn check_retries(
+    retries: Option<u32>,
+    path: &str,
+    source: &SourceMap,
+) -> Result<(), WorkflowError> {
+    match retries {
+        Some(n) if n > MAX_RETRIES => Err(source.error(
+            ErrorKind::Schema,
+            path,
+            format!("`retries` is {n}; a step may be retried at most {MAX_RETRIES} times"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `8d 4h`, `90s`: a duration as a person writes it.
+fn friendly(d: Duration) -> String {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|s| jiff::Span::try_from(s).ok())
+        .and_then(|span| {
+            span.round(
+                jiff::SpanRound::new()
+                    .largest(jiff::Unit::Day)
+                    .days_are_24_hours(),
+            )
+            .ok()
+        })
+        .map_or_else(|| format!("{}s", d.as_secs()), |span| format!("{span:#}"))
 }
 
 fn parse_template(text: &str, path: &str, source: &SourceMap) -> Result<Template, WorkflowError> {
@@ -360,13 +421,8 @@ fn build_step(
             format!("step `{id}` has an empty `task`"),
         ));
     }
-    if rs.timeout.is_some_and(|t| t.0.is_zero()) {
-        return Err(err(
-            ErrorKind::Schema,
-            at("timeout"),
-            "a timeout must be longer than zero".into(),
-        ));
-    }
+    check_timeout(rs.timeout.map(|d| d.0), &at("timeout"), source)?;
+    check_retries(rs.retries, &at("retries"), source)?;
 
     let mut deps: Vec<usize> = Vec::new();
     let mut mentions = Mentions::new();
@@ -589,4 +645,129 @@ pub fn check_run(
     } else {
         Err(errors)
     }
+}
+
+/// Checks, before anything is sent, that what is known of every step's
+/// task before the run (its own text and the inputs it reads: a lower
+/// bound of what it renders to) fits what its agent's transport delivers
+/// ([`Transport::max_task_bytes`], less orch's instructions around the
+/// task); a `route: auto` step is held to the roomiest agent. The run
+/// itself stops rendering a task the moment it passes the limit; this
+/// finds the tasks that can never fit, with the step's line and column.
+/// Collects every error.
+///
+/// [`Transport::max_task_bytes`]: orch_delegate::Transport::max_task_bytes
+pub fn check_task_sizes(
+    wf: &Workflow,
+    inputs: &ResolvedInputs,
+    delegator: &orch_delegate::Delegator,
+    caller: &str,
+) -> Result<(), Vec<WorkflowError>> {
+    let run = orch_delegate::orch_handoff::RunId::generate_workflow(&wf.name);
+    check_task_sizes_for(wf, inputs.as_map(), delegator, caller, &run)
+}
+
+/// [`check_task_sizes`] for workflow run `run`.
+pub(crate) fn check_task_sizes_for(
+    wf: &Workflow,
+    inputs: &BTreeMap<String, String>,
+    delegator: &orch_delegate::Delegator,
+    caller: &str,
+    run: &orch_delegate::orch_handoff::RunId,
+) -> Result<(), Vec<WorkflowError>> {
+    let mut errors = Vec::new();
+    for (i, step) in wf.steps.iter().enumerate() {
+        let Some(budget) = crate::exec::budgets(delegator, run, step, caller)
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        let mut known = step
+            .task
+            .known_size(&|name| inputs.get(name).map(|v| v.len() as u64));
+        if known.size <= budget.task() {
+            continue;
+        }
+        known.limit = budget.task();
+        errors.push(wf.source.error(
+            ErrorKind::TaskTooLarge,
+            format!("steps[{i}].task"),
+            format!(
+                "step `{}`: {}",
+                step.id,
+                budget.refusal("task, before any step result,", &known)
+            ),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// What in a valid workflow is likely a mistake: the `output` reads a step
+/// that may end without a result while the run still completes (its own
+/// `when` or one of a step it depends on may skip it; it or a step it
+/// depends on may fail under `on_failure: continue`). The run then reports
+/// no output and says why; this says it before the run.
+pub fn warnings(wf: &Workflow) -> Vec<crate::error::Warning> {
+    let mut out = Vec::new();
+    let Some(output) = &wf.output else {
+        return out;
+    };
+    let text = output.source();
+    let mut seen = BTreeSet::new();
+    for (r, offset, len) in output.refs_with_offsets() {
+        let Ref::Step { id, .. } = r else { continue };
+        if !seen.insert(id.as_str()) {
+            continue;
+        }
+        let Some(why) = may_not_complete(wf, id) else {
+            continue;
+        };
+        let (line, column) = wf.source.locate("output", text, offset, len);
+        out.push(crate::error::Warning {
+            origin: wf.origin().to_owned(),
+            line,
+            column,
+            message: format!(
+                "`output` reads step `{id}`, which {why}: the run would then complete with no output"
+            ),
+        });
+    }
+    out
+}
+
+/// Why step `id` may end without a result in a run that still completes.
+fn may_not_complete(wf: &Workflow, id: &str) -> Option<String> {
+    let step = wf.step(id)?;
+    if let Some(when) = &step.when {
+        return Some(format!("its `when: {when}` may skip"));
+    }
+    if wf.on_failure_of(step) == OnFailure::Continue {
+        return Some("may fail under `on_failure: continue`".to_owned());
+    }
+    // Its dependencies, nearest first.
+    let mut queue: std::collections::VecDeque<&str> = wf.plan().deps(id).into();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    while let Some(dep) = queue.pop_front() {
+        if !seen.insert(dep) {
+            continue;
+        }
+        let Some(d) = wf.step(dep) else { continue };
+        if d.when.is_some() {
+            return Some(format!(
+                "is skipped when step `{dep}` is (its `when` may skip it)"
+            ));
+        }
+        if wf.on_failure_of(d) == OnFailure::Continue {
+            return Some(format!(
+                "is skipped when step `{dep}` fails under `on_failure: continue`"
+            ));
+        }
+        queue.extend(wf.plan().deps(dep));
+    }
+    None
 }

@@ -102,10 +102,24 @@ pub(crate) fn source_of(name: &str) -> Result<(String, String), CliError> {
 
 fn read(path: &Path) -> Result<String, CliError> {
     use std::io::Read;
+    let cannot =
+        |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    // The size cap names the file's real size, not what a capped read got
+    // (and a cut in the middle of a character is no UTF-8 error).
+    let size = file.metadata().map_err(cannot)?.len();
+    orch_workflow::check_file_size(size, &path.display().to_string())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_READ).read_to_end(&mut bytes))
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    (&mut file)
+        .take(MAX_READ)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > size {
+        // It grew while being read: what was read is judged.
+        orch_workflow::check_file_size(bytes.len() as u64, &path.display().to_string())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
     String::from_utf8(bytes).map_err(|e| {
         CliError::Usage(format!(
             "{}: not UTF-8 (invalid byte at offset {})",
@@ -213,6 +227,9 @@ fn validate(
         wf.steps.len(),
         wf.plan().levels().iter().map(Vec::len).max().unwrap_or(0)
     ))?;
+    for w in orch_workflow::warnings(&wf) {
+        out::note(&format!("warning: {w}"));
+    }
     Ok(Exit::Ok)
 }
 

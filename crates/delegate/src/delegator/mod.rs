@@ -504,6 +504,34 @@ impl Delegator {
             .map(|&i| &self.agents[i].entry.transport)
     }
 
+    /// The length in bytes of the message the first ask of a top-level
+    /// delegation `run_id` to `agent` from `caller` would send, with this
+    /// `task` and `context`: what [`Transport::max_task_bytes`] limits (the
+    /// handoff instructions around a task are part of what is sent). With
+    /// an empty task it is what the instructions take.
+    pub fn message_bytes(
+        &self,
+        run_id: &RunId,
+        agent: &str,
+        caller: &str,
+        task: &str,
+        context: Option<&str>,
+    ) -> u64 {
+        let handoff_path = self.store.location(&HandoffKey::top(run_id.clone()));
+        let message = task_message(&MessageInput {
+            run_id,
+            agent,
+            caller,
+            task,
+            context,
+            handoff_path: &handoff_path,
+            scope: Scope::Top,
+            submit_args: &self.config.submit_args,
+            reask: None,
+        });
+        message.len() as u64
+    }
+
     /// The ACL every delegation is checked against.
     pub fn policy(&self) -> &Policy {
         &self.policy

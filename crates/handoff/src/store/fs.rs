@@ -678,15 +678,39 @@ impl HandoffStore for FsStore {
             message: e.to_string(),
         })?;
         bytes.push(b'\n');
+        let cap = self.max_record_bytes();
+        if bytes.len() as u64 > cap {
+            // Written, it could never be read back: refused before
+            // anything (even the run's directory) is created.
+            return Err(StoreError::TooLarge {
+                path: dir.join(&name),
+                size: bytes.len() as u64,
+                cap,
+            });
+        }
         let workflows = self.inner.workflows.clone();
         blocking(&dir.join(&name), move || {
-            if files::ensure_dir(&dir)? {
-                files::sync_dir(&workflows)?;
-            }
+            let created = files::ensure_dir(&dir)?;
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            files::write_atomic(&dir, &name, &bytes, n, Publish::Replace).map(drop)
+            let written = if created {
+                files::sync_dir(&workflows).and_then(|()| {
+                    files::write_atomic(&dir, &name, &bytes, n, Publish::Replace).map(drop)
+                })
+            } else {
+                files::write_atomic(&dir, &name, &bytes, n, Publish::Replace).map(drop)
+            };
+            if written.is_err() && created {
+                // The first record of a run failed (a full disk): leave no
+                // empty run directory behind. Only an empty one goes.
+                let _ = std::fs::remove_dir(&dir);
+            }
+            written
         })
         .await
+    }
+
+    fn max_record_bytes(&self) -> u64 {
+        self.inner.cap.saturating_mul(RECORD_CAP_FACTOR)
     }
 
     async fn get_workflow_record(

@@ -317,7 +317,18 @@ pub trait HandoffStore: Send + Sync {
         self.list(scope).await
     }
 
-    /// Writes a workflow record atomically.
+    /// Largest workflow record (as written) this store reads back, in
+    /// bytes: [`put_workflow_record`](Self::put_workflow_record) refuses a
+    /// larger one ([`StoreError::TooLarge`]) rather than write what
+    /// [`get_workflow_record`](Self::get_workflow_record) would refuse.
+    /// The default is four times [`DEFAULT_MAX_HANDOFF_BYTES`](crate::DEFAULT_MAX_HANDOFF_BYTES).
+    fn max_record_bytes(&self) -> u64 {
+        crate::DEFAULT_MAX_HANDOFF_BYTES.saturating_mul(4)
+    }
+
+    /// Writes a workflow record atomically; a record over
+    /// [`max_record_bytes`](Self::max_record_bytes) is refused and nothing
+    /// is written.
     async fn put_workflow_record(
         &self,
         run: &RunId,

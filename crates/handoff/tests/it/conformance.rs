@@ -725,6 +725,19 @@ async fn workflow_records_round_trip(f: &dyn Fixture) {
         .put_workflow_record(&run, &WorkflowRecord::Step("big".into()), &big)
         .await
         .unwrap();
+    // One the store could not read back is refused, and leaves nothing
+    // behind (no run without a readable summary).
+    let cap = store.max_record_bytes();
+    let huge = serde_json::json!({"result": "x".repeat(usize::try_from(cap).unwrap())});
+    let fresh = id("wf-huge");
+    let err = store
+        .put_workflow_record(&fresh, &summary, &huge)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooLarge { size, cap: c, .. } if size > cap && c == cap),
+        "{err}"
+    );
     let other = f.other().await;
     assert_eq!(
         other

@@ -116,3 +116,14 @@ fn generated_cases() {
     }
     check("generated-deep-block", &deep);
 }
+
+#[test]
+fn a_byte_order_mark_is_accepted_and_positions_stay_those_an_editor_shows() {
+    let text = "\u{feff}name: bom\nsteps:\n  - id: a\n    agent: webster\n    task: one\n";
+    let wf = load(text, "bom.yaml").unwrap();
+    assert_eq!(wf.name, "bom");
+    assert_eq!(wf.steps.len(), 1);
+    // An error on the first line is placed as if the mark were not there.
+    let e = load("\u{feff}name: [x]\nsteps: []\n", "bom.yaml").unwrap_err();
+    assert_eq!((e.line, e.column), (1, 7), "{e}");
+}

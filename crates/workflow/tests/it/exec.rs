@@ -14,15 +14,16 @@
 //! dispatches of the step).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use orch_delegate::orch_acl::Policy;
 use orch_delegate::orch_handoff::{
-    Confidence, FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerRead,
-    PutMode, RunId, Scope, Status, StoreError, Subscription, WorkflowRecord,
+    Confidence, DEFAULT_MAX_HANDOFF_BYTES, FsStore, FsStoreConfig, Handoff, HandoffKey,
+    HandoffStore, LedgerEvent, LedgerRead, PutMode, RunId, Scope, Status, StoreError, Subscription,
+    WorkflowRecord,
 };
 use orch_delegate::{Ack, Delegator, Envelope, Transport, TransportError};
 use orch_workflow::{
@@ -49,6 +50,25 @@ struct Fake {
     /// The last message and agent each step id was sent.
     last: Mutex<BTreeMap<String, (String, String)>>,
     hung: Notify,
+    /// `Transport::max_task_bytes` (0: the default).
+    max_task: AtomicU64,
+    /// `Transport::outlives_sender` is false (like sim and exec).
+    dies_with_sender: AtomicBool,
+    /// The longest message dispatched.
+    longest: AtomicUsize,
+}
+
+/// The timestamp of a `[big]` handoff (fixed, so its size is exact).
+const BIG_TIMESTAMP: &str = "2026-12-01T00:00:00Z";
+
+/// The largest result a handoff can carry: the whole file at the store's
+/// cap (the fake writes it pretty, as `to_json_pretty` does).
+fn largest_result(run_id: &RunId, agent: &str) -> String {
+    let mut h = Handoff::new(run_id.clone(), agent, Status::Complete, String::new());
+    h.confidence = Some(Confidence::High);
+    h.timestamp = Some(BIG_TIMESTAMP.to_owned());
+    let room = DEFAULT_MAX_HANDOFF_BYTES as usize - h.to_json_pretty().len();
+    "R".repeat(room)
 }
 
 fn marker<'a>(msg: &'a str, key: &str) -> Option<&'a str> {
@@ -84,8 +104,20 @@ impl Transport for Fake {
         "fake"
     }
 
+    fn max_task_bytes(&self) -> u64 {
+        match self.max_task.load(Ordering::SeqCst) {
+            0 => orch_delegate::DEFAULT_MAX_TASK_BYTES,
+            n => n,
+        }
+    }
+
+    fn outlives_sender(&self) -> bool {
+        !self.dies_with_sender.load(Ordering::SeqCst)
+    }
+
     async fn dispatch(&self, env: &Envelope) -> Result<Ack, TransportError> {
         let msg = &env.message;
+        self.longest.fetch_max(msg.len(), Ordering::SeqCst);
         let step = marker(msg, "id").unwrap_or("?").to_owned();
         let n = {
             let mut d = self.dispatches.lock().unwrap();
@@ -101,7 +133,8 @@ impl Transport for Fake {
             remote_run_id: None,
             completion: None,
         });
-        if msg.contains("[hang]") || (n == 1 && msg.contains("[hangfirst]")) {
+        let hang_nth: usize = marker(msg, "hangnth").map_or(0, |d| d.parse().unwrap());
+        if msg.contains("[hang]") || (n == 1 && msg.contains("[hangfirst]")) || n == hang_nth {
             self.hung.notify_one();
             return ack;
         }
@@ -126,18 +159,21 @@ impl Transport for Fake {
                 _ => Status::Complete,
             }
         };
-        let mut h = Handoff::new(
-            env.run_id.clone(),
-            &env.agent,
-            status,
-            format!("result of {step}"),
-        );
+        let result = if msg.contains("[big]") {
+            largest_result(&env.run_id, &env.agent)
+        } else {
+            format!("result of {step}")
+        };
+        let mut h = Handoff::new(env.run_id.clone(), &env.agent, status, result);
         h.confidence = match marker(msg, "c") {
             Some("low") => Some(Confidence::Low),
             Some("medium") => Some(Confidence::Medium),
             Some("none") => None,
             _ => Some(Confidence::High),
         };
+        if msg.contains("[big]") {
+            h.timestamp = Some(BIG_TIMESTAMP.to_owned());
+        }
         let fs = self.store.lock().unwrap().clone().unwrap();
         let path = fs.path_of(&HandoffKey {
             scope: env.scope,
@@ -170,6 +206,8 @@ impl Progress for Log {
             ProgressEvent::Skipped { step, .. } => format!("skip:{step}"),
             ProgressEvent::AwaitingApproval { step } => format!("wait:{step}"),
             ProgressEvent::Retrying { step, .. } => format!("retry:{step}"),
+            ProgressEvent::Reawaiting { step, .. } => format!("reawait:{step}"),
+            ProgressEvent::Lost { step, .. } => format!("lost:{step}"),
         };
         self.0.lock().unwrap().push(s);
     }
@@ -193,6 +231,8 @@ impl Log {
 struct Forgetful {
     inner: FsStore,
     forget_steps: AtomicBool,
+    /// The largest workflow record written (as the store writes it).
+    largest_record: AtomicUsize,
 }
 
 #[async_trait]
@@ -226,6 +266,9 @@ impl HandoffStore for Forgetful {
     async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         self.inner.list(scope).await
     }
+    fn max_record_bytes(&self) -> u64 {
+        self.inner.max_record_bytes()
+    }
     async fn put_workflow_record(
         &self,
         run: &RunId,
@@ -235,6 +278,8 @@ impl HandoffStore for Forgetful {
         if matches!(record, WorkflowRecord::Step(_)) && self.forget_steps.load(Ordering::SeqCst) {
             return Ok(());
         }
+        let size = serde_json::to_vec_pretty(value).unwrap().len() + 1;
+        self.largest_record.fetch_max(size, Ordering::SeqCst);
         self.inner.put_workflow_record(run, record, value).await
     }
     async fn get_workflow_record(
@@ -275,6 +320,7 @@ fn rig() -> Rig {
     let forgetful = Arc::new(Forgetful {
         inner: fs,
         forget_steps: AtomicBool::new(false),
+        largest_record: AtomicUsize::new(0),
     });
     let store: Arc<dyn HandoffStore> = Arc::clone(&forgetful) as Arc<dyn HandoffStore>;
     let delegator = crate::delegator(Arc::clone(&store), Arc::clone(&fake) as Arc<dyn Transport>);
@@ -1127,4 +1173,436 @@ steps:
     for step in ["a", "b", "c"] {
         assert_eq!(status(&done, step), StepStatus::Completed, "{step}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Sizes: what a record holds, what a task may take.
+
+/// Waits (on real events: the records the run writes) until `step`'s
+/// record lists `n` attempts.
+async fn until_attempts(store: &dyn HandoffStore, run: &RunId, step: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(r) = read_step(store, run, step).await.unwrap()
+            && r.attempts.len() >= n
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{step} never listed {n} attempts"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+const FIVE: &str = "{{ steps.r.result }}{{ steps.r.result }}{{ steps.r.result }}{{ steps.r.result }}{{ steps.r.result }}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_stay_readable_with_the_largest_results_through_resume_and_retry_failed() {
+    let rig = rig();
+    // A transport that takes 64 MiB tasks: the task embeds the largest
+    // legal result five times (20 MiB), legally.
+    rig.fake.max_task.store(64 << 20, Ordering::SeqCst);
+    let yaml = format!(
+        r#"
+name: big
+steps:
+  - {{ id: r, agent: webster, task: "[id=r] [big]" }}
+  - {{ id: w, agent: auditor, task: "[id=w] [failfirst=1] {FIVE}" }}
+  - {{ id: v, agent: tech-lead, task: "[id=v] [failfirst=1] [hangnth=2] {FIVE}", retries: 1 }}
+"#
+    );
+    let wf = load(&yaml, "big.yaml").unwrap();
+    let run_id = RunId::new("wf-big").unwrap();
+    let mut o = opts(&wf);
+    o.run_id = Some(run_id.clone());
+    let exec = rig.exec();
+    let cancel = CancellationToken::new();
+    // w fails; v fails once, then its retry (whose record is written as
+    // it goes out) hangs: the process "dies" there.
+    let died = async {
+        rig.fake.hung.notified().await;
+        until_attempts(&*rig.store, &run_id, "v", 2).await;
+    };
+    tokio::select! {
+        r = exec.run(&wf, &yaml, o, &cancel) => panic!("run ended: {r:?}"),
+        () = died => {}
+    }
+    let big = largest_result(&attempt_run_id(&run_id, "r", 1), "webster").len();
+    let whole = "[id=v] [failfirst=1] [hangnth=2] ".len() + 5 * big;
+
+    // Every record written reads back: none is over what the store reads.
+    let cap = rig.store.max_record_bytes() as usize;
+    assert!(
+        rig.forgetful.largest_record.load(Ordering::SeqCst) <= cap,
+        "a record of {} bytes",
+        rig.forgetful.largest_record.load(Ordering::SeqCst)
+    );
+    let v = read_step(&*rig.store, &run_id, "v").await.unwrap().unwrap();
+    assert!(!v.has_whole_task(), "the 20 MiB task is stored cut");
+    assert_eq!(v.rendered_task_bytes, Some(whole as u64));
+    assert_eq!(
+        v.rendered_task.as_ref().unwrap().len(),
+        orch_workflow::TASK_KEPT
+    );
+    assert!(
+        v.rendered_task_sha256
+            .as_deref()
+            .is_some_and(|h| h.len() == 64)
+    );
+    assert!(v.handoff_run_id.is_some(), "its failed answer is named");
+
+    // Resume: v's delegation died with the process (like sim and exec):
+    // sent again at once, with the whole task rendered again.
+    rig.fake.dies_with_sender.store(true, Ordering::SeqCst);
+    let before = rig.fake.last("v").1;
+    let done = rig
+        .exec()
+        .resume(&run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(status(&done, "r"), StepStatus::Completed);
+    assert_eq!(status(&done, "w"), StepStatus::Failed);
+    assert_eq!(status(&done, "v"), StepStatus::Completed);
+    assert_eq!(rig.fake.count("v"), 3);
+    let after = rig.fake.last("v").1;
+    let task_of = |m: &str| {
+        m[m.find("## Task\n\n").unwrap() + 9..]
+            .split("\n\n## How to hand off")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(task_of(&before).len(), whole);
+    assert_eq!(task_of(&after), task_of(&before), "the same whole task");
+    let v = read_step(&*rig.store, &run_id, "v").await.unwrap().unwrap();
+    let st: Vec<&str> = v.attempts.iter().map(|a| a.status.as_str()).collect();
+    assert_eq!(st, ["failed", "lost", "complete"]);
+
+    // --retry-failed: w is rendered again from r's handoff (which its
+    // record names, not copies) and completes.
+    let opts = orch_workflow::ResumeOptions { retry_failed: true };
+    let done = rig
+        .exec()
+        .resume_with(&run_id, &opts, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(rig.fake.count("w"), 2);
+    assert_eq!(
+        task_of(&rig.fake.last("w").1).len(),
+        "[id=w] [failfirst=1] ".len() + 5 * big
+    );
+    assert!(rig.forgetful.largest_record.load(Ordering::SeqCst) <= cap);
+    let r = read_step(&*rig.store, &run_id, "r").await.unwrap().unwrap();
+    assert_eq!(
+        r.handoff.as_ref().unwrap().result.len(),
+        big,
+        "read back from the store"
+    );
+    assert_eq!(
+        r.handoff.unwrap().to_json_pretty().len() as u64,
+        DEFAULT_MAX_HANDOFF_BYTES,
+        "the largest legal handoff"
+    );
+}
+
+#[tokio::test]
+async fn a_task_over_its_transports_limit_fails_its_step_without_being_built_or_stored() {
+    let rig = rig();
+    // 100 references to the largest legal result: 400 MiB if rendered.
+    let hundred = "{{ steps.r.result }}".repeat(100);
+    let yaml = format!(
+        r#"
+name: huge
+steps:
+  - {{ id: r, agent: webster, task: "[id=r] [big]" }}
+  - {{ id: w, agent: auditor, task: "[id=w] {hundred}" }}
+"#
+    );
+    let s = rig.run(&yaml).await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(status(&s, "w"), StepStatus::Failed);
+    assert_eq!(rig.fake.count("w"), 0, "nothing sent");
+    let big = largest_result(&attempt_run_id(&s.run_id, "r", 1), "webster").len() as u64;
+    let reason = reason(&s, "w");
+    assert!(
+        reason.starts_with(&format!(
+            "task too large for `auditor`: it would be {} bytes",
+            100 * big + 7
+        )),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!(
+            "made of `{{{{ steps.r.result }}}}` ×100: {} bytes",
+            100 * big
+        )),
+        "{reason}"
+    );
+    let w = read_step(&*rig.store, &s.run_id, "w")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.rendered_task, None, "nothing of it stored");
+    assert!(
+        w.reason
+            .unwrap()
+            .contains("fake transport: messages up to 262144 bytes")
+    );
+    assert!(rig.forgetful.largest_record.load(Ordering::SeqCst) < 64 * 1024);
+}
+
+#[tokio::test]
+async fn the_limit_is_on_the_message_sent_and_known_parts_are_checked_before_the_run() {
+    let rig = rig();
+    rig.fake.max_task.store(16 * 1024, Ordering::SeqCst);
+    let yaml = r#"
+name: sized
+inputs:
+  text: { required: true }
+steps:
+  - { id: a, agent: webster, task: "[id=a] {{ inputs.text }}" }
+  - { id: b, agent: auditor, task: "[id=b] {{ steps.a.result }} {{ inputs.text }}" }
+"#;
+    let wf = load(yaml, "sized.yaml").unwrap();
+    let with = |text: &str| {
+        let inputs: BTreeMap<String, String> = [("text".to_owned(), text.to_owned())].into();
+        check_run(&wf, AGENTS, &Policy::atomizer_default(), "manager", &inputs).unwrap()
+    };
+    // 10 KiB fits a 16 KiB message with orch's instructions.
+    let fits = with(&"t".repeat(10 * 1024));
+    let s = rig
+        .exec()
+        .run(
+            &wf,
+            yaml,
+            RunOptions {
+                caller: "manager".into(),
+                inputs: fits,
+                run_id: None,
+            },
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.status, RunStatus::Completed, "{:?}", s.steps);
+    assert!(rig.fake.longest.load(Ordering::SeqCst) <= 16 * 1024);
+    assert!(rig.fake.longest.load(Ordering::SeqCst) > 10 * 1024);
+    // 15 KiB cannot: refused before anything is stored or sent, at the
+    // step's task, for both steps that read it.
+    let exec = rig.exec();
+    let errors = exec
+        .check_task_sizes(&wf, &with(&"t".repeat(15 * 1024)), "manager")
+        .unwrap_err();
+    let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
+    assert_eq!(at, [(6, 36), (7, 36)], "{errors:?}");
+    assert!(
+        errors[0].to_string().starts_with("sized.yaml:6:36: step `a`: task, before any step result, too large for `webster`: at least 15367 bytes (15.0 KiB), over the limit of "),
+        "{}",
+        errors[0]
+    );
+    let runs = rig.store.list_workflow_runs().await.unwrap().len();
+    let err = exec
+        .run(
+            &wf,
+            yaml,
+            RunOptions {
+                caller: "manager".into(),
+                inputs: with(&"t".repeat(15 * 1024)),
+                run_id: None,
+            },
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("step `a`: task, before any step result, too large"),
+        "{err}"
+    );
+    assert_eq!(rig.store.list_workflow_runs().await.unwrap().len(), runs);
+}
+
+#[tokio::test]
+async fn output_reading_a_skipped_step_says_so_and_validate_warns() {
+    let rig = rig();
+    let yaml = r#"
+name: skip
+steps:
+  - { id: a, agent: webster, task: "[id=a] [c=low]" }
+  - { id: b, agent: auditor, task: "[id=b]", when: "steps.a.confidence == high" }
+output: "{{ steps.b.result }}"
+"#;
+    let wf = load(yaml, "skip.yaml").unwrap();
+    let warnings: Vec<String> = orch_workflow::warnings(&wf)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "skip.yaml:6:10: `output` reads step `b`, which its `when: steps.a.confidence == high` may skip: the run would then complete with no output"
+        ]
+    );
+    let s = rig.run(yaml).await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert_eq!(s.output, None);
+    assert_eq!(
+        s.output_note.as_deref(),
+        Some(
+            "no output: it reads step `b`, which was skipped (when `steps.a.confidence == high` is false)"
+        )
+    );
+    assert_eq!(read_summary(&*rig.store, &s.run_id).await.unwrap(), s);
+}
+
+#[tokio::test]
+async fn resume_sends_a_delegation_that_died_with_its_sender_again_at_once() {
+    let rig = rig();
+    rig.fake.dies_with_sender.store(true, Ordering::SeqCst);
+    let yaml = r#"
+name: dead
+steps:
+  - { id: b, agent: auditor, task: "[id=b] [hangfirst]", timeout: 10m }
+"#;
+    let wf = load(yaml, "dead.yaml").unwrap();
+    let run_id = RunId::new("wf-dead").unwrap();
+    let mut o = opts(&wf);
+    o.run_id = Some(run_id.clone());
+    let exec = rig.exec();
+    let cancel = CancellationToken::new();
+    tokio::select! {
+        r = exec.run(&wf, yaml, o, &cancel) => panic!("run ended: {r:?}"),
+        () = rig.fake.hung.notified() => {}
+    }
+    // Not the ten minutes of its timeout: the guard only keeps a broken
+    // build from hanging the suite.
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        rig.exec().resume(&run_id, &CancellationToken::new()),
+    )
+    .await
+    .expect("resume waited for a delegation that cannot answer")
+    .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(rig.fake.count("b"), 2);
+    assert!(rig.log.pos("lost:b") < rig.log.pos("end:b"));
+    assert!(!rig.log.events().contains(&"reawait:b".to_owned()));
+    let b = read_step(&*rig.store, &run_id, "b").await.unwrap().unwrap();
+    let tried: Vec<(String, &str)> = b
+        .attempts
+        .iter()
+        .map(|a| (a.run_id.to_string(), a.status.as_str()))
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            ("wf-dead.b.1".to_owned(), "lost"),
+            ("wf-dead.b.2".to_owned(), "complete")
+        ],
+        "a new delegation id (and so a new idempotency key)"
+    );
+    assert_eq!(
+        b.attempts[0].detail.as_deref(),
+        Some(
+            "its delegation ended with the orch process that sent it (fake transport); sent again"
+        )
+    );
+}
+
+#[tokio::test]
+async fn resume_says_which_delegation_it_re_awaits_and_until_when() {
+    let rig = rig();
+    let yaml = r#"
+name: lost
+steps:
+  - { id: b, agent: auditor, task: "[id=b] [hangfirst]", timeout: 300ms }
+"#;
+    let wf = load(yaml, "lost.yaml").unwrap();
+    let run_id = RunId::new("wf-lost").unwrap();
+    let mut o = opts(&wf);
+    o.run_id = Some(run_id.clone());
+    let exec = rig.exec();
+    let cancel = CancellationToken::new();
+    tokio::select! {
+        r = exec.run(&wf, yaml, o, &cancel) => panic!("run ended: {r:?}"),
+        () = rig.fake.hung.notified() => {}
+    }
+    let log = Arc::new(Events::default());
+    let done = rig
+        .exec()
+        .with_progress(Arc::clone(&log) as Arc<dyn Progress>)
+        .resume(&run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    let events = log.0.lock().unwrap().clone();
+    let ProgressEvent::Reawaiting {
+        step,
+        agent,
+        attempt,
+        since,
+        until,
+    } = &events[0]
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (step.as_str(), agent.as_str(), *attempt),
+        ("b", "auditor", 1)
+    );
+    assert_eq!(
+        until.duration_since(*since),
+        jiff::SignedDuration::from_millis(300)
+    );
+    assert!(
+        matches!(&events[1], ProgressEvent::Lost { reason, .. } if reason == "no handoff came before its deadline"),
+        "{events:?}"
+    );
+}
+
+#[derive(Default)]
+struct Events(Mutex<Vec<ProgressEvent>>);
+
+impl Progress for Events {
+    fn event(&self, e: &ProgressEvent) {
+        self.0.lock().unwrap().push(e.clone());
+    }
+}
+
+#[tokio::test]
+async fn a_delegation_the_ledger_saw_end_is_not_mistaken_for_one_in_flight() {
+    // The step timed out; its final record never landed (a full disk).
+    // Resume takes the end from the ledger: a try used, nothing re-sent.
+    let rig = rig();
+    rig.forgetful.forget_steps.store(true, Ordering::SeqCst);
+    let yaml = r#"
+name: ended
+steps:
+  - { id: h, agent: webster, task: "[id=h] [hang]", timeout: 300ms }
+"#;
+    let s = rig.run(yaml).await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(read_step(&*rig.store, &s.run_id, "h").await.unwrap(), None);
+    rig.forgetful.forget_steps.store(false, Ordering::SeqCst);
+    let done = rig
+        .exec()
+        .resume(&s.run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Failed);
+    assert_eq!(rig.fake.count("h"), 1, "not sent again");
+    let h = read_step(&*rig.store, &s.run_id, "h")
+        .await
+        .unwrap()
+        .unwrap();
+    let tried: Vec<&str> = h.attempts.iter().map(|a| a.status.as_str()).collect();
+    assert_eq!(tried, ["timed-out"]);
+    assert_eq!(
+        reason(&done, "h"),
+        "timed out (recorded in the ledger by the process that sent it)"
+    );
 }

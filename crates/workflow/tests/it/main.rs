@@ -4,6 +4,7 @@ mod builtin;
 mod corpus;
 mod exec;
 mod paused;
+mod props;
 mod schema;
 
 use std::sync::Arc;

@@ -48,9 +48,10 @@ fn word<T: serde::Serialize>(v: T) -> String {
 
 fn map_exec(e: ExecError) -> CliError {
     match e {
-        ExecError::NotFound { .. } | ExecError::Usage(_) | ExecError::Workflow(_) => {
-            CliError::Usage(e.to_string())
-        }
+        ExecError::NotFound { .. }
+        | ExecError::Usage(_)
+        | ExecError::Workflow(_)
+        | ExecError::Refused(_) => CliError::Usage(e.to_string()),
         _ => CliError::Internal(e.to_string()),
     }
 }
@@ -75,6 +76,12 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<Ex
     )
     .map_err(report)?;
     if args.dry_run {
+        // The limits are the transports' to say: asked of the Delegator,
+        // which sends nothing here.
+        let store = setup.open_store().await?;
+        let delegator = setup.delegator(store, &registry)?;
+        orch_workflow::check_task_sizes(&wf, &resolved, &delegator, &args.caller)
+            .map_err(report)?;
         let plan = dry_run(&wf, &registry, &setup.config.acl, &args.caller, &resolved);
         if args.json {
             out::print_json(&plan.json)?;
@@ -86,6 +93,9 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<Ex
     let interactive = !args.non_interactive && std::io::stdin().is_terminal();
     let steps: Vec<String> = wf.steps.iter().map(|s| s.id.clone()).collect();
     let (executor, view) = executor(setup, registry, interactive, &steps).await?;
+    executor
+        .check_task_sizes(&wf, &resolved, &args.caller)
+        .map_err(report)?;
     let opts = RunOptions {
         caller: args.caller.clone(),
         inputs: resolved,
@@ -340,6 +350,9 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
             text.push_str(&format!("  {line}\n"));
         }
     }
+    if let Some(note) = &s.output_note {
+        text.push_str(&format!("\noutput: none\n  {}\n", out::one_line(note)));
+    }
     text
 }
 
@@ -494,6 +507,31 @@ impl Progress for Bars {
                 bar.disable_steady_tick();
                 bar.set_message("awaits approval");
             }),
+            ProgressEvent::Reawaiting {
+                step,
+                agent,
+                attempt,
+                since,
+                until,
+            } => self.with_bar(step, |bar| {
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar.set_message(format!(
+                    "re-awaiting attempt {attempt} ({}) sent {}, until {}",
+                    out::one_line(agent),
+                    clock(*since),
+                    clock(*until)
+                ));
+            }),
+            ProgressEvent::Lost {
+                step,
+                attempt,
+                reason,
+            } => self.with_bar(step, |bar| {
+                bar.set_message(format!(
+                    "attempt {attempt} lost: {}; sending again",
+                    out::one_line(reason)
+                ));
+            }),
         }
     }
 }
@@ -569,10 +607,35 @@ impl Progress for Lines {
                 format!("{step} skipped: {}", out::one_line(reason))
             }
             ProgressEvent::AwaitingApproval { step } => format!("{step} awaits approval"),
+            ProgressEvent::Reawaiting {
+                step,
+                agent,
+                attempt,
+                since,
+                until,
+            } => format!(
+                "{step} re-awaiting attempt {attempt} ({}), sent {}, until {}",
+                out::one_line(agent),
+                clock(*since),
+                clock(*until)
+            ),
+            ProgressEvent::Lost {
+                step,
+                attempt,
+                reason,
+            } => format!(
+                "{step} attempt {attempt} lost: {}; sending again",
+                out::one_line(reason)
+            ),
         };
         let now = jiff::Timestamp::now().strftime("%H:%M:%S").to_string();
         out::note(&format!("[{now}] {line}"));
     }
+}
+
+/// A moment as people read it: UTC to the second (`2026-11-25T11:41:40Z`).
+fn clock(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Asks on the terminal (stderr/stdin) whether a gated step may go on.

@@ -1072,9 +1072,21 @@ impl HandoffStore for NatsStore {
             message: e.to_string(),
         })?;
         bytes.push(b'\n');
+        let cap = self.max_record_bytes();
+        if bytes.len() as u64 > cap {
+            return Err(StoreError::TooLarge {
+                path: PathBuf::from(self.inner.location(&self.inner.workflow_bucket, &key)),
+                size: bytes.len() as u64,
+                cap,
+            });
+        }
         self.inner
             .put_value(&self.inner.workflows, &key, bytes.into())
             .await
+    }
+
+    fn max_record_bytes(&self) -> u64 {
+        self.inner.cap.saturating_mul(RECORD_CAP_FACTOR)
     }
 
     async fn get_workflow_record(
