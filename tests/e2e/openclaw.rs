@@ -399,3 +399,45 @@ async fn a_hanging_gateway_says_it_never_answered() {
         "{timeout}"
     );
 }
+
+/// A workflow step's dispatch retries show beside the step on stderr (one
+/// line per retry, named by the step), not only in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_step_shows_its_dispatch_retries() {
+    let unavailable = || FakeFailure::Status {
+        status: 503,
+        body: "gateway restarting".into(),
+        retry_after: None,
+    };
+    let gw = gateway(vec![unavailable(), unavailable()]).await;
+    let orch = setup(&gw);
+    std::fs::write(
+        orch.path("one.yaml"),
+        "name: one\nsteps:\n  - id: research\n    agent: webster\n    task: Find CTE of Zerodur\n",
+    )
+    .unwrap();
+    let run = orch.run_env(
+        &[
+            "workflow",
+            "one.yaml",
+            "--caller",
+            "manager",
+            "--non-interactive",
+        ],
+        None,
+        &[(TOKEN_VAR, gw.token())],
+    );
+    assert_eq!(run.code, 0, "{}", run.transcript(&orch));
+    let retries: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
+        .filter(|l| l.contains("dispatch retry"))
+        .collect();
+    settings().bind(|| {
+        insta::assert_snapshot!(retries.join("\n"), @r#"
+        research dispatch retry: try 1 failed: the receiver is unavailable: openclaw answered 503 Service Unavailable: "gateway restarting"; next try in 10ms
+        research dispatch retry: try 2 failed: the receiver is unavailable: openclaw answered 503 Service Unavailable: "gateway restarting"; next try in 20ms
+        "#);
+    });
+}

@@ -92,14 +92,17 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<Ex
     }
     let interactive = !args.non_interactive && std::io::stdin().is_terminal();
     let steps: Vec<String> = wf.steps.iter().map(|s| s.id.clone()).collect();
-    let (executor, view) = executor(setup, registry, interactive, &steps).await?;
+    // The run id is chosen here so the live view can place each dispatch
+    // retry beside the step whose attempt it is.
+    let run_id = RunId::generate_workflow(&wf.name);
+    let (executor, view) = executor(setup, registry, interactive, &steps, &run_id).await?;
     executor
         .check_task_sizes(&wf, &resolved, &args.caller)
         .map_err(report)?;
     let opts = RunOptions {
         caller: args.caller.clone(),
         inputs: resolved,
-        run_id: None,
+        run_id: Some(run_id),
     };
     let summary =
         crate::cmd::with_ctrl_c(
@@ -132,7 +135,7 @@ pub(crate) async fn resume(
         },
         Err(e) => return Err(e),
     };
-    let (executor, view) = executor(setup, registry, interactive, &steps).await?;
+    let (executor, view) = executor(setup, registry, interactive, &steps, &id).await?;
     let summary =
         crate::cmd::with_ctrl_c(
             |cancel| async move { executor.resume_with(&id, opts, &cancel).await },
@@ -362,17 +365,31 @@ fn width(s: &str) -> usize {
     s.chars().count()
 }
 
-/// The executor with its seams: BM25 routing within the ACL, Discord
-/// channel context, progress lines on stderr, and (interactive) a terminal
-/// approver.
+/// The executor of workflow run `run` with its seams: BM25 routing within
+/// the ACL, Discord channel context, progress (a live view on a terminal,
+/// else lines on stderr; dispatch retries beside their step), and
+/// (interactive) a terminal approver.
 async fn executor(
     setup: Setup,
     registry: Registry,
     interactive: bool,
     steps: &[String],
+    run: &RunId,
 ) -> Result<(Executor, View), CliError> {
     let store = setup.open_store().await?;
-    let delegator = Arc::new(setup.delegator(store, &registry)?);
+    let bars = std::io::stderr()
+        .is_terminal()
+        .then(|| Arc::new(Bars::new(steps)));
+    let retries = Retries {
+        run: run.clone(),
+        steps: steps.to_vec(),
+        bars: bars.clone(),
+    };
+    let delegator = Arc::new(
+        setup
+            .delegator(store, &registry)?
+            .with_observer(move |event| retries.show(event)),
+    );
     let setup = Arc::new(setup);
     let registry = Arc::new(registry);
     let mut exec = Executor::new(delegator)
@@ -384,13 +401,15 @@ async fn executor(
             setup: Arc::clone(&setup),
             registry,
         }));
-    let view = if std::io::stderr().is_terminal() {
-        let bars = Arc::new(Bars::new(steps));
-        exec = exec.with_progress(Arc::clone(&bars) as Arc<dyn Progress>);
-        View(Some(bars))
-    } else {
-        exec = exec.with_progress(Arc::new(Lines));
-        View(None)
+    let view = match bars {
+        Some(bars) => {
+            exec = exec.with_progress(Arc::clone(&bars) as Arc<dyn Progress>);
+            View(Some(bars))
+        }
+        None => {
+            exec = exec.with_progress(Arc::new(Lines));
+            View(None)
+        }
     };
     if interactive {
         exec = exec.with_approver(Arc::new(TerminalApprover {
@@ -399,6 +418,46 @@ async fn executor(
         }));
     }
     Ok((exec, view))
+}
+
+/// Shows the Delegator's dispatch retries of one workflow run: on the bar
+/// of the step whose attempt retries (its derived run id names it), or as
+/// a line on stderr.
+struct Retries {
+    run: RunId,
+    steps: Vec<String>,
+    bars: Option<Arc<Bars>>,
+}
+
+impl Retries {
+    fn show(&self, event: &orch_delegate::DelegationEvent) {
+        let orch_delegate::DelegationEvent::Retrying(r) = event else {
+            return;
+        };
+        let step = self.step_of(&r.run_id);
+        match (&self.bars, step) {
+            (Some(bars), Some(step)) => bars.with_bar(step, |bar| {
+                bar.set_message(format!("dispatch retry: {}", out::one_line(&r.detail())));
+            }),
+            (Some(bars), None) => bars
+                .multi
+                .suspend(|| out::note(&format!("retry: {}", out::one_line(&r.to_string())))),
+            (None, Some(step)) => Lines::line(&format!(
+                "{step} dispatch retry: {}",
+                out::one_line(&r.detail())
+            )),
+            (None, None) => Lines::line(&format!("retry: {}", out::one_line(&r.to_string()))),
+        }
+    }
+
+    /// The step whose attempt `id` is (`attempt_run_id` of this run), if any.
+    fn step_of(&self, id: &RunId) -> Option<&str> {
+        let n: u32 = id.as_str().rsplit_once('.')?.1.parse().ok()?;
+        self.steps
+            .iter()
+            .find(|s| orch_workflow::attempt_run_id(&self.run, s, n) == *id)
+            .map(String::as_str)
+    }
 }
 
 /// The live view, if any: ended before the summary is printed.
@@ -628,6 +687,13 @@ impl Progress for Lines {
                 out::one_line(reason)
             ),
         };
+        Self::line(&line);
+    }
+}
+
+impl Lines {
+    /// `[12:03:04] <line>` on stderr.
+    fn line(line: &str) {
         let now = jiff::Timestamp::now().strftime("%H:%M:%S").to_string();
         out::note(&format!("[{now}] {line}"));
     }
