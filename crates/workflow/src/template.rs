@@ -353,29 +353,14 @@ impl Template {
 
     /// What a text over `limit` is made of, largest part first.
     pub(crate) fn too_large(&self, ctx: &dyn RenderContext, size: u64, limit: u64) -> TooLarge {
-        let mut parts: Vec<Growth> = Vec::new();
-        for seg in &self.segments {
-            let (what, bytes) = match seg {
-                Segment::Text(t) => ("text".to_owned(), t.len() as u64),
-                Segment::Ref(r) => (r.to_string(), lookup(r, ctx).map_or(0, |p| p.len() as u64)),
-            };
-            match parts.iter_mut().find(|g| g.what == what) {
-                Some(g) => {
-                    g.times += 1;
-                    g.bytes = g.bytes.saturating_add(bytes);
-                }
-                None => parts.push(Growth {
-                    what,
-                    times: 1,
-                    bytes,
-                }),
-            }
-        }
-        parts.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.what.cmp(&b.what)));
+        let parts = self.segments.iter().map(|seg| match seg {
+            Segment::Text(t) => ("text".to_owned(), t.len() as u64),
+            Segment::Ref(r) => (r.to_string(), lookup(r, ctx).map_or(0, |p| p.len() as u64)),
+        });
         TooLarge {
             size,
             limit,
-            growth: parts,
+            growth: growth(parts),
         }
     }
 
@@ -383,34 +368,45 @@ impl Template {
     /// its own text and the inputs it reads (`inputs`), a lower bound of
     /// what it renders to; with the references that count, largest first.
     pub(crate) fn known_size(&self, inputs: &dyn Fn(&str) -> Option<u64>) -> TooLarge {
-        let mut parts: Vec<Growth> = Vec::new();
-        let mut size = 0u64;
-        for seg in &self.segments {
-            let (what, bytes) = match seg {
-                Segment::Text(t) => ("text".to_owned(), t.len() as u64),
-                Segment::Ref(r @ Ref::Input(name)) => (r.to_string(), inputs(name).unwrap_or(0)),
-                Segment::Ref(_) => continue,
-            };
-            size = size.saturating_add(bytes);
-            match parts.iter_mut().find(|g| g.what == what) {
-                Some(g) => {
-                    g.times += 1;
-                    g.bytes = g.bytes.saturating_add(bytes);
+        let parts: Vec<(String, u64)> = self
+            .segments
+            .iter()
+            .filter_map(|seg| match seg {
+                Segment::Text(t) => Some(("text".to_owned(), t.len() as u64)),
+                Segment::Ref(r @ Ref::Input(name)) => {
+                    Some((r.to_string(), inputs(name).unwrap_or(0)))
                 }
-                None => parts.push(Growth {
-                    what,
-                    times: 1,
-                    bytes,
-                }),
-            }
-        }
-        parts.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.what.cmp(&b.what)));
+                Segment::Ref(_) => None,
+            })
+            .collect();
+        let size = parts.iter().fold(0u64, |n, (_, b)| n.saturating_add(*b));
         TooLarge {
             size,
             limit: 0,
-            growth: parts,
+            growth: growth(parts),
         }
     }
+}
+
+/// The parts of a rendered text (what, bytes) grouped by what they are,
+/// largest first.
+fn growth(parts: impl IntoIterator<Item = (String, u64)>) -> Vec<Growth> {
+    let mut grown: Vec<Growth> = Vec::new();
+    for (what, bytes) in parts {
+        match grown.iter_mut().find(|g| g.what == what) {
+            Some(g) => {
+                g.times += 1;
+                g.bytes = g.bytes.saturating_add(bytes);
+            }
+            None => grown.push(Growth {
+                what,
+                times: 1,
+                bytes,
+            }),
+        }
+    }
+    grown.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.what.cmp(&b.what)));
+    grown
 }
 
 /// The text of one reference, borrowed from `ctx` where it can be.

@@ -1183,33 +1183,26 @@ impl Delegator {
                     self.finish_in_background(dispatch, &run_id, deadline, permit);
                     return Ok(Step::Invalid(e));
                 }
-                Event::Wait(Ok(WaitOutcome::TimedOut)) => {
-                    return Ok(match completion {
-                        Some(c) => Step::NoHandoff(c.detail),
-                        None => Step::TimedOut {
+                Event::Wait(Ok(
+                    outcome @ (WaitOutcome::TimedOut | WaitOutcome::TimedOutIncomplete(_)),
+                )) => {
+                    let partial = match outcome {
+                        WaitOutcome::TimedOutIncomplete(e) => Some(e),
+                        _ => None,
+                    };
+                    return Ok(match (completion, partial) {
+                        // A file still cut off once the agent's run is known
+                        // to have ended is final: an invalid answer.
+                        (Some(_), Some(e)) => Step::Invalid(e),
+                        (Some(c), None) => Step::NoHandoff(c.detail),
+                        (None, partial) => Step::TimedOut {
                             unacked: (!acked).then_some(Unacknowledged {
                                 tries,
                                 failures,
                                 last_error,
                                 alike,
                             }),
-                            partial: None,
-                        },
-                    });
-                }
-                Event::Wait(Ok(WaitOutcome::TimedOutIncomplete(e))) => {
-                    // Cut off at the deadline: a timeout, unless the agent's
-                    // run is known to have ended (then the file is final).
-                    return Ok(match completion {
-                        Some(_) => Step::Invalid(e),
-                        None => Step::TimedOut {
-                            unacked: (!acked).then_some(Unacknowledged {
-                                tries,
-                                failures,
-                                last_error,
-                                alike,
-                            }),
-                            partial: Some(e),
+                            partial,
                         },
                     });
                 }

@@ -525,73 +525,94 @@ impl Bars {
 
 impl Progress for Bars {
     fn event(&self, e: &ProgressEvent) {
-        match e {
-            ProgressEvent::Started {
-                step,
-                agent,
-                attempt,
-            } => self.with_bar(step, |bar| {
+        let (step, text) = event_text(e);
+        self.with_bar(step, |bar| match e {
+            ProgressEvent::Started { agent, attempt, .. } => {
                 bar.reset_elapsed();
                 bar.enable_steady_tick(Duration::from_millis(120));
+                // A live bar says what is going on now.
                 bar.set_message(format!(
                     "running ({}, attempt {attempt})",
                     out::one_line(agent)
                 ));
-            }),
-            ProgressEvent::Retrying {
-                step,
-                attempt,
-                delay,
-            } => self.with_bar(step, |bar| {
-                bar.set_message(format!(
-                    "retrying in {} (attempt {attempt})",
-                    format_duration(*delay)
-                ));
-            }),
-            ProgressEvent::Finished {
-                step,
-                status,
-                elapsed,
-            } => self.with_bar(step, |bar| {
-                bar.finish_with_message(format!(
-                    "{} after {:.2}s",
-                    word(status),
-                    elapsed.as_secs_f64()
-                ));
-            }),
-            ProgressEvent::Skipped { step, reason } => self.with_bar(step, |bar| {
-                bar.finish_with_message(format!("skipped: {}", out::one_line(reason)));
-            }),
-            ProgressEvent::AwaitingApproval { step } => self.with_bar(step, |bar| {
+            }
+            ProgressEvent::Finished { .. } | ProgressEvent::Skipped { .. } => {
+                bar.finish_with_message(text);
+            }
+            ProgressEvent::AwaitingApproval { .. } => {
                 bar.disable_steady_tick();
-                bar.set_message("awaits approval");
-            }),
-            ProgressEvent::Reawaiting {
-                step,
-                agent,
-                attempt,
-                since,
-                until,
-            } => self.with_bar(step, |bar| {
+                bar.set_message(text);
+            }
+            ProgressEvent::Reawaiting { .. } => {
                 bar.enable_steady_tick(Duration::from_millis(120));
-                bar.set_message(format!(
-                    "re-awaiting attempt {attempt} ({}) sent {}, until {}",
-                    out::one_line(agent),
-                    clock(*since),
-                    clock(*until)
-                ));
-            }),
-            ProgressEvent::Lost {
-                step,
-                attempt,
-                reason,
-            } => self.with_bar(step, |bar| {
-                bar.set_message(format!(
-                    "attempt {attempt} lost: {}; sending again",
-                    out::one_line(reason)
-                ));
-            }),
+                bar.set_message(text);
+            }
+            ProgressEvent::Retrying { .. } | ProgressEvent::Lost { .. } => bar.set_message(text),
+        });
+    }
+}
+
+/// The step an event is about, and what it says of it (values shown
+/// escaped): the words of the progress lines and of the live view.
+fn event_text(e: &ProgressEvent) -> (&str, String) {
+    match e {
+        ProgressEvent::Started {
+            step,
+            agent,
+            attempt,
+        } => (
+            step,
+            format!("started ({}, attempt {attempt})", out::one_line(agent)),
+        ),
+        ProgressEvent::Retrying {
+            step,
+            attempt,
+            delay,
+        } => (
+            step,
+            format!(
+                "retrying in {} (attempt {attempt})",
+                format_duration(*delay)
+            ),
+        ),
+        ProgressEvent::Finished {
+            step,
+            status,
+            elapsed,
+        } => (
+            step,
+            format!("{} after {:.2}s", word(status), elapsed.as_secs_f64()),
+        ),
+        ProgressEvent::Skipped { step, reason } => {
+            (step, format!("skipped: {}", out::one_line(reason)))
         }
+        ProgressEvent::AwaitingApproval { step } => (step, "awaits approval".to_owned()),
+        ProgressEvent::Reawaiting {
+            step,
+            agent,
+            attempt,
+            since,
+            until,
+        } => (
+            step,
+            format!(
+                "re-awaiting attempt {attempt} ({}), sent {}, until {}",
+                out::one_line(agent),
+                clock(*since),
+                clock(*until)
+            ),
+        ),
+        ProgressEvent::Lost {
+            step,
+            attempt,
+            reason,
+        } => (
+            step,
+            format!(
+                "attempt {attempt} lost: {}; sending again",
+                out::one_line(reason)
+            ),
+        ),
     }
 }
 
@@ -636,58 +657,8 @@ struct Lines;
 
 impl Progress for Lines {
     fn event(&self, e: &ProgressEvent) {
-        let line = match e {
-            ProgressEvent::Started {
-                step,
-                agent,
-                attempt,
-            } => format!(
-                "{step} started ({}, attempt {attempt})",
-                out::one_line(agent)
-            ),
-            ProgressEvent::Retrying {
-                step,
-                attempt,
-                delay,
-            } => format!(
-                "{step} retrying in {} (attempt {attempt})",
-                format_duration(*delay)
-            ),
-            ProgressEvent::Finished {
-                step,
-                status,
-                elapsed,
-            } => format!(
-                "{step} {} after {:.2}s",
-                word(status),
-                elapsed.as_secs_f64()
-            ),
-            ProgressEvent::Skipped { step, reason } => {
-                format!("{step} skipped: {}", out::one_line(reason))
-            }
-            ProgressEvent::AwaitingApproval { step } => format!("{step} awaits approval"),
-            ProgressEvent::Reawaiting {
-                step,
-                agent,
-                attempt,
-                since,
-                until,
-            } => format!(
-                "{step} re-awaiting attempt {attempt} ({}), sent {}, until {}",
-                out::one_line(agent),
-                clock(*since),
-                clock(*until)
-            ),
-            ProgressEvent::Lost {
-                step,
-                attempt,
-                reason,
-            } => format!(
-                "{step} attempt {attempt} lost: {}; sending again",
-                out::one_line(reason)
-            ),
-        };
-        Self::line(&line);
+        let (step, text) = event_text(e);
+        Self::line(&format!("{step} {text}"));
     }
 }
 
