@@ -227,12 +227,12 @@ pub(crate) fn render(o: &Outcome) -> String {
     }
     match &o.end {
         End::Handoff => {}
-        End::TimedOut => match &o.unacknowledged {
+        End::TimedOut => match o.timeout_reason() {
             None => row(&mut s, "outcome", "no handoff before the deadline"),
-            Some(u) => row(
+            Some(why) => row(
                 &mut s,
                 "outcome",
-                &format!("no handoff before the deadline; {u}"),
+                &format!("no handoff before the deadline; {why}"),
             ),
         },
         End::NoHandoff { detail } => row(
@@ -284,6 +284,7 @@ mod tests {
             handoff_path: "/store/orch-20261202T000000Z-00000001.json".into(),
             rejected: Vec::new(),
             unacknowledged: None,
+            partial: None,
             end,
             handoff: None,
             validation: None,
@@ -298,7 +299,8 @@ mod tests {
         }
     }
 
-    /// A timeout whose dispatch was never acknowledged says why; outcomes
+    /// A timeout whose dispatch was never acknowledged, or that saw only a
+    /// partial file, says why; outcomes
     /// without an answer name no handoff file; an invalid answer is named
     /// where it was moved.
     #[test]
@@ -322,6 +324,20 @@ mod tests {
         let silent = outcome(End::NoHandoff {
             detail: "exit status 0".into(),
         });
-        insta::assert_snapshot!([render(&hung), render(&invalid), render(&silent)].join("\n"));
+        let mut cut_off = outcome(End::TimedOut);
+        cut_off.partial = Some(HandoffError::Truncated {
+            line: 1,
+            column: 26,
+            message: "EOF while parsing an object".into(),
+        });
+        insta::assert_snapshot!(
+            [
+                render(&hung),
+                render(&invalid),
+                render(&silent),
+                render(&cut_off)
+            ]
+            .join("\n")
+        );
     }
 }

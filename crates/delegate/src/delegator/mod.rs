@@ -805,6 +805,7 @@ impl Delegator {
             handoff_path: handoff_path.clone(),
             rejected: Vec::new(),
             unacknowledged: None,
+            partial: None,
             end: End::TimedOut,
             handoff: None,
             validation: None,
@@ -1000,13 +1001,14 @@ impl Delegator {
                     if let Some(u) = &unacked {
                         detail.push_str(&format!(" ({u})"));
                     }
-                    if let Some(p) = partial {
+                    if let Some(p) = &partial {
                         detail.push_str(&format!("; a partial file was seen: {p}"));
                     }
                     e.detail = Some(detail);
                     self.log(e).await;
                     out.end = End::TimedOut;
                     out.unacknowledged = unacked;
+                    out.partial = partial;
                     break;
                 }
                 Step::Cancelled => {

@@ -17,7 +17,8 @@ use serde::ser::{SerializeStruct, Serializer};
 /// rejected? }`, where `status` is [`Outcome::status`], `end` is `{ "kind":
 /// "handoff" | "timed-out" | "no-handoff" | "invalid", "detail"?, "error"?
 /// }` (a `timed-out` end has a `detail` when the transport never
-/// acknowledged the task: [`Outcome::unacknowledged`]), and `rejected`
+/// acknowledged the task or a partial file was seen:
+/// [`Outcome::timeout_reason`]), and `rejected`
 /// (present when not empty) lists where invalid answers were moved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
@@ -43,6 +44,10 @@ pub struct Outcome {
     /// the (last) ask: what its tries said (a hanging or unreachable
     /// gateway).
     pub unacknowledged: Option<Unacknowledged>,
+    /// Set when the deadline passed while the handoff file was still cut
+    /// off (being written, or abandoned half-written): what reading it
+    /// said. The delegation timed out; the file is not an answer.
+    pub partial: Option<HandoffError>,
     /// How the wait ended.
     pub end: End,
     /// The valid handoff, when `end` is [`End::Handoff`].
@@ -198,6 +203,23 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// Why a delegation that timed out got no answer, when more is known
+    /// than "nothing came": its transport never acknowledged the task
+    /// ([`Outcome::unacknowledged`]), or a partial file was seen at the
+    /// deadline ([`Outcome::partial`]). `None` otherwise.
+    pub fn timeout_reason(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(u) = &self.unacknowledged {
+            parts.push(u.to_string());
+        }
+        if let Some(p) = &self.partial {
+            parts.push(format!("a partial file was seen: {p}"));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
 impl Serialize for Outcome {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_struct("Outcome", 13)?;
@@ -206,10 +228,10 @@ impl Serialize for Outcome {
         m.serialize_field("caller", &self.caller)?;
         m.serialize_field("parent", &self.parent)?;
         m.serialize_field("status", &self.status())?;
-        match (&self.end, &self.unacknowledged) {
-            (End::TimedOut, Some(u)) => m.serialize_field(
+        match (&self.end, self.timeout_reason()) {
+            (End::TimedOut, Some(reason)) => m.serialize_field(
                 "end",
-                &serde_json::json!({ "kind": "timed-out", "detail": u.to_string() }),
+                &serde_json::json!({ "kind": "timed-out", "detail": reason }),
             )?,
             _ => m.serialize_field("end", &self.end)?,
         }

@@ -570,6 +570,14 @@ async fn a_handoff_still_cut_off_at_the_deadline_is_a_timeout() {
     assert_eq!(out.end, End::TimedOut);
     assert_eq!(out.status(), OutcomeStatus::TimedOut);
     assert_eq!(out.reasks, 0);
+    let reason = out.timeout_reason().unwrap();
+    assert!(
+        reason.starts_with("a partial file was seen: handoff is truncated"),
+        "{reason}"
+    );
+    let json = serde_json::to_value(&out).unwrap();
+    assert_eq!(json["end"]["kind"], "timed-out");
+    assert_eq!(json["end"]["detail"], reason.as_str());
     let ledger = rig.ledger().await;
     let last = ledger.last().unwrap();
     assert_eq!(last.event, K::Timeout);
