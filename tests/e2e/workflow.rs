@@ -466,12 +466,10 @@ agents:
     wf_settings().bind(|| insta::assert_snapshot!(resumed.transcript(&orch)));
 }
 
-/// Ctrl-C a sim run, then resume: the sim agent died with the orch that
-/// ran it, so resume sends the step again at once (a new delegation id),
-/// and says so, instead of waiting out the step's ten-minute timeout.
-#[test]
-fn resume_sends_again_at_once_what_died_with_the_interrupted_run() {
-    let orch = Orch::new();
+/// Starts a one-step sim workflow whose agent never answers, interrupts
+/// it (SIGINT) once its delegation is out, and returns the run id and
+/// what the interrupted run wrote on stderr (it exits 130).
+fn interrupted_sim_run(orch: &Orch) -> (String, String) {
     orch.write_config(FAST_SIM);
     std::fs::write(
         orch.path("two.yaml"),
@@ -492,21 +490,31 @@ fn resume_sends_again_at_once_what_died_with_the_interrupted_run() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !orch.ledger().iter().any(|l| l["event"] == "dispatched") {
+        assert!(std::time::Instant::now() < deadline, "never dispatched");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    crate::interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    (only_run(orch), stderr)
+}
+
+/// Ctrl-C a sim run, then resume: the sim agent died with the orch that
+/// ran it, so resume sends the step again at once (a new delegation id),
+/// and says so, instead of waiting out the step's ten-minute timeout.
+#[test]
+fn resume_sends_again_at_once_what_died_with_the_interrupted_run() {
+    let orch = Orch::new();
+    let (id, _) = interrupted_sim_run(&orch);
     let dispatched = |orch: &Orch| {
         orch.ledger()
             .iter()
             .filter(|l| l["event"] == "dispatched")
             .count()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while dispatched(&orch) == 0 {
-        assert!(std::time::Instant::now() < deadline, "never dispatched");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    crate::interrupt(&child);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
-    let id = only_run(&orch);
     let mut resume = orch
         .command()
         .args(["workflow", "resume", &id, "--non-interactive"])
@@ -564,36 +572,7 @@ fn resume_sends_again_at_once_what_died_with_the_interrupted_run() {
 #[test]
 fn ctrl_c_stores_the_run_as_cancelled() {
     let orch = Orch::new();
-    orch.write_config(FAST_SIM);
-    std::fs::write(
-        orch.path("two.yaml"),
-        "name: two\nsteps:\n  - id: wait\n    agent: secretary\n    task: \"[sim:silent] wait for me\"\n    timeout: 10m\n",
-    )
-    .unwrap();
-    let child = orch
-        .command()
-        .args([
-            "workflow",
-            "two.yaml",
-            "--caller",
-            "manager",
-            "--non-interactive",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !orch.ledger().iter().any(|l| l["event"] == "dispatched") {
-        assert!(std::time::Instant::now() < deadline, "never dispatched");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    crate::interrupt(&child);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    let id = only_run(&orch);
+    let (id, stderr) = interrupted_sim_run(&orch);
     assert!(
         stderr.contains(&format!("orch workflow resume {id}")),
         "{stderr}"

@@ -341,6 +341,23 @@ impl Rig {
             .with_retry_base(Duration::from_millis(10))
     }
 
+    /// Runs `yaml` as run `run_id` until the fake hangs on a task marked
+    /// `[hangfirst]`, then drops the run: like a kill -9 of orch with that
+    /// delegation in flight.
+    async fn run_until_hung(&self, yaml: &str, run_id: &str) -> RunId {
+        let wf = load(yaml, "hung.yaml").unwrap();
+        let run_id = RunId::new(run_id).unwrap();
+        let mut o = opts(&wf);
+        o.run_id = Some(run_id.clone());
+        let exec = self.exec();
+        let cancel = CancellationToken::new();
+        tokio::select! {
+            r = exec.run(&wf, yaml, o, &cancel) => panic!("run ended: {r:?}"),
+            () = self.fake.hung.notified() => {}
+        }
+        run_id
+    }
+
     async fn run_with(&self, exec: &Executor, yaml: &str) -> RunSummary {
         let wf = load(yaml, "test.yaml").unwrap();
         exec.run(&wf, yaml, opts(&wf), &CancellationToken::new())
@@ -792,18 +809,9 @@ steps:
 #[tokio::test]
 async fn resume_after_a_crash_uses_a_handoff_that_landed_meanwhile() {
     let rig = rig();
-    let wf = load(TWO, "two.yaml").unwrap();
-    let run_id = RunId::new("wf-two-crash").unwrap();
-    let mut o = opts(&wf);
-    o.run_id = Some(run_id.clone());
-    let exec = rig.exec();
-    let cancel = CancellationToken::new();
     // The worst case: no step record lands before the process dies.
     rig.forgetful.forget_steps.store(true, Ordering::SeqCst);
-    tokio::select! {
-        r = exec.run(&wf, TWO, o, &cancel) => panic!("run ended: {r:?}"),
-        () = rig.fake.hung.notified() => {}
-    }
+    let run_id = rig.run_until_hung(TWO, "wf-two-crash").await;
     // The run future is dropped: like kill -9 after b was dispatched.
     rig.forgetful.forget_steps.store(false, Ordering::SeqCst);
     let s = read_summary(&*rig.store, &run_id).await.unwrap();
@@ -924,16 +932,7 @@ name: lost
 steps:
   - { id: b, agent: auditor, task: "[id=b] [hangfirst]", timeout: 300ms }
 "#;
-    let wf = load(yaml, "lost.yaml").unwrap();
-    let run_id = RunId::new("wf-lost").unwrap();
-    let mut o = opts(&wf);
-    o.run_id = Some(run_id.clone());
-    let exec = rig.exec();
-    let cancel = CancellationToken::new();
-    tokio::select! {
-        r = exec.run(&wf, yaml, o, &cancel) => panic!("run ended: {r:?}"),
-        () = rig.fake.hung.notified() => {}
-    }
+    let run_id = rig.run_until_hung(yaml, "wf-lost").await;
     let done = rig
         .exec()
         .resume(&run_id, &CancellationToken::new())
@@ -1468,16 +1467,7 @@ name: dead
 steps:
   - { id: b, agent: auditor, task: "[id=b] [hangfirst]", timeout: 10m }
 "#;
-    let wf = load(yaml, "dead.yaml").unwrap();
-    let run_id = RunId::new("wf-dead").unwrap();
-    let mut o = opts(&wf);
-    o.run_id = Some(run_id.clone());
-    let exec = rig.exec();
-    let cancel = CancellationToken::new();
-    tokio::select! {
-        r = exec.run(&wf, yaml, o, &cancel) => panic!("run ended: {r:?}"),
-        () = rig.fake.hung.notified() => {}
-    }
+    let run_id = rig.run_until_hung(yaml, "wf-dead").await;
     // Not the ten minutes of its timeout: the guard only keeps a broken
     // build from hanging the suite.
     let done = tokio::time::timeout(
@@ -1521,16 +1511,7 @@ name: lost
 steps:
   - { id: b, agent: auditor, task: "[id=b] [hangfirst]", timeout: 300ms }
 "#;
-    let wf = load(yaml, "lost.yaml").unwrap();
-    let run_id = RunId::new("wf-lost").unwrap();
-    let mut o = opts(&wf);
-    o.run_id = Some(run_id.clone());
-    let exec = rig.exec();
-    let cancel = CancellationToken::new();
-    tokio::select! {
-        r = exec.run(&wf, yaml, o, &cancel) => panic!("run ended: {r:?}"),
-        () = rig.fake.hung.notified() => {}
-    }
+    let run_id = rig.run_until_hung(yaml, "wf-lost").await;
     let log = Arc::new(Events::default());
     let done = rig
         .exec()
