@@ -1982,7 +1982,14 @@ impl Job {
                 Tried::Cancelled
             }
             Err(e) => {
-                let retry = matches!(e, DelegateError::Transport { .. });
+                // Only what another try can change: a transport that was
+                // unreachable or busy until the attempt's deadline. A
+                // rejection, a task too large or a misconfigured
+                // transport would fail the same way again.
+                let retry = matches!(
+                    &e,
+                    DelegateError::Transport { source, .. } if source.is_retryable()
+                );
                 self.end_attempt("error", Some(e.to_string()));
                 Tried::Failed {
                     detail: e.to_string(),

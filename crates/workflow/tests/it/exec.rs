@@ -129,6 +129,18 @@ impl Transport for Fake {
             .lock()
             .unwrap()
             .insert(step.clone(), (env.agent.clone(), msg.clone()));
+        if msg.contains("[reject]") {
+            return Err(TransportError::Rejected {
+                status: 400,
+                message: "unknown agentId".into(),
+            });
+        }
+        let unreachable: usize = marker(msg, "unreachablefirst").map_or(0, |d| d.parse().unwrap());
+        if n <= unreachable {
+            return Err(TransportError::Connect {
+                message: "connection refused".into(),
+            });
+        }
         let ack = Ok(Ack {
             remote_run_id: None,
             completion: None,
@@ -662,6 +674,30 @@ steps:
     let st: Vec<&str> = r.attempts.iter().map(|a| a.status.as_str()).collect();
     assert_eq!(st, ["failed", "failed", "complete"]);
     assert_eq!(r.delegation_run_id.as_ref(), Some(&r.attempts[2].run_id));
+}
+
+/// A step retries a transport that stayed unreachable through its
+/// attempt (another attempt may find it back), never one that refused the
+/// task (it would refuse again).
+#[tokio::test]
+async fn only_transport_failures_a_retry_can_change_are_retried() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: transport
+defaults: { on_failure: continue }
+steps:
+  - { id: u, agent: webster, task: "[id=u] [unreachablefirst=1]", retries: 1, timeout: 200ms }
+  - { id: x, agent: auditor, task: "[id=x] [reject]", retries: 3 }
+"#,
+        )
+        .await;
+    assert_eq!(s.steps["u"].status, StepStatus::Completed);
+    assert_eq!(s.steps["u"].attempts, 2);
+    assert_eq!(s.steps["x"].status, StepStatus::Failed);
+    assert_eq!(s.steps["x"].attempts, 1);
+    assert_eq!(rig.fake.count("x"), 1, "a rejected task is not sent again");
 }
 
 #[tokio::test]
