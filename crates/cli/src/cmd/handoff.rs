@@ -246,17 +246,13 @@ async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, CliError> {
             Ok(Exit::for_status(handoff.status))
         }
         WaitOutcome::Invalid(e) => Err(CliError::Usage(format!("{}: {e}", store.location(&key)))),
-        WaitOutcome::TimedOut => {
+        outcome @ (WaitOutcome::TimedOut | WaitOutcome::TimedOutIncomplete(_)) => {
+            let partial = match outcome {
+                WaitOutcome::TimedOutIncomplete(e) => format!(": a partial file was seen ({e})"),
+                _ => String::new(),
+            };
             out::note(&format!(
-                "timed out after {} waiting for {}",
-                crate::args::format_duration(args.timeout),
-                store.location(&key)
-            ));
-            Ok(Exit::TimedOut)
-        }
-        WaitOutcome::TimedOutIncomplete(e) => {
-            out::note(&format!(
-                "timed out after {} waiting for {}: a partial file was seen ({e})",
+                "timed out after {} waiting for {}{partial}",
                 crate::args::format_duration(args.timeout),
                 store.location(&key)
             ));
