@@ -131,7 +131,7 @@ impl Orch {
         run
     }
 
-    fn finish(&self, args: &[&str], output: Output) -> Run {
+    pub(crate) fn finish(&self, args: &[&str], output: Output) -> Run {
         let run = Run {
             args: args.iter().map(|s| s.to_string()).collect(),
             code: output.status.code().unwrap_or(-1),
@@ -139,6 +139,7 @@ impl Orch {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         };
         run.assert_terminal_safe(self);
+        run.assert_no_panic(self);
         run
     }
 
@@ -184,6 +185,18 @@ impl Run {
                 );
             }
         }
+    }
+
+    /// Every run of every test: orch never panicked, not even in a
+    /// background task (its panic hook reports one as an internal error).
+    fn assert_no_panic(&self, orch: &Orch) {
+        assert!(
+            !self.stderr.contains("internal error: a bug in orch")
+                && !self.stderr.contains("panicked at")
+                && !self.stderr.contains("RUST_BACKTRACE"),
+            "orch panicked:\n{}",
+            self.transcript(orch)
+        );
     }
 
     /// Panics if `secret` (a token handed over in the environment) shows

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod acl;
+mod cluster;
 mod config;
 mod context;
 mod delegate;

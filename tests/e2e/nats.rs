@@ -301,3 +301,77 @@ fn a_token_from_the_environment_opens_the_store_and_is_never_shown() {
         );
     }
 }
+
+/// An exec agent needs none of the caller's files: orch hands it the store
+/// (`ORCH_STORE`, and `--store` in the task), so a bare `orch handoff
+/// submit` in a directory with no config reaches the caller. The same
+/// answer sent to the wrong store (no `ORCH_STORE`, the local default)
+/// fails loudly instead of vanishing.
+#[test]
+fn an_exec_agent_answers_through_the_store_descriptor_from_anywhere() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let here = Orch::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let agent = here.path("agent.sh");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\ncat > task.txt\nprintf '%s' \"$ORCH_STORE\" > store.txt\nexec orch handoff submit --run-id \"$ORCH_RUN_ID\" --agent \"$ORCH_AGENT\" --status complete --result 'answered from another host'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    here.write_config(&format!(
+        "store:\n  kind: nats\n  url: {}\n  bucket: e2e\nagents:\n  manager: {{ transport: {{ kind: sim }} }}\n  webster: {{ transport: {{ kind: exec, command: ['{}'], cwd: '{}' }} }}\n",
+        server.url(),
+        agent.display(),
+        elsewhere.path().display()
+    ));
+    let delegated = ok(
+        &here,
+        &[
+            "delegate",
+            "webster",
+            "Find the CTE of Zerodur",
+            "--caller",
+            "manager",
+        ],
+    );
+    assert!(
+        delegated.stdout.contains("answered from another host"),
+        "{}",
+        delegated.transcript(&here)
+    );
+    let descriptor = format!("{}/e2e", server.url());
+    let given = std::fs::read_to_string(elsewhere.path().join("store.txt")).unwrap();
+    assert_eq!(given, descriptor);
+    let task = std::fs::read_to_string(elsewhere.path().join("task.txt")).unwrap();
+    assert!(task.contains(&format!("--store {descriptor}")), "{task}");
+    assert!(!task.contains("--config"), "{task}");
+    assert!(!elsewhere.path().join(".orch").exists());
+
+    // The same answer where no store is named: the local default, which
+    // never saw this run dispatched.
+    let lost = Orch::new();
+    let args = [
+        "handoff",
+        "submit",
+        "--run-id",
+        "orch-20261202T060000Z-0badc0de",
+        "--agent",
+        "webster",
+        "--status",
+        "complete",
+        "--result",
+        "answered from the wrong host",
+    ];
+    let refused = run(&lost, &args);
+    assert_eq!(refused.code, 2, "{}", refused.transcript(&lost));
+    assert!(
+        refused.stderr.contains("was never dispatched") && refused.stderr.contains("ORCH_STORE"),
+        "{}",
+        refused.stderr
+    );
+    assert!(lost.store_files().is_empty(), "{:?}", lost.store_files());
+}

@@ -43,6 +43,19 @@ pub(crate) struct GlobalArgs {
     )]
     pub(crate) handoff_dir: Option<PathBuf>,
 
+    /// The handoff store as a descriptor (what orch gives its agents):
+    /// nats://HOST:PORT[,HOST:PORT…]/BUCKET[?token_env=VAR|token_file=PATH|credentials=PATH]
+    /// or file:///ABS/DIR. Wins over the config's `store`; --handoff-dir wins over it
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_STORE",
+        hide_env_values = true,
+        help_heading = "Global options",
+        value_name = "DESCRIPTOR"
+    )]
+    pub(crate) store: Option<String>,
+
     /// How to notice handoffs: inotify, polling (for NFS and some container
     /// mounts), or auto (inotify, falling back to polling) [default: store.watch
     /// of the config, auto]

@@ -227,6 +227,11 @@ pub(crate) struct NatsSection {
     pub(crate) history: i64,
     /// How long connecting may take.
     pub(crate) connect_timeout: Dur,
+    /// How long one store operation may take, tries after timeouts and
+    /// leader elections included (a delegation waits its own timeout).
+    pub(crate) request_timeout: Dur,
+    /// The longest wait between two tries.
+    pub(crate) retry_max_delay: Dur,
 }
 
 impl Default for NatsSection {
@@ -240,6 +245,8 @@ impl Default for NatsSection {
             replicas: 1,
             history: 1,
             connect_timeout: Dur(Duration::from_secs(5)),
+            request_timeout: Dur(Duration::from_secs(30)),
+            retry_max_delay: Dur(Duration::from_secs(2)),
         }
     }
 }
@@ -272,6 +279,10 @@ struct RawStore {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     connect_timeout: Option<Dur>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    request_timeout: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_max_delay: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     max_handoff_bytes: Option<u64>,
 }
 
@@ -293,6 +304,8 @@ impl TryFrom<RawStore> for StoreSection {
                     ("replicas", raw.replicas.is_some()),
                     ("history", raw.history.is_some()),
                     ("connect_timeout", raw.connect_timeout.is_some()),
+                    ("request_timeout", raw.request_timeout.is_some()),
+                    ("retry_max_delay", raw.retry_max_delay.is_some()),
                 ];
                 if let Some((key, _)) = nats_keys.iter().find(|(_, set)| *set) {
                     return Err(misplaced(key, "nats"));
@@ -317,6 +330,8 @@ impl TryFrom<RawStore> for StoreSection {
             replicas: raw.replicas.unwrap_or(defaults.replicas),
             history: raw.history.unwrap_or(defaults.history),
             connect_timeout: raw.connect_timeout.unwrap_or(defaults.connect_timeout),
+            request_timeout: raw.request_timeout.unwrap_or(defaults.request_timeout),
+            retry_max_delay: raw.retry_max_delay.unwrap_or(defaults.retry_max_delay),
         };
         if kind == StoreKind::Nats {
             check_nats(&nats)?;
@@ -351,6 +366,8 @@ impl From<StoreSection> for RawStore {
                 replicas: Some(s.nats.replicas),
                 history: Some(s.nats.history),
                 connect_timeout: Some(s.nats.connect_timeout),
+                request_timeout: Some(s.nats.request_timeout),
+                retry_max_delay: Some(s.nats.retry_max_delay),
                 max_handoff_bytes,
                 ..Self::default()
             },
@@ -359,7 +376,7 @@ impl From<StoreSection> for RawStore {
 }
 
 /// What `kind: nats` needs that serde cannot check.
-fn check_nats(n: &NatsSection) -> Result<(), String> {
+pub(crate) fn check_nats(n: &NatsSection) -> Result<(), String> {
     for url in n.url.split(',').map(str::trim) {
         let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
             .iter()
@@ -402,6 +419,15 @@ fn check_nats(n: &NatsSection) -> Result<(), String> {
     }
     if !(1..=64).contains(&n.history) {
         return Err("`store.history` must be 1 to 64 (the most NATS KV keeps)".into());
+    }
+    if n.request_timeout.0 < Duration::from_secs(1) {
+        return Err("`store.request_timeout` must be at least 1s".into());
+    }
+    if n.retry_max_delay.0.is_zero() || n.retry_max_delay.0 > n.request_timeout.0 {
+        return Err(
+            "`store.retry_max_delay` must be more than 0 and at most `store.request_timeout`"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -973,6 +999,8 @@ mod tests {
         replicas: 1
         history: 1
         connect_timeout: 5s
+        request_timeout: 30s
+        retry_max_delay: 2s
         max_handoff_bytes: 1048576
         ");
         let back: StoreSection = serde_norway::from_str(&shown).unwrap();

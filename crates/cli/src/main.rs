@@ -11,6 +11,7 @@
 mod args;
 mod cmd;
 mod config;
+mod descriptor;
 mod exit;
 mod out;
 mod wiring;
@@ -25,6 +26,7 @@ use crate::exit::{CliError, Exit};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
+    report_panics();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -36,7 +38,14 @@ fn main() -> ExitCode {
             return Exit::Internal.into();
         }
     };
-    match runtime.block_on(run(cli)) {
+    // A panic is a bug; it ends the command with the internal-error code,
+    // never with Rust's raw panic output (see `report_panics`).
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run(cli))));
+    let Ok(result) = result else {
+        return Exit::Internal.into();
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             if !err.is_broken_pipe() {
@@ -63,6 +72,29 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Skill(cmd) => cmd::skill::run(cmd),
     }?;
     Ok(exit.into())
+}
+
+/// Replaces Rust's panic output (a raw message, maybe a backtrace notice)
+/// with one escaped line that says what happened and where. A panic in a
+/// background task (tokio catches those) is reported the same way; one in
+/// the command itself ends it with [`Exit::Internal`].
+fn report_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        out::note(&format!(
+            "internal error: a bug in orch{place}: {}; please report it",
+            out::one_line(&message)
+        ));
+    }));
 }
 
 fn init_tracing(verbose: u8) {

@@ -18,6 +18,7 @@ use orch_registry::{AgentInfo, Registry, RegistryFile};
 
 use crate::args::{GlobalArgs, WatchArg};
 use crate::config::{self, Config, Source, StoreKind, TransportRef, TransportSpec};
+use crate::descriptor;
 use crate::exit::CliError;
 
 /// The opened handoff store, whichever kind the config names.
@@ -35,6 +36,12 @@ impl Setup {
     pub(crate) fn load(global: &GlobalArgs) -> Result<Self, CliError> {
         let (mut config, source) = config::load(global.config.as_deref())
             .map_err(|e| CliError::Usage(format!("config {e}")))?;
+        // `--store` / `ORCH_STORE` (what orch gives its agents) names the
+        // store whatever the config file says.
+        if let Some(descriptor) = global.store.as_deref().filter(|d| !d.trim().is_empty()) {
+            config.store = descriptor::parse(descriptor, &config.store)
+                .map_err(|e| CliError::Usage(format!("--store / ORCH_STORE: {e}")))?;
+        }
         if let Some(dir) = &global.handoff_dir {
             config.store.kind = StoreKind::Fs;
             config.store.path = dir.clone();
@@ -82,6 +89,8 @@ impl Setup {
         cfg.history = n.history;
         cfg.max_handoff_bytes = store.max_handoff_bytes;
         cfg.connect_timeout = n.connect_timeout.0;
+        cfg.request_timeout = n.request_timeout.0;
+        cfg.retry_max_delay = n.retry_max_delay.0;
         cfg.auth = match (&n.token_env, &n.token_file, &n.credentials) {
             (None, None, None) => NatsAuth::None,
             (_, _, Some(file)) => NatsAuth::CredentialsFile(file.clone()),
@@ -109,8 +118,9 @@ impl Setup {
     }
 
     /// What an agent adds to `orch handoff submit` to reach this store: the
-    /// file store's directory, or for NATS the config file that names the
-    /// server (an agent on another host passes its own).
+    /// file store's directory, or for NATS the store's descriptor (servers,
+    /// bucket, the name of the credential; nothing that exists only on the
+    /// caller's host).
     fn submit_args(&self) -> Vec<String> {
         match self.config.store.kind {
             StoreKind::Fs => {
@@ -118,14 +128,14 @@ impl Setup {
                 let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                 vec!["--handoff-dir".into(), root.display().to_string()]
             }
-            StoreKind::Nats => match &self.source {
-                Source::File { path, .. } => {
-                    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-                    vec!["--config".into(), abs.display().to_string()]
-                }
-                Source::Embedded => Vec::new(),
-            },
+            StoreKind::Nats => vec!["--store".into(), self.store_descriptor()],
         }
+    }
+
+    /// The store's descriptor (`ORCH_STORE`), for agents.
+    pub(crate) fn store_descriptor(&self) -> String {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        descriptor::of(&self.config.store, &cwd)
     }
 
     /// The agents: from the `registry` file, the inline `agents`, or the
@@ -200,6 +210,7 @@ impl Setup {
             })
             .collect::<Result<Vec<_>, CliError>>()?;
         let mut secrets = c.secret_env_vars();
+        let store_descriptor = self.store_descriptor();
         for (_, r) in &refs {
             if let TransportRef::Inline(spec) = r {
                 secrets.extend(spec.token_env().map(str::to_owned));
@@ -243,7 +254,12 @@ impl Setup {
                 TransportSpec::Exec(exec) => Arc::new(
                     ExecTransport::new(ExecConfig {
                         argv: exec.command.clone(),
-                        env: exec.env.clone(),
+                        // The agent's `orch handoff submit` finds this
+                        // store through ORCH_STORE, on any host (the
+                        // config's own `env` may set another).
+                        env: std::iter::once(("ORCH_STORE".to_owned(), store_descriptor.clone()))
+                            .chain(exec.env.clone())
+                            .collect(),
                         remove_env: secrets
                             .iter()
                             .filter(|v| !exec.env_passthrough.contains(v))

@@ -243,3 +243,351 @@ fn free_port() -> std::io::Result<u16> {
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
+
+/// A JetStream cluster of `nats-server` processes on loopback: each with
+/// its own client port, route port and store directory, routes to all the
+/// others, and `server_name` `n1`, `n2`, …. Nodes can be killed (`SIGKILL`,
+/// as `kill -9`) and restarted with the same ports and storage. Every node
+/// still running is killed (and waited for) on drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    binary: PathBuf,
+    nodes: Vec<ClusterNode>,
+    /// What the nodes' logs said about leaders.
+    leaders: std::sync::Arc<(std::sync::Mutex<Leaders>, std::sync::Condvar)>,
+    dir: tempfile::TempDir,
+}
+
+/// The newest leaders the nodes' logs named.
+#[derive(Debug, Default)]
+struct Leaders {
+    meta: Option<String>,
+    /// Stream name → the node that last logged it became its leader.
+    streams: std::collections::HashMap<String, String>,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    name: String,
+    port: u16,
+    route_port: u16,
+    child: Option<Child>,
+    log: Option<JoinHandle<Vec<String>>>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes (3 for a quorum that survives one loss) and
+    /// waits until the cluster has a JetStream metadata leader. `None`
+    /// (after a notice) if `nats-server` is missing and this is not CI.
+    ///
+    /// # Panics
+    ///
+    /// If the binary is missing and `CI=true`, or the cluster does not come
+    /// up.
+    pub fn start(size: usize) -> Option<Self> {
+        let binary = NatsServer::binary()?;
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(&binary, size) {
+                Ok(cluster) => return Some(cluster),
+                Err(e) => last = e,
+            }
+        }
+        #[allow(clippy::panic)]
+        {
+            panic!("the nats-server cluster did not start: {last}");
+        }
+    }
+
+    fn try_start(binary: &Path, size: usize) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let mut nodes = Vec::with_capacity(size);
+        // Hold every listener until all ports are chosen, so no two nodes
+        // get the same one.
+        let mut held = Vec::new();
+        for i in 1..=size {
+            let client = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+            let route = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+            nodes.push(ClusterNode {
+                name: format!("n{i}"),
+                port: client.local_addr().map_err(|e| e.to_string())?.port(),
+                route_port: route.local_addr().map_err(|e| e.to_string())?.port(),
+                child: None,
+                log: None,
+            });
+            held.push((client, route));
+        }
+        drop(held);
+        let mut cluster = Self {
+            binary: binary.to_owned(),
+            nodes,
+            leaders: std::sync::Arc::default(),
+            dir,
+        };
+        let mut ready = Vec::new();
+        for i in 0..size {
+            ready.push(cluster.spawn(i)?);
+        }
+        let deadline = Instant::now() + START_DEADLINE;
+        for (i, rx) in ready.into_iter().enumerate() {
+            if rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_err()
+            {
+                let log = cluster.stop_node(i);
+                return Err(format!(
+                    "node n{} was not ready within {START_DEADLINE:?}; its log:\n{}",
+                    i + 1,
+                    log.join("\n")
+                ));
+            }
+        }
+        if cluster.wait_for_meta_leader(START_DEADLINE).is_none() {
+            let log = cluster.stop_node(0);
+            return Err(format!(
+                "no JetStream metadata leader within {START_DEADLINE:?}; n1's log:\n{}",
+                log.join("\n")
+            ));
+        }
+        Ok(cluster)
+    }
+
+    /// Starts node `i` (again) with its config; the receiver says when it
+    /// accepts clients.
+    fn spawn(&mut self, i: usize) -> Result<mpsc::Receiver<()>, String> {
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| quote(&format!("nats-route://127.0.0.1:{}", n.route_port)))
+            .collect();
+        let node = &self.nodes[i];
+        let store = self.dir.path().join(&node.name);
+        let conf = format!(
+            "server_name: {name}\nlisten: 127.0.0.1:{port}\nmax_payload: {payload}\n\
+             jetstream {{\n  store_dir: {store}\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}}\n\
+             cluster {{\n  name: orch-test\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
+            name = node.name,
+            port = node.port,
+            payload = 8 << 20,
+            store = quote(&store.display().to_string()),
+            route = node.route_port,
+            routes = routes.join(", "),
+        );
+        let conf_path = self.dir.path().join(format!("{}.conf", node.name));
+        std::fs::write(&conf_path, conf).map_err(|e| format!("writing the config: {e}"))?;
+        let mut child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e}", self.binary.display()))?;
+        let Some(stderr) = child.stderr.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("no stderr pipe".into());
+        };
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let leaders = std::sync::Arc::clone(&self.leaders);
+        let own = node.name.clone();
+        let log = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("Server is ready") {
+                    let _ = ready_tx.send(());
+                }
+                let meta = meta_leader_in(&line, &own);
+                let stream = stream_led_in(&line);
+                if meta.is_some() || stream.is_some() {
+                    let (lock, changed) = &*leaders;
+                    let mut leaders = lock
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(name) = meta {
+                        leaders.meta = Some(name);
+                    }
+                    if let Some(stream) = stream {
+                        leaders.streams.insert(stream, own.clone());
+                    }
+                    changed.notify_all();
+                }
+                if lines.len() < 400 {
+                    lines.push(line);
+                }
+            }
+            lines
+        });
+        let node = &mut self.nodes[i];
+        node.child = Some(child);
+        node.log = Some(log);
+        Ok(ready_rx)
+    }
+
+    fn index(&self, name: &str) -> usize {
+        #[allow(clippy::panic)]
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name} in the cluster"))
+    }
+
+    fn stop_node(&mut self, i: usize) -> Vec<String> {
+        let node = &mut self.nodes[i];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.log
+            .take()
+            .and_then(|log| log.join().ok())
+            .unwrap_or_default()
+    }
+
+    /// Every node's client URL, comma-separated (for `store.url`).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client URL of one node.
+    pub fn url(&self, name: &str) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[self.index(name)].port)
+    }
+
+    /// The node names, `n1`, `n2`, ….
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// Kills node `name` with `SIGKILL` (as `kill -9`) and waits for it to
+    /// exit. Returns its log.
+    pub fn kill(&mut self, name: &str) -> Vec<String> {
+        let i = self.index(name);
+        self.stop_node(i)
+    }
+
+    /// Starts a killed node again with its ports and storage, and waits
+    /// until it accepts clients.
+    ///
+    /// # Panics
+    ///
+    /// If it does not come up.
+    pub fn restart(&mut self, name: &str) {
+        let i = self.index(name);
+        self.stop_node(i);
+        #[allow(clippy::panic)]
+        let ready = self
+            .spawn(i)
+            .unwrap_or_else(|e| panic!("restarting {name}: {e}"));
+        if ready.recv_timeout(START_DEADLINE).is_err() {
+            let log = self.stop_node(i);
+            #[allow(clippy::panic)]
+            {
+                panic!("{name} did not restart; its log:\n{}", log.join("\n"));
+            }
+        }
+    }
+
+    /// The node that leads `stream` (e.g. `KV_orch`), as the newest log line
+    /// about it says, waiting up to `timeout` for a leader other than
+    /// `not` (a node just killed). `None` if there is none by then.
+    pub fn stream_leader(
+        &self,
+        stream: &str,
+        not: Option<&str>,
+        timeout: Duration,
+    ) -> Option<String> {
+        self.wait_for_leader(timeout, |l| {
+            l.streams
+                .get(stream)
+                .filter(|n| Some(n.as_str()) != not)
+                .cloned()
+        })
+    }
+
+    /// Waits up to `timeout` for `pick` to find a leader in what the logs
+    /// said (woken by each log line about a leader).
+    fn wait_for_leader(
+        &self,
+        timeout: Duration,
+        pick: impl Fn(&Leaders) -> Option<String>,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (lock, changed) = &*self.leaders;
+        let mut leaders = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some(name) = pick(&leaders) {
+                return Some(name);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            leaders = changed
+                .wait_timeout(leaders, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The newest JetStream metadata leader the nodes' logs named, waiting
+    /// up to `timeout` for one. It may name a node that was killed since;
+    /// see [`NatsCluster::wait_for_new_meta_leader`].
+    pub fn wait_for_meta_leader(&self, timeout: Duration) -> Option<String> {
+        self.wait_for_meta_leader_other_than(None, timeout)
+    }
+
+    /// Waits up to `timeout` until the logs name a metadata leader other
+    /// than `old` (after `old` was killed).
+    pub fn wait_for_new_meta_leader(&self, old: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_meta_leader_other_than(Some(old), timeout)
+    }
+
+    fn wait_for_meta_leader_other_than(
+        &self,
+        old: Option<&str>,
+        timeout: Duration,
+    ) -> Option<String> {
+        self.wait_for_leader(timeout, |l| {
+            l.meta.clone().filter(|n| Some(n.as_str()) != old)
+        })
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop_node(i);
+        }
+    }
+}
+
+/// The stream whose new leader is the node logging
+/// `… JetStream cluster new stream leader for '$G > KV_orch'`.
+fn stream_led_in(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("new stream leader for '")?;
+    let (_, stream) = rest.split_once(" > ")?;
+    let stream = stream.split('\'').next()?.trim();
+    (!stream.is_empty()).then(|| stream.to_owned())
+}
+
+/// The node a log line of node `own` names as the new JetStream metadata
+/// leader: `… JetStream cluster new metadata leader: n2/orch-test` on the
+/// others, `… Self is new JetStream cluster metadata leader` on the leader.
+fn meta_leader_in(line: &str, own: &str) -> Option<String> {
+    if line.contains("Self is new JetStream cluster metadata leader") {
+        return Some(own.to_owned());
+    }
+    let (_, rest) = line.split_once("new metadata leader: ")?;
+    let name = rest.split('/').next()?.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}

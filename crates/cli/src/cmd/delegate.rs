@@ -15,8 +15,15 @@ use crate::out;
 use crate::wiring::Setup;
 
 pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit, CliError> {
-    let setup = Setup::load(global)?;
+    let mut setup = Setup::load(global)?;
     let registry = setup.registry()?;
+    // A store operation (a NATS cluster electing a leader) may keep trying
+    // for as long as the delegation may take (at least 5 s), not for a
+    // fixed time.
+    setup.config.store.nats.request_timeout.0 = args
+        .timeout
+        .unwrap_or(setup.config.delegation.timeout.0)
+        .max(Duration::from_secs(5));
     let store = setup.open_store().await?;
     // Each retry is shown as it happens: a delegation may retry for as long
     // as its deadline allows (a gateway restarting).

@@ -95,8 +95,9 @@ async fn check_dispatched(store: &Store, key: &HandoffKey) -> Result<(), CliErro
     let Some(dispatched) = store.dispatched(&key.run_id).await? else {
         return Err(CliError::Usage(format!(
             "run {} was never dispatched: the {} has no delegation with this run id; \
-             copy the run id given in your task (or pass --unsolicited to store an answer \
-             nobody asked for)",
+             copy the run id given in your task, and the store it names (--store, or \
+             ORCH_STORE as orch sets it for its agents), or pass --unsolicited to store an \
+             answer nobody asked for",
             key.run_id,
             store.describe()
         )));

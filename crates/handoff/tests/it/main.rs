@@ -1,5 +1,7 @@
 //! Integration tests of `orch-handoff`: one test binary, one module per area.
 
+#[cfg(feature = "nats")]
+mod cluster;
 mod common;
 mod conformance;
 #[cfg(feature = "nats")]

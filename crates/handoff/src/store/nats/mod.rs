@@ -75,6 +75,7 @@
 //! aborted when the store and all its subscriptions are dropped.
 
 mod keys;
+mod retry;
 mod watch;
 
 use std::collections::BTreeSet;
@@ -91,7 +92,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use self::watch::{Slot, Waiters, Watcher};
+use self::retry::{Failure, Policy};
+use self::watch::{POLL_INTERVAL, Slot, Waiters, WatchDeps, Watcher};
 use super::files::MAX_LEDGER_LINE;
 use crate::store::{
     Existing, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, LedgerRead, PutMode, Scope,
@@ -100,6 +102,13 @@ use crate::store::{
 use crate::{
     DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
 };
+
+/// How long creating a consumer (a watch, a ledger read, a key listing)
+/// may take before it is tried again. Normally milliseconds; but with a
+/// node of the cluster down, nats-server 2.9 may place the new consumer on
+/// that node, and the request then hangs until it times out, where a
+/// second try lands elsewhere at once.
+pub(super) const CONSUMER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Workflow records embed a handoff plus attempts and timings (as in the
 /// file store).
@@ -171,8 +180,16 @@ pub struct NatsStoreConfig {
     pub max_handoff_bytes: u64,
     /// How long connecting may take. Default 5 s.
     pub connect_timeout: Duration,
-    /// How long one JetStream request may take. Default 5 s.
+    /// How long one store operation (open, get, put, watch, ledger append
+    /// or read) may take, tries after timeouts and leader elections
+    /// included. Default 30 s. A delegation sets its own timeout here.
     pub request_timeout: Duration,
+    /// How long one JetStream request may take before it is tried again
+    /// (within `request_timeout`). Default 5 s.
+    pub attempt_timeout: Duration,
+    /// The longest wait between two tries (the waits double from 100 ms up
+    /// to this). Default 2 s.
+    pub retry_max_delay: Duration,
 }
 
 impl NatsStoreConfig {
@@ -186,7 +203,9 @@ impl NatsStoreConfig {
             history: 1,
             max_handoff_bytes: DEFAULT_MAX_HANDOFF_BYTES,
             connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(5),
+            retry_max_delay: Duration::from_secs(2),
         }
     }
 }
@@ -209,7 +228,10 @@ struct Inner {
     bucket: String,
     workflow_bucket: String,
     cap: u64,
-    request_timeout: Duration,
+    /// The retry budget of one operation and the backoff cap.
+    policy: Policy,
+    /// One JetStream request's timeout.
+    attempt_timeout: Duration,
     /// The token, to scrub it from any message that might quote it.
     secret: Option<String>,
     client: async_nats::Client,
@@ -220,7 +242,7 @@ struct Inner {
     ledger_subject: String,
     waiters: Arc<Waiters>,
     watcher: tokio::sync::Mutex<Option<Watcher>>,
-    watchers_created: AtomicUsize,
+    watchers_created: Arc<AtomicUsize>,
     incomplete_reads: AtomicU64,
 }
 
@@ -258,17 +280,30 @@ impl NatsStore {
         let mut options = ConnectOptions::new()
             .name("orch")
             .connection_timeout(config.connect_timeout)
-            .request_timeout(Some(config.request_timeout));
+            .request_timeout(Some(config.attempt_timeout.min(config.request_timeout)));
         {
             let waiters = Arc::clone(&waiters);
+            // `Connected` comes for the first connection too: only one after
+            // a disconnect means the watch may have missed entries.
+            let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
             options = options.event_callback(move |event| {
                 let waiters = Arc::clone(&waiters);
+                let dropped = Arc::clone(&dropped);
                 async move {
                     match event {
-                        // Entries may have been published while we were
-                        // away: every waiter looks again.
-                        Event::Connected => waiters.wake_all(),
-                        Event::Disconnected => tracing::warn!("NATS store: disconnected"),
+                        Event::Connected => {
+                            if dropped.swap(false, Ordering::AcqRel) {
+                                tracing::warn!("NATS store: reconnected");
+                                waiters.reconnected();
+                            }
+                        }
+                        // Until the watch is back, waiters read their keys
+                        // on an interval.
+                        Event::Disconnected => {
+                            dropped.store(true, Ordering::Release);
+                            tracing::warn!("NATS store: disconnected; reconnecting");
+                            waiters.reset_watch();
+                        }
                         other => tracing::debug!("NATS store: {other}"),
                     }
                 }
@@ -322,14 +357,24 @@ impl NatsStore {
                 config.max_handoff_bytes
             );
         }
+        if !client.server_info().jetstream {
+            return Err(jetstream_disabled(&server));
+        }
+        let attempt_timeout = config.attempt_timeout.min(config.request_timeout);
         let mut js = jetstream::new(client.clone());
-        js.set_timeout(config.request_timeout);
+        js.set_timeout(attempt_timeout);
 
+        let policy = Policy {
+            budget: config.request_timeout,
+            max_delay: config.retry_max_delay,
+        };
         let opener = Opener {
             js: &js,
             server: &server,
             replicas: config.replicas.max(1),
             history: config.history.max(1),
+            policy,
+            deadline: policy.deadline(),
         };
         let bucket = config.bucket.clone();
         let workflow_bucket = format!("{bucket}-workflows");
@@ -352,7 +397,8 @@ impl NatsStore {
                 bucket,
                 workflow_bucket,
                 cap: config.max_handoff_bytes,
-                request_timeout: config.request_timeout,
+                policy,
+                attempt_timeout,
                 secret,
                 client,
                 js,
@@ -362,7 +408,7 @@ impl NatsStore {
                 ledger_subject,
                 waiters,
                 watcher: tokio::sync::Mutex::new(None),
-                watchers_created: AtomicUsize::new(0),
+                watchers_created: Arc::default(),
                 incomplete_reads: AtomicU64::new(0),
             }),
         })
@@ -425,30 +471,68 @@ impl NatsStore {
     }
 }
 
-/// Creates (or finds) the store's streams.
+/// Opens (or creates) the store's streams.
 struct Opener<'a> {
     js: &'a jetstream::Context,
     server: &'a str,
     replicas: usize,
     history: i64,
+    policy: Policy,
+    /// One deadline for the whole open.
+    deadline: Instant,
+}
+
+/// Whether a failed open says the stream does not exist.
+fn not_found(message: &str) -> bool {
+    message.contains("10059") || message.to_ascii_lowercase().contains("stream not found")
 }
 
 impl Opener<'_> {
-    fn unavailable_if_no_jetstream(&self, message: &str) -> Option<StoreError> {
-        let m = message.to_ascii_lowercase();
-        (m.contains("jetstream unavailable")
-            || m.contains("jetstream not enabled")
-            || m.contains("no responders"))
-        .then(|| jetstream_disabled(self.server))
+    fn error<E: fmt::Display>(&self, what: String, failure: &Failure<E>) -> StoreError {
+        let message = failure.to_string();
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("jetstream unavailable") || lower.contains("jetstream not enabled") {
+            return jetstream_disabled(self.server);
+        }
+        StoreError::Remote {
+            op: "open",
+            what,
+            message: with_hint(message),
+        }
     }
 
-    /// A KV bucket as `nats kv add` makes it.
+    /// Runs `attempt` with the store's retries, within the open's deadline.
+    async fn retry<T, E: fmt::Display, Fut: Future<Output = Result<T, E>>>(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        attempt: impl FnMut() -> Fut,
+    ) -> Result<T, Failure<E>> {
+        retry::run(self.policy, what, self.deadline, attempt).await
+    }
+
+    /// A KV bucket, created as `nats kv add` makes it if it does not exist.
+    /// It is opened first: an open needs only the stream's leader, a create
+    /// the cluster's metadata leader too, and every command but the first
+    /// finds the bucket there. One that exists with other settings is used
+    /// as it is.
     async fn bucket(
         &self,
         name: &str,
         description: &str,
         max_value: u64,
     ) -> Result<kv::Store, StoreError> {
+        let what = || format!("bucket {name} on the {}", self.server);
+        let open_what = || format!("open {}", what());
+        match self
+            .retry(&open_what, move || async move {
+                self.js.get_key_value(name).await
+            })
+            .await
+        {
+            Ok(store) => return Ok(store),
+            Err(Failure::Failed(e)) if not_found(&e.to_string()) => {}
+            Err(f) => return Err(self.error(what(), &f)),
+        }
         let config = stream::Config {
             name: format!("KV_{name}"),
             description: Some(description.to_owned()),
@@ -464,33 +548,39 @@ impl Opener<'_> {
             discard: stream::DiscardPolicy::New,
             ..Default::default()
         };
-        let created = self.js.create_stream(config).await;
-        if let Err(e) = &created {
-            if let Some(err) = self.unavailable_if_no_jetstream(&e.to_string()) {
-                return Err(err);
-            }
-            // Most likely it exists with other settings: use it as it is.
-            tracing::debug!(
-                bucket = name,
-                "creating the bucket: {e}; opening it as it is"
-            );
+        let create_what = || format!("create {}", what());
+        let config = &config;
+        if let Err(e) = self
+            .retry(&create_what, move || async move {
+                self.js.create_stream(config.clone()).await
+            })
+            .await
+        {
+            // Another client may have created it meanwhile: open it.
+            tracing::debug!(bucket = name, "creating the bucket: {e}; opening it");
         }
-        self.js.get_key_value(name).await.map_err(|e| {
-            let message = match &created {
-                Err(c) => format!("{c} ({e})"),
-                Ok(_) => e.to_string(),
-            };
-            self.unavailable_if_no_jetstream(&message)
-                .unwrap_or_else(|| StoreError::Remote {
-                    op: "open",
-                    what: format!("bucket {name} on the {}", self.server),
-                    message,
-                })
+        self.retry(&open_what, move || async move {
+            self.js.get_key_value(name).await
         })
+        .await
+        .map_err(|f| self.error(what(), &f))
     }
 
-    /// The ledger stream.
+    /// The ledger stream, opened first and created if it does not exist.
     async fn ledger(&self, name: &str, subject: &str) -> Result<stream::Stream, StoreError> {
+        let what = || format!("ledger stream {name} on the {}", self.server);
+        let open_what = || format!("open {}", what());
+        match self
+            .retry(
+                &open_what,
+                move || async move { self.js.get_stream(name).await },
+            )
+            .await
+        {
+            Ok(stream) => return Ok(stream),
+            Err(Failure::Failed(e)) if not_found(&e.to_string()) => {}
+            Err(f) => return Err(self.error(what(), &f)),
+        }
         let config = stream::Config {
             name: name.to_owned(),
             description: Some("orch ledger: one event per message".to_owned()),
@@ -503,28 +593,37 @@ impl Opener<'_> {
             allow_direct: true,
             ..Default::default()
         };
-        let created = self.js.create_stream(config).await;
-        if let Err(e) = &created {
-            if let Some(err) = self.unavailable_if_no_jetstream(&e.to_string()) {
-                return Err(err);
-            }
-            tracing::debug!(
-                stream = name,
-                "creating the ledger: {e}; opening it as it is"
-            );
-        }
-        match created {
+        let create_what = || format!("create {}", what());
+        let config = &config;
+        match self
+            .retry(&create_what, move || async move {
+                self.js.create_stream(config.clone()).await
+            })
+            .await
+        {
             Ok(stream) => Ok(stream),
-            Err(c) => self
-                .js
-                .get_stream(name)
+            Err(e) => {
+                tracing::debug!(stream = name, "creating the ledger: {e}; opening it");
+                self.retry(
+                    &open_what,
+                    move || async move { self.js.get_stream(name).await },
+                )
                 .await
-                .map_err(|e| StoreError::Remote {
-                    op: "open",
-                    what: format!("ledger stream {name} on the {}", self.server),
-                    message: format!("{c} ({e})"),
-                }),
+                .map_err(|f| self.error(what(), &f))
+            }
         }
+    }
+}
+
+/// A failure message, with what to check when it looks like a cluster
+/// without a quorum.
+fn with_hint(message: String) -> String {
+    if retry::transient(&message) {
+        format!(
+            "{message} (retried until the deadline; is a quorum of the JetStream cluster up? raise store.request_timeout to wait longer)"
+        )
+    } else {
+        message
     }
 }
 
@@ -562,6 +661,20 @@ fn scrub(text: String, secret: Option<&str>) -> String {
     }
 }
 
+/// A ledger message id unique to this event: a random per-process part
+/// and a counter.
+fn message_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::OnceLock;
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = *PROCESS.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    format!(
+        "orch-{process:016x}-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// What one look at a waited-for handoff found.
 enum Check {
     Missing,
@@ -579,14 +692,30 @@ impl Inner {
     ) -> StoreError {
         let message = scrub(e.to_string(), self.secret.as_deref());
         let lower = message.to_ascii_lowercase();
-        if lower.contains("jetstream unavailable") || lower.contains("no responders") {
+        if lower.contains("jetstream unavailable") || lower.contains("jetstream not enabled") {
             return jetstream_disabled(&self.server);
         }
         StoreError::Remote {
             op,
             what: what.into(),
-            message,
+            message: with_hint(message),
         }
+    }
+
+    /// Runs `attempt` with the store's retries (see `retry.rs`) until
+    /// `deadline`.
+    async fn retry<T, E: fmt::Display, Fut: Future<Output = Result<T, E>>>(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        deadline: Instant,
+        attempt: impl FnMut() -> Fut,
+    ) -> Result<T, Failure<E>> {
+        retry::run(self.policy, what, deadline, attempt).await
+    }
+
+    /// The deadline of a one-shot operation starting now.
+    fn deadline(&self) -> Instant {
+        self.policy.deadline()
     }
 
     fn location(&self, bucket: &str, key: &str) -> String {
@@ -597,11 +726,20 @@ impl Inner {
         self.location(&self.bucket, key)
     }
 
-    async fn entry(&self, bucket: &kv::Store, key: &str) -> Result<Option<kv::Entry>, StoreError> {
-        bucket
-            .entry(key)
-            .await
-            .map_err(|e| self.remote("get", self.location(&bucket.name, key), e))
+    async fn entry(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<Option<kv::Entry>, StoreError> {
+        let what = || format!("get {}", self.location(&bucket.name, key));
+        self.retry(
+            &what,
+            deadline,
+            move || async move { bucket.entry(key).await },
+        )
+        .await
+        .map_err(|f| self.remote("get", self.location(&bucket.name, key), f))
     }
 
     /// The value of a key and its revision; `None` if absent or deleted.
@@ -609,8 +747,9 @@ impl Inner {
         &self,
         bucket: &kv::Store,
         key: &str,
+        deadline: Instant,
     ) -> Result<(u64, Option<Bytes>), StoreError> {
-        Ok(match self.entry(bucket, key).await? {
+        Ok(match self.entry(bucket, key, deadline).await? {
             Some(e) if e.operation == kv::Operation::Put => (e.revision, Some(e.value)),
             Some(e) => (e.revision, None),
             None => (0, None),
@@ -656,6 +795,7 @@ impl Inner {
         }
     }
 
+    /// Puts a value (a put tried again writes the same bytes: harmless).
     async fn put_value(
         &self,
         bucket: &kv::Store,
@@ -665,17 +805,21 @@ impl Inner {
         let where_ = self.location(&bucket.name, key);
         self.check_payload(&where_, bytes.len())?;
         let len = bytes.len();
-        bucket
-            .put(key, bytes)
-            .await
-            .map_err(|e| self.write_error(bucket, &where_, len, e.to_string()))?;
+        let what = || format!("put {where_}");
+        let bytes = &bytes;
+        self.retry(&what, self.deadline(), move || async move {
+            bucket.put(key, bytes.clone()).await
+        })
+        .await
+        .map_err(|f| self.write_error(bucket, &where_, len, f.to_string()))?;
         Ok(())
     }
 
     /// Writes the handoff for `key` as `mode` says. [`PutMode::Create`] is
     /// KV `create`: the server refuses it if the key holds a value (a
     /// deleted or quarantined key counts as free), so of racing creates
-    /// exactly one wins.
+    /// exactly one wins. A create tried again after a lost answer finds its
+    /// own value there: that counts as written.
     async fn put_handoff(
         &self,
         key: &HandoffKey,
@@ -689,15 +833,25 @@ impl Inner {
         let where_ = self.handoff_location(&kv_key);
         self.check_payload(&where_, bytes.len())?;
         let len = bytes.len();
-        let error = match self.handoffs.create(&kv_key, bytes).await {
+        let what = || format!("create {where_}");
+        let (kv_key, bytes) = (kv_key.as_str(), &bytes);
+        let error = match self
+            .retry(&what, self.deadline(), move || async move {
+                self.handoffs.create(&kv_key, bytes.clone()).await
+            })
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
         // `create` of a deleted key is an update at the delete's revision:
         // losing that race is reported as a failed update, not as
         // `AlreadyExists`. Either way, a value there now means the key was
-        // taken.
-        if let (_, Some(value)) = self.value(&self.handoffs, &kv_key).await? {
+        // taken, by someone else unless it is these very bytes.
+        if let (_, Some(value)) = self.value(&self.handoffs, kv_key, self.deadline()).await? {
+            if value == *bytes {
+                return Ok(());
+            }
             let expect = Expect {
                 run_id: Some(&key.run_id),
                 agent: None,
@@ -713,43 +867,54 @@ impl Inner {
         Err(self.write_error(&self.handoffs, &where_, len, error.to_string()))
     }
 
+    /// Every key of a bucket. Each try reads the whole listing, and a
+    /// listing that stalls (its consumer lost to a failover) is a timeout
+    /// that is tried again.
     async fn keys(&self, bucket: &kv::Store) -> Result<Vec<String>, StoreError> {
         let what = || format!("bucket {} on the {}", bucket.name, self.server);
-        let mut keys = bucket
-            .keys()
-            .await
-            .map_err(|e| self.remote("list", what(), e))?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            out.push(key.map_err(|e| self.remote("list", what(), e))?);
-        }
-        Ok(out)
+        let list_what = || format!("list {}", what());
+        self.retry(&list_what, self.deadline(), move || async move {
+            let mut keys = tokio::time::timeout(CONSUMER_TIMEOUT, bucket.keys())
+                .await
+                .map_err(|_| "timed out creating the listing's consumer".to_owned())?
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            loop {
+                let next = tokio::time::timeout(self.attempt_timeout, keys.next())
+                    .await
+                    .map_err(|_| "timed out waiting for the next key".to_owned())?;
+                match next {
+                    Some(key) => out.push(key.map_err(|e| e.to_string())?),
+                    None => return Ok::<_, String>(out),
+                }
+            }
+        })
+        .await
+        .map_err(|f| self.remote("list", what(), f))
     }
 
-    /// Starts the watch unless it runs. When this returns, every later put
-    /// reaches the registered waiters.
+    /// Starts the watch supervisor unless it runs, and waits (within the
+    /// store's request timeout) until its watch has run once: from then on
+    /// every put reaches the registered waiters, or, while the watch is
+    /// being replaced, the waiters poll.
     async fn ensure_watcher(&self) -> Result<(), StoreError> {
         let mut watcher = self.watcher.lock().await;
-        if watcher.as_ref().is_some_and(|w| !w.ended()) {
-            return Ok(());
-        }
-        let what = || format!("bucket {} on the {}", self.bucket, self.server);
-        let started = Watcher::start(&self.handoffs, &self.waiters)
-            .await
-            .map_err(|e| self.remote("watch", what(), e))?;
-        // async-nats creates the watch's consumer, then queues the SUB of its
-        // delivery subject without waiting for the server: a put from
-        // another connection in between went to a subject nobody had
-        // subscribed yet, and the ordered consumer never delivered it (nor,
-        // often, anything after it). A flush (PING/PONG) returns once the
-        // server has processed the SUB.
-        self.client
-            .flush()
-            .await
-            .map_err(|e| self.remote("watch", what(), e))?;
-        *watcher = Some(started);
-        self.watchers_created.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let watcher = watcher.get_or_insert_with(|| {
+            Watcher::spawn(WatchDeps {
+                bucket: self.handoffs.clone(),
+                client: self.client.clone(),
+                waiters: Arc::clone(&self.waiters),
+                max_delay: self.policy.max_delay,
+                created: Arc::clone(&self.watchers_created),
+            })
+        });
+        watcher.ready(self.deadline()).await.map_err(|e| {
+            self.remote(
+                "watch",
+                format!("bucket {} on the {}", self.bucket, self.server),
+                e,
+            )
+        })
     }
 
     /// Judges a value of the handoff for `key`.
@@ -773,11 +938,13 @@ impl Inner {
 
     async fn ledger_state(&self) -> Result<stream::State, StoreError> {
         let what = || format!("ledger on the {}", self.server);
+        let read_what = || format!("read the {}", what());
         let info = self
-            .ledger
-            .get_info()
+            .retry(&read_what, self.deadline(), move || async move {
+                self.ledger.get_info().await
+            })
             .await
-            .map_err(|e| self.remote("read", what(), e))?;
+            .map_err(|f| self.remote("read", what(), f))?;
         Ok(info.state)
     }
 
@@ -791,7 +958,8 @@ impl Inner {
     }
 
     /// The ledger messages with sequence `from` (`None`: the first) up to
-    /// `last`, in order; `expected` sizes the buffer.
+    /// `last`, in order; `expected` sizes the buffer. Each try reads the
+    /// whole range; one that stalls is tried again.
     async fn ledger_range(
         &self,
         from: Option<u64>,
@@ -799,36 +967,49 @@ impl Inner {
         expected: u64,
     ) -> Result<Vec<Bytes>, StoreError> {
         let what = || format!("ledger on the {}", self.server);
+        let read_what = || format!("read the {}", what());
+        self.retry(&read_what, self.deadline(), move || async move {
+            self.ledger_range_once(from, last, expected).await
+        })
+        .await
+        .map_err(|f| self.remote("read", what(), f))
+    }
+
+    async fn ledger_range_once(
+        &self,
+        from: Option<u64>,
+        last: u64,
+        expected: u64,
+    ) -> Result<Vec<Bytes>, String> {
         let deliver_policy = match from {
             None => consumer::DeliverPolicy::All,
             Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
         };
-        let consumer = self
-            .ledger
-            .create_consumer(consumer::pull::OrderedConfig {
+        let created = tokio::time::timeout(
+            CONSUMER_TIMEOUT,
+            self.ledger.create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: self.ledger_subject.clone(),
                 deliver_policy,
                 ..Default::default()
-            })
+            }),
+        )
+        .await
+        .map_err(|_| "timed out creating the reading consumer".to_owned())?;
+        let consumer = created.map_err(|e| e.to_string())?;
+        let mut messages = tokio::time::timeout(CONSUMER_TIMEOUT, consumer.messages())
             .await
-            .map_err(|e| self.remote("read", what(), e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| self.remote("read", what(), e))?;
-        let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+            .map_err(|_| "timed out starting the read".to_owned())?
+            .map_err(|e| e.to_string())?;
+        // The expected count comes from the server: a sane buffer, whatever
+        // it says.
+        let mut out = Vec::with_capacity(usize::try_from(expected.min(65_536)).unwrap_or(0));
         loop {
-            let next = tokio::time::timeout(self.request_timeout, messages.next())
+            let next = tokio::time::timeout(self.attempt_timeout, messages.next())
                 .await
-                .map_err(|_| {
-                    self.remote("read", what(), "timed out waiting for the next message")
-                })?;
+                .map_err(|_| "timed out waiting for the next message".to_owned())?;
             let Some(message) = next else { break };
-            let message = message.map_err(|e| self.remote("read", what(), e))?;
-            let sequence = message
-                .info()
-                .map_err(|e| self.remote("read", what(), e))?
-                .stream_sequence;
+            let message = message.map_err(|e| e.to_string())?;
+            let sequence = message.info().map_err(|e| e.to_string())?.stream_sequence;
             if sequence > last {
                 break;
             }
@@ -858,11 +1039,28 @@ impl Drop for NatsSubscription {
 }
 
 impl NatsSubscription {
-    /// Reads the key now.
-    async fn look(&mut self) -> Result<Check, StoreError> {
-        let (revision, value) = self.store.value(&self.store.handoffs, &self.kv_key).await?;
+    /// Reads the key, trying until `deadline`.
+    async fn look(&mut self, deadline: Instant) -> Result<Check, StoreError> {
+        let (revision, value) = self
+            .store
+            .value(&self.store.handoffs, &self.kv_key, deadline)
+            .await?;
         self.seen = self.seen.max(revision);
         Ok(self.store.judge(&self.key, value.as_deref()))
+    }
+
+    /// Reads the key while waiting: a read that fails (the cluster is
+    /// electing a leader) counts as "not there yet"; the next wake-up or
+    /// poll reads again.
+    async fn poll(&mut self, deadline: Instant) -> Check {
+        let until = deadline.min(Instant::now() + self.store.attempt_timeout);
+        match self.look(until).await {
+            Ok(check) => check,
+            Err(e) => {
+                tracing::debug!(key = %self.kv_key, "NATS store: reading a waited-for key: {e}");
+                Check::Missing
+            }
+        }
     }
 }
 
@@ -873,7 +1071,7 @@ impl Subscription for NatsSubscription {
     }
 
     async fn wait(&mut self, deadline: Instant) -> Result<WaitOutcome, StoreError> {
-        let mut check = self.look().await?;
+        let mut check = self.poll(deadline).await;
         loop {
             match check {
                 Check::Landed(handoff) => return Ok(WaitOutcome::Landed(handoff)),
@@ -881,11 +1079,23 @@ impl Subscription for NatsSubscription {
                 Check::Missing | Check::Incomplete(_) => {}
             }
             check = loop {
-                let woken = tokio::time::timeout_at(deadline, self.slot.notified()).await;
+                // While the watch is being replaced, read the key on an
+                // interval instead of trusting a blind watch.
+                let polling = !self.store.waiters.healthy();
+                let until = if polling {
+                    deadline.min(Instant::now() + POLL_INTERVAL)
+                } else {
+                    deadline
+                };
+                let woken = tokio::time::timeout_at(until, self.slot.notified()).await;
+                if woken.is_err() && Instant::now() < deadline {
+                    break self.poll(deadline).await;
+                }
                 if woken.is_err() {
                     // One last look: a value that landed at the deadline
                     // counts; one still cut off is a timeout that says so.
-                    return Ok(match self.look().await? {
+                    let last = deadline.max(Instant::now()) + self.store.attempt_timeout;
+                    return Ok(match self.look(last).await? {
                         Check::Landed(handoff) => WaitOutcome::Landed(handoff),
                         Check::Invalid(e) => WaitOutcome::Invalid(e),
                         Check::Incomplete(e) => WaitOutcome::TimedOutIncomplete(e),
@@ -893,10 +1103,8 @@ impl Subscription for NatsSubscription {
                     });
                 }
                 if self.slot.take_recheck() {
-                    // Entries may have been missed: restart the watch if it
-                    // ended, then read the key.
-                    self.store.ensure_watcher().await?;
-                    break self.look().await?;
+                    // Entries may have been missed: read the key.
+                    break self.poll(deadline).await;
                 }
                 if let Some(update) = self.slot.take_newer(self.seen) {
                     self.seen = update.revision;
@@ -962,7 +1170,10 @@ impl HandoffStore for NatsStore {
 
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
         let kv_key = keys::handoff(key);
-        let (_, value) = self.inner.value(&self.inner.handoffs, &kv_key).await?;
+        let (_, value) = self
+            .inner
+            .value(&self.inner.handoffs, &kv_key, self.inner.deadline())
+            .await?;
         let Some(bytes) = value else {
             return Ok(None);
         };
@@ -1001,7 +1212,10 @@ impl HandoffStore for NatsStore {
     async fn quarantine(&self, key: &HandoffKey) -> Result<Option<String>, StoreError> {
         let inner = &self.inner;
         let kv_key = keys::handoff(key);
-        let Some(entry) = inner.entry(&inner.handoffs, &kv_key).await? else {
+        let Some(entry) = inner
+            .entry(&inner.handoffs, &kv_key, inner.deadline())
+            .await?
+        else {
             return Ok(None);
         };
         if entry.operation != kv::Operation::Put {
@@ -1012,12 +1226,29 @@ impl HandoffStore for NatsStore {
         let mut moved = None;
         for n in 1..=10_000u32 {
             let q = keys::quarantined(key, n);
-            match inner.handoffs.create(&q, entry.value.clone()).await {
+            let what = || format!("quarantine to {}", inner.handoff_location(&q));
+            let (q_key, entry) = (q.as_str(), &entry);
+            let created = inner
+                .retry(&what, inner.deadline(), move || async move {
+                    inner.handoffs.create(q_key, entry.value.clone()).await
+                })
+                .await;
+            match created {
                 Ok(_) => {
                     moved = Some(q);
                     break;
                 }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(Failure::Failed(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    // Taken, unless by this very copy on a try whose answer
+                    // was lost.
+                    if let (_, Some(value)) =
+                        inner.value(&inner.handoffs, &q, inner.deadline()).await?
+                        && value == entry.value
+                    {
+                        moved = Some(q);
+                        break;
+                    }
+                }
                 Err(e) => return Err(inner.remote("quarantine", inner.handoff_location(&q), e)),
             }
         }
@@ -1030,16 +1261,22 @@ impl HandoffStore for NatsStore {
         };
         // Remove the rejected value, unless a fresh answer replaced it
         // meanwhile (then that one stays).
+        let what = || format!("delete {}", inner.handoff_location(&kv_key));
+        let (kv_key, revision) = (kv_key.as_str(), entry.revision);
         match inner
-            .handoffs
-            .delete_expect_revision(&kv_key, Some(entry.revision))
+            .retry(&what, inner.deadline(), move || async move {
+                inner
+                    .handoffs
+                    .delete_expect_revision(kv_key, Some(revision))
+                    .await
+            })
             .await
         {
             Ok(()) => {}
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            Err(Failure::Failed(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 tracing::debug!(key = %kv_key, "a newer handoff arrived while quarantining; kept");
             }
-            Err(e) => return Err(inner.remote("quarantine", inner.handoff_location(&kv_key), e)),
+            Err(e) => return Err(inner.remote("quarantine", inner.handoff_location(kv_key), e)),
         }
         Ok(Some(inner.handoff_location(&moved)))
     }
@@ -1095,7 +1332,10 @@ impl HandoffStore for NatsStore {
         record: &WorkflowRecord,
     ) -> Result<Option<serde_json::Value>, StoreError> {
         let key = keys::record(run, record)?;
-        let (_, value) = self.inner.value(&self.inner.workflows, &key).await?;
+        let (_, value) = self
+            .inner
+            .value(&self.inner.workflows, &key, self.inner.deadline())
+            .await?;
         let Some(bytes) = value else {
             return Ok(None);
         };
@@ -1140,13 +1380,28 @@ impl HandoffStore for NatsStore {
             path: PathBuf::from(what()),
             message: e.to_string(),
         })?;
-        let ack = inner
-            .js
-            .publish(inner.ledger_subject.clone(), line.into())
+        // A message id makes a try after a lost ack harmless: the stream
+        // drops a second copy within its duplicate window (2 minutes).
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message_id().as_str());
+        let line = Bytes::from(line);
+        let append_what = || format!("append to the {}", what());
+        let (headers, line) = (&headers, &line);
+        inner
+            .retry(&append_what, inner.deadline(), move || async move {
+                let ack = inner
+                    .js
+                    .publish_with_headers(
+                        inner.ledger_subject.clone(),
+                        headers.clone(),
+                        line.clone(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| e.to_string())
+            })
             .await
-            .map_err(|e| inner.remote("append to", what(), e))?;
-        ack.await
-            .map_err(|e| inner.remote("append to", what(), e))?;
+            .map_err(|f| inner.remote("append to", what(), f))?;
         Ok(())
     }
 
@@ -1163,6 +1418,11 @@ impl HandoffStore for NatsStore {
         let finder = memchr::memmem::Finder::new(needle.as_bytes());
         let first = state.first_sequence.max(1);
         let mut last = state.last_sequence;
+        if last < first {
+            // A stream state that does not add up (a lagging replica):
+            // nothing to search.
+            return Ok(None);
+        }
         let mut window = 1024u64;
         loop {
             let from = last.saturating_sub(window - 1).max(first);

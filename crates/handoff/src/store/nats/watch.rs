@@ -8,29 +8,43 @@
 //! await is kept) and the newest update the watch delivered for its key.
 //!
 //! The watch is one ordered push consumer over the handoff bucket
-//! (`Store::watch_all`, delivering new entries *with* their values), read by
-//! a task the store owns. Each entry goes to the slots of its key: a put as
-//! its bytes, a delete or purge as "absent" (so a delete never wakes a
-//! waiter with garbage), and only if its revision is newer than what the
-//! slot holds. Waiters judge the value the watch delivered; they do not read
-//! the key again, so a lagging replica answering a read cannot hide an
-//! update the watch already showed.
+//! (`Store::watch_all`, delivering new entries *with* their values), kept
+//! alive by a supervisor task the store owns ([`Watcher`]). Each entry goes
+//! to the slots of its key: a put as its bytes, a delete or purge as
+//! "absent" (so a delete never wakes a waiter with garbage), and only if
+//! its revision is newer than what the slot holds. Waiters judge the value
+//! the watch delivered; they do not read the key again, so a lagging
+//! replica answering a read cannot hide an update the watch already showed.
 //!
-//! async-nats' ordered consumer re-creates itself after a reconnect or a
-//! sequence gap, from the last sequence it delivered. Anything that may mean
-//! lost entries (an error from the watch, a reconnect, the watch ending)
-//! wakes every waiter with "look again": each reads its key once more.
+//! # Healing
+//!
+//! A watch can go blind in a failover: the node holding its consumer dies
+//! (a missed idle heartbeat, ~10 s later), the stream gets a new leader,
+//! the connection drops. The supervisor ends the watch on any of these (an
+//! error from the watch, a `LEADER_ELECTED` or `QUORUM_LOST` advisory of
+//! the bucket's stream, a disconnect or reconnect event) and creates a new
+//! one from the revision after the last it delivered, so nothing is
+//! skipped, trying again with capped backoff until it succeeds. While it is
+//! not healthy ([`Waiters::healthy`] false), every waiter reads its key
+//! every [`POLL_INTERVAL`] (the polling fallback, as the file store has);
+//! once it is back, every waiter reads its key once more.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Notify;
+
+use super::retry::Backoff;
+
+/// How often a waiter reads its key while the watch is not healthy.
+pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What the watch saw for a key.
 #[derive(Clone, Debug)]
@@ -88,6 +102,11 @@ pub(super) struct Waiters {
     epoch: Instant,
     /// Nanoseconds after `epoch` of the last wake-up, plus one (0 = never).
     last_wake: AtomicU64,
+    /// Whether the watch is running and delivering; false before the first
+    /// and between a failure and its replacement.
+    healthy: AtomicBool,
+    /// Tells the supervisor to replace the watch (a reconnect).
+    reset: Notify,
 }
 
 impl Waiters {
@@ -98,6 +117,36 @@ impl Waiters {
             rechecks: AtomicU64::new(0),
             epoch: Instant::now(),
             last_wake: AtomicU64::new(0),
+            healthy: AtomicBool::new(false),
+            reset: Notify::new(),
+        }
+    }
+
+    /// Whether the watch delivers; when not, waiters poll.
+    pub(super) fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Release);
+    }
+
+    /// The connection dropped or came back: the watch may have missed
+    /// entries. Waiters poll until the supervisor has replaced it.
+    pub(super) fn reset_watch(&self) {
+        self.set_healthy(false);
+        self.reset.notify_one();
+        self.wake_all();
+    }
+
+    /// The connection is back: a watch that looks healthy may have missed
+    /// entries while it was away (replace it); one being replaced already
+    /// needs nothing more. Every waiter looks again either way.
+    pub(super) fn reconnected(&self) {
+        if self.healthy() {
+            self.reset_watch();
+        } else {
+            self.wake_all();
         }
     }
 
@@ -185,57 +234,210 @@ impl Waiters {
     }
 }
 
-/// The running watch: a task reading the ordered consumer. Aborted on drop,
-/// so it never outlives the store that owns it.
+/// How the watch is doing, as the supervisor reports it.
+#[derive(Clone, Debug)]
+enum Health {
+    /// Not created yet, or being replaced.
+    Starting,
+    /// Created and subscribed: every later put reaches the waiters.
+    Healthy,
+    /// The last try to create it failed with this.
+    Failing(String),
+}
+
+/// The supervisor of the watch: a task that creates the ordered consumer,
+/// reads it, and replaces it whenever it may have gone blind (see the
+/// module docs). Aborted on drop, so it never outlives the store.
 pub(super) struct Watcher {
     task: tokio::task::JoinHandle<()>,
-    ended: Arc<AtomicBool>,
+    health: tokio::sync::watch::Receiver<Health>,
+    /// Whether it was ever healthy.
+    started: AtomicBool,
+}
+
+/// What the supervisor needs.
+pub(super) struct WatchDeps {
+    pub(super) bucket: kv::Store,
+    pub(super) client: async_nats::Client,
+    pub(super) waiters: Arc<Waiters>,
+    pub(super) max_delay: Duration,
+    /// Counts the consumers created.
+    pub(super) created: Arc<AtomicUsize>,
 }
 
 impl Watcher {
-    /// Creates the watch over the whole bucket (new entries only) and starts
-    /// its task. When this returns, the consumer exists and its delivery
-    /// subject is subscribed: every later put reaches the waiters.
-    pub(super) async fn start(
-        bucket: &kv::Store,
-        waiters: &Arc<Waiters>,
-    ) -> Result<Self, kv::WatchError> {
-        let mut watch = bucket.watch_all().await?;
-        let ended = Arc::new(AtomicBool::new(false));
-        let task = {
-            let waiters = Arc::clone(waiters);
-            let ended = Arc::clone(&ended);
-            tokio::spawn(async move {
-                while let Some(item) = watch.next().await {
-                    match item {
-                        Ok(entry) => waiters.handle(&entry),
-                        Err(e) => {
-                            // The stream may be dead (a dropped connection):
-                            // async-nats panics if it is polled again. End
-                            // this watch; the waiters woken below start a new
-                            // one and read their keys.
-                            tracing::warn!("NATS store watch: {e}; every waiter looks again");
-                            break;
-                        }
-                    }
+    /// Starts the supervisor; [`Watcher::ready`] waits for the first watch.
+    pub(super) fn spawn(deps: WatchDeps) -> Self {
+        let (tx, health) = tokio::sync::watch::channel(Health::Starting);
+        let task = tokio::spawn(async move {
+            // A panic inside async-nats (or here) must not leave the waiters
+            // blind for good: start over, as after any watch failure.
+            loop {
+                let run = std::panic::AssertUnwindSafe(supervise(&deps, &tx))
+                    .catch_unwind()
+                    .await;
+                if run.is_ok() {
+                    break;
                 }
-                tracing::debug!("NATS store watch ended");
-                ended.store(true, Ordering::Release);
-                waiters.wake_all();
-            })
-        };
-        Ok(Self { task, ended })
+                tracing::error!("NATS store watch: panicked; starting a new one");
+                deps.waiters.set_healthy(false);
+                deps.waiters.wake_all();
+                tokio::time::sleep(deps.max_delay).await;
+            }
+        });
+        Self {
+            task,
+            health,
+            started: AtomicBool::new(false),
+        }
     }
 
-    /// Whether the watch stopped (the connection was closed); the next
-    /// waiter starts a new one.
-    pub(super) fn ended(&self) -> bool {
-        self.ended.load(Ordering::Acquire) || self.task.is_finished()
+    /// Waits until the watch has been healthy once (then every later put
+    /// reaches the waiters, or they poll), up to `deadline`. `Err` with
+    /// the last failure if it was not by then.
+    pub(super) async fn ready(&self, deadline: tokio::time::Instant) -> Result<(), String> {
+        if self.started.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut health = self.health.clone();
+        let waited =
+            tokio::time::timeout_at(deadline, health.wait_for(|h| matches!(h, Health::Healthy)))
+                .await;
+        match waited {
+            Ok(Ok(_)) => {
+                self.started.store(true, Ordering::Release);
+                Ok(())
+            }
+            Ok(Err(_)) => Err("the watch task ended".to_owned()),
+            Err(_) => Err(match &*self.health.borrow() {
+                Health::Failing(e) => e.clone(),
+                _ => "timed out creating the watch".to_owned(),
+            }),
+        }
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The advisories that mean the bucket's stream changed leader (its
+/// consumers may be gone): `$JS.EVENT.ADVISORY.STREAM.<kind>.KV_<bucket>`.
+async fn advisories(
+    client: &async_nats::Client,
+    bucket: &str,
+) -> BoxStream<'static, async_nats::Message> {
+    let subject = format!("$JS.EVENT.ADVISORY.STREAM.*.KV_{bucket}");
+    match client.subscribe(subject).await {
+        Ok(subscriber) => subscriber.boxed(),
+        Err(e) => {
+            tracing::debug!("NATS store watch: no leader advisories: {e}");
+            futures_util::stream::pending().boxed()
+        }
+    }
+}
+
+/// Keeps a watch running (see the module docs).
+async fn supervise(deps: &WatchDeps, health: &tokio::sync::watch::Sender<Health>) {
+    let WatchDeps {
+        bucket,
+        client,
+        waiters,
+        max_delay,
+        created,
+    } = deps;
+    let max_delay = *max_delay;
+    let mut advisories = advisories(client, &bucket.name).await;
+    // The revision after the last one delivered; `None` before any.
+    let mut next: Option<u64> = None;
+    let mut backoff = Backoff::new(max_delay);
+    let mut failing_since: Option<Instant> = None;
+    let mut first = true;
+    loop {
+        let create = async {
+            match next {
+                Some(revision) => bucket.watch_all_from_revision(revision).await,
+                None => bucket.watch_all().await,
+            }
+        };
+        let attempt = tokio::time::timeout(super::CONSUMER_TIMEOUT, create).await;
+        // async-nats creates the consumer, then queues the SUB of its
+        // delivery subject without waiting for the server: a put from
+        // another connection in between went to a subject nobody had
+        // subscribed yet. A flush (PING/PONG) returns once the server has
+        // processed the SUB.
+        let attempt = match attempt {
+            Err(_) => Err("timed out creating the watch's consumer".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(watch)) => client
+                .flush()
+                .await
+                .map(|()| watch)
+                .map_err(|e| e.to_string()),
+        };
+        let mut watch = match attempt {
+            Ok(watch) => watch,
+            Err(e) => {
+                let now = Instant::now();
+                if failing_since.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(5)) {
+                    tracing::warn!(
+                        "NATS store watch: cannot create it on bucket {}: {e}; trying again (waiters read their keys every {} ms meanwhile)",
+                        bucket.name,
+                        POLL_INTERVAL.as_millis()
+                    );
+                    failing_since = Some(now);
+                }
+                health.send_replace(Health::Failing(e));
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        created.fetch_add(1, Ordering::Relaxed);
+        backoff = Backoff::new(max_delay);
+        if failing_since.take().is_some() || !first {
+            tracing::warn!(
+                "NATS store watch: running again on bucket {}{}",
+                bucket.name,
+                next.map(|r| format!(" from revision {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        waiters.set_healthy(true);
+        health.send_replace(Health::Healthy);
+        if !first {
+            // Whatever was missed while blind: every waiter looks once.
+            waiters.wake_all();
+        }
+        first = false;
+        let reason = loop {
+            tokio::select! {
+                item = watch.next() => match item {
+                    Some(Ok(entry)) => {
+                        next = Some(entry.revision + 1);
+                        waiters.handle(&entry);
+                    }
+                    // Do not poll a failed watch again: replace it.
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "the watch ended".to_owned(),
+                },
+                () = waiters.reset.notified() => break "the connection dropped or came back".to_owned(),
+                Some(advisory) = advisories.next() => {
+                    let kind = advisory.subject.split('.').nth(4).unwrap_or_default();
+                    if kind == "LEADER_ELECTED" || kind == "QUORUM_LOST" {
+                        break format!("stream KV_{} reported {kind}", bucket.name);
+                    }
+                }
+            }
+        };
+        waiters.set_healthy(false);
+        health.send_replace(Health::Starting);
+        waiters.wake_all();
+        tracing::warn!(
+            "NATS store watch: {reason}; recreating it (waiters read their keys every {} ms meanwhile)",
+            POLL_INTERVAL.as_millis()
+        );
+        drop(watch);
     }
 }
