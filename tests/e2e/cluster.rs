@@ -30,7 +30,7 @@ fn caller_config(urls: &str, agent: &str, agent_dir: &str) -> String {
   replicas: 3
 transports:
   sim: {{ kind: sim, delay: 20ms, slow_delay: 1h }}
-  slow: {{ kind: sim, delay: 1500ms }}
+  slow: {{ kind: sim, delay: 2s }}
 agents:
   manager:   {{ transport: sim }}
   webster:   {{ transport: sim }}
@@ -199,7 +199,7 @@ fn a_waiter_and_a_workflow_see_the_failover_and_the_restart_through() {
     };
     std::fs::write(
         fleet.here.path("long.yaml"),
-        "name: long\nsteps:\n  - id: a\n    agent: tech-lead\n    task: one\n  - id: b\n    agent: tech-lead\n    task: two\n    needs: [a]\n  - id: c\n    agent: tech-lead\n    task: three\n    needs: [b]\n  - id: d\n    agent: tech-lead\n    task: four\n    needs: [c]\n  - id: e\n    agent: tech-lead\n    task: five\n    needs: [d]\n  - id: f\n    agent: tech-lead\n    task: six\n    needs: [e]\n",
+        "name: long\nsteps:\n  - id: a\n    agent: tech-lead\n    task: step a\n  - id: b\n    agent: tech-lead\n    task: step b\n    needs: [a]\n  - id: c\n    agent: tech-lead\n    task: step c\n    needs: [b]\n  - id: d\n    agent: tech-lead\n    task: step d\n    needs: [c]\n  - id: e\n    agent: tech-lead\n    task: step e\n    needs: [d]\n  - id: f\n    agent: tech-lead\n    task: step f\n    needs: [e]\n  - id: g\n    agent: tech-lead\n    task: step g\n    needs: [f]\n  - id: h\n    agent: tech-lead\n    task: step h\n    needs: [g]\n",
     )
     .unwrap();
     let wf_args = [
@@ -241,7 +241,13 @@ fn a_waiter_and_a_workflow_see_the_failover_and_the_restart_through() {
     assert_eq!(waited_run.code, 0, "{}", waited_run.transcript(&fleet.here));
     assert!(waited_run.stdout.contains("answered during the failover"));
 
-    // The node comes back while the workflow still runs.
+    // The node comes back while the workflow still runs (eight steps of
+    // 2 s each, one after the other).
+    let mut workflow = workflow;
+    assert!(
+        workflow.try_wait().unwrap().is_none(),
+        "the workflow ended before the restart"
+    );
     fleet.cluster.restart(&fleet.leader);
     let done = finish(&fleet.here, &wf_args, workflow);
     assert_eq!(done.code, 0, "{}", done.transcript(&fleet.here));
