@@ -661,6 +661,41 @@ fn scrub(text: String, secret: Option<&str>) -> String {
     }
 }
 
+/// The newest entry of `key`, read from the stream's leader (`STREAM.MSG.GET`).
+///
+/// Not async-nats' `entry`: on a bucket with `allow_direct` (as `nats kv
+/// add` makes them) that is a direct get, which any replica answers, and a
+/// replica that was down and is catching up answered "no such key" for a
+/// value put moments before. The leader has every acknowledged write.
+async fn leader_entry(bucket: &kv::Store, key: &str) -> Result<Option<kv::Entry>, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("{}{key}", bucket.prefix);
+    let message = match bucket
+        .stream
+        .get_last_raw_message_by_subject(&subject)
+        .await
+    {
+        Ok(message) => message,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let operation = match message.headers.get("KV-Operation").map(|v| v.as_str()) {
+        Some("DEL") => kv::Operation::Delete,
+        Some("PURGE") => kv::Operation::Purge,
+        _ => kv::Operation::Put,
+    };
+    Ok(Some(kv::Entry {
+        bucket: bucket.name.clone(),
+        key: key.to_owned(),
+        value: message.payload,
+        revision: message.sequence,
+        created: message.time,
+        delta: 0,
+        operation,
+        seen_current: false,
+    }))
+}
+
 /// A ledger message id unique to this event: a random per-process part
 /// and a counter.
 fn message_id() -> String {
@@ -733,11 +768,9 @@ impl Inner {
         deadline: Instant,
     ) -> Result<Option<kv::Entry>, StoreError> {
         let what = || format!("get {}", self.location(&bucket.name, key));
-        self.retry(
-            &what,
-            deadline,
-            move || async move { bucket.entry(key).await },
-        )
+        self.retry(&what, deadline, move || async move {
+            leader_entry(bucket, key).await
+        })
         .await
         .map_err(|f| self.remote("get", self.location(&bucket.name, key), f))
     }
@@ -867,30 +900,93 @@ impl Inner {
         Err(self.write_error(&self.handoffs, &where_, len, error.to_string()))
     }
 
-    /// Every key of a bucket. Each try reads the whole listing, and a
-    /// listing that stalls (its consumer lost to a failover) is a timeout
-    /// that is tried again.
+    /// Every key of a bucket that holds a value. Each try reads the whole
+    /// listing; one that stalls (its consumer lost to a failover) or that
+    /// comes from a replica still catching up is tried again.
     async fn keys(&self, bucket: &kv::Store) -> Result<Vec<String>, StoreError> {
         let what = || format!("bucket {} on the {}", bucket.name, self.server);
         let list_what = || format!("list {}", what());
         self.retry(&list_what, self.deadline(), move || async move {
-            let mut keys = tokio::time::timeout(CONSUMER_TIMEOUT, bucket.keys())
-                .await
-                .map_err(|_| "timed out creating the listing's consumer".to_owned())?
-                .map_err(|e| e.to_string())?;
-            let mut out = Vec::new();
-            loop {
-                let next = tokio::time::timeout(self.attempt_timeout, keys.next())
-                    .await
-                    .map_err(|_| "timed out waiting for the next key".to_owned())?;
-                match next {
-                    Some(key) => out.push(key.map_err(|e| e.to_string())?),
-                    None => return Ok::<_, String>(out),
-                }
-            }
+            self.keys_once(bucket).await
         })
         .await
         .map_err(|f| self.remote("list", what(), f))
+    }
+
+    /// One listing: the newest message of every key (headers only), from a
+    /// consumer that must reach the stream's last sequence as the leader
+    /// reports it. A consumer runs on one replica and reads that replica's
+    /// copy: on a node just restarted and still catching up, it would
+    /// otherwise list only what that node has.
+    async fn keys_once(&self, bucket: &kv::Store) -> Result<Vec<String>, String> {
+        let state = bucket
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state;
+        if state.messages == 0 {
+            return Ok(Vec::new());
+        }
+        let created = tokio::time::timeout(
+            CONSUMER_TIMEOUT,
+            bucket
+                .stream
+                .create_consumer(consumer::push::OrderedConfig {
+                    deliver_subject: self.client.new_inbox(),
+                    description: Some("orch key listing".to_owned()),
+                    filter_subject: format!("{}>", bucket.prefix),
+                    headers_only: true,
+                    replay_policy: consumer::ReplayPolicy::Instant,
+                    deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                    ..Default::default()
+                }),
+        )
+        .await
+        .map_err(|_| "timed out creating the listing's consumer".to_owned())?;
+        let consumer = created.map_err(|e| e.to_string())?;
+        let behind = |highest: u64| {
+            format!(
+                "the listing came from a replica that is behind (sequence {highest} of {}); trying another",
+                state.last_sequence
+            )
+        };
+        if consumer.cached_info().num_pending == 0 {
+            return Err(behind(0));
+        }
+        let mut messages = tokio::time::timeout(CONSUMER_TIMEOUT, consumer.messages())
+            .await
+            .map_err(|_| "timed out starting the listing".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let mut keys = Vec::new();
+        let mut highest = 0;
+        loop {
+            let next = tokio::time::timeout(self.attempt_timeout, messages.next())
+                .await
+                .map_err(|_| "timed out waiting for the next key".to_owned())?;
+            let Some(message) = next else { break };
+            let message = message.map_err(|e| e.to_string())?;
+            let info = message.info().map_err(|e| e.to_string())?;
+            highest = highest.max(info.stream_sequence);
+            let pending = info.pending;
+            let removed = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+            if !removed && let Some(key) = message.subject.strip_prefix(bucket.prefix.as_str()) {
+                keys.push(key.to_owned());
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        // The newest message of the stream is the newest of its key: a
+        // complete listing delivers it (or a later one).
+        if highest < state.last_sequence {
+            return Err(behind(highest));
+        }
+        Ok(keys)
     }
 
     /// Starts the watch supervisor unless it runs, and waits (within the

@@ -23,7 +23,7 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 pub(super) fn transient(message: &str) -> bool {
     // async-nats reports a publish that found no responders (the stream's
     // leader is being elected) as "no stream found for given subject".
-    const MARKS: [&str; 12] = [
+    const MARKS: [&str; 13] = [
         "timed out",
         "timeout",
         "no responders",
@@ -36,6 +36,7 @@ pub(super) fn transient(message: &str) -> bool {
         "reset by peer",
         "stream is offline",
         "no stream found for given subject",
+        "replica that is behind",
     ];
     let lower = message.to_ascii_lowercase();
     MARKS.iter().any(|mark| lower.contains(mark))
