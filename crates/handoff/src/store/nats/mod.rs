@@ -510,29 +510,59 @@ impl Opener<'_> {
         retry::run(self.policy, what, self.deadline, attempt).await
     }
 
+    /// Opens a stream (`open`), creating it from `config` if it does not
+    /// exist. It is opened first: an open needs only the stream's leader, a
+    /// create the cluster's metadata leader too, and every command but the
+    /// first finds it there. One that exists with other settings is used as
+    /// it is. A stream just created may not be visible at once on every
+    /// node: not found after a create is tried again.
+    async fn open_or_create<T, E, Fut>(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        config: &stream::Config,
+        open: &(dyn Fn() -> Fut + Sync),
+    ) -> Result<T, StoreError>
+    where
+        E: fmt::Display,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        let attempt = move || async move {
+            match open().await {
+                Ok(found) => return Ok(found),
+                Err(e) if !not_found(&e.to_string()) => return Err(e.to_string()),
+                Err(_) => {}
+            }
+            if let Err(e) = self.js.create_stream(config.clone()).await {
+                let message = e.to_string();
+                // Created by someone else meanwhile (or by a try of ours
+                // whose answer was lost): open it. Any other refusal is the
+                // answer.
+                let taken = message.contains("10058") || message.contains("already in use");
+                if !taken && !retry::transient(&message) {
+                    return Err(message);
+                }
+            }
+            match open().await {
+                Ok(found) => Ok(found),
+                Err(e) if not_found(&e.to_string()) => Err(format!(
+                    "timed out: the stream is not visible yet after creating it ({e})"
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let open_what = || format!("open {}", what());
+        self.retry(&open_what, attempt)
+            .await
+            .map_err(|f| self.error(what(), &f))
+    }
+
     /// A KV bucket, created as `nats kv add` makes it if it does not exist.
-    /// It is opened first: an open needs only the stream's leader, a create
-    /// the cluster's metadata leader too, and every command but the first
-    /// finds the bucket there. One that exists with other settings is used
-    /// as it is.
     async fn bucket(
         &self,
         name: &str,
         description: &str,
         max_value: u64,
     ) -> Result<kv::Store, StoreError> {
-        let what = || format!("bucket {name} on the {}", self.server);
-        let open_what = || format!("open {}", what());
-        match self
-            .retry(&open_what, move || async move {
-                self.js.get_key_value(name).await
-            })
-            .await
-        {
-            Ok(store) => return Ok(store),
-            Err(Failure::Failed(e)) if not_found(&e.to_string()) => {}
-            Err(f) => return Err(self.error(what(), &f)),
-        }
         let config = stream::Config {
             name: format!("KV_{name}"),
             description: Some(description.to_owned()),
@@ -548,39 +578,14 @@ impl Opener<'_> {
             discard: stream::DiscardPolicy::New,
             ..Default::default()
         };
-        let create_what = || format!("create {}", what());
-        let config = &config;
-        if let Err(e) = self
-            .retry(&create_what, move || async move {
-                self.js.create_stream(config.clone()).await
-            })
+        let what = || format!("bucket {name} on the {}", self.server);
+        let js = self.js;
+        self.open_or_create(&what, &config, &move || js.get_key_value(name))
             .await
-        {
-            // Another client may have created it meanwhile: open it.
-            tracing::debug!(bucket = name, "creating the bucket: {e}; opening it");
-        }
-        self.retry(&open_what, move || async move {
-            self.js.get_key_value(name).await
-        })
-        .await
-        .map_err(|f| self.error(what(), &f))
     }
 
     /// The ledger stream, opened first and created if it does not exist.
     async fn ledger(&self, name: &str, subject: &str) -> Result<stream::Stream, StoreError> {
-        let what = || format!("ledger stream {name} on the {}", self.server);
-        let open_what = || format!("open {}", what());
-        match self
-            .retry(
-                &open_what,
-                move || async move { self.js.get_stream(name).await },
-            )
-            .await
-        {
-            Ok(stream) => return Ok(stream),
-            Err(Failure::Failed(e)) if not_found(&e.to_string()) => {}
-            Err(f) => return Err(self.error(what(), &f)),
-        }
         let config = stream::Config {
             name: name.to_owned(),
             description: Some("orch ledger: one event per message".to_owned()),
@@ -593,25 +598,10 @@ impl Opener<'_> {
             allow_direct: true,
             ..Default::default()
         };
-        let create_what = || format!("create {}", what());
-        let config = &config;
-        match self
-            .retry(&create_what, move || async move {
-                self.js.create_stream(config.clone()).await
-            })
+        let what = || format!("ledger stream {name} on the {}", self.server);
+        let js = self.js;
+        self.open_or_create(&what, &config, &move || js.get_stream(name))
             .await
-        {
-            Ok(stream) => Ok(stream),
-            Err(e) => {
-                tracing::debug!(stream = name, "creating the ledger: {e}; opening it");
-                self.retry(
-                    &open_what,
-                    move || async move { self.js.get_stream(name).await },
-                )
-                .await
-                .map_err(|f| self.error(what(), &f))
-            }
-        }
     }
 }
 
