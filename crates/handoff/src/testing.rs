@@ -73,19 +73,9 @@ impl NatsServer {
     /// If the binary is missing and `CI=true`, or the server does not start.
     pub fn start_with(options: &NatsServerOptions) -> Option<Self> {
         let binary = Self::binary()?;
-        let mut last = String::new();
-        // A free port can be taken by someone else before the server binds
-        // it: try a few.
-        for _ in 0..5 {
-            match Self::spawn(&binary, options) {
-                Ok(server) => return Some(server),
-                Err(e) => last = e,
-            }
-        }
-        #[allow(clippy::panic)]
-        {
-            panic!("nats-server did not start: {last}");
-        }
+        Some(first_start(5, "nats-server", || {
+            Self::spawn(&binary, options)
+        }))
     }
 
     /// The `nats-server` binary; `None` (with a notice) if it is missing
@@ -149,36 +139,7 @@ impl NatsServer {
         }
         let conf_path = dir.path().join("nats-server.conf");
         std::fs::write(&conf_path, conf).map_err(|e| format!("writing the config: {e}"))?;
-        let mut child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running {}: {e}", binary.display()))?;
-        let Some(stderr) = child.stderr.take() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("no stderr pipe".into());
-        };
-        // The server logs to stderr; "Server is ready" comes once it
-        // accepts clients. The thread drains the pipe until the server
-        // exits, so a chatty server never blocks on a full pipe.
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let log = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("Server is ready") {
-                    let _ = ready_tx.send(());
-                }
-                if lines.len() < 200 {
-                    lines.push(line);
-                }
-            }
-            lines
-        });
+        let (child, log, ready_rx) = spawn_logged(binary, &conf_path, |_| {})?;
         let mut server = Self {
             child,
             port,
@@ -221,6 +182,68 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs `start` up to `tries` times and returns what the first success
+/// started: a free port can be taken by someone else before the server
+/// binds it.
+///
+/// # Panics
+///
+/// If every try fails, with the last reason.
+fn first_start<T>(tries: usize, what: &str, mut start: impl FnMut() -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _ in 0..tries {
+        match start() {
+            Ok(started) => return started,
+            Err(e) => last = e,
+        }
+    }
+    #[allow(clippy::panic)]
+    {
+        panic!("{what} did not start: {last}");
+    }
+}
+
+/// Starts `nats-server -c conf` with its stderr drained by a thread (so a
+/// chatty server never blocks on a full pipe) that hands every line to
+/// `on_line`, keeps the first 400, and says on the receiver when "Server is
+/// ready" (it accepts clients) was logged.
+#[allow(clippy::type_complexity)]
+fn spawn_logged(
+    binary: &Path,
+    conf: &Path,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> Result<(Child, JoinHandle<Vec<String>>, mpsc::Receiver<()>), String> {
+    let mut child = Command::new(binary)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", binary.display()))?;
+    let Some(stderr) = child.stderr.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("no stderr pipe".into());
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("Server is ready") {
+                let _ = ready_tx.send(());
+            }
+            on_line(&line);
+            if lines.len() < 400 {
+                lines.push(line);
+            }
+        }
+        lines
+    });
+    Ok((child, log, ready_rx))
 }
 
 fn find_binary() -> Option<PathBuf> {
@@ -286,17 +309,9 @@ impl NatsCluster {
     /// up.
     pub fn start(size: usize) -> Option<Self> {
         let binary = NatsServer::binary()?;
-        let mut last = String::new();
-        for _ in 0..3 {
-            match Self::try_start(&binary, size) {
-                Ok(cluster) => return Some(cluster),
-                Err(e) => last = e,
-            }
-        }
-        #[allow(clippy::panic)]
-        {
-            panic!("the nats-server cluster did not start: {last}");
-        }
+        Some(first_start(3, "the nats-server cluster", || {
+            Self::try_start(&binary, size)
+        }))
     }
 
     fn try_start(binary: &Path, size: usize) -> Result<Self, String> {
@@ -377,50 +392,25 @@ impl NatsCluster {
         );
         let conf_path = self.dir.path().join(format!("{}.conf", node.name));
         std::fs::write(&conf_path, conf).map_err(|e| format!("writing the config: {e}"))?;
-        let mut child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running {}: {e}", self.binary.display()))?;
-        let Some(stderr) = child.stderr.take() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("no stderr pipe".into());
-        };
-        let (ready_tx, ready_rx) = mpsc::channel();
         let leaders = std::sync::Arc::clone(&self.leaders);
         let own = node.name.clone();
-        let log = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("Server is ready") {
-                    let _ = ready_tx.send(());
+        let (child, log, ready_rx) = spawn_logged(&self.binary, &conf_path, move |line| {
+            let meta = meta_leader_in(line, &own);
+            let stream = stream_led_in(line);
+            if meta.is_some() || stream.is_some() {
+                let (lock, changed) = &*leaders;
+                let mut leaders = lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(name) = meta {
+                    leaders.meta = Some(name);
                 }
-                let meta = meta_leader_in(&line, &own);
-                let stream = stream_led_in(&line);
-                if meta.is_some() || stream.is_some() {
-                    let (lock, changed) = &*leaders;
-                    let mut leaders = lock
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Some(name) = meta {
-                        leaders.meta = Some(name);
-                    }
-                    if let Some(stream) = stream {
-                        leaders.streams.insert(stream, own.clone());
-                    }
-                    changed.notify_all();
+                if let Some(stream) = stream {
+                    leaders.streams.insert(stream, own.clone());
                 }
-                if lines.len() < 400 {
-                    lines.push(line);
-                }
+                changed.notify_all();
             }
-            lines
-        });
+        })?;
         let node = &mut self.nodes[i];
         node.child = Some(child);
         node.log = Some(log);

@@ -507,6 +507,8 @@ pub(crate) fn largest_summary(s: &RunSummary, longest_agent: usize, output_limit
         st.reason = Some("x".repeat(SUMMARY_REASON_KEPT));
     }
     wide.status = RunStatus::CompletedWithFailures;
+    // The widest timestamps: a real one's fraction has 0 to 9 digits.
+    wide.started = jiff::Timestamp::MAX;
     wide.finished = Some(jiff::Timestamp::MAX);
     wide.output = Some("x".repeat(output_limit));
     wide.output_note = Some("x".repeat(REASON_KEPT));
