@@ -266,6 +266,12 @@ async fn under_kill(secs: u64) {
         after.len()
     );
     println!(
+        "   in flight during the election: {} delegations, p50 {:.1} ms, p99 {:.1} ms (the extra latency is the election)",
+        window.len(),
+        ms(percentile(&window, 0.5)),
+        ms(percentile(&window, 0.99)),
+    );
+    println!(
         "   {}",
         if failed.is_empty() {
             "PASS: no command failed"
