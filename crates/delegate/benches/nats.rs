@@ -17,7 +17,7 @@
 //! JetStream in a temp dir); without `nats-server` the bench says so and
 //! measures nothing.
 //!
-//! Run: `cargo bench -p orch-handoff --features nats --bench nats [-- --n N --delay-ms MS]`.
+//! Run: `cargo bench -p orch-delegate --bench nats [-- --n N --delay-ms MS]`.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 use std::collections::HashSet;

@@ -14,7 +14,7 @@
 //!    waking: max (goal < 5 s), p99, and the time from the kill to the new
 //!    stream leader (the cluster's own election).
 //!
-//! Run: `cargo bench -p orch-handoff --features nats --bench failover [-- --n N --secs S]`.
+//! Run: `cargo bench -p orch-delegate --bench failover [-- --n N --secs S]`.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 use std::collections::HashSet;
