@@ -1,9 +1,9 @@
 //! `orch context` and `orch delegate --channel-context` against a local fake
-//! Discord REST server (orch_registry::discord::testing).
+//! Discord REST server (orch_discord::testing).
 
 use std::collections::BTreeMap;
 
-use orch_registry::discord::testing::{FakeDiscord, FakeDiscordOptions};
+use orch_discord::testing::{FakeDiscord, FakeDiscordOptions};
 
 use crate::{Orch, settings};
 

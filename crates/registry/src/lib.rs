@@ -1,13 +1,12 @@
-//! Who the agents are, which one fits a task, and what was said on Discord
-//! (DESIGN §7).
+//! Who the agents are and which one fits a task (DESIGN §7).
 //!
-//! This crate will hold the agent registry (`AGENTS_REGISTRY.json`: per
-//! agent its id, name, role, description, capability tags, channels,
-//! transport settings, validator and `maxConcurrent`, plus a map of channel
-//! names to Discord channel ids), the default [`Router`] (ranks agents
-//! against a task text, e.g. BM25 over capabilities, role and description,
-//! with the reasons shown), and the Discord channel context (REST, oldest
-//! first, trimmed to a character budget).
+//! The agent registry ([`Registry`], from `AGENTS_REGISTRY.json`: per agent
+//! its id, name, role, description, capability tags, channels, transport
+//! settings, validator and `maxConcurrent`, plus a map of channel names to
+//! Discord channel ids) and the default [`Router`] (BM25 over capabilities,
+//! role and description, with the reasons shown). It is data and ranking
+//! only: no I/O beyond reading the registry file, no network. The Discord
+//! channel context is the `orch-discord` crate.
 //!
 //! Decisions a newcomer asks about:
 //!
@@ -16,13 +15,8 @@
 //!   registry's agents by the caller's ACL
 //!   (`orch_acl::Policy::allowed_targets`). So this crate does not depend on
 //!   `orch-acl`, and a denied agent can never be chosen by routing.
-//! - **Channel context is a string.** The delegator takes rendered context
-//!   text, not a Discord client, so `orch-delegate` knows nothing about
-//!   Discord; the CLI asks this crate for the text and passes it on. The
-//!   Discord base URL is configurable, so tests run against a local fake.
 #![warn(missing_docs)]
 
-pub mod discord;
 mod registry;
 mod router;
 

@@ -1,8 +1,8 @@
 //! `orch context <channel> --messages N`, and the channel context block of
 //! `orch delegate --channel-context`.
 
+use orch_discord::{BotToken, DiscordClient, DiscordConfig, DiscordError, RenderOptions};
 use orch_registry::Registry;
-use orch_registry::discord::{BotToken, DiscordClient, DiscordConfig, DiscordError, RenderOptions};
 
 use crate::args::{ContextArgs, GlobalArgs};
 use crate::exit::{CliError, Exit};
@@ -61,7 +61,7 @@ pub(crate) async fn channel_context(
         channel_label: name.map_or_else(|| id.clone(), |n| format!("#{n}")),
         bot_user_id: None,
     };
-    Ok(orch_registry::discord::render(&fetched, &options).text)
+    Ok(orch_discord::render(&fetched, &options).text)
 }
 
 /// The bot token from `discord.token_env` (default `DISCORD_BOT_TOKEN`),

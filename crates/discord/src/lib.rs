@@ -26,6 +26,10 @@
 //!   the start of the body.
 //! - **Sleeps are `tokio::time::sleep`**, so tests run the 429 path in
 //!   paused time.
+//! - **A leaf.** It knows no other orch crate but `orch-support`: the
+//!   delegator takes rendered context text, not a Discord client, and the
+//!   CLI (the composition root) asks this crate for the text.
+#![warn(missing_docs)]
 
 mod render;
 #[cfg(feature = "testing")]

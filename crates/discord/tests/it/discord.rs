@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orch_registry::discord::testing::{
+use orch_discord::testing::{
     FakeDiscord, FakeDiscordFailure, FakeDiscordOptions, RecordedDiscordRequest,
 };
-use orch_registry::discord::{
+use orch_discord::{
     BotToken, DiscordClient, DiscordConfig, DiscordError, Message, RenderOptions, render,
 };
 
