@@ -23,7 +23,7 @@ use orch_handoff::{Artifact, Handoff, RunId, Scope, Status};
 /// Everything [`task_message`] needs; borrowed, so building a message for a
 /// re-ask costs nothing but the string.
 #[derive(Clone, Copy, Debug)]
-pub struct MessageInput<'a> {
+pub(crate) struct MessageInput<'a> {
     /// The run the handoff must answer.
     pub run_id: &'a RunId,
     /// The agent the task goes to (the handoff's `agent`).
@@ -49,7 +49,7 @@ pub struct MessageInput<'a> {
 
 /// The full task message for one dispatch (see the module docs for its
 /// shape).
-pub fn task_message(input: &MessageInput<'_>) -> String {
+pub(crate) fn task_message(input: &MessageInput<'_>) -> String {
     let MessageInput {
         run_id,
         agent,
@@ -202,7 +202,7 @@ pub fn task_message(input: &MessageInput<'_>) -> String {
 
 /// Longest stretch of a result (or task) quoted in a validation task, in
 /// characters; the rest is left in the handoff file the task points at.
-pub const VALIDATION_QUOTE_LIMIT: usize = 64 * 1024;
+pub(crate) const VALIDATION_QUOTE_LIMIT: usize = 64 * 1024;
 
 /// The task text for a validator agent judging `handoff`, the answer
 /// `agent` gave to `task`, stored at `handoff_path`. Quotes the task and
@@ -210,7 +210,12 @@ pub const VALIDATION_QUOTE_LIMIT: usize = 64 * 1024;
 /// [`VALIDATION_QUOTE_LIMIT`] characters) and says how to answer: status
 /// `complete` approves, `failed` or `blocked` rejects, reasons in `notes`.
 /// Goes through [`task_message`] like any task.
-pub fn validation_task(agent: &str, task: &str, handoff: &Handoff, handoff_path: &str) -> String {
+pub(crate) fn validation_task(
+    agent: &str,
+    task: &str,
+    handoff: &Handoff,
+    handoff_path: &str,
+) -> String {
     let mut m = String::with_capacity(task.len() + handoff.result.len() + 1024);
     let _ = writeln!(
         m,

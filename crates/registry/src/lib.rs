@@ -20,8 +20,10 @@
 mod registry;
 mod router;
 
-pub use registry::*;
-pub use router::*;
+pub use registry::{
+    AgentInfo, MAX_REGISTRY_BYTES, Registry, RegistryError, RegistryFile, registry_json_schema,
+};
+pub use router::{Bm25Params, Bm25Router, FieldWeights};
 
 /// Ranks agents for a task text.
 ///

@@ -105,10 +105,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    Ack, Completion, Envelope, MessageInput, Transport, TransportError, task_message,
-    validation_task,
-};
+use crate::message::{MessageInput, task_message, validation_task};
+use crate::{Ack, Completion, Envelope, Transport, TransportError};
 
 mod error;
 mod outcome;
