@@ -37,7 +37,6 @@ pub use orch_handoff;
 
 mod delegator;
 mod message;
-mod secret;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
@@ -47,5 +46,5 @@ pub use delegator::{
     Outcome, OutcomeStatus, Request, RetryPolicy, RetryWait, Retrying, Timings, Unacknowledged,
     Validation, WaitRule,
 };
-pub use secret::Secret;
+pub use orch_support::secret::Secret;
 pub use transport::{Ack, Completion, DEFAULT_MAX_TASK_BYTES, Envelope, Transport, TransportError};

@@ -18,7 +18,7 @@
 
 use std::fmt::Write as _;
 
-use orch_handoff::{Artifact, Handoff, RunId, Scope, Status};
+use orch_handoff::{Artifact, Handoff, RunId, Scope};
 
 /// Everything [`task_message`] needs; borrowed, so building a message for a
 /// re-ask costs nothing but the string.
@@ -232,7 +232,7 @@ pub(crate) fn validation_task(
     let _ = writeln!(
         m,
         "\n### The result (status {}, confidence {confidence})\n",
-        status_str(handoff.status)
+        handoff.status.as_str()
     );
     push_indented(&mut m, &cut(&handoff.result, handoff_path), "> ");
     if !handoff.notes.trim().is_empty() {
@@ -277,15 +277,6 @@ fn cut(text: &str, handoff_path: &str) -> String {
     }
 }
 
-fn status_str(status: Status) -> &'static str {
-    match status {
-        Status::Complete => "complete",
-        Status::Partial => "partial",
-        Status::Blocked => "blocked",
-        Status::Failed => "failed",
-    }
-}
-
 /// Appends `text` with every line prefixed (empty lines get the prefix
 /// trimmed of trailing spaces), ending with a newline.
 fn push_indented(m: &mut String, text: &str, prefix: &str) {
@@ -326,6 +317,7 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orch_handoff::Status;
 
     fn run_id() -> RunId {
         RunId::new("orch-20261123T224500Z-3f9a1c2b").unwrap_or_else(|e| panic!("{e}"))

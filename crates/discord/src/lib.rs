@@ -38,7 +38,9 @@ pub mod testing;
 use std::fmt;
 use std::time::Duration;
 
-use orch_support::text::squash;
+use orch_support::http::{is_loopback, read_capped};
+use orch_support::secret::redact;
+use orch_support::text::{quoted_body, shorten, squash};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -81,36 +83,9 @@ const USER_AGENT: &str = concat!(
     ")"
 );
 
-/// A Discord bot token. `Debug` and `Display` print `[redacted]`; the only
-/// way to the value is [`BotToken::expose`], called where it goes on the
-/// wire.
-#[derive(Clone, PartialEq, Eq)]
-pub struct BotToken(String);
-
-impl BotToken {
-    /// Wraps a token (the bare token, as the Developer Portal shows it; a
-    /// leading `Bot ` is tolerated and dropped).
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for BotToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BotToken([redacted])")
-    }
-}
-
-impl fmt::Display for BotToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A Discord bot token: `Debug` and `Display` print `[redacted]`; the only
+/// way to the value is `expose`, called where it goes on the wire.
+pub type BotToken = orch_support::secret::Secret;
 
 /// Where and how to reach Discord.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -555,7 +530,7 @@ impl DiscordClient {
                         status: 404,
                         message: format!(
                             "no discord api at GET {shown} (404: {}): check the base url (default {DEFAULT_BASE_URL})",
-                            quoted(&self.quote(&body))
+                            quoted_body(&self.quote(&body))
                         ),
                     });
                 }
@@ -584,7 +559,7 @@ impl DiscordClient {
     ) -> DiscordError {
         let code = status.as_u16();
         let reason = status.canonical_reason().unwrap_or("");
-        let said = quoted(&self.quote(body));
+        let said = quoted_body(&self.quote(body));
         let message = match code {
             400 => format!(
                 "discord refused GET {shown} as malformed (400 Bad Request: {said}): this is a bug in orch or the base url points at something else"
@@ -635,7 +610,7 @@ impl DiscordClient {
         let decode_error = |what: String| DiscordError::Decode {
             message: format!(
                 "page {page_no} of discord channel {channel}: {what}; the answer starts with {}",
-                quoted(&shorten(
+                quoted_body(&shorten(
                     &redact(&squash(&String::from_utf8_lossy(body)), self.token.expose()),
                     MAX_QUOTE_CHARS
                 ))
@@ -811,57 +786,15 @@ fn check_channel_id(channel: &str) -> Result<(), DiscordError> {
     )))
 }
 
-/// The response body, at most `cap` bytes of it.
-async fn read_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = cap - body.len();
-        if chunk.len() >= room {
-            body.extend_from_slice(&chunk[..room]);
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// What went wrong below reqwest, without hyper's wrapper layers and
-/// without the URL; `secret` blanked out.
+/// What went wrong below reqwest, without the URL; `secret` blanked out.
 fn cause(e: &reqwest::Error, secret: Option<&str>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = std::error::Error::source(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if !text.starts_with("client error (") && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = err.source();
-    }
-    if parts.is_empty() {
-        parts.push("unknown error".to_owned());
-    }
-    let text = squash(&parts.join(": "));
-    shorten(&redact(&text, secret.unwrap_or("")), 300)
+    redact(&orch_support::http::cause(e), secret.unwrap_or(""))
 }
 
 fn config_error(message: impl Into<String>) -> DiscordError {
     DiscordError::Config {
         message: message.into(),
     }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What an error body says: Discord's `message` (with its `code`), else
@@ -879,31 +812,6 @@ fn error_text(body: &[u8]) -> String {
     squash(&text)
 }
 
-/// `text` with every occurrence of `secret` blanked out.
-fn redact(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(secret, "[redacted]")
-    }
-}
-
-/// At most `max` characters, with `…` when cut.
-fn shorten(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_owned(),
-    }
-}
-
-fn quoted(s: &str) -> String {
-    if s.is_empty() {
-        "(empty body)".to_owned()
-    } else {
-        format!("{s:?}")
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -912,7 +820,7 @@ mod tests {
     #[test]
     fn token_is_never_printed() {
         let t = BotToken::new("MTIz.secret.token");
-        assert_eq!(format!("{t} {t:?}"), "[redacted] BotToken([redacted])");
+        assert_eq!(format!("{t} {t:?}"), "[redacted] Secret([redacted])");
         let config = DiscordConfig::new(t);
         assert!(!format!("{config:?}").contains("secret"));
         let client = DiscordClient::new(config).unwrap();

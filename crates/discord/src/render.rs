@@ -5,7 +5,7 @@
 //! Continuation lines of a message are indented, so no message text can
 //! pass for another message's line.
 
-use orch_support::text::{is_hazard, squash};
+use orch_support::text::{is_hazard, shorten_within, squash};
 
 use super::{Message, shorten};
 
@@ -99,7 +99,7 @@ pub fn render(messages: &[Message], options: &RenderOptions) -> Rendered {
 
     if messages.is_empty() {
         return Rendered {
-            text: shorten_to(&format!("No recent messages in {label}."), max),
+            text: shorten_within(&format!("No recent messages in {label}."), max),
             shown: 0,
             cut: 0,
             empty_content_from_others: 0,
@@ -139,14 +139,14 @@ pub fn render(messages: &[Message], options: &RenderOptions) -> Rendered {
         // Not even the newest message fits on its own: cut it.
         let room = max.saturating_sub(layout(1).chars());
         if room >= 2 {
-            shown_blocks.push(shorten_to(&blocks[n - 1], room));
+            shown_blocks.push(shorten_within(&blocks[n - 1], room));
             k = 1;
         }
     }
     let text = layout(k).text(&shown_blocks);
     Rendered {
         // Only when the header and notes alone exceed the budget.
-        text: shorten_to(&text, max),
+        text: shorten_within(&text, max),
         shown: k,
         cut: n - k,
         empty_content_from_others,
@@ -399,19 +399,6 @@ fn system_kind(kind: u32) -> String {
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
-}
-
-/// At most `max` characters, the last one `…` when cut.
-fn shorten_to(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    if max == 0 {
-        return String::new();
-    }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
 }
 
 #[cfg(test)]

@@ -64,6 +64,17 @@ pub enum Confidence {
     High,
 }
 
+impl Confidence {
+    /// The confidence as written in a handoff: `low`, `medium` or `high`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
 /// One artifact the agent produced: a bare string (a path or URL) or an
 /// object with at least `path` or `url`.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -21,6 +21,7 @@
 //! tokio runtime (`Handle::block_on`), or, without one, by parking the
 //! thread until the future is ready: any [`HandoffStore`] works.
 
+use orch_support::text::shorten;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -164,7 +165,7 @@ pub(crate) struct ProblemList {
 
 impl ProblemList {
     pub(crate) fn file(&self, path: String, reason: String) {
-        let reason = shorten(&reason, 160);
+        let reason = shorten(reason.trim(), 160);
         self.files
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -175,14 +176,6 @@ impl ProblemList {
         self.files
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    let s = s.trim();
-    match s.char_indices().nth(max) {
-        None => s.to_owned(),
-        Some((i, _)) => format!("{}…", &s[..i]),
     }
 }
 
@@ -390,7 +383,7 @@ fn compute(store: &dyn HandoffStore, exec: &Exec, input: Input) -> Report {
         .take(MAX_LISTED_PROBLEMS)
         .map(|(line, why)| LineProblem {
             line: *line,
-            reason: shorten(why, 160),
+            reason: shorten(why.trim(), 160),
         })
         .collect();
     lines.sort();

@@ -11,8 +11,15 @@
 //!   and callers obey.
 //! - [`url`]: [`url::redact_userinfo`], applied wherever a URL from the
 //!   configuration is shown (credentials in `http://user:pass@host`).
+//! - [`secret`]: [`secret::Secret`], a value `Debug`/`Display` never show,
+//!   and [`secret::redact`] for text that might quote one.
+//! - `http` (feature `http`): reading a capped response body, the cause of
+//!   a reqwest error without its wrapper layers, whether a URL is loopback.
 #![warn(missing_docs)]
 
+#[cfg(feature = "http")]
+pub mod http;
 pub mod id;
+pub mod secret;
 pub mod text;
 pub mod url;

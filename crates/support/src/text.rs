@@ -138,6 +138,38 @@ pub fn squash(s: &str) -> String {
     out
 }
 
+/// The first `max` characters of `s`, then `…` if anything was cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
+/// At most `max` characters in all, the last one `…` when cut (nothing
+/// for a `max` of 0).
+pub fn shorten_within(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// A response body quoted for an error message (`"…"` with escapes), or
+/// `(empty body)`.
+pub fn quoted_body(s: &str) -> String {
+    if s.is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        format!("{s:?}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

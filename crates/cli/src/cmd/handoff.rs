@@ -82,7 +82,7 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
     out::print(&format!(
         "submitted handoff for run {} ({} by {}) to {}\n",
         handoff.run_id,
-        status_word(&handoff),
+        handoff.status.as_str(),
         out::one_line(&handoff.agent),
         out::one_line(&location)
     ))?;
@@ -215,7 +215,7 @@ fn validate(args: ValidateArgs) -> Result<Exit, CliError> {
         "{}: valid handoff for run {} ({} by {})\n",
         out::one_line(&shown(&args.file)),
         handoff.run_id,
-        status_word(&handoff),
+        handoff.status.as_str(),
         out::one_line(&handoff.agent)
     ))?;
     Ok(Exit::Ok)
@@ -273,7 +273,7 @@ fn print_handoff(handoff: &Handoff, json: bool) -> Result<(), CliError> {
 pub(crate) fn render(h: &Handoff) -> String {
     let mut s = format!("handoff {}\n", h.run_id);
     row(&mut s, "agent", &h.agent);
-    row(&mut s, "status", status_word(h));
+    row(&mut s, "status", h.status.as_str());
     render_details(h, &mut s);
     s
 }
@@ -327,15 +327,6 @@ pub(crate) fn render_details(h: &Handoff, s: &mut String) {
     s.push('\n');
     s.push_str(&out::terminal(h.result.trim_end()));
     s.push('\n');
-}
-
-pub(crate) fn status_word(h: &Handoff) -> &'static str {
-    match h.status {
-        orch_handoff::Status::Complete => "complete",
-        orch_handoff::Status::Partial => "partial",
-        orch_handoff::Status::Blocked => "blocked",
-        orch_handoff::Status::Failed => "failed",
-    }
 }
 
 fn shown(path: &Path) -> String {

@@ -1,6 +1,7 @@
 //! What a delegation produced: [`Outcome`], [`End`], [`Validation`],
 //! [`Timings`] and the [`OutcomeStatus`] the CLI turns into an exit code.
 
+pub(crate) use orch_support::text::shorten;
 use std::time::Duration;
 
 use orch_handoff::{Handoff, HandoffError, RunId, Scope, Status};
@@ -283,12 +284,4 @@ impl Serialize for Timings {
 /// Whole milliseconds, saturating.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// At most `max` characters of `s`, with `…` when cut.
-pub(crate) fn shorten(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        None => s.to_owned(),
-        Some((i, _)) => format!("{}…", &s[..i]),
-    }
 }

@@ -19,7 +19,8 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orch_support::text::squash;
+use orch_support::http::{cause, is_loopback, read_capped};
+use orch_support::text::{quoted_body, shorten, squash};
 use orch_support::url::redact_userinfo;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -215,7 +216,7 @@ impl OpenClawTransport {
         }
         let client = builder
             .build()
-            .map_err(|e| config_error(format!("cannot build the http client: {}", cause(e))))?;
+            .map_err(|e| config_error(format!("cannot build the http client: {}", cause(&e))))?;
 
         Ok(Self {
             client,
@@ -300,7 +301,7 @@ impl OpenClawTransport {
             200 => self.ack(body).ok_or_else(|| {
                 rejected(format!(
                     "openclaw answered 200 but not with {{\"ok\":true,…}} JSON: {}: check that `url` points at an openclaw gateway",
-                    quoted(&self.quote(body))
+                    quoted_body(&self.quote(body))
                 ))
             }),
             400 => {
@@ -309,12 +310,12 @@ impl OpenClawTransport {
                     let agent = self.agent_id(envelope);
                     Err(rejected(format!(
                         "openclaw does not know agent {agent:?} ({}): add it to the gateway's agents and hooks.allowedAgentIds, or set the agent's remote_id in orch.yaml",
-                        quoted(&said)
+                        quoted_body(&said)
                     )))
                 } else {
                     Err(rejected(format!(
                         "openclaw refused the request as malformed: {}",
-                        quoted(&said)
+                        quoted_body(&said)
                     )))
                 }
             }
@@ -334,12 +335,12 @@ impl OpenClawTransport {
             // than ours), so say what it answered rather than invent a limit.
             413 => Err(rejected(format!(
                 "the gateway refused the {sent}-byte request as too large (HTTP 413: {}): shorten the task or its context, or raise the gateway's body limit",
-                quoted(&self.quote(body))
+                quoted_body(&self.quote(body))
             ))),
             409 | 429 | 502 | 503 | 504 | 500..=599 => Err(TransportError::Unavailable {
                 message: format!(
                     "openclaw answered {code} {reason}: {}",
-                    quoted(&self.quote(body))
+                    quoted_body(&self.quote(body))
                 ),
                 retry_after: headers
                     .get(RETRY_AFTER)
@@ -348,7 +349,7 @@ impl OpenClawTransport {
             }),
             _ => Err(rejected(format!(
                 "openclaw answered {code} {reason}: {}",
-                quoted(&self.quote(body))
+                quoted_body(&self.quote(body))
             ))),
         }
     }
@@ -457,50 +458,14 @@ impl OpenClawTransport {
         } else if e.is_timeout() {
             format!("the gateway did not answer within {}", friendly(timeout))
         } else if e.is_connect() {
-            format!("cannot connect: {}", cause(e))
+            format!("cannot connect: {}", cause(&e))
         } else {
-            format!("connection failed: {}", cause(e))
+            format!("connection failed: {}", cause(&e))
         };
         TransportError::Connect {
             message: format!("POST {}: {}", self.shown_endpoint, self.redact(&what)),
         }
     }
-}
-
-/// What went wrong below reqwest: its sources without hyper's wrapper
-/// layers (`client error (Connect)`), else reqwest's own message without
-/// the URL.
-fn cause(e: reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = std::error::Error::source(&e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if !text.starts_with("client error (") && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = err.source();
-    }
-    if parts.is_empty() {
-        parts.push(e.without_url().to_string());
-    }
-    shorten(&squash(&parts.join(": ")), 300)
-}
-
-/// The response body, at most `cap` bytes of it.
-async fn read_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = cap - body.len();
-        if chunk.len() >= room {
-            body.extend_from_slice(&chunk[..room]);
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 fn config_error(message: impl Into<String>) -> TransportError {
@@ -537,17 +502,6 @@ fn show_url(url: &Url) -> String {
     shown.set_query(None);
     shown.set_fragment(None);
     shown.to_string()
-}
-
-fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whole seconds, rounded up, at least 1.
@@ -607,22 +561,6 @@ pub(crate) fn error_text(body: &[u8]) -> String {
         }
     }
     squash(&text)
-}
-
-/// At most `max` characters, with `…` when cut.
-fn shorten(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_owned(),
-    }
-}
-
-fn quoted(s: &str) -> String {
-    if s.is_empty() {
-        "(empty body)".to_owned()
-    } else {
-        format!("{s:?}")
-    }
 }
 
 /// `5s`, `1.5s`, `250ms` (whole seconds are the common case here).

@@ -48,6 +48,7 @@
 //! handle aborts every answer not yet written. An answer whose write has
 //! already started may still land (writes are atomic, so never half).
 
+use orch_support::text::shorten_within;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -446,7 +447,7 @@ fn task_line(envelope: &Envelope) -> String {
     if lines.any(|l| l.trim() == "## Task")
         && let Some(line) = lines.map(str::trim).find(|l| !l.is_empty())
     {
-        return shorten(line, ECHO_CHARS);
+        return shorten_within(line, ECHO_CHARS);
     }
     let line = envelope
         .message
@@ -458,7 +459,7 @@ fn task_line(envelope: &Envelope) -> String {
         })
         .find(|line| !line.is_empty())
         .unwrap_or("(empty task)");
-    shorten(line, ECHO_CHARS)
+    shorten_within(line, ECHO_CHARS)
 }
 
 /// `line` without a leading `Task:` label (any case).
@@ -466,18 +467,6 @@ fn strip_label(line: &str) -> &str {
     match line.get(..5) {
         Some(head) if head.eq_ignore_ascii_case("task:") => &line[5..],
         _ => line,
-    }
-}
-
-/// At most `max` characters of `text`, with `…` when cut.
-fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_owned(),
-        Some(_) => {
-            let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-            out.push('…');
-            out
-        }
     }
 }
 

@@ -114,34 +114,9 @@ pub(super) const CONSUMER_TIMEOUT: Duration = Duration::from_secs(1);
 /// file store).
 const RECORD_CAP_FACTOR: u64 = 4;
 
-/// A NATS token. `Debug` and `Display` print `[redacted]`; the value goes
+/// A NATS token: `Debug` and `Display` print `[redacted]`; the value goes
 /// only to the connection.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NatsToken(String);
-
-impl NatsToken {
-    /// Wraps a token value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the connection.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for NatsToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NatsToken([redacted])")
-    }
-}
-
-impl fmt::Display for NatsToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub type NatsToken = orch_support::secret::Secret;
 
 /// How the store authenticates to the server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -645,10 +620,7 @@ fn shown_url(url: &str) -> String {
 
 /// Replaces the secret wherever a message might quote it.
 fn scrub(text: String, secret: Option<&str>) -> String {
-    match secret {
-        Some(s) if !s.is_empty() && text.contains(s) => text.replace(s, "[redacted]"),
-        _ => text,
-    }
+    orch_support::secret::redact(&text, secret.unwrap_or(""))
 }
 
 /// The newest entry of `key`, read from the stream's leader (`STREAM.MSG.GET`).
