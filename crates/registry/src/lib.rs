@@ -1,13 +1,15 @@
 //! Who the agents are, which one fits a task, and what was said on Discord
 //! (DESIGN §7).
 //!
-//! This crate will hold the agent registry (`AGENTS_REGISTRY.json`: per
-//! agent its id, name, role, description, capability tags, channels,
-//! transport settings, validator and `maxConcurrent`, plus a map of channel
-//! names to Discord channel ids), the default [`Router`] (ranks agents
-//! against a task text, e.g. BM25 over capabilities, role and description,
-//! with the reasons shown), and the Discord channel context (REST, oldest
-//! first, trimmed to a character budget).
+//! This crate holds the agent registry ([`Registry`], read from
+//! `AGENTS_REGISTRY.json`: per agent its id, name, role, description,
+//! capability tags, channels, transport settings, validator and
+//! `maxConcurrent`, plus a map of channel names to Discord channel ids),
+//! the [`Router`] seam with its default, [`Bm25Router`] (ranks agents
+//! against a task text by BM25 over capabilities, role, name and
+//! description, with the reasons shown), and the Discord channel context
+//! ([`discord`]: recent messages over REST, oldest first, rendered and
+//! trimmed to a character budget).
 //!
 //! Decisions a newcomer asks about:
 //!
