@@ -1,5 +1,12 @@
-//! The one error type of the crate: every error names the file, line and
-//! column.
+//! The crate's errors: [`WorkflowError`] for a workflow file or a run
+//! request against it (every one names the file, line and column), and
+//! [`ExecError`] for a run that could not be carried out.
+//!
+//! `ExecError` lives here, not beside the executor, because run storage
+//! (`run.rs`) returns it too: the executor builds on run storage, never the
+//! other way round.
+
+use orch_delegate::orch_handoff::{RunId, StoreError};
 
 /// What went wrong, for callers that map errors to exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -174,4 +181,44 @@ pub struct Warning {
     pub column: usize,
     /// What may go wrong.
     pub message: String,
+}
+
+/// Why a run could not be carried out (a failing step is not an error: it
+/// is in the [`RunSummary`](crate::RunSummary)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// A stored record does not read back.
+    #[error("workflow run {run_id}: stored record is corrupt: {message}")]
+    Corrupt {
+        /// The run.
+        run_id: RunId,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such run.
+    #[error("no workflow run {run_id} in the store")]
+    NotFound {
+        /// The run asked for.
+        run_id: RunId,
+    },
+    /// The workflow stored with the run no longer loads.
+    #[error("workflow stored with the run: {0}")]
+    Workflow(WorkflowError),
+    /// The run cannot start: a step's task can never fit what its agent's
+    /// transport delivers ([`check_task_sizes`](crate::check_task_sizes)).
+    #[error("{0}")]
+    Refused(WorkflowError),
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<StoreError> for ExecError {
+    fn from(e: StoreError) -> Self {
+        ExecError::Store(e)
+    }
 }

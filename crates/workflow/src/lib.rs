@@ -1,6 +1,6 @@
 //! Workflows: reusable YAML pipelines of delegations (DESIGN §8).
 //!
-//! Built so far:
+//! What it holds:
 //!
 //! - the **model** of a workflow file ([`Workflow`], [`Step`], [`Target`]
 //!   — `agent: NAME` or `route: auto` —, [`Gate`], [`InputSpec`],
@@ -27,19 +27,12 @@
 //!   mistake (an `output` that may read a skipped step);
 //! - the **plan** ([`Plan`]): dependencies are `needs` ∪ steps read by the
 //!   task ∪ steps read by `when`; topological order stable by file order;
-//!   [`Plan::ready`] for an eager executor;
+//!   [`Plan::levels`] for display; an indexed view (positions in that
+//!   order, dependencies and dependents as positions, each step's height)
+//!   built once, which the executor runs on;
 //! - the JSON Schema of workflow files ([`workflow_json_schema`],
 //!   committed as `schema/workflow.schema.json`) and the three shipped
-//!   workflows ([`builtin`]).
-//!
-//! Every [`WorkflowError`] names the file, line and column
-//! (`<origin>:<line>:<column>: <message>`). Positions come from the event
-//! pre-pass, not from serde: serde_norway locates only its own errors, and
-//! the meaning checks need the place of a node they find wrong. Inside a
-//! task or condition string the column is that of the offending piece
-//! (found in the source text from the scalar's start), else that of the
-//! scalar.
-//!
+//!   workflows ([`builtin`]);
 //! - the **executor** ([`Executor`]): an event loop that starts each step
 //!   the moment its dependencies end (up to `max_parallel`), with `when`,
 //!   retries with backoff, timeouts, gates, human approval through an
@@ -53,6 +46,14 @@
 //!   (in-flight delegations are looked up and re-awaited before anything
 //!   is sent again); [`approve`] records a human decision.
 //!
+//! Every [`WorkflowError`] names the file, line and column
+//! (`<origin>:<line>:<column>: <message>`). Positions come from the event
+//! pre-pass, not from serde: serde_norway locates only its own errors, and
+//! the meaning checks need the place of a node they find wrong. Inside a
+//! task or condition string the column is that of the offending piece
+//! (found in the source text from the scalar's start), else that of the
+//! scalar.
+//!
 //! The terminal side (TTY approver, live view, Ctrl-C → cancel token, the
 //! dry-run printer) lives in the CLI, which implements this crate's seams.
 //!
@@ -60,9 +61,10 @@
 //!
 //! - **A step starts the moment its dependencies finish**, not level by
 //!   level, so the makespan follows the critical path ([`Plan::levels`] is
-//!   for display only). The executor will be a loop over a closed `Event`
-//!   enum (step finished, timeout fired, approval arrived, cancel
-//!   requested): one place decides, which is easy to test and to persist.
+//!   for display only). The executor is one loop over a closed `Event`
+//!   enum (a step finished, an approval arrived, the summary writer can
+//!   take the next summary, the run was cancelled): one place decides,
+//!   which is easy to test and to persist.
 //! - **Everything is checked before anything is sent.** A run first passes
 //!   [`load`] and [`check_run`], including the ACL for every step, so a
 //!   workflow never stops half-way on a denial it could have foreseen.
@@ -90,10 +92,10 @@ mod validate;
 
 pub use builtin::{builtin, builtin_names};
 pub use condition::{Condition, Op};
-pub use error::{ErrorKind, Growth, RenderError, TooLarge, Warning, WorkflowError};
+pub use error::{ErrorKind, ExecError, Growth, RenderError, TooLarge, Warning, WorkflowError};
 pub use exec::{
-    Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, ResumeOptions,
-    RunOptions, StepRouter,
+    Approver, ContextSource, Executor, Progress, ProgressEvent, ResumeOptions, RunOptions,
+    StepRouter,
 };
 pub use model::{
     ContextSpec, DEFAULT_CONTEXT_MESSAGES, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Gate, InputSpec,

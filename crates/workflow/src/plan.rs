@@ -1,7 +1,7 @@
 //! The dependency plan: which step waits for which, in what order.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 
 /// The steps' dependency DAG.
 ///
@@ -9,14 +9,33 @@ use std::collections::{BTreeSet, BinaryHeap};
 /// on every step its `when` reads. `order` is a topological order that
 /// keeps file order wherever the dependencies allow; `levels` group the
 /// steps by longest dependency chain, for display only (the executor starts
-/// a step the moment its own dependencies finish, see [`Plan::ready`]).
+/// a step the moment its own dependencies finish).
+///
+/// The executor works on an indexed view built once with the plan: a step
+/// is named by its *position* in `order` (`id_at`), with its dependencies
+/// (`deps_at`) and dependents (`dependents_at`) as positions too, and its
+/// height (`height_at`: steps on the longest chain to a sink, the
+/// executor's guess of the critical path), so a run never turns a step id
+/// back into a position.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Step ids in file order; the other fields but the `_at` ones index
+    /// into it.
     ids: Vec<String>,
     deps: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
+    /// File indices in topological order: `order[p]` is the step at
+    /// position `p`.
     order: Vec<usize>,
     levels: Vec<Vec<usize>>,
+    /// The dependencies of the step at each position, as positions, in the
+    /// order of `deps`.
+    deps_at: Vec<Vec<usize>>,
+    /// The direct dependents of the step at each position, as positions.
+    dependents_at: Vec<Vec<usize>>,
+    /// Steps on the longest chain from the step at each position to a
+    /// sink, counting that step.
+    height_at: Vec<usize>,
 }
 
 impl Plan {
@@ -56,13 +75,59 @@ impl Plan {
         for i in 0..n {
             levels[level[i]].push(i);
         }
+        let mut position = vec![0usize; n];
+        for (p, &i) in order.iter().enumerate() {
+            position[i] = p;
+        }
+        let at = |ix: &[usize]| ix.iter().map(|&i| position[i]).collect::<Vec<_>>();
+        let deps_at: Vec<Vec<usize>> = order.iter().map(|&i| at(&deps[i])).collect();
+        let dependents_at: Vec<Vec<usize>> = order.iter().map(|&i| at(&dependents[i])).collect();
+        // A dependent comes later in `order`, so its height is known first.
+        let mut height_at = vec![1usize; n];
+        for p in (0..n).rev() {
+            height_at[p] = 1 + dependents_at[p]
+                .iter()
+                .map(|&d| height_at[d])
+                .max()
+                .unwrap_or(0);
+        }
         Ok(Self {
             ids,
             deps,
             dependents,
             order,
             levels,
+            deps_at,
+            dependents_at,
+            height_at,
         })
+    }
+
+    /// How many steps the plan has.
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The id of the step at position `p` of [`Plan::order`].
+    pub(crate) fn id_at(&self, p: usize) -> &str {
+        &self.ids[self.order[p]]
+    }
+
+    /// The dependencies of the step at position `p`, as positions, in file
+    /// order of first mention (as [`Plan::deps`]).
+    pub(crate) fn deps_at(&self, p: usize) -> &[usize] {
+        &self.deps_at[p]
+    }
+
+    /// The direct dependents of the step at position `p`, as positions.
+    pub(crate) fn dependents_at(&self, p: usize) -> &[usize] {
+        &self.dependents_at[p]
+    }
+
+    /// Steps on the longest chain from the step at position `p` to a step
+    /// nothing depends on, counting both: 1 for a sink.
+    pub(crate) fn height_at(&self, p: usize) -> usize {
+        self.height_at[p]
     }
 
     fn index(&self, id: &str) -> Option<usize> {
@@ -94,45 +159,6 @@ impl Plan {
     /// could run in parallel. For display only.
     pub fn levels(&self) -> Vec<Vec<&str>> {
         self.levels.iter().map(|l| self.names(l)).collect()
-    }
-
-    /// Every step that is neither `done` nor `running` and whose
-    /// dependencies are all `done`, in topological order. The executor
-    /// starts these (up to `max_parallel`) the moment they appear.
-    pub fn ready(&self, done: &BTreeSet<String>, running: &BTreeSet<String>) -> Vec<&str> {
-        self.order
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let id = &self.ids[i];
-                !done.contains(id)
-                    && !running.contains(id)
-                    && self.deps[i].iter().all(|&d| done.contains(&self.ids[d]))
-            })
-            .map(|i| self.ids[i].as_str())
-            .collect()
-    }
-
-    /// Steps that transitively depend on `id` (what a failure of `id`
-    /// blocks), in topological order.
-    pub fn downstream(&self, id: &str) -> Vec<&str> {
-        let Some(start) = self.index(id) else {
-            return Vec::new();
-        };
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![start];
-        while let Some(i) = stack.pop() {
-            for &j in &self.dependents[i] {
-                if seen.insert(j) {
-                    stack.push(j);
-                }
-            }
-        }
-        self.order
-            .iter()
-            .filter(|i| seen.contains(i))
-            .map(|&i| self.ids[i].as_str())
-            .collect()
     }
 
     /// The dependency edges as `(dependency, dependent)`, for graphs.
@@ -217,17 +243,31 @@ mod tests {
     }
 
     #[test]
-    fn order_levels_ready() {
+    fn order_levels_positions() {
         // s0, s1 independent; s2 needs both; s3 needs s0.
         let p = plan(&[&[], &[], &[0, 1], &[0]]).unwrap();
         assert_eq!(p.order(), ["s0", "s1", "s2", "s3"]);
         assert_eq!(p.levels(), vec![vec!["s0", "s1"], vec!["s2", "s3"]]);
-        let done: BTreeSet<String> = ["s0".to_owned()].into();
-        let running: BTreeSet<String> = ["s1".to_owned()].into();
-        assert_eq!(p.ready(&done, &running), ["s3"]);
-        assert_eq!(p.ready(&BTreeSet::new(), &BTreeSet::new()), ["s0", "s1"]);
-        assert_eq!(p.downstream("s0"), ["s2", "s3"]);
         assert_eq!(p.edges(), [("s0", "s2"), ("s1", "s2"), ("s0", "s3")]);
+        assert_eq!(p.len(), 4);
+        assert_eq!(p.deps_at(2), [0, 1]);
+        assert_eq!(p.dependents_at(0), [2, 3]);
+        assert_eq!(
+            (0..4).map(|i| p.height_at(i)).collect::<Vec<_>>(),
+            [2, 2, 1, 1]
+        );
+
+        // Positions follow the topological order, not the file order: s0
+        // needs s2 and s2 needs s3, so the order is s1, s3, s2, s0.
+        let p = plan(&[&[2], &[], &[3], &[]]).unwrap();
+        assert_eq!(p.order(), ["s1", "s3", "s2", "s0"]);
+        assert_eq!((0..4).map(|i| p.id_at(i)).collect::<Vec<_>>(), p.order());
+        assert_eq!(p.deps_at(3), [2]);
+        assert_eq!(p.dependents_at(1), [2]);
+        assert_eq!(
+            (0..4).map(|i| p.height_at(i)).collect::<Vec<_>>(),
+            [1, 3, 2, 1]
+        );
     }
 
     #[test]

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 
 use orch_delegate::orch_handoff::{
-    Expect, Handoff, HandoffKey, HandoffStore, MAX_ID_LEN, RunId, StoreError, WorkflowRecord,
-    parse_handoff,
+    Expect, Handoff, HandoffKey, HandoffStore, MAX_ID_LEN, RunId, WorkflowRecord, parse_handoff,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::exec::ExecError;
+use crate::error::ExecError;
 
 /// The state of a whole run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -634,10 +633,4 @@ pub async fn approve(
     };
     rec.approval = Some(decision);
     put_step(store, run, &rec).await
-}
-
-impl From<StoreError> for ExecError {
-    fn from(e: StoreError) -> Self {
-        ExecError::Store(e)
-    }
 }

@@ -1,0 +1,812 @@
+//! One step: whether a ready step may run (`blocked_by`, `check_when`),
+//! the task it sends and to which agent (`agent_and_task`, within the
+//! agent's `Budget`), and the `Job`: the task that sends the step's
+//! attempts, re-awaits on resume what an earlier process sent, retries, and
+//! judges the gate. A job works on its own copy of the step record and
+//! hands it back in a `StepDone`; only the loop keeps the run's state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_delegate::orch_handoff::{
+    Confidence, Handoff, HandoffKey, HandoffStore, LedgerEventKind, RunId, Status, WaitOutcome,
+};
+use orch_delegate::{DelegateError, Delegator, OutcomeStatus, Request};
+use tokio_util::sync::CancellationToken;
+
+use super::{ContextSource, Dispatched, Executor, Progress, ProgressEvent};
+use crate::error::{RenderError, TooLarge};
+use crate::model::{ContextSpec, Step, Target, Workflow};
+use crate::run::{Attempt, GateDecision, StepRecord, StepStatus, attempt_run_id, put_step};
+use crate::template::{Context, confidence_str, status_str};
+
+/// Room left in a task message for a re-ask's "asked again" block, which
+/// the Delegator adds around the task on a second ask.
+pub(super) const REASK_HEADROOM: u64 = 2 * 1024;
+
+/// What a step's task may take when it goes to one agent: the agent's
+/// transport limits the whole message ([`Transport::max_task_bytes`]), and
+/// orch's instructions around the task take part of it.
+///
+/// [`Transport::max_task_bytes`]: orch_delegate::Transport::max_task_bytes
+#[derive(Clone, Debug)]
+pub(crate) struct Budget {
+    pub(crate) agent: String,
+    pub(crate) transport: String,
+    /// The transport's message limit.
+    pub(crate) limit: u64,
+    /// orch's instructions around the task, and [`REASK_HEADROOM`].
+    pub(crate) overhead: u64,
+}
+
+impl Budget {
+    /// Bytes left for the task.
+    pub(crate) fn task(&self) -> u64 {
+        self.limit.saturating_sub(self.overhead)
+    }
+
+    /// Why a task of `e.size` bytes does not fit.
+    pub(crate) fn refusal(&self, what: &str, e: &TooLarge) -> String {
+        format!(
+            "{what} too large for `{}`: {}, over the limit of {}; made of {} ({} transport: messages up to {} bytes, {} of them for orch's instructions and a re-ask)",
+            self.agent,
+            if what == "task" {
+                format!("it would be {}", crate::error::bytes(e.size))
+            } else {
+                format!("at least {}", crate::error::bytes(e.size))
+            },
+            crate::error::bytes(e.limit),
+            e.made_of(),
+            self.transport,
+            self.limit,
+            self.overhead
+        )
+    }
+}
+
+/// The budget of `step`'s task for `agent` in workflow run `wf_run`, if the
+/// Delegator knows the agent. The instructions are measured with the id of
+/// a late attempt, so no retry's longer id can push the message over.
+pub(crate) fn budget(
+    delegator: &Delegator,
+    wf_run: &RunId,
+    step: &str,
+    agent: &str,
+    caller: &str,
+) -> Option<Budget> {
+    let transport = delegator.transport_of(agent)?;
+    let id = attempt_run_id(wf_run, step, 999_999);
+    let overhead = delegator
+        .message_bytes(&id, agent, caller, "", None)
+        .saturating_add(REASK_HEADROOM);
+    Some(Budget {
+        agent: agent.to_owned(),
+        transport: transport.name().to_owned(),
+        limit: transport.max_task_bytes(),
+        overhead,
+    })
+}
+
+/// The budgets a step's task can have: its agent's, or for `route: auto`
+/// every agent's, largest first.
+pub(crate) fn budgets(
+    delegator: &Delegator,
+    wf_run: &RunId,
+    step: &Step,
+    caller: &str,
+) -> Vec<Budget> {
+    let mut out: Vec<Budget> = match &step.target {
+        Target::Agent(a) => budget(delegator, wf_run, &step.id, a, caller)
+            .into_iter()
+            .collect(),
+        Target::Route => delegator
+            .agent_ids()
+            .into_iter()
+            .filter_map(|a| budget(delegator, wf_run, &step.id, a, caller))
+            .collect(),
+    };
+    out.sort_by_key(|b| std::cmp::Reverse(b.task()));
+    out
+}
+
+/// What the steps of one run share, lent by the loop to each step it
+/// prepares or starts.
+pub(super) struct Scope<'a> {
+    pub(super) exec: &'a Executor,
+    pub(super) wf: &'a Workflow,
+    pub(super) wf_run: &'a RunId,
+    pub(super) caller: &'a str,
+    /// On resume: what earlier processes dispatched.
+    pub(super) dispatched: Option<&'a Dispatched>,
+    /// The run's token: cancels every delegation.
+    pub(super) cancel: &'a CancellationToken,
+}
+
+/// A ready step that ends before anything is sent: skipped or failed, and
+/// why.
+#[derive(Debug)]
+pub(super) struct EndsEarly {
+    pub(super) status: StepStatus,
+    pub(super) reason: String,
+}
+
+impl EndsEarly {
+    fn skipped(reason: String) -> Self {
+        Self {
+            status: StepStatus::Skipped,
+            reason,
+        }
+    }
+
+    fn failed(reason: String) -> Self {
+        Self {
+            status: StepStatus::Failed,
+            reason,
+        }
+    }
+}
+
+/// Why a step whose dependencies all ended is skipped: one of them did not
+/// complete, so its task and `when` would read a missing step. `deps` are
+/// the dependencies with their status, in plan order; the first that did
+/// not complete is named.
+pub(super) fn blocked_by(deps: &[(&str, StepStatus)]) -> Option<EndsEarly> {
+    deps.iter().find_map(|&(d, st)| {
+        let word = match st {
+            StepStatus::Skipped => "was skipped",
+            StepStatus::Failed => "failed",
+            StepStatus::Rejected => "was rejected",
+            _ => return None,
+        };
+        Some(EndsEarly::skipped(format!("dependency `{d}` {word}")))
+    })
+}
+
+/// What the step's `when` says in `ctx`: false skips the step, a condition
+/// that cannot be evaluated fails it.
+pub(super) fn check_when(step: &Step, ctx: &Context) -> Result<(), EndsEarly> {
+    let Some(cond) = &step.when else {
+        return Ok(());
+    };
+    match cond.eval(ctx) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(EndsEarly::skipped(format!("when `{cond}` is false"))),
+        Err(e) => Err(EndsEarly::failed(format!("when `{cond}`: {e}"))),
+    }
+}
+
+/// The agent and the task of a step about to start.
+///
+/// Rendering stops the moment the task passes what the agent's transport
+/// can take: a too large task is never built, sent or stored. A `route:
+/// auto` step's task is rendered for the roomiest agent, routed, then
+/// measured against the chosen agent's budget.
+pub(super) fn agent_and_task(
+    scope: &Scope<'_>,
+    step: &Step,
+    ctx: &Context,
+) -> Result<(String, String), EndsEarly> {
+    let budgets = budgets(&scope.exec.delegator, scope.wf_run, step, scope.caller);
+    let limit = budgets
+        .first()
+        .map_or(orch_delegate::DEFAULT_MAX_TASK_BYTES, Budget::task);
+    let task = match step.task.render_within(ctx, limit) {
+        Ok(t) => t,
+        Err(RenderError::TooLarge(e)) => {
+            let reason = match budgets.first() {
+                Some(b) => b.refusal("task", &e),
+                None => format!("task too large: {e}"),
+            };
+            return Err(EndsEarly::failed(reason));
+        }
+        Err(e) => return Err(EndsEarly::failed(format!("task: {e}"))),
+    };
+    let agent = match &step.target {
+        Target::Agent(a) => Some(a.clone()),
+        Target::Route => scope
+            .exec
+            .router
+            .as_ref()
+            .and_then(|r| r.route(&task, scope.caller)),
+    };
+    let Some(agent) = agent else {
+        return Err(EndsEarly::failed("no agent fits the task".to_owned()));
+    };
+    // A routed task was rendered for the roomiest agent.
+    if let Some(b) = budgets.iter().find(|b| b.agent == agent)
+        && task.len() as u64 > b.task()
+    {
+        let e = step.task.too_large(ctx, task.len() as u64, b.task());
+        return Err(EndsEarly::failed(b.refusal("task", &e)));
+    }
+    Ok((agent, task))
+}
+
+/// How a step task ended: its record, and whether the run was cancelled
+/// under it (then the record stays `running` for resume).
+#[derive(Debug)]
+pub(super) struct StepDone {
+    pub(super) rec: StepRecord,
+    pub(super) cancelled: bool,
+}
+
+/// Everything one step task needs.
+pub(super) struct Job {
+    delegator: Arc<Delegator>,
+    store: Arc<dyn HandoffStore>,
+    progress: Option<Arc<dyn Progress>>,
+    wf_run: RunId,
+    rec: StepRecord,
+    caller: String,
+    timeout: Duration,
+    retries: u32,
+    retry_base: Duration,
+    gate: crate::model::Gate,
+    context: Option<(Arc<dyn ContextSource>, ContextSpec)>,
+    reawait: bool,
+    dispatched: Option<Dispatched>,
+    /// Whether a delegation of the step's agent outlives the process that
+    /// sent it ([`orch_delegate::Transport::outlives_sender`]).
+    outlives: bool,
+    /// The name of the agent's transport, for messages.
+    transport: String,
+    /// The largest task message the agent's transport delivers, less
+    /// [`REASK_HEADROOM`].
+    max_message: Option<u64>,
+    cancel: CancellationToken,
+}
+
+impl Job {
+    /// The task of `step`, whose record `rec` has its agent and rendered
+    /// task. `reawait`: on resume, the last attempt may still answer and is
+    /// waited for before anything is sent again.
+    pub(super) fn new(scope: &Scope<'_>, step: &Step, rec: &StepRecord, reawait: bool) -> Self {
+        let exec = scope.exec;
+        let context = match (&step.context, &exec.context) {
+            (Some(spec), Some(src)) => Some((Arc::clone(src), spec.clone())),
+            _ => None,
+        };
+        let transport = rec
+            .agent
+            .as_deref()
+            .and_then(|a| exec.delegator.transport_of(a));
+        let (outlives, transport_name, max_message) = match transport {
+            Some(t) => (
+                t.outlives_sender(),
+                t.name().to_owned(),
+                Some(t.max_task_bytes().saturating_sub(REASK_HEADROOM)),
+            ),
+            // An agent the Delegator does not know: waiting is the safe
+            // choice, and the delegation itself will say what is wrong.
+            None => (true, "unknown".to_owned(), None),
+        };
+        Self {
+            delegator: Arc::clone(&exec.delegator),
+            store: Arc::clone(&exec.store),
+            progress: exec.progress.clone(),
+            wf_run: scope.wf_run.clone(),
+            rec: rec.clone(),
+            caller: scope.caller.to_owned(),
+            timeout: scope.wf.timeout_of(step),
+            retries: scope.wf.retries_of(step),
+            retry_base: exec.retry_base,
+            gate: step.gate.clone().unwrap_or_default(),
+            context,
+            reawait,
+            dispatched: scope.dispatched.cloned(),
+            outlives,
+            transport: transport_name,
+            max_message,
+            cancel: scope.cancel.clone(),
+        }
+    }
+}
+
+/// What an earlier process did with an attempt (see `Job::sent_before`).
+enum Earlier {
+    /// Nothing: send it.
+    NotSent,
+    /// Sent, but no handoff came in time: marked `lost`.
+    Lost,
+    /// Sent, and it ended so.
+    Ended(Tried),
+}
+
+/// How the last attempt ended.
+enum Tried {
+    /// A handoff the gate may judge.
+    Answer(Box<Handoff>),
+    /// No usable answer; `retry` if another attempt may help.
+    Failed {
+        detail: String,
+        retry: bool,
+    },
+    Cancelled,
+}
+
+impl Job {
+    fn emit(&self, e: ProgressEvent) {
+        if let Some(p) = &self.progress {
+            p.event(&e);
+        }
+    }
+
+    async fn save(&self) {
+        if let Err(e) = put_step(&*self.store, &self.wf_run, &self.rec).await {
+            tracing::warn!(step = %self.rec.step, error = %e, "could not write the step record");
+        }
+    }
+
+    fn end_attempt(&mut self, status: &str, detail: Option<String>) {
+        if let Some(a) = self.rec.attempts.last_mut() {
+            a.status = status.to_owned();
+            a.finished = Some(jiff::Timestamp::now());
+            a.detail = detail;
+        }
+    }
+
+    /// Sends the step's attempts (after re-awaiting the last one, on
+    /// resume) until one passes the gate, the retries run out or the run is
+    /// cancelled.
+    pub(super) async fn run(mut self) -> StepDone {
+        let mut last = None;
+        if self.reawait {
+            last = self.reawait_last().await;
+        }
+        let tries_made =
+            |rec: &StepRecord| rec.attempts.iter().filter(|a| a.status != "lost").count() as u64;
+        let mut context: Option<Option<String>> = None;
+        loop {
+            let tried = match last.take() {
+                Some(t) => t,
+                None => {
+                    let n = tries_made(&self.rec);
+                    if n > 0 {
+                        let delay = self.retry_base.saturating_mul(1u32 << (n - 1).min(16));
+                        self.emit(ProgressEvent::Retrying {
+                            step: self.rec.step.clone(),
+                            attempt: u32::try_from(n + 1).unwrap_or(u32::MAX),
+                            delay,
+                        });
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = self.cancel.cancelled() => return self.done(true),
+                        }
+                    }
+                    if context.is_none() {
+                        context = Some(match &self.context {
+                            None => None,
+                            Some((src, spec)) => {
+                                match src.fetch(&spec.channel, spec.messages).await {
+                                    Ok(s) => Some(s),
+                                    Err(e) => {
+                                        self.rec.status = StepStatus::Failed;
+                                        self.rec.reason =
+                                            Some(format!("context from `{}`: {e}", spec.channel));
+                                        self.rec.finished = Some(jiff::Timestamp::now());
+                                        return self.done(false);
+                                    }
+                                }
+                            }
+                        });
+                    }
+                    self.attempt(context.clone().flatten()).await
+                }
+            };
+            match tried {
+                Tried::Cancelled => return self.done(true),
+                Tried::Answer(h) => {
+                    self.judge(*h);
+                    return self.done(false);
+                }
+                Tried::Failed { detail, retry } => {
+                    if retry && tries_made(&self.rec) <= u64::from(self.retries) {
+                        continue;
+                    }
+                    self.rec.status = StepStatus::Failed;
+                    self.rec.reason = Some(detail);
+                    self.rec.finished = Some(jiff::Timestamp::now());
+                    return self.done(false);
+                }
+            }
+        }
+    }
+
+    fn done(self, cancelled: bool) -> StepDone {
+        StepDone {
+            rec: self.rec,
+            cancelled,
+        }
+    }
+
+    /// Resume: the last attempt was in flight when the run stopped. Ends,
+    /// in this order: with the handoff if it landed (whatever else
+    /// happened, the agent's answer is the outcome); as the ledger says if
+    /// the earlier process recorded its end (a timeout or a failure counts
+    /// as the try it was; nothing is waited for); as `lost` at once if its
+    /// transport's delegations die with the process that sent them (sim,
+    /// exec), or if its deadline passed; else it is re-awaited until its
+    /// deadline, and is `lost` if nothing came. `None`: lost, send again.
+    async fn reawait_last(&mut self) -> Option<Tried> {
+        let a = self.rec.attempts.last()?.clone();
+        if a.status != "running" {
+            return None;
+        }
+        let n = u32::try_from(self.rec.delegations()).unwrap_or(u32::MAX);
+        let key = HandoffKey::top(a.run_id.clone());
+        if let Ok(Some(h)) = self.store.get(&key).await {
+            return Some(self.answer(h, OutcomeStatus::Complete));
+        }
+        let end = self
+            .dispatched
+            .as_ref()
+            .and_then(|d| d.get(&a.run_id))
+            .and_then(|sent| sent.end.clone());
+        let earlier = "recorded in the ledger by the process that sent it";
+        match end {
+            Some((LedgerEventKind::Timeout, _)) => {
+                let detail = format!("timed out ({earlier})");
+                self.end_attempt(OutcomeStatus::TimedOut.as_str(), Some(detail.clone()));
+                return Some(Tried::Failed {
+                    detail,
+                    retry: true,
+                });
+            }
+            Some((LedgerEventKind::Failed, detail)) => {
+                let detail = format!(
+                    "{} ({earlier})",
+                    detail.unwrap_or_else(|| "the delegation failed".to_owned())
+                );
+                self.end_attempt("error", Some(detail.clone()));
+                return Some(Tried::Failed {
+                    detail,
+                    retry: true,
+                });
+            }
+            Some((LedgerEventKind::Handoff, _)) => {
+                return self
+                    .lose(n, "its handoff is no longer in the store".to_owned())
+                    .await;
+            }
+            // Cancelled (Ctrl-C) or no end at all (killed): in flight, if
+            // its agent outlived the sender.
+            _ => {}
+        }
+        if !self.outlives {
+            return self
+                .lose(
+                    n,
+                    format!(
+                        "its delegation ended with the orch process that sent it ({} transport)",
+                        self.transport
+                    ),
+                )
+                .await;
+        }
+        let until = a.started
+            + jiff::SignedDuration::from_millis(a.timeout_ms.try_into().unwrap_or(i64::MAX));
+        let left =
+            Duration::try_from(until.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+        if left.is_zero() {
+            return self
+                .lose(n, "no handoff came before its deadline".to_owned())
+                .await;
+        }
+        self.emit(ProgressEvent::Reawaiting {
+            step: self.rec.step.clone(),
+            agent: self.rec.agent.clone().unwrap_or_default(),
+            attempt: n,
+            since: a.started,
+            until,
+        });
+        let deadline = tokio::time::Instant::now() + left;
+        let found = tokio::select! {
+            w = self.store.wait(&key, deadline) => match w {
+                Ok(WaitOutcome::Landed(h)) => Some(h),
+                _ => None,
+            },
+            () = self.cancel.cancelled() => return Some(Tried::Cancelled),
+        };
+        match found {
+            Some(h) => Some(self.answer(h, OutcomeStatus::Complete)),
+            None => {
+                self.lose(n, "no handoff came before its deadline".to_owned())
+                    .await
+            }
+        }
+    }
+
+    /// Marks the last attempt `lost` (it does not count as a try): the step
+    /// is sent again, as the next delegation.
+    async fn lose(&mut self, attempt: u32, reason: String) -> Option<Tried> {
+        self.end_attempt("lost", Some(format!("{reason}; sent again")));
+        self.emit(ProgressEvent::Lost {
+            step: self.rec.step.clone(),
+            attempt,
+            reason,
+        });
+        self.save().await;
+        None
+    }
+
+    /// Records how an attempt with handoff `h` ended.
+    fn answer(&mut self, h: Handoff, fallback: OutcomeStatus) -> Tried {
+        let status = match h.status {
+            Status::Complete => OutcomeStatus::Complete,
+            Status::Partial => OutcomeStatus::Partial,
+            Status::Blocked => OutcomeStatus::Blocked,
+            Status::Failed => OutcomeStatus::Failed,
+        };
+        let status = if fallback == OutcomeStatus::Failed {
+            fallback
+        } else {
+            status
+        };
+        self.end_attempt(status.as_str(), None);
+        if status == OutcomeStatus::Failed {
+            let detail = format!("the agent reported failure: {}", first_line(&h.result));
+            self.rec.set_handoff(h);
+            return Tried::Failed {
+                detail,
+                retry: true,
+            };
+        }
+        Tried::Answer(Box::new(h))
+    }
+
+    /// On resume: whether attempt `run_id` was sent by the process that
+    /// died before its step record said so. Found in the ledger (or its
+    /// handoff in the store), it is re-awaited, not sent again.
+    async fn sent_before(&mut self, run_id: &RunId) -> Earlier {
+        let Some(dispatched) = &self.dispatched else {
+            return Earlier::NotSent;
+        };
+        let started = match dispatched.get(run_id) {
+            Some(sent) => sent.at,
+            None => match self.store.get(&HandoffKey::top(run_id.clone())).await {
+                Ok(Some(_)) => jiff::Timestamp::now(),
+                _ => return Earlier::NotSent,
+            },
+        };
+        self.rec.push_attempt(Attempt {
+            run_id: run_id.clone(),
+            status: "running".to_owned(),
+            started,
+            finished: None,
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            detail: None,
+        });
+        self.rec.delegation_run_id = Some(run_id.clone());
+        self.rec.status = StepStatus::Running;
+        self.save().await;
+        match self.reawait_last().await {
+            Some(t) => Earlier::Ended(t),
+            None => Earlier::Lost,
+        }
+    }
+
+    async fn attempt(&mut self, context: Option<String>) -> Tried {
+        let run_id = loop {
+            let n = u32::try_from(self.rec.delegations() + 1).unwrap_or(u32::MAX);
+            let id = attempt_run_id(&self.wf_run, &self.rec.step, n);
+            match self.sent_before(&id).await {
+                Earlier::NotSent => break id,
+                Earlier::Ended(t) => return t,
+                // Marked `lost`: the next attempt has the next id.
+                Earlier::Lost => {}
+            }
+        };
+        let Some(agent) = self.rec.agent.clone() else {
+            return Tried::Failed {
+                detail: "no agent".to_owned(),
+                retry: false,
+            };
+        };
+        let Some(task) = self
+            .rec
+            .rendered_task
+            .clone()
+            .filter(|_| self.rec.has_whole_task())
+        else {
+            return Tried::Failed {
+                detail: "no task to send (a task stored cut is rendered again on resume)"
+                    .to_owned(),
+                retry: false,
+            };
+        };
+        if let Some(detail) = self.oversized(&run_id, &agent, &task, context.as_deref()) {
+            return Tried::Failed {
+                detail,
+                retry: false,
+            };
+        }
+        self.rec.push_attempt(Attempt {
+            run_id: run_id.clone(),
+            status: "running".to_owned(),
+            started: jiff::Timestamp::now(),
+            finished: None,
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            detail: None,
+        });
+        self.rec.delegation_run_id = Some(run_id.clone());
+        self.rec.status = StepStatus::Running;
+        self.emit(ProgressEvent::Started {
+            step: self.rec.step.clone(),
+            agent: agent.clone(),
+            attempt: u32::try_from(self.rec.delegations()).unwrap_or(u32::MAX),
+        });
+        let req = Request {
+            agent,
+            task,
+            caller: self.caller.clone(),
+            timeout: self.timeout,
+            context,
+            parent: None,
+            validate: false,
+            validator: None,
+            run_id: Some(run_id),
+        };
+        // Nothing is recorded before the task goes out: the id is derived,
+        // so a resume finds a delegation sent but not yet recorded in the
+        // ledger (see `sent_before`). A first attempt's record would hold
+        // nothing else; a retry's keeps how the earlier attempts ended, so
+        // it is written, while the task goes out.
+        let record = async {
+            if self.rec.attempts.len() > 1 {
+                put_step(&*self.store, &self.wf_run, &self.rec).await
+            } else {
+                Ok(())
+            }
+        };
+        let (saved, delegated) = tokio::join!(record, self.delegator.delegate(req, &self.cancel));
+        if let Err(e) = saved {
+            self.end_attempt("error", Some(e.to_string()));
+            return Tried::Failed {
+                detail: format!("could not record the attempt: {e}"),
+                retry: false,
+            };
+        }
+        self.settle(delegated)
+    }
+
+    /// Why the message of attempt `run_id` is larger than the agent's
+    /// transport delivers, if it is. What is sent is the whole message:
+    /// the task, the `context` and orch's instructions around them.
+    fn oversized(
+        &self,
+        run_id: &RunId,
+        agent: &str,
+        task: &str,
+        context: Option<&str>,
+    ) -> Option<String> {
+        let max = self.max_message?;
+        let bytes = self
+            .delegator
+            .message_bytes(run_id, agent, &self.caller, task, context);
+        if bytes <= max {
+            return None;
+        }
+        let with = match (&self.context, context) {
+            (Some((_, spec)), Some(c)) => format!(
+                " with the context from `{}` ({})",
+                spec.channel,
+                crate::error::bytes(c.len() as u64)
+            ),
+            _ => String::new(),
+        };
+        Some(format!(
+            "task too large: the message to `{agent}`{with} would be {}, over the {}-byte limit of its {} transport (less {REASK_HEADROOM} kept for a re-ask)",
+            crate::error::bytes(bytes),
+            max + REASK_HEADROOM,
+            self.transport
+        ))
+    }
+
+    /// How the delegation of the last attempt ended, recorded in its
+    /// attempt.
+    fn settle(&mut self, delegated: Result<orch_delegate::Outcome, DelegateError>) -> Tried {
+        match delegated {
+            Ok(out) => {
+                let status = out.status();
+                match (status, out.handoff) {
+                    (OutcomeStatus::TimedOut, _) | (_, None) => {
+                        let detail = match status {
+                            OutcomeStatus::TimedOut => format!(
+                                "timed out after {}",
+                                jiff::SignedDuration::try_from(self.timeout)
+                                    .map(|d| format!("{d:#}"))
+                                    .unwrap_or_default()
+                            ),
+                            _ => format!("no valid handoff ({:?})", out.end),
+                        };
+                        self.end_attempt(status.as_str(), Some(detail.clone()));
+                        Tried::Failed {
+                            detail,
+                            retry: true,
+                        }
+                    }
+                    (status, Some(h)) => self.answer(h, status),
+                }
+            }
+            Err(DelegateError::Cancelled { .. }) => {
+                self.end_attempt("running", None);
+                if let Some(a) = self.rec.attempts.last_mut() {
+                    a.finished = None;
+                }
+                Tried::Cancelled
+            }
+            Err(e) => {
+                // Only what another try can change: a transport that was
+                // unreachable or busy until the attempt's deadline. A
+                // rejection, a task too large or a misconfigured
+                // transport would fail the same way again.
+                let retry = matches!(
+                    &e,
+                    DelegateError::Transport { source, .. } if source.is_retryable()
+                );
+                self.end_attempt("error", Some(e.to_string()));
+                Tried::Failed {
+                    detail: e.to_string(),
+                    retry,
+                }
+            }
+        }
+    }
+
+    /// The gate's verdict on `h`.
+    fn judge(&mut self, h: Handoff) {
+        let ok_status = if self.gate.status.is_empty() {
+            matches!(h.status, Status::Complete | Status::Partial)
+        } else {
+            self.gate.status.contains(&h.status)
+        };
+        let conf = h.confidence.unwrap_or(Confidence::Low);
+        let ok_conf = self.gate.min_confidence.is_none_or(|m| conf >= m);
+        let passed = ok_status && ok_conf;
+        let reason = if !ok_status {
+            let want: Vec<&str> = if self.gate.status.is_empty() {
+                vec!["complete", "partial"]
+            } else {
+                self.gate.status.iter().map(|s| status_str(*s)).collect()
+            };
+            format!(
+                "status {} is not one of {}",
+                status_str(h.status),
+                want.join(", ")
+            )
+        } else if !ok_conf {
+            format!(
+                "confidence {} is below {}",
+                h.confidence.map_or("unstated", confidence_str),
+                self.gate.min_confidence.map_or("", confidence_str)
+            )
+        } else {
+            "passed".to_owned()
+        };
+        self.rec.gate = Some(GateDecision {
+            passed,
+            reason: reason.clone(),
+        });
+        self.rec.set_handoff(h);
+        if passed && self.gate.approval {
+            self.rec.status = StepStatus::AwaitingApproval;
+            return;
+        }
+        self.rec.finished = Some(jiff::Timestamp::now());
+        if passed {
+            self.rec.status = StepStatus::Completed;
+        } else {
+            self.rec.status = StepStatus::Failed;
+            self.rec.reason = Some(format!("gate: {reason}"));
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("").trim();
+    if l.chars().count() > 200 {
+        format!("{}…", l.chars().take(200).collect::<String>())
+    } else {
+        l.to_owned()
+    }
+}

@@ -1,0 +1,787 @@
+//! The run loop: one `Runner` per run, driven by the closed `Event` enum
+//! (see the module docs of `exec`). It decides which step starts when,
+//! keeps every step record and the summary, and hands each started step to
+//! a `Job` task. Steps are named by their position in the plan's order;
+//! records and events keep the step ids people read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_delegate::orch_handoff::HandoffStore;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::job::{self, EndsEarly, Job, Scope, StepDone};
+use super::{Dispatched, Executor, ProgressEvent};
+use crate::error::{ExecError, RenderError};
+use crate::model::{OnFailure, Workflow};
+use crate::plan::Plan;
+use crate::run::{
+    ApprovalDecision, REASON_KEPT, RunStatus, RunSummary, SUMMARY_REASON_KEPT, StepRecord,
+    StepStatus, StepSummary, put_step, put_summary,
+};
+use crate::template::{Context, StepOutput};
+
+/// The closed set of things the run loop reacts to. Steps are named by
+/// their position in the plan's order.
+#[derive(Debug)]
+enum Event {
+    /// A step task ended (or was cancelled).
+    StepFinished { at: usize, done: Box<StepDone> },
+    /// The approver decided on a step.
+    ApprovalArrived {
+        at: usize,
+        decision: ApprovalDecision,
+    },
+    /// The summary writer can take the next summary.
+    SummaryDue,
+    /// The run's cancel token fired.
+    Cancelled,
+}
+
+/// The latest summary to store, with its version.
+type Published = Option<(u64, RunSummary)>;
+
+/// At most one mid-run summary write per this long: the summary is for
+/// people watching (`workflow status`); resume trusts the step records.
+/// Written as often as it changes, its fsyncs would compete with every
+/// step's on the one disk, and building it (every step, the workflow's
+/// YAML) on every turn of the loop would cost the loop time.
+const SUMMARY_EVERY: Duration = Duration::from_millis(100);
+
+/// The summary writer: stores each summary the loop publishes, then pauses
+/// [`SUMMARY_EVERY`] and tells the loop it may publish again
+/// ([`Event::SummaryDue`]): the loop builds a summary only when one can be
+/// written. Ends when the publisher is dropped (even mid-pause: the loop
+/// then stores the final summary itself), or on the first failed write.
+/// Nothing waits for it.
+async fn write_summaries(
+    store: Arc<dyn HandoffStore>,
+    mut rx: watch::Receiver<Published>,
+    due: mpsc::UnboundedSender<Event>,
+) -> Result<(), ExecError> {
+    loop {
+        if rx.changed().await.is_err() {
+            return Ok(());
+        }
+        let next = rx.borrow_and_update().clone();
+        if let Some((_, s)) = next {
+            put_summary(&*store, &s).await?;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SUMMARY_EVERY) => {}
+            r = rx.changed() => if r.is_err() {
+                return Ok(());
+            },
+        }
+        if due.send(Event::SummaryDue).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs `wf` from `summary` and `recs` (fresh, or as stored on resume, with
+/// what earlier processes `dispatched`) to its end, a pause for approval,
+/// or cancellation.
+pub(super) async fn drive(
+    exec: &Executor,
+    wf: &Workflow,
+    summary: RunSummary,
+    recs: BTreeMap<String, StepRecord>,
+    dispatched: Option<Dispatched>,
+    cancel: &CancellationToken,
+) -> Result<RunSummary, ExecError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (publish, published) = watch::channel(None);
+    let mut writer = JoinSet::new();
+    writer.spawn(write_summaries(
+        Arc::clone(&exec.store),
+        published,
+        tx.clone(),
+    ));
+    let plan = wf.plan();
+    let mut r = Runner {
+        exec,
+        wf,
+        plan,
+        summary,
+        recs,
+        tx,
+        steps: JoinSet::new(),
+        approvals: JoinSet::new(),
+        running: 0,
+        stop: false,
+        cancelled: false,
+        token: cancel.child_token(),
+        candidates: (0..plan.len()).collect(),
+        version: 0,
+        publish: Some(publish),
+        summary_due: true,
+        summary_dirty: true,
+        writer,
+        dispatched,
+    };
+    r.go(rx, cancel).await
+}
+
+struct Runner<'a> {
+    exec: &'a Executor,
+    wf: &'a Workflow,
+    /// `wf`'s plan: positions, dependencies, dependents and heights.
+    plan: &'a Plan,
+    summary: RunSummary,
+    recs: BTreeMap<String, StepRecord>,
+    tx: mpsc::UnboundedSender<Event>,
+    /// Step tasks; each ends with how writing its final record went.
+    steps: JoinSet<Result<(), ExecError>>,
+    approvals: JoinSet<()>,
+    running: usize,
+    stop: bool,
+    cancelled: bool,
+    token: CancellationToken,
+    /// Positions of pending steps that may have become ready: every step
+    /// at first, then the dependents of each step that ends.
+    candidates: BTreeSet<usize>,
+    /// The version of the last published summary.
+    version: u64,
+    /// Feeds the summary writer (dropped at the end to stop it).
+    publish: Option<watch::Sender<Published>>,
+    /// The writer can take a summary now.
+    summary_due: bool,
+    /// The state changed since the last published summary.
+    summary_dirty: bool,
+    /// The summary writer task (one).
+    writer: JoinSet<Result<(), ExecError>>,
+    /// On resume: what earlier processes dispatched.
+    dispatched: Option<Dispatched>,
+}
+
+fn elapsed(rec: &StepRecord) -> Duration {
+    rec.started.map_or(Duration::ZERO, |s| {
+        Duration::try_from(jiff::Timestamp::now().duration_since(s)).unwrap_or_default()
+    })
+}
+
+impl Runner<'_> {
+    /// The loop: start what is ready, publish the summary, wait for events
+    /// and apply them, until nothing runs and nobody is asked.
+    async fn go(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary, ExecError> {
+        self.carry_over().await?;
+        loop {
+            if cancel.is_cancelled() {
+                self.cancelled = true;
+            }
+            if !self.stop && !self.cancelled {
+                self.start_ready().await?;
+            }
+            self.save(RunStatus::Running)?;
+            if self.running == 0 && self.approvals.is_empty() {
+                break;
+            }
+            let Some(events) = self.next_events(&mut rx, cancel).await else {
+                break;
+            };
+            for ev in events {
+                self.apply(ev).await?;
+            }
+            self.reap()?;
+        }
+        if cancel.is_cancelled() {
+            self.cancelled = true;
+        }
+        let status = self.final_status();
+        self.finish(status).await
+    }
+
+    /// Takes up the state an earlier process left: `running` steps are
+    /// re-awaited, `awaiting-approval` ones get their recorded decision or
+    /// are asked again, a failure under `on_failure: stop` stops the run.
+    /// Steps are taken in the order of their ids, as the records are kept.
+    async fn carry_over(&mut self) -> Result<(), ExecError> {
+        let plan = self.plan;
+        let mut by_id: Vec<usize> = (0..plan.len()).collect();
+        by_id.sort_by_key(|&p| plan.id_at(p));
+        for p in by_id {
+            let id = plan.id_at(p);
+            let Some(status) = self.recs.get(id).map(|r| r.status) else {
+                continue;
+            };
+            let fails = matches!(status, StepStatus::Failed | StepStatus::Rejected);
+            if fails && self.on_failure(id) == OnFailure::Stop {
+                self.stop = true;
+            }
+            match status {
+                StepStatus::Running => {
+                    self.restore_task(p);
+                    self.spawn_step(p, true);
+                }
+                StepStatus::AwaitingApproval => {
+                    match self.recs.get(id).and_then(|r| r.approval.clone()) {
+                        Some(d) => self.apply_approval(p, d).await?,
+                        None => self.ask_approval(p),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the next event (or the cancel token), then takes every
+    /// event that arrived meanwhile: all of them are applied in this turn.
+    /// `None`: the channel closed.
+    async fn next_events(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<Event>,
+        cancel: &CancellationToken,
+    ) -> Option<Vec<Event>> {
+        let first = tokio::select! {
+            ev = rx.recv() => ev?,
+            () = cancel.cancelled(), if !self.cancelled => Event::Cancelled,
+        };
+        let mut events = vec![first];
+        while let Ok(ev) = rx.try_recv() {
+            events.push(ev);
+        }
+        Some(events)
+    }
+
+    async fn apply(&mut self, ev: Event) -> Result<(), ExecError> {
+        if !matches!(ev, Event::SummaryDue) {
+            self.summary_dirty = true;
+        }
+        match ev {
+            Event::Cancelled => {
+                self.cancelled = true;
+                self.token.cancel();
+                self.approvals.abort_all();
+                while self.approvals.join_next().await.is_some() {}
+            }
+            Event::StepFinished { at, done } => {
+                self.running -= 1;
+                self.step_finished(at, *done)?;
+            }
+            Event::SummaryDue => self.summary_due = true,
+            Event::ApprovalArrived { at, decision } => {
+                if let Some(rec) = self.recs.get_mut(self.plan.id_at(at)) {
+                    rec.approval = Some(decision.clone());
+                }
+                self.apply_approval(at, decision).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reaps finished tasks; a step task that failed to write its final
+    /// record fails the run.
+    fn reap(&mut self) -> Result<(), ExecError> {
+        while self.approvals.try_join_next().is_some() {}
+        while let Some(r) = self.steps.try_join_next() {
+            task_result(r)?;
+        }
+        Ok(())
+    }
+
+    /// How the run ended, once the loop is over.
+    fn final_status(&self) -> RunStatus {
+        let any = |st: &[StepStatus]| self.recs.values().any(|r| st.contains(&r.status));
+        if self.cancelled {
+            RunStatus::Cancelled
+        } else if self.stop {
+            RunStatus::Failed
+        } else if any(&[StepStatus::AwaitingApproval]) {
+            RunStatus::AwaitingApproval
+        } else if any(&[StepStatus::Failed, StepStatus::Rejected]) {
+            RunStatus::CompletedWithFailures
+        } else {
+            RunStatus::Completed
+        }
+    }
+
+    /// Stores the final summary (with the run's `output` if it ended) and
+    /// returns it, once every step task has written its last record.
+    async fn finish(&mut self, status: RunStatus) -> Result<RunSummary, ExecError> {
+        self.summary.output_note = None;
+        if matches!(
+            status,
+            RunStatus::Completed | RunStatus::CompletedWithFailures
+        ) && let Some(out) = &self.wf.output
+        {
+            let (output, note) = self.render_output(out);
+            self.summary.output = output;
+            self.summary.output_note = note.map(|n| crate::run::cut(&n, REASON_KEPT).into_owned());
+        }
+        self.summary.finished = Some(jiff::Timestamp::now());
+        self.summary.status = status;
+        self.summarise_steps();
+        // Stop the writer, then store the final summary ourselves, so the
+        // stored summary is exactly the returned one.
+        self.publish = None;
+        while let Some(r) = self.writer.join_next().await {
+            task_result(r)?;
+        }
+        // Step tasks may still be writing their final records: those
+        // writes and the final summary's go together.
+        let steps = async {
+            while let Some(r) = self.steps.join_next().await {
+                task_result(r)?;
+            }
+            Ok::<(), ExecError>(())
+        };
+        let (steps, summary) = tokio::join!(steps, put_summary(&*self.exec.store, &self.summary));
+        steps?;
+        summary?;
+        Ok(self.summary.clone())
+    }
+
+    /// The run's `output`, or why there is none: a step it reads did not
+    /// complete (skipped by `when` or for a dependency, failed under
+    /// `on_failure: continue`), or it is over the summary's limit.
+    fn render_output(&self, out: &crate::template::Template) -> (Option<String>, Option<String>) {
+        let mut seen = BTreeSet::new();
+        let mut missing = Vec::new();
+        for id in out.step_refs() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let Some(rec) = self.recs.get(id) else {
+                continue;
+            };
+            if rec.status == StepStatus::Completed {
+                continue;
+            }
+            let how = match rec.status {
+                StepStatus::Skipped => "was skipped",
+                StepStatus::Failed => "failed",
+                StepStatus::Rejected => "was rejected",
+                _ => "did not complete",
+            };
+            let why = rec
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({})", crate::run::cut(r, SUMMARY_REASON_KEPT)))
+                .unwrap_or_default();
+            missing.push(format!("step `{id}`, which {how}{why}"));
+        }
+        if !missing.is_empty() {
+            return (
+                None,
+                Some(format!("no output: it reads {}", missing.join("; and "))),
+            );
+        }
+        match out.render_within(&self.context(), self.exec.output_limit()) {
+            Ok(text) => (Some(text), None),
+            Err(RenderError::TooLarge(e)) => (
+                None,
+                Some(format!(
+                    "no output stored: it would be {}, over the summary's limit of {}; made of {} (the steps' handoffs hold it)",
+                    crate::error::bytes(e.size),
+                    crate::error::bytes(e.limit),
+                    e.made_of()
+                )),
+            ),
+            Err(e) => (None, Some(format!("no output: {e}"))),
+        }
+    }
+
+    /// Resume: a running step's task stored cut is rendered again (the
+    /// handoffs it reads are in the store) and kept only if it is the task
+    /// that was sent (same size and SHA-256); else the step can still be
+    /// re-awaited, but not sent again.
+    fn restore_task(&mut self, p: usize) {
+        let id = self.plan.id_at(p);
+        let Some(rec) = self.recs.get(id) else { return };
+        if rec.has_whole_task() || rec.rendered_task.is_none() {
+            return;
+        }
+        let (Some(size), Some(hash)) = (rec.rendered_task_bytes, rec.rendered_task_sha256.clone())
+        else {
+            return;
+        };
+        let Some(step) = self.wf.step(id) else { return };
+        let ctx = self.context_for(p);
+        match step.task.render_within(&ctx, size) {
+            Ok(task) if task.len() as u64 == size && crate::run::sha256(&task) == hash => {
+                if let Some(rec) = self.recs.get_mut(id) {
+                    rec.set_rendered_task(task);
+                }
+            }
+            _ => tracing::warn!(
+                step = id,
+                "a task stored cut does not render the same any more: the step is re-awaited, never sent again"
+            ),
+        }
+    }
+
+    fn on_failure(&self, id: &str) -> OnFailure {
+        self.wf
+            .step(id)
+            .map_or(OnFailure::Stop, |s| self.wf.on_failure_of(s))
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            inputs: self.summary.inputs.clone(),
+            steps: self
+                .recs
+                .iter()
+                .filter(|(_, r)| r.status == StepStatus::Completed)
+                .filter_map(|(k, r)| {
+                    r.handoff
+                        .as_ref()
+                        .map(|h| (k.clone(), StepOutput::from_handoff(h)))
+                })
+                .collect(),
+            run_id: Some(self.summary.run_id.as_str().to_owned()),
+        }
+    }
+
+    /// The outputs of the completed direct dependencies of the step at
+    /// position `p` (all a step's task and `when` may read).
+    fn context_for(&self, p: usize) -> Context {
+        let steps = self
+            .plan
+            .deps_at(p)
+            .iter()
+            .filter_map(|&d| {
+                let dep = self.plan.id_at(d);
+                let r = self.recs.get(dep)?;
+                if r.status != StepStatus::Completed {
+                    return None;
+                }
+                let h = r.handoff.as_ref()?;
+                Some((dep.to_owned(), StepOutput::from_handoff(h)))
+            })
+            .collect();
+        Context {
+            inputs: self.summary.inputs.clone(),
+            steps,
+            run_id: Some(self.summary.run_id.as_str().to_owned()),
+        }
+    }
+
+    /// What the steps of this run share, for preparing and starting one.
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            exec: self.exec,
+            wf: self.wf,
+            wf_run: &self.summary.run_id,
+            caller: &self.summary.caller,
+            dispatched: self.dispatched.as_ref(),
+            cancel: &self.token,
+        }
+    }
+
+    fn summarise_steps(&mut self) {
+        self.summary.steps = self
+            .recs
+            .iter()
+            .map(|(k, r)| (k.clone(), StepSummary::of(r)))
+            .collect();
+    }
+
+    /// Hands the current state to the summary writer if it changed and
+    /// the writer can take it now (else it goes with a later turn); never
+    /// waits for the write. Fails if the writer already failed.
+    fn save(&mut self, status: RunStatus) -> Result<(), ExecError> {
+        if let Some(r) = self.writer.try_join_next() {
+            task_result(r)?;
+        }
+        if !(self.summary_dirty && self.summary_due) {
+            return Ok(());
+        }
+        self.summary.status = status;
+        self.summarise_steps();
+        self.version += 1;
+        if let Some(p) = &self.publish {
+            p.send_replace(Some((self.version, self.summary.clone())));
+        }
+        self.summary_dirty = false;
+        self.summary_due = false;
+        Ok(())
+    }
+
+    /// Makes the pending dependents of the step at position `p` candidates
+    /// for starting.
+    fn ended(&mut self, p: usize) {
+        self.candidates
+            .extend(self.plan.dependents_at(p).iter().copied());
+    }
+
+    async fn put(&self, id: &str) -> Result<(), ExecError> {
+        match self.recs.get(id) {
+            Some(rec) => put_step(&*self.exec.store, &self.summary.run_id, rec).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the step at position `p` without running it (skipped) or as
+    /// failed.
+    async fn end_early(&mut self, p: usize, end: EndsEarly) -> Result<(), ExecError> {
+        let EndsEarly { status, reason } = end;
+        let id = self.plan.id_at(p);
+        let now = jiff::Timestamp::now();
+        if let Some(rec) = self.recs.get_mut(id) {
+            rec.status = status;
+            rec.reason = Some(reason.clone());
+            rec.started.get_or_insert(now);
+            rec.finished = Some(now);
+        }
+        self.put(id).await?;
+        self.ended(p);
+        if status == StepStatus::Skipped {
+            self.exec.emit(ProgressEvent::Skipped {
+                step: id.to_owned(),
+                reason,
+            });
+        } else {
+            self.failed(id);
+            self.exec.emit(ProgressEvent::Finished {
+                step: id.to_owned(),
+                status,
+                elapsed: Duration::ZERO,
+            });
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, id: &str) {
+        if self.on_failure(id) == OnFailure::Stop {
+            self.stop = true;
+        }
+    }
+
+    /// Starts every ready step (up to `max_parallel`) and ends early those
+    /// that cannot run, until a pass ends none (an ended step may make its
+    /// dependents ready).
+    async fn start_ready(&mut self) -> Result<(), ExecError> {
+        let cap = self.wf.max_parallel.unwrap_or(usize::MAX).max(1);
+        loop {
+            let mut changed = false;
+            for p in self.take_ready() {
+                if self.stop {
+                    return Ok(());
+                }
+                changed |= self.try_start(p, cap).await?;
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The pending candidates whose dependencies all ended, longest chain
+    /// first; they stay candidates until they start. The others wait to be
+    /// added again when their last dependency ends.
+    fn take_ready(&mut self) -> Vec<usize> {
+        let is_ended = |r: &StepRecord| {
+            matches!(
+                r.status,
+                StepStatus::Completed
+                    | StepStatus::Skipped
+                    | StepStatus::Failed
+                    | StepStatus::Rejected
+            )
+        };
+        let mut ready = Vec::new();
+        let candidates = std::mem::take(&mut self.candidates);
+        for p in candidates {
+            let id = self.plan.id_at(p);
+            if self.recs.get(id).map(|r| r.status) != Some(StepStatus::Pending) {
+                continue;
+            }
+            let all_ended = self
+                .plan
+                .deps_at(p)
+                .iter()
+                .all(|&d| self.recs.get(self.plan.id_at(d)).is_some_and(is_ended));
+            if all_ended {
+                self.candidates.insert(p);
+                ready.push(p);
+            }
+        }
+        // Longest chain first: durations are unknown, so the number of
+        // steps still ahead is the best guess of which step is on the
+        // critical path; it gets its dispatch (and a `max_parallel` slot)
+        // before its siblings.
+        ready.sort_by_key(|&p| (std::cmp::Reverse(self.plan.height_at(p)), p));
+        ready
+    }
+
+    /// The ready step at position `p`: skipped or failed at once if it
+    /// cannot run, else started if fewer than `cap` steps run. Whether it
+    /// ended (so its dependents may have become ready).
+    async fn try_start(&mut self, p: usize, cap: usize) -> Result<bool, ExecError> {
+        let (plan, wf) = (self.plan, self.wf);
+        let id = plan.id_at(p);
+        let Some(step) = wf.step(id) else {
+            self.candidates.remove(&p);
+            return Ok(false);
+        };
+        let deps: Vec<(&str, StepStatus)> = plan
+            .deps_at(p)
+            .iter()
+            .filter_map(|&d| {
+                let dep = plan.id_at(d);
+                Some((dep, self.recs.get(dep)?.status))
+            })
+            .collect();
+        if let Some(end) = job::blocked_by(&deps) {
+            self.end_early(p, end).await?;
+            return Ok(true);
+        }
+        let ctx = self.context_for(p);
+        if let Err(end) = job::check_when(step, &ctx) {
+            self.end_early(p, end).await?;
+            return Ok(true);
+        }
+        if self.running >= cap {
+            return Ok(false);
+        }
+        let (agent, task) = match job::agent_and_task(&self.scope(), step, &ctx) {
+            Ok(found) => found,
+            Err(end) => {
+                self.end_early(p, end).await?;
+                return Ok(true);
+            }
+        };
+        if let Some(rec) = self.recs.get_mut(id) {
+            rec.status = StepStatus::Running;
+            rec.agent = Some(agent);
+            rec.set_rendered_task(task);
+            rec.started = Some(jiff::Timestamp::now());
+        }
+        self.candidates.remove(&p);
+        self.spawn_step(p, false);
+        Ok(false)
+    }
+
+    /// Starts the task of the step at position `p` (`reawait`: on resume,
+    /// its last delegation may still answer).
+    fn spawn_step(&mut self, p: usize, reawait: bool) {
+        let id = self.plan.id_at(p);
+        let (Some(step), Some(rec)) = (self.wf.step(id), self.recs.get(id)) else {
+            return;
+        };
+        let job = Job::new(&self.scope(), step, rec, reawait);
+        let tx = self.tx.clone();
+        let store = Arc::clone(&self.exec.store);
+        let wf_run = self.summary.run_id.clone();
+        self.running += 1;
+        self.steps.spawn(async move {
+            let done = job.run().await;
+            let rec = done.rec.clone();
+            let finished = Event::StepFinished {
+                at: p,
+                done: Box::new(done),
+            };
+            if rec.status == StepStatus::AwaitingApproval {
+                // The loop writes this record again once a decision comes:
+                // this write goes first so the two cannot cross.
+                put_step(&*store, &wf_run, &rec).await?;
+                let _ = tx.send(finished);
+                return Ok(());
+            }
+            // The loop hears first, so dependents start while this record
+            // is written (off the critical path). If the process dies
+            // before the write lands, the record still says `running` and
+            // resume re-derives the outcome from the handoff, which the
+            // agent wrote durably: nothing is sent again.
+            let _ = tx.send(finished);
+            put_step(&*store, &wf_run, &rec).await
+        });
+    }
+
+    fn ask_approval(&mut self, p: usize) {
+        let id = self.plan.id_at(p);
+        let Some(approver) = self.exec.approver.clone() else {
+            self.exec.emit(ProgressEvent::AwaitingApproval {
+                step: id.to_owned(),
+            });
+            return;
+        };
+        let Some(h) = self.recs.get(id).and_then(|r| r.handoff.clone()) else {
+            return;
+        };
+        self.exec.emit(ProgressEvent::AwaitingApproval {
+            step: id.to_owned(),
+        });
+        let tx = self.tx.clone();
+        let id = id.to_owned();
+        self.approvals.spawn(async move {
+            let decision = approver.approve(&id, &StepOutput::from_handoff(&h)).await;
+            let _ = tx.send(Event::ApprovalArrived { at: p, decision });
+        });
+    }
+
+    async fn apply_approval(&mut self, p: usize, d: ApprovalDecision) -> Result<(), ExecError> {
+        let id = self.plan.id_at(p);
+        let Some(rec) = self.recs.get_mut(id) else {
+            return Ok(());
+        };
+        rec.finished = Some(jiff::Timestamp::now());
+        match &d {
+            ApprovalDecision::Approve => rec.status = StepStatus::Completed,
+            ApprovalDecision::Reject { reason } => {
+                rec.status = StepStatus::Rejected;
+                rec.reason = Some(format!("rejected: {reason}"));
+            }
+        }
+        let status = rec.status;
+        let elapsed = elapsed(rec);
+        if status == StepStatus::Rejected {
+            self.failed(id);
+        }
+        self.put(id).await?;
+        self.ended(p);
+        self.exec.emit(ProgressEvent::Finished {
+            step: id.to_owned(),
+            status,
+            elapsed,
+        });
+        Ok(())
+    }
+
+    fn step_finished(&mut self, p: usize, done: StepDone) -> Result<(), ExecError> {
+        let id = self.plan.id_at(p);
+        let status = done.rec.status;
+        let elapsed = elapsed(&done.rec);
+        self.recs.insert(id.to_owned(), done.rec);
+        if done.cancelled {
+            return Ok(());
+        }
+        self.ended(p);
+        match status {
+            StepStatus::AwaitingApproval => self.ask_approval(p),
+            StepStatus::Failed => {
+                self.failed(id);
+                self.exec.emit(ProgressEvent::Finished {
+                    step: id.to_owned(),
+                    status,
+                    elapsed,
+                });
+            }
+            _ => self.exec.emit(ProgressEvent::Finished {
+                step: id.to_owned(),
+                status,
+                elapsed,
+            }),
+        }
+        Ok(())
+    }
+}
+
+/// A step or summary writer task's result; a panic is passed on.
+fn task_result(r: Result<Result<(), ExecError>, tokio::task::JoinError>) -> Result<(), ExecError> {
+    match r {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Ok(()),
+    }
+}
