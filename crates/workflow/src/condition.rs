@@ -18,9 +18,7 @@ use std::fmt;
 use orch_delegate::orch_handoff::{Confidence, Status};
 
 use crate::error::RenderError;
-use crate::template::{
-    Field, Ref, RenderContext, SyntaxError, confidence_str, parse_ref, status_str,
-};
+use crate::template::{Field, Ref, RenderContext, SyntaxError, parse_ref};
 
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -457,19 +455,14 @@ impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Condition::Status { step, op, value } => {
-                write!(
-                    f,
-                    "steps.{step}.status {} {}",
-                    op.as_str(),
-                    status_str(*value)
-                )
+                write!(f, "steps.{step}.status {} {}", op.as_str(), value.as_str())
             }
             Condition::Confidence { step, op, value } => {
                 write!(
                     f,
                     "steps.{step}.confidence {} {}",
                     op.as_str(),
-                    confidence_str(*value)
+                    value.as_str()
                 )
             }
             Condition::Input { name, op, value } => {

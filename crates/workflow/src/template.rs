@@ -175,23 +175,6 @@ impl RenderContext for Context {
     }
 }
 
-pub(crate) fn status_str(s: Status) -> &'static str {
-    match s {
-        Status::Complete => "complete",
-        Status::Partial => "partial",
-        Status::Blocked => "blocked",
-        Status::Failed => "failed",
-    }
-}
-
-pub(crate) fn confidence_str(c: Confidence) -> &'static str {
-    match c {
-        Confidence::Low => "low",
-        Confidence::Medium => "medium",
-        Confidence::High => "high",
-    }
-}
-
 /// Parses the inside of `{{ … }}` or a condition operand: `inputs.X`,
 /// `steps.ID.FIELD`, `run.id`. The error is a message.
 pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
@@ -421,10 +404,10 @@ pub(crate) fn lookup<'a>(r: &Ref, ctx: &'a dyn RenderContext) -> Result<Cow<'a, 
             })?;
             Ok(match field {
                 Field::Result => Cow::Borrowed(out.result.as_str()),
-                Field::Status => Cow::Borrowed(status_str(out.status)),
+                Field::Status => Cow::Borrowed(out.status.as_str()),
                 // The handoff field is optional: say so rather than fail.
                 Field::Confidence => {
-                    Cow::Borrowed(out.confidence.map_or("unstated", confidence_str))
+                    Cow::Borrowed(out.confidence.map_or("unstated", Confidence::as_str))
                 }
                 Field::Notes => Cow::Borrowed(out.notes.as_str()),
                 Field::Artifacts => Cow::Owned(out.artifacts.join("\n")),

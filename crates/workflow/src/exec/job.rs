@@ -18,7 +18,7 @@ use super::{ContextSource, Dispatched, Executor, Progress, ProgressEvent};
 use crate::error::{RenderError, TooLarge};
 use crate::model::{ContextSpec, Step, Target, Workflow};
 use crate::run::{Attempt, GateDecision, StepRecord, StepStatus, attempt_run_id, put_step};
-use crate::template::{Context, confidence_str, status_str};
+use crate::template::Context;
 
 /// Room left in a task message for a re-ask's "asked again" block, which
 /// the Delegator adds around the task on a second ask.
@@ -767,18 +767,18 @@ impl Job {
             let want: Vec<&str> = if self.gate.status.is_empty() {
                 vec!["complete", "partial"]
             } else {
-                self.gate.status.iter().map(|s| status_str(*s)).collect()
+                self.gate.status.iter().map(|s| s.as_str()).collect()
             };
             format!(
                 "status {} is not one of {}",
-                status_str(h.status),
+                h.status.as_str(),
                 want.join(", ")
             )
         } else if !ok_conf {
             format!(
                 "confidence {} is below {}",
-                h.confidence.map_or("unstated", confidence_str),
-                self.gate.min_confidence.map_or("", confidence_str)
+                h.confidence.map_or("unstated", Confidence::as_str),
+                self.gate.min_confidence.map_or("", Confidence::as_str)
             )
         } else {
             "passed".to_owned()
