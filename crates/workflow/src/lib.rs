@@ -104,9 +104,9 @@ pub use model::{
 };
 pub use plan::Plan;
 pub use run::{
-    ATTEMPTS_KEPT, ApprovalDecision, Attempt, DETAIL_KEPT, GateDecision, REASON_KEPT, RunStatus,
-    RunSummary, SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary, TASK_KEPT, approve,
-    attempt_run_id, read_step, read_summary,
+    ATTEMPTS_KEPT, ApprovalDecision, Attempt, AttemptStatus, DETAIL_KEPT, GateDecision,
+    REASON_KEPT, RunStatus, RunSummary, SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary,
+    TASK_KEPT, approve, attempt_run_id, read_step, read_summary, run_json_schema,
 };
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES, check_file_size};
 pub use template::{Context, Field, Ref, RenderContext, Segment, StepOutput, Template};

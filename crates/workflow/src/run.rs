@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::ExecError;
 
 /// The state of a whole run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunStatus {
     /// Steps are running (or the process died while they were).
@@ -30,7 +30,7 @@ pub enum RunStatus {
 }
 
 /// The state of one step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepStatus {
     /// Not started.
@@ -50,7 +50,7 @@ pub enum StepStatus {
 }
 
 /// A human's decision on a step with `gate.approval`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", tag = "decision")]
 pub enum ApprovalDecision {
     /// Go on.
@@ -180,18 +180,90 @@ pub fn attempt_run_id(wf: &RunId, step: &str, n: u32) -> RunId {
     RunId::new(id).unwrap_or_else(|_| RunId::generate())
 }
 
+/// The JSON Schema of the run records under `workflows/<wfRunId>/`
+/// (committed as `schema/run.schema.json`): the summary (`summary.json`,
+/// [`RunSummary`]) and the step records (`<stepId>.json`, [`StepRecord`]),
+/// as `$defs` of one document that accepts either.
+pub fn run_json_schema() -> serde_json::Value {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator();
+    let summary = generator.subschema_for::<RunSummary>();
+    let step = generator.subschema_for::<StepRecord>();
+    let defs = generator.take_definitions(true);
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "orch workflow run record",
+        "description": "A workflow run's records in the handoff store: workflows/<wfRunId>/summary.json (RunSummary) and workflows/<wfRunId>/<stepId>.json (StepRecord).",
+        "oneOf": [summary, step],
+        "$defs": defs,
+    })
+}
+
+/// How one delegation of a step went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttemptStatus {
+    /// Sent, no end yet (or the process died meanwhile).
+    Running,
+    /// A handoff with status `complete`.
+    Complete,
+    /// A handoff with status `partial`.
+    Partial,
+    /// A handoff with status `blocked`.
+    Blocked,
+    /// A handoff with status `failed`, or no valid handoff.
+    Failed,
+    /// No handoff before the step's timeout.
+    TimedOut,
+    /// The delegation could not be made (a transport or store error).
+    Error,
+    /// Found dead on resume (its agent can no longer answer); sent again.
+    Lost,
+}
+
+impl AttemptStatus {
+    /// As written in the record: `running`, `complete`, …, `timed-out`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Complete => "complete",
+            Self::Partial => "partial",
+            Self::Blocked => "blocked",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed-out",
+            Self::Error => "error",
+            Self::Lost => "lost",
+        }
+    }
+}
+
+impl From<orch_delegate::OutcomeStatus> for AttemptStatus {
+    fn from(status: orch_delegate::OutcomeStatus) -> Self {
+        use orch_delegate::OutcomeStatus as O;
+        match status {
+            O::Complete => Self::Complete,
+            O::Partial => Self::Partial,
+            O::Blocked => Self::Blocked,
+            O::Failed => Self::Failed,
+            O::TimedOut => Self::TimedOut,
+        }
+    }
+}
+
 /// One delegation of a step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     /// The delegation's run id (recorded before it is dispatched).
     pub run_id: RunId,
-    /// `running`, then the outcome status (`complete`, `timed-out`, …) or
-    /// `error`.
-    pub status: String,
+    /// `running`, then how it ended.
+    pub status: AttemptStatus,
     /// When it was sent.
+    #[schemars(with = "String")]
     pub started: jiff::Timestamp,
     /// When it ended.
+    #[schemars(with = "Option<String>")]
     pub finished: Option<jiff::Timestamp>,
     /// The step's timeout when it was sent (for re-awaiting on resume).
     pub timeout_ms: u64,
@@ -201,7 +273,7 @@ pub struct Attempt {
 }
 
 /// Whether a step's handoff passed its gate.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GateDecision {
     /// Passed.
@@ -211,7 +283,7 @@ pub struct GateDecision {
 }
 
 /// `workflows/<wfRunId>/<stepId>.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepRecord {
     /// The step id.
@@ -257,13 +329,16 @@ pub struct StepRecord {
         skip_serializing,
         deserialize_with = "handoff_json::deserialize"
     )]
+    #[schemars(skip)]
     pub handoff: Option<Handoff>,
     /// The delegation whose handoff [`handoff`](Self::handoff) is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_run_id: Option<RunId>,
     /// When the step started.
+    #[schemars(with = "Option<String>")]
     pub started: Option<jiff::Timestamp>,
     /// When it ended.
+    #[schemars(with = "Option<String>")]
     pub finished: Option<jiff::Timestamp>,
     /// Why it was skipped or failed (stored cut to [`REASON_KEPT`] bytes).
     #[serde(serialize_with = "cut_reason_opt")]
@@ -323,7 +398,11 @@ impl StepRecord {
         while self.earlier_attempts.len() + self.attempts.len() > ATTEMPTS_KEPT {
             if !self.earlier_attempts.is_empty() {
                 self.earlier_attempts.remove(0);
-            } else if let Some(i) = self.attempts.iter().position(|a| a.status == "lost") {
+            } else if let Some(i) = self
+                .attempts
+                .iter()
+                .position(|a| a.status == AttemptStatus::Lost)
+            {
                 self.attempts.remove(i);
             } else {
                 break;
@@ -387,7 +466,7 @@ impl StepRecord {
 }
 
 /// One step in the summary.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepSummary {
     /// Its state.
@@ -403,7 +482,7 @@ pub struct StepSummary {
 }
 
 /// `workflows/<wfRunId>/summary.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     /// Format version (1).
@@ -425,8 +504,10 @@ pub struct RunSummary {
     /// Every step, by id.
     pub steps: BTreeMap<String, StepSummary>,
     /// When it started.
+    #[schemars(with = "String")]
     pub started: jiff::Timestamp,
     /// When it ended (last time).
+    #[schemars(with = "Option<String>")]
     pub finished: Option<jiff::Timestamp>,
     /// The rendered `output` template, once every step it reads completed.
     pub output: Option<String>,
@@ -463,7 +544,7 @@ pub(crate) fn largest_step_record(step: &str, longest_agent: usize) -> u64 {
     let ts = jiff::Timestamp::MAX;
     let attempt = Attempt {
         run_id: id(),
-        status: "timed-out".to_owned(),
+        status: AttemptStatus::TimedOut,
         started: ts,
         finished: Some(ts),
         timeout_ms: u64::MAX,

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::{ContextSource, Dispatched, Executor, Progress, ProgressEvent};
 use crate::error::{RenderError, TooLarge};
 use crate::model::{ContextSpec, Step, Target, Workflow};
-use crate::run::{Attempt, GateDecision, StepRecord, StepStatus, attempt_run_id, put_step};
+use crate::run::{
+    Attempt, AttemptStatus, GateDecision, StepRecord, StepStatus, attempt_run_id, put_step,
+};
 use crate::template::Context;
 
 /// Room left in a task message for a re-ask's "asked again" block, which
@@ -337,9 +339,9 @@ impl Job {
         }
     }
 
-    fn end_attempt(&mut self, status: &str, detail: Option<String>) {
+    fn end_attempt(&mut self, status: AttemptStatus, detail: Option<String>) {
         if let Some(a) = self.rec.attempts.last_mut() {
-            a.status = status.to_owned();
+            a.status = status;
             a.finished = Some(jiff::Timestamp::now());
             a.detail = detail;
         }
@@ -353,8 +355,12 @@ impl Job {
         if self.reawait {
             last = self.reawait_last().await;
         }
-        let tries_made =
-            |rec: &StepRecord| rec.attempts.iter().filter(|a| a.status != "lost").count() as u64;
+        let tries_made = |rec: &StepRecord| {
+            rec.attempts
+                .iter()
+                .filter(|a| a.status != AttemptStatus::Lost)
+                .count() as u64
+        };
         let mut context: Option<Option<String>> = None;
         loop {
             let tried = match last.take() {
@@ -429,7 +435,7 @@ impl Job {
     /// deadline, and is `lost` if nothing came. `None`: lost, send again.
     async fn reawait_last(&mut self) -> Option<Tried> {
         let a = self.rec.attempts.last()?.clone();
-        if a.status != "running" {
+        if a.status != AttemptStatus::Running {
             return None;
         }
         let n = u32::try_from(self.rec.delegations()).unwrap_or(u32::MAX);
@@ -446,7 +452,7 @@ impl Job {
         match end {
             Some((LedgerEventKind::Timeout, _)) => {
                 let detail = format!("timed out ({earlier})");
-                self.end_attempt(OutcomeStatus::TimedOut.as_str(), Some(detail.clone()));
+                self.end_attempt(AttemptStatus::TimedOut, Some(detail.clone()));
                 return Some(Tried::Failed {
                     detail,
                     retry: true,
@@ -457,7 +463,7 @@ impl Job {
                     "{} ({earlier})",
                     detail.unwrap_or_else(|| "the delegation failed".to_owned())
                 );
-                self.end_attempt("error", Some(detail.clone()));
+                self.end_attempt(AttemptStatus::Error, Some(detail.clone()));
                 return Some(Tried::Failed {
                     detail,
                     retry: true,
@@ -519,7 +525,7 @@ impl Job {
     /// Marks the last attempt `lost` (it does not count as a try): the step
     /// is sent again, as the next delegation.
     async fn lose(&mut self, attempt: u32, reason: String) -> Option<Tried> {
-        self.end_attempt("lost", Some(format!("{reason}; sent again")));
+        self.end_attempt(AttemptStatus::Lost, Some(format!("{reason}; sent again")));
         self.emit(ProgressEvent::Lost {
             step: self.rec.step.clone(),
             attempt,
@@ -542,7 +548,7 @@ impl Job {
         } else {
             status
         };
-        self.end_attempt(status.as_str(), None);
+        self.end_attempt(status.into(), None);
         if status == OutcomeStatus::Failed {
             let detail = format!("the agent reported failure: {}", first_line(&h.result));
             self.rec.set_handoff(h);
@@ -570,7 +576,7 @@ impl Job {
         };
         self.rec.push_attempt(Attempt {
             run_id: run_id.clone(),
-            status: "running".to_owned(),
+            status: AttemptStatus::Running,
             started,
             finished: None,
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -622,7 +628,7 @@ impl Job {
         }
         self.rec.push_attempt(Attempt {
             run_id: run_id.clone(),
-            status: "running".to_owned(),
+            status: AttemptStatus::Running,
             started: jiff::Timestamp::now(),
             finished: None,
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -660,7 +666,7 @@ impl Job {
         };
         let (saved, delegated) = tokio::join!(record, self.delegator.delegate(req, &self.cancel));
         if let Err(e) = saved {
-            self.end_attempt("error", Some(e.to_string()));
+            self.end_attempt(AttemptStatus::Error, Some(e.to_string()));
             return Tried::Failed {
                 detail: format!("could not record the attempt: {e}"),
                 retry: false,
@@ -719,7 +725,7 @@ impl Job {
                             ),
                             _ => format!("no valid handoff ({:?})", out.end),
                         };
-                        self.end_attempt(status.as_str(), Some(detail.clone()));
+                        self.end_attempt(status.into(), Some(detail.clone()));
                         Tried::Failed {
                             detail,
                             retry: true,
@@ -729,7 +735,7 @@ impl Job {
                 }
             }
             Err(DelegateError::Cancelled { .. }) => {
-                self.end_attempt("running", None);
+                self.end_attempt(AttemptStatus::Running, None);
                 if let Some(a) = self.rec.attempts.last_mut() {
                     a.finished = None;
                 }
@@ -744,7 +750,7 @@ impl Job {
                     &e,
                     DelegateError::Transport { source, .. } if source.is_retryable()
                 );
-                self.end_attempt("error", Some(e.to_string()));
+                self.end_attempt(AttemptStatus::Error, Some(e.to_string()));
                 Tried::Failed {
                     detail: e.to_string(),
                     retry,

@@ -1170,7 +1170,7 @@ async fn resume_retry_failed_restarts_failed_steps_and_their_dependents_only() {
         .unwrap();
     let ids = |v: &[orch_workflow::Attempt]| -> Vec<(String, String)> {
         v.iter()
-            .map(|t| (t.run_id.to_string(), t.status.clone()))
+            .map(|t| (t.run_id.to_string(), t.status.as_str().to_owned()))
             .collect()
     };
     assert_eq!(

@@ -43,3 +43,81 @@ fn builtins_use_only_schema_keys() {
         }
     }
 }
+
+#[test]
+fn run_schema_file_is_up_to_date() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/run.schema.json");
+    let mut generated = serde_json::to_string_pretty(&orch_workflow::run_json_schema()).unwrap();
+    generated.push('\n');
+    if std::env::var_os("ORCH_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &generated).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date with the Rust types: run `ORCH_BLESS=1 cargo test -p orch-workflow` and commit it",
+        path.display()
+    );
+}
+
+/// A stored summary uses exactly the keys the run schema declares, and an
+/// attempt's status is one of the schema's values.
+#[test]
+fn a_summary_uses_the_run_schema_keys() {
+    use orch_workflow::{AttemptStatus, RunStatus, RunSummary, StepStatus, StepSummary};
+    let schema = orch_workflow::run_json_schema();
+    let summary = RunSummary {
+        schema: 1,
+        run_id: orch_delegate::orch_handoff::RunId::new("wf-1").unwrap(),
+        workflow: "w".into(),
+        origin: "w.yaml".into(),
+        source: "name: w\n".into(),
+        status: RunStatus::Completed,
+        caller: "manager".into(),
+        inputs: [("q".to_owned(), "x".to_owned())].into(),
+        steps: [(
+            "a".to_owned(),
+            StepSummary {
+                status: StepStatus::Completed,
+                agent: Some("webster".into()),
+                attempts: 1,
+                duration_ms: Some(5),
+                reason: None,
+            },
+        )]
+        .into(),
+        started: jiff::Timestamp::UNIX_EPOCH,
+        finished: Some(jiff::Timestamp::UNIX_EPOCH),
+        output: Some("done".into()),
+        output_note: Some("n".into()),
+    };
+    let value = serde_json::to_value(&summary).unwrap();
+    let declared = schema["$defs"]["RunSummary"]["properties"]
+        .as_object()
+        .unwrap();
+    for key in value.as_object().unwrap().keys() {
+        assert!(
+            declared.contains_key(key),
+            "summary key `{key}` not in the schema"
+        );
+    }
+    let statuses: Vec<String> = schema["$defs"]["AttemptStatus"]["enum"]
+        .as_array()
+        .map(|v| v.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_else(|| {
+            schema["$defs"]["AttemptStatus"]["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["const"].as_str().unwrap().to_owned())
+                .collect()
+        });
+    for s in [
+        AttemptStatus::Running,
+        AttemptStatus::TimedOut,
+        AttemptStatus::Lost,
+    ] {
+        assert!(statuses.iter().any(|v| v == s.as_str()), "{statuses:?}");
+    }
+}
