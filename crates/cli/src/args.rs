@@ -591,28 +591,7 @@ impl Cli {
     }
 }
 
-/// Parses `120` (seconds) or a friendly / ISO 8601 duration (`90s`, `10m`,
-/// `1h 30m`, `PT2M`).
-pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(std::time::Duration::from_secs(secs));
-    }
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: use seconds (120) or e.g. 90s, 10m, 1h"))?;
-    d.try_into()
-        .map_err(|_| format!("{s:?} is not a duration: it must not be negative"))
-}
-
-/// Formats a duration the way [`parse_duration`] reads it (`2m`, `1h 30m`,
-/// `500ms`).
-pub(crate) fn format_duration(d: std::time::Duration) -> String {
-    match jiff::SignedDuration::try_from(d) {
-        Ok(d) => format!("{d:#}"),
-        Err(_) => format!("{}s", d.as_secs()),
-    }
-}
+pub(crate) use orch_support::duration::{format as format_duration, parse as parse_duration};
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,7 @@ use orch_delegate::DEFAULT_MAX_TASK_BYTES;
 use orch_delegate::transport::sim::Behaviour;
 use orch_handoff::{DEFAULT_MAX_HANDOFF_BYTES, WatchMode};
 use orch_support::url::redact_userinfo;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The embedded default configuration.
 pub(crate) const DEFAULT_YAML: &str = include_str!("default.yaml");
@@ -671,31 +671,7 @@ impl<'de> Deserialize<'de> for TransportRef {
 }
 
 /// A duration written as seconds (`120`) or friendly (`90s`, `10m`, `1h`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Dur(pub(crate) Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Dur(Duration::from_secs(s))),
-            Raw::Text(t) => crate::args::parse_duration(&t)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::args::format_duration(self.0))
-    }
-}
+pub(crate) use orch_support::duration::Dur;
 
 /// A configuration error: the file, and where in it.
 #[derive(Debug, thiserror::Error)]

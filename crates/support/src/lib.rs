@@ -13,10 +13,13 @@
 //!   configuration is shown (credentials in `http://user:pass@host`).
 //! - [`secret`]: [`secret::Secret`], a value `Debug`/`Display` never show,
 //!   and [`secret::redact`] for text that might quote one.
+//! - [`duration`]: the one duration syntax (`120`, `90s`, `1h 30m`) of
+//!   flags, `orch.yaml` and workflow files, and [`duration::Dur`] for serde.
 //! - `http` (feature `http`): reading a capped response body, the cause of
 //!   a reqwest error without its wrapper layers, whether a URL is loopback.
 #![warn(missing_docs)]
 
+pub mod duration;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod id;

@@ -75,7 +75,7 @@
 //!   the terminal when the run is interactive; otherwise the run is stored
 //!   as `awaiting-approval` and continued later by `approve` / `resume`.
 //! - **Layering.** It builds on `orch-delegate` and what that crate
-//!   re-exports (`orch-handoff`, `orch-acl`) and nothing else of the
+//!   re-exports (`orch-handoff`, `orch-acl`), plus `orch-support`, and nothing else of the
 //!   workspace: the CLI passes the registry's agent ids and the policy in.
 #![warn(missing_docs)]
 

@@ -189,36 +189,9 @@ fn default_messages() -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Dur(pub(crate) Duration);
 
-/// Parses `120`, `90s`, `10m`, `1h 30m`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: use seconds (120) or e.g. 90s, 10m, 1h"))?;
-    d.try_into()
-        .map_err(|_| format!("{s:?} is not a duration: it must not be negative"))
-}
-
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d) {
-            Ok(Raw::Secs(s)) => Ok(Dur(Duration::from_secs(s))),
-            Ok(Raw::Text(t)) => parse_duration(&t)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-            Err(_) => Err(serde::de::Error::custom(
-                "expected a duration: seconds (120) or e.g. 90s, 10m, 1h",
-            )),
-        }
+        orch_support::duration::Dur::deserialize(d).map(|d| Dur(d.0))
     }
 }
 
