@@ -1,6 +1,32 @@
 //! Delegation: deliver a task to an agent and wait for its handoff
 //! (DESIGN §5).
 //!
+//! ```
+//! # use std::sync::Arc;
+//! use orch_delegate::orch_acl::Policy;
+//! use orch_delegate::orch_handoff::{FsStore, FsStoreConfig, HandoffStore};
+//! use orch_delegate::transport::sim::{SimConfig, SimTransport};
+//! use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, OutcomeStatus, Request};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let store: Arc<dyn HandoffStore> = Arc::new(FsStore::open(FsStoreConfig::new(dir.path()))?);
+//! let sim = Arc::new(SimTransport::new(Arc::clone(&store), SimConfig::default()));
+//! let agents = vec![AgentEntry::new("webster", sim)];
+//! let config = DelegatorConfig::default();
+//! let delegator = Delegator::new(store, Policy::atomizer_default(), agents, config)?;
+//!
+//! let request = Request::new("webster", "Find the yield strength of Ti-6Al-4V", "manager");
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! let outcome = delegator.delegate(request, &cancel).await?;
+//! assert_eq!(outcome.status(), OutcomeStatus::Complete);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/delegate.rs` does the same and prints the outcome;
+//! `examples/custom_transport.rs` implements a [`Transport`] of its own.
+//!
 //! This crate holds the [`Transport`] seam, its implementations
 //! ([`transport::openclaw`]: OpenClaw Gateway HTTP hooks;
 //! [`transport::exec`]: a local command; [`transport::sim`]: a simulated

@@ -1,5 +1,25 @@
 //! Handoff records, run ids, and the store that carries them.
 //!
+//! ```
+//! use orch_handoff::{Expect, FsStore, FsStoreConfig, HandoffKey, HandoffStore, PutMode, RunId};
+//! use orch_handoff::{Scope, Status, parse_handoff};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let json = br#"{"schemaVersion": "1.0", "runId": "orch-20260101T000000Z-0123abcd",
+//!     "agent": "webster", "status": "complete", "result": "about 880 MPa"}"#;
+//! let run_id = RunId::new("orch-20260101T000000Z-0123abcd")?;
+//! let expect = Expect { run_id: Some(&run_id), agent: Some("webster") };
+//! let handoff = parse_handoff(json, &expect)?;
+//! assert_eq!(handoff.status, Status::Complete);
+//!
+//! # let dir = tempfile::tempdir()?;
+//! let store = FsStore::open(FsStoreConfig::new(dir.path()))?;
+//! store.put(Scope::Top, &handoff, PutMode::Create).await?;
+//! assert_eq!(store.get(&HandoffKey::top(run_id)).await?, Some(handoff));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! A *handoff* is the JSON file an agent writes when it finishes a delegated
 //! task (DESIGN §3). This crate owns its types, the parser (errors point at
 //! the field, line and column), and the [`HandoffStore`] trait with its file

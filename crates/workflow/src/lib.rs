@@ -1,5 +1,37 @@
 //! Workflows: reusable YAML pipelines of delegations (DESIGN §8).
 //!
+//! ```
+//! # use std::{collections::BTreeMap, sync::Arc};
+//! # use orch_delegate::orch_handoff::{FsStore, FsStoreConfig, HandoffStore};
+//! # use orch_delegate::transport::sim::{SimConfig, SimTransport};
+//! # use orch_delegate::{AgentEntry, Delegator, DelegatorConfig};
+//! use orch_delegate::orch_acl::Policy;
+//! use orch_workflow::{Executor, RunOptions, RunStatus, check_run, load};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let yaml = "name: hello\nsteps:\n  - { id: greet, agent: webster, task: Say hello }\n";
+//! let workflow = load(yaml, "hello.yaml")?;
+//! let policy = Policy::atomizer_default();
+//! let inputs = check_run(&workflow, &["webster"], &policy, "manager", &BTreeMap::new())
+//!     .map_err(|errors| format!("{errors:?}"))?;
+//! # let dir = tempfile::tempdir()?;
+//! # let store: Arc<dyn HandoffStore> = Arc::new(FsStore::open(FsStoreConfig::new(dir.path()))?);
+//! # let sim = Arc::new(SimTransport::new(Arc::clone(&store), SimConfig::default()));
+//! # let agents = vec![AgentEntry::new("webster", sim)];
+//! // `store` and `agents`: a file store and the simulated fleet, as in orch-delegate.
+//! let delegator = Delegator::new(store, policy, agents, DelegatorConfig::default())?;
+//! let options = RunOptions { caller: "manager".into(), inputs, run_id: None };
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! let executor = Executor::new(Arc::new(delegator));
+//! let summary = executor.run(&workflow, yaml, options, &cancel).await?;
+//! assert_eq!(summary.status, RunStatus::Completed);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/run_workflow.rs` runs a three-step workflow this way and prints
+//! each step's status.
+//!
 //! What it holds:
 //!
 //! - the **model** of a workflow file ([`Workflow`], [`Step`], [`Target`]
