@@ -29,7 +29,7 @@ pub fn format(d: Duration) -> String {
 }
 
 /// A duration in a configuration file: deserialised from whole seconds or
-/// text ([`parse`]), serialised as text ([`format`]).
+/// text ([`parse`]), serialised as text ([`format()`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orch_acl::Policy;
 use orch_handoff::RunId;
-use orch_registry::{Bm25Router, Registry, Router};
+use orch_registry::Registry;
 use orch_workflow::{
     ApprovalDecision, Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, Ref,
     RunOptions, RunStatus, RunSummary, Segment, StepOutput, StepRouter, Target, Template, Workflow,
@@ -628,13 +628,11 @@ impl StepRouter for AclRouter {
     }
 }
 
+/// The agent `orch route` would pick (the same ACL-filtered ranking).
 fn best_route(registry: &Registry, policy: &Policy, task: &str, caller: &str) -> Option<String> {
-    let allowed = policy.allowed_targets(caller, registry.ids());
-    Bm25Router::new(registry)
-        .rank(task, &allowed)
-        .into_iter()
-        .next()
-        .map(|r| r.agent)
+    crate::cmd::route::route(registry, policy, task, caller)
+        .ok()
+        .and_then(|r| r.best)
 }
 
 /// `context:`: a Discord channel's recent messages.
