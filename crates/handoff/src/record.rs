@@ -210,21 +210,5 @@ impl JsonSchema for Artifact {
 /// The JSON Schema (draft 2020-12) of a handoff, generated from the Rust
 /// types. The repository publishes it as `crates/handoff/schema/handoff.schema.json`.
 pub fn handoff_json_schema() -> Value {
-    let generated = schemars::generate::SchemaSettings::draft2020_12()
-        .for_deserialize()
-        .into_generator()
-        .into_root_schema_for::<Handoff>()
-        .to_value();
-    let Value::Object(mut rest) = generated else {
-        return generated;
-    };
-    // Identity first, then the shape, for readers of the published file.
-    let mut ordered = Map::new();
-    for key in ["$schema", "$id", "title", "description"] {
-        if let Some(value) = rest.shift_remove(key) {
-            ordered.insert(key.to_owned(), value);
-        }
-    }
-    ordered.extend(rest);
-    Value::Object(ordered)
+    orch_support::schema::published::<Handoff>(orch_support::schema::Direction::Deserialize)
 }

@@ -30,7 +30,7 @@ use orch_support::id::MAX_ID_LEN;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Largest registry file read: 4 MiB (a registry is a few KiB; this refuses
 /// accidents).
@@ -249,23 +249,7 @@ impl Registry {
 /// snowflake patterns, `maxConcurrent ≥ 1`. Cross-references (validators,
 /// channel names, unique ids) are checked by [`Registry::from_file`] only.
 pub fn registry_json_schema() -> Value {
-    let generated = schemars::generate::SchemaSettings::draft2020_12()
-        .for_deserialize()
-        .into_generator()
-        .into_root_schema_for::<RegistryFile>()
-        .to_value();
-    let Value::Object(mut rest) = generated else {
-        return generated;
-    };
-    // Identity first, then the shape, for readers of the published file.
-    let mut ordered = Map::new();
-    for key in ["$schema", "$id", "title", "description"] {
-        if let Some(value) = rest.shift_remove(key) {
-            ordered.insert(key.to_owned(), value);
-        }
-    }
-    ordered.extend(rest);
-    Value::Object(ordered)
+    orch_support::schema::published::<RegistryFile>(orch_support::schema::Direction::Deserialize)
 }
 
 fn transport_schema(_: &mut SchemaGenerator) -> Schema {

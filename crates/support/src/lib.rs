@@ -17,12 +17,16 @@
 //!   flags, `orch.yaml` and workflow files, and [`duration::Dur`] for serde.
 //! - `http` (feature `http`): reading a capped response body, the cause of
 //!   a reqwest error without its wrapper layers, whether a URL is loopback.
+//! - `schema` (feature `schema`): a type's JSON Schema in the one shape
+//!   every committed `*.schema.json` has.
 #![warn(missing_docs)]
 
 pub mod duration;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod id;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod secret;
 pub mod text;
 pub mod url;

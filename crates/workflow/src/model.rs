@@ -330,20 +330,5 @@ pub(crate) struct RawGate {
 
 /// The JSON Schema of workflow files (`schema/workflow.schema.json`).
 pub fn workflow_json_schema() -> serde_json::Value {
-    let generated = schemars::generate::SchemaSettings::draft2020_12()
-        .for_deserialize()
-        .into_generator()
-        .into_root_schema_for::<RawWorkflow>()
-        .to_value();
-    let serde_json::Value::Object(mut rest) = generated else {
-        return generated;
-    };
-    let mut ordered = serde_json::Map::new();
-    for key in ["$schema", "title", "description"] {
-        if let Some(value) = rest.shift_remove(key) {
-            ordered.insert(key.to_owned(), value);
-        }
-    }
-    ordered.extend(rest);
-    serde_json::Value::Object(ordered)
+    orch_support::schema::published::<RawWorkflow>(orch_support::schema::Direction::Deserialize)
 }
