@@ -87,7 +87,8 @@
 //! scalar.
 //!
 //! The terminal side (TTY approver, live view, Ctrl-C → cancel token, the
-//! dry-run printer) lives in the CLI, which implements this crate's seams.
+//! dry-run rendering of a [`Preview`]) lives in the CLI, which implements this
+//! crate's seams.
 //!
 //! Decisions a newcomer will ask about:
 //!
@@ -117,6 +118,7 @@ mod error;
 mod exec;
 mod model;
 mod plan;
+mod preview;
 mod run;
 mod source;
 mod template;
@@ -135,6 +137,7 @@ pub use model::{
     workflow_json_schema,
 };
 pub use plan::Plan;
+pub use preview::{Preview, PreviewGate, PreviewStep};
 pub use run::{
     ATTEMPTS_KEPT, ApprovalDecision, Attempt, AttemptStatus, DETAIL_KEPT, GateDecision,
     REASON_KEPT, RunStatus, RunSummary, SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary,

@@ -11,8 +11,8 @@ use orch_acl::Policy;
 use orch_handoff::RunId;
 use orch_registry::Registry;
 use orch_workflow::{
-    ApprovalDecision, Approver, ContextSource, ExecError, Executor, Progress, ProgressEvent, Ref,
-    RunOptions, RunStatus, RunSummary, Segment, StepOutput, StepRouter, Target, Template, Workflow,
+    ApprovalDecision, Approver, ContextSource, ExecError, Executor, Preview, PreviewStep, Progress,
+    ProgressEvent, RunOptions, RunStatus, RunSummary, StepOutput, StepRouter,
 };
 
 use super::{load, parse_inputs, report, source_of};
@@ -82,11 +82,15 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<Ex
         let delegator = setup.delegator(store, &registry)?;
         orch_workflow::check_task_sizes(&wf, &resolved, &delegator, &args.caller)
             .map_err(report)?;
-        let plan = dry_run(&wf, &registry, &setup.config.acl, &args.caller, &resolved);
+        let router = AclRouter {
+            registry: Arc::new(registry),
+            policy: setup.config.acl.clone(),
+        };
+        let preview = Preview::build(&wf, &resolved, &args.caller, &router);
         if args.json {
-            out::print_json(&plan.json)?;
+            out::print_json(&preview)?;
         } else {
-            out::print(&plan.text)?;
+            out::print(&render_preview(&preview))?;
         }
         return Ok(Exit::Ok.into());
     }
@@ -742,143 +746,88 @@ fn ask(step: &str, output: &StepOutput) -> ApprovalDecision {
     }
 }
 
-/// A dry-run's plan, as text and as JSON.
-struct DryRun {
-    text: String,
-    json: serde_json::Value,
-}
-
-/// Renders `t` with inputs filled in and every step output (and the run
-/// id) shown as a placeholder such as `⟨steps.research.result⟩`.
-fn render_placeholders(t: &Template, inputs: &orch_workflow::ResolvedInputs) -> String {
-    let mut s = String::new();
-    for seg in t.segments() {
-        match seg {
-            Segment::Text(text) => s.push_str(text),
-            Segment::Ref(Ref::Input(name)) => match inputs.get(name) {
-                Some(v) => s.push_str(v),
-                None => s.push_str(&format!("⟨inputs.{name}⟩")),
-            },
-            Segment::Ref(r) => s.push_str(&format!("⟨{r}⟩")),
-        }
-    }
-    s
-}
-
-fn dry_run(
-    wf: &Workflow,
-    registry: &Registry,
-    policy: &Policy,
-    caller: &str,
-    inputs: &orch_workflow::ResolvedInputs,
-) -> DryRun {
-    let plan = wf.plan();
+/// The dry run's text: the [`Preview`] for a person.
+fn render_preview(p: &Preview) -> String {
     let mut text = format!(
         "dry run of {} ({}) for {}: nothing is sent\n",
-        out::one_line(&wf.name),
-        out::one_line(wf.origin()),
-        out::one_line(caller)
+        out::one_line(&p.workflow),
+        out::one_line(&p.origin),
+        out::one_line(&p.caller)
     );
-    if !inputs.as_map().is_empty() {
+    if !p.inputs.is_empty() {
         text.push_str("\ninputs:\n");
-        for (k, v) in inputs.as_map() {
+        for (k, v) in &p.inputs {
             text.push_str(&format!("  {k} = {v:?}\n"));
         }
     }
     text.push_str("\nplan:\n");
-    let levels = plan.levels();
-    for (i, level) in levels.iter().enumerate() {
+    for (i, level) in p.levels.iter().enumerate() {
         let how = if level.len() > 1 { "in parallel: " } else { "" };
         text.push_str(&format!("  {}. {how}{}\n", i + 1, level.join(", ")));
     }
-    if let Some(n) = wf.max_parallel {
+    if let Some(n) = p.max_parallel {
         text.push_str(&format!("  (at most {n} at once)\n"));
     }
-    let mut steps_json = Vec::new();
-    for step in &wf.steps {
-        let deps = plan.deps(&step.id);
-        let task = render_placeholders(&step.task, inputs);
-        let agent = match &step.target {
-            Target::Agent(a) => a.clone(),
-            Target::Route => match best_route(registry, policy, &task, caller) {
-                Some(a) => format!("route: auto → {a} (chosen now; re-routed at run time)"),
-                None => "route: auto → no agent matches now".to_owned(),
-            },
-        };
-        text.push_str(&format!("\nstep {} → {agent}\n", step.id));
-        let waits = if deps.is_empty() {
-            "nothing (starts at once)".to_owned()
-        } else {
-            deps.join(", ")
-        };
-        text.push_str(&format!("  waits for: {waits}\n"));
-        text.push_str(&format!(
-            "  timeout {}, retries {}, on failure {}\n",
-            format_duration(wf.timeout_of(step)),
-            wf.retries_of(step),
-            match wf.on_failure_of(step) {
-                orch_workflow::OnFailure::Stop => "stop",
-                orch_workflow::OnFailure::Continue => "continue",
-            }
-        ));
-        if let Some(when) = &step.when {
-            text.push_str(&format!("  when: {when}\n"));
-        }
-        if let Some(gate) = &step.gate {
-            let statuses: Vec<String> = gate.status.iter().map(|s| word(*s)).collect();
-            let mut parts = Vec::new();
-            parts.push(format!(
-                "status {}",
-                if statuses.is_empty() {
-                    "complete|partial".to_owned()
-                } else {
-                    statuses.join("|")
-                }
-            ));
-            if let Some(c) = gate.min_confidence {
-                parts.push(format!("confidence ≥ {}", word(c)));
-            }
-            if gate.approval {
-                parts.push("human approval".to_owned());
-            }
-            text.push_str(&format!("  gate: {}\n", parts.join(", ")));
-        }
-        if let Some(ctx) = &step.context {
-            text.push_str(&format!(
-                "  context: the last {} messages of {} (fetched at run time)\n",
-                ctx.messages, ctx.channel
-            ));
-        }
-        text.push_str("  task:\n");
-        for line in out::terminal(&task).lines() {
-            text.push_str(&format!("    {line}\n"));
-        }
-        steps_json.push(serde_json::json!({
-            "id": step.id,
-            "agent": agent,
-            "waitsFor": deps,
-            "timeout": format_duration(wf.timeout_of(step)),
-            "retries": wf.retries_of(step),
-            "task": task,
-        }));
+    for step in &p.steps {
+        render_preview_step(&mut text, step);
     }
-    let output = wf.output.as_ref().map(|t| render_placeholders(t, inputs));
-    if let Some(output) = &output {
+    if let Some(output) = &p.output {
         text.push_str("\noutput:\n");
         for line in out::terminal(output).lines() {
             text.push_str(&format!("    {line}\n"));
         }
     }
-    let json = serde_json::json!({
-        "workflow": wf.name,
-        "origin": wf.origin(),
-        "caller": caller,
-        "inputs": inputs.as_map(),
-        "levels": levels,
-        "steps": steps_json,
-        "output": output,
-    });
-    DryRun { text, json }
+    text
+}
+
+fn render_preview_step(text: &mut String, step: &PreviewStep) {
+    text.push_str(&format!("\nstep {} → {}\n", step.id, step.agent));
+    let waits = if step.waits_for.is_empty() {
+        "nothing (starts at once)".to_owned()
+    } else {
+        step.waits_for.join(", ")
+    };
+    text.push_str(&format!("  waits for: {waits}\n"));
+    text.push_str(&format!(
+        "  timeout {}, retries {}, on failure {}\n",
+        step.timeout,
+        step.retries,
+        match step.on_failure {
+            orch_workflow::OnFailure::Stop => "stop",
+            orch_workflow::OnFailure::Continue => "continue",
+        }
+    ));
+    if let Some(when) = &step.when {
+        text.push_str(&format!("  when: {when}\n"));
+    }
+    if let Some(gate) = &step.gate {
+        let statuses: Vec<&str> = gate.status.iter().map(|s| s.as_str()).collect();
+        let mut parts = Vec::new();
+        parts.push(format!(
+            "status {}",
+            if statuses.is_empty() {
+                "complete|partial".to_owned()
+            } else {
+                statuses.join("|")
+            }
+        ));
+        if let Some(c) = gate.min_confidence {
+            parts.push(format!("confidence ≥ {}", c.as_str()));
+        }
+        if gate.approval {
+            parts.push("human approval".to_owned());
+        }
+        text.push_str(&format!("  gate: {}\n", parts.join(", ")));
+    }
+    if let Some((channel, messages)) = &step.context {
+        text.push_str(&format!(
+            "  context: the last {messages} messages of {channel} (fetched at run time)\n"
+        ));
+    }
+    text.push_str("  task:\n");
+    for line in out::terminal(&step.task).lines() {
+        text.push_str(&format!("    {line}\n"));
+    }
 }
 
 #[cfg(test)]
@@ -915,12 +864,12 @@ mod tests {
             &Default::default(),
         )
         .unwrap();
-        let b = wf.step("b").unwrap();
-        assert_eq!(
-            render_placeholders(&b.task, &inputs),
-            "check ⟨steps.a.result⟩ in ⟨run.id⟩"
-        );
-        let a = wf.step("a").unwrap();
-        assert_eq!(render_placeholders(&a.task, &inputs), "do X1");
+        let router = AclRouter {
+            registry: Arc::new(registry),
+            policy,
+        };
+        let preview = Preview::build(&wf, &inputs, "manager", &router);
+        assert_eq!(preview.steps[1].task, "check ⟨steps.a.result⟩ in ⟨run.id⟩");
+        assert_eq!(preview.steps[0].task, "do X1");
     }
 }

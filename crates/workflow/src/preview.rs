@@ -1,0 +1,213 @@
+//! What a run would do, without sending anything (`orch workflow … --dry-run`):
+//! a [`Preview`] that front ends render as text or serialise as JSON.
+
+use std::collections::BTreeMap;
+
+use orch_delegate::orch_handoff::{Confidence, Status};
+use serde::Serialize;
+
+use crate::exec::StepRouter;
+use crate::model::{OnFailure, Target, Workflow};
+use crate::template::{Ref, Segment, Template};
+use crate::validate::ResolvedInputs;
+
+/// A run's plan with its inputs filled in (serialised camelCase; the
+/// fields marked "text only" are for the human rendering).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Preview {
+    /// The workflow's name.
+    pub workflow: String,
+    /// Where it came from (a file, or `builtin:NAME`).
+    pub origin: String,
+    /// Who would run it.
+    pub caller: String,
+    /// The input values (defaults applied).
+    pub inputs: BTreeMap<String, String>,
+    /// Steps that may run at the same time, level by level (for display: a
+    /// step really starts the moment its own dependencies end).
+    pub levels: Vec<Vec<String>>,
+    /// The workflow's `max_parallel` (text only).
+    #[serde(skip)]
+    pub max_parallel: Option<usize>,
+    /// Every step, in file order.
+    pub steps: Vec<PreviewStep>,
+    /// The `output` template with the inputs filled in.
+    pub output: Option<String>,
+}
+
+/// One step of a [`Preview`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewStep {
+    /// The step id.
+    pub id: String,
+    /// The agent, or for `route: auto` what the router picks now.
+    pub agent: String,
+    /// The steps it waits for.
+    pub waits_for: Vec<String>,
+    /// Its timeout (`10m`).
+    pub timeout: String,
+    /// How often it is tried again.
+    pub retries: u32,
+    /// What happens when it fails (text only).
+    #[serde(skip)]
+    pub on_failure: OnFailure,
+    /// Its `when` condition, as written (text only).
+    #[serde(skip)]
+    pub when: Option<String>,
+    /// Its gate (text only).
+    #[serde(skip)]
+    pub gate: Option<PreviewGate>,
+    /// The channel context it reads at run time: (channel, messages) (text only).
+    #[serde(skip)]
+    pub context: Option<(String, usize)>,
+    /// The task with the inputs filled in; the steps' results it reads
+    /// show as `⟨steps.X.result⟩`.
+    pub task: String,
+}
+
+/// A step's gate in a [`Preview`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviewGate {
+    /// Accepted statuses (empty: complete or partial).
+    pub status: Vec<Status>,
+    /// Lowest accepted confidence.
+    pub min_confidence: Option<Confidence>,
+    /// A human must approve.
+    pub approval: bool,
+}
+
+impl Preview {
+    /// The preview of `wf` run by `caller` with `inputs`; `route: auto`
+    /// steps ask `router` now (at run time they are routed again).
+    pub fn build(
+        wf: &Workflow,
+        inputs: &ResolvedInputs,
+        caller: &str,
+        router: &dyn StepRouter,
+    ) -> Self {
+        let plan = wf.plan();
+        let steps = wf
+            .steps
+            .iter()
+            .map(|step| {
+                let task = fill_inputs(&step.task, inputs);
+                let agent = match &step.target {
+                    Target::Agent(a) => a.clone(),
+                    Target::Route => match router.route(&task, caller) {
+                        Some(a) => format!("route: auto → {a} (chosen now; re-routed at run time)"),
+                        None => "route: auto → no agent matches now".to_owned(),
+                    },
+                };
+                PreviewStep {
+                    id: step.id.clone(),
+                    agent,
+                    waits_for: plan.deps(&step.id).into_iter().map(str::to_owned).collect(),
+                    timeout: orch_support::duration::format(wf.timeout_of(step)),
+                    retries: wf.retries_of(step),
+                    on_failure: wf.on_failure_of(step),
+                    when: step.when.as_ref().map(ToString::to_string),
+                    gate: step.gate.as_ref().map(|g| PreviewGate {
+                        status: g.status.clone(),
+                        min_confidence: g.min_confidence,
+                        approval: g.approval,
+                    }),
+                    context: step
+                        .context
+                        .as_ref()
+                        .map(|c| (c.channel.clone(), c.messages)),
+                    task,
+                }
+            })
+            .collect();
+        Self {
+            workflow: wf.name.clone(),
+            origin: wf.origin().to_owned(),
+            caller: caller.to_owned(),
+            inputs: inputs.as_map().clone(),
+            levels: plan
+                .levels()
+                .into_iter()
+                .map(|l| l.into_iter().map(str::to_owned).collect())
+                .collect(),
+            max_parallel: wf.max_parallel,
+            steps,
+            output: wf.output.as_ref().map(|t| fill_inputs(t, inputs)),
+        }
+    }
+}
+
+/// `t` with its inputs filled in and every other reference shown as
+/// `⟨steps.X.result⟩` (a missing input as `⟨inputs.X⟩`).
+fn fill_inputs(t: &Template, inputs: &ResolvedInputs) -> String {
+    let mut s = String::new();
+    for seg in t.segments() {
+        match seg {
+            Segment::Text(text) => s.push_str(text),
+            Segment::Ref(Ref::Input(name)) => match inputs.get(name) {
+                Some(v) => s.push_str(v),
+                None => s.push_str(&format!("⟨inputs.{name}⟩")),
+            },
+            Segment::Ref(r) => s.push_str(&format!("⟨{r}⟩")),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    struct Always(&'static str);
+
+    impl StepRouter for Always {
+        fn route(&self, _: &str, _: &str) -> Option<String> {
+            Some(self.0.to_owned())
+        }
+    }
+
+    #[test]
+    fn the_json_is_the_documented_shape_and_routes_now() {
+        let wf = crate::load(
+            "name: t\ninputs:\n  x: { default: X1 }\noutput: \"{{ steps.b.result }}\"\nsteps:\n  - id: a\n    route: auto\n    task: \"do {{ inputs.x }}\"\n  - id: b\n    agent: auditor\n    timeout: 90s\n    retries: 2\n    task: \"check {{ steps.a.result }}\"\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let inputs = crate::check_run(
+            &wf,
+            &["webster", "auditor"],
+            &orch_delegate::orch_acl::Policy::default(),
+            "manager",
+            &Default::default(),
+        )
+        .unwrap();
+        let preview = Preview::build(&wf, &inputs, "manager", &Always("webster"));
+        let json = serde_json::to_value(&preview).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "workflow": "t",
+                "origin": "t.yaml",
+                "caller": "manager",
+                "inputs": { "x": "X1" },
+                "levels": [["a"], ["b"]],
+                "steps": [
+                    { "id": "a", "agent": "route: auto → webster (chosen now; re-routed at run time)",
+                      "waitsFor": [], "timeout": "10m", "retries": 0, "task": "do X1" },
+                    { "id": "b", "agent": "auditor", "waitsFor": ["a"], "timeout": "1m 30s",
+                      "retries": 2, "task": "check ⟨steps.a.result⟩" },
+                ],
+                "output": "⟨steps.b.result⟩",
+            })
+        );
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "workflow", "origin", "caller", "inputs", "levels", "steps", "output"
+            ]
+        );
+    }
+}
