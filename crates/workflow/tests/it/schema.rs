@@ -4,10 +4,12 @@ use std::path::PathBuf;
 
 use orch_workflow::{builtin, builtin_names, workflow_json_schema};
 
-#[test]
-fn schema_file_is_up_to_date() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/workflow.schema.json");
-    let mut generated = serde_json::to_string_pretty(&workflow_json_schema()).unwrap();
+/// Fails unless `schema/<file>` is `schema` (`ORCH_BLESS=1` writes it).
+fn assert_committed(file: &str, schema: &serde_json::Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("schema")
+        .join(file);
+    let mut generated = serde_json::to_string_pretty(schema).unwrap();
     generated.push('\n');
     if std::env::var_os("ORCH_BLESS").is_some_and(|v| v == "1") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -20,6 +22,11 @@ fn schema_file_is_up_to_date() {
         "{} is out of date with the Rust types: run `ORCH_BLESS=1 cargo test -p orch-workflow` and commit it",
         path.display()
     );
+}
+
+#[test]
+fn schema_file_is_up_to_date() {
+    assert_committed("workflow.schema.json", &workflow_json_schema());
 }
 
 /// The shipped workflows use only keys the schema declares.
@@ -46,19 +53,7 @@ fn builtins_use_only_schema_keys() {
 
 #[test]
 fn run_schema_file_is_up_to_date() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/run.schema.json");
-    let mut generated = serde_json::to_string_pretty(&orch_workflow::run_json_schema()).unwrap();
-    generated.push('\n');
-    if std::env::var_os("ORCH_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &generated).unwrap();
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "{} is out of date with the Rust types: run `ORCH_BLESS=1 cargo test -p orch-workflow` and commit it",
-        path.display()
-    );
+    assert_committed("run.schema.json", &orch_workflow::run_json_schema());
 }
 
 /// A stored summary uses exactly the keys the run schema declares, and an

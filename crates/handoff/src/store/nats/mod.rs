@@ -464,16 +464,7 @@ fn not_found(message: &str) -> bool {
 
 impl Opener<'_> {
     fn error<E: fmt::Display>(&self, what: String, failure: &Failure<E>) -> StoreError {
-        let message = failure.to_string();
-        let lower = message.to_ascii_lowercase();
-        if lower.contains("jetstream unavailable") || lower.contains("jetstream not enabled") {
-            return jetstream_disabled(self.server);
-        }
-        StoreError::Remote {
-            op: "open",
-            what,
-            message: with_hint(message),
-        }
+        remote_failure(self.server, "open", what, failure.to_string())
     }
 
     /// Runs `attempt` with the store's retries, within the open's deadline.
@@ -580,6 +571,21 @@ impl Opener<'_> {
     }
 }
 
+/// A failed request as a [`StoreError`]: JetStream switched off says so;
+/// anything else is [`StoreError::Remote`], with what to check when it was
+/// retried to the deadline.
+fn remote_failure(server: &str, op: &'static str, what: String, message: String) -> StoreError {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("jetstream unavailable") || lower.contains("jetstream not enabled") {
+        return jetstream_disabled(server);
+    }
+    StoreError::Remote {
+        op,
+        what,
+        message: with_hint(message),
+    }
+}
+
 /// A failure message, with what to check when it looks like a cluster
 /// without a quorum.
 fn with_hint(message: String) -> String {
@@ -641,11 +647,7 @@ async fn leader_entry(bucket: &kv::Store, key: &str) -> Result<Option<kv::Entry>
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let operation = match message.headers.get("KV-Operation").map(|v| v.as_str()) {
-        Some("DEL") => kv::Operation::Delete,
-        Some("PURGE") => kv::Operation::Purge,
-        _ => kv::Operation::Put,
-    };
+    let operation = kv_operation(Some(&message.headers));
     Ok(Some(kv::Entry {
         bucket: bucket.name.clone(),
         key: key.to_owned(),
@@ -656,6 +658,18 @@ async fn leader_entry(bucket: &kv::Store, key: &str) -> Result<Option<kv::Entry>
         operation,
         seen_current: false,
     }))
+}
+
+/// What a KV message is, by its `KV-Operation` header (none: a put).
+fn kv_operation(headers: Option<&async_nats::HeaderMap>) -> kv::Operation {
+    match headers
+        .and_then(|h| h.get("KV-Operation"))
+        .map(|v| v.as_str())
+    {
+        Some("DEL") => kv::Operation::Delete,
+        Some("PURGE") => kv::Operation::Purge,
+        _ => kv::Operation::Put,
+    }
 }
 
 /// A ledger message id unique to this event: a random per-process part
@@ -688,15 +702,7 @@ impl Inner {
         e: impl fmt::Display,
     ) -> StoreError {
         let message = scrub(e.to_string(), self.secret.as_deref());
-        let lower = message.to_ascii_lowercase();
-        if lower.contains("jetstream unavailable") || lower.contains("jetstream not enabled") {
-            return jetstream_disabled(&self.server);
-        }
-        StoreError::Remote {
-            op,
-            what: what.into(),
-            message: with_hint(message),
-        }
+        remote_failure(&self.server, op, what.into(), message)
     }
 
     /// Runs `attempt` with the store's retries (see `retry.rs`) until
@@ -931,11 +937,7 @@ impl Inner {
             let info = message.info().map_err(|e| e.to_string())?;
             highest = highest.max(info.stream_sequence);
             let pending = info.pending;
-            let removed = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+            let removed = kv_operation(message.headers.as_ref()) != kv::Operation::Put;
             if !removed && let Some(key) = message.subject.strip_prefix(bucket.prefix.as_str()) {
                 keys.push(key.to_owned());
             }
