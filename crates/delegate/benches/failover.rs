@@ -46,7 +46,7 @@ fn main() {
             _ => {} // cargo bench passes `--bench`
         }
     }
-    println!("orch-handoff: the NATS store through a failover");
+    println!("orch-delegate bench failover: the NATS store through a failover");
     let Some(server) = NatsServer::start() else {
         println!("  nats-server is not installed: nothing measured");
         return;

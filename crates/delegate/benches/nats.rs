@@ -56,7 +56,7 @@ fn main() {
             _ => {} // cargo bench passes `--bench`
         }
     }
-    println!("orch-handoff: NATS store vs file store");
+    println!("orch-delegate bench nats: NATS store vs file store");
     let Some(server) = NatsServer::start() else {
         println!(
             "  nats-server is not installed: nothing measured (apt-get install -y nats-server)"
