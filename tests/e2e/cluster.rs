@@ -5,13 +5,14 @@
 //! waiter sees a handoff that lands during the failover; the killed node
 //! restarts and a workflow running across all of it completes.
 
+use orch_handoff::prelude::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use orch_handoff::testing::NatsCluster;
-use orch_handoff::{HandoffKey, HandoffStore, LedgerEventKind, NatsStore, NatsStoreConfig, RunId};
+use orch_handoff::{HandoffKey, LedgerEventKind, NatsStore, NatsStoreConfig, RunId};
 
 use crate::{Orch, Run};
 

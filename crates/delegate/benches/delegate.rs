@@ -23,6 +23,7 @@
 //! Exits 1 if any round lost or duplicated a delegation.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
+use orch_handoff::prelude::*;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;

@@ -17,6 +17,7 @@
 //! Run: `cargo bench -p orch-delegate --bench failover [-- --n N --secs S]`.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
+use orch_handoff::prelude::*;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -35,7 +35,7 @@ pub(crate) struct MessageInput<'a> {
     /// Already rendered context (e.g. recent channel history), if any.
     pub context: Option<&'a str>,
     /// Where the handoff goes: for the file store, the absolute path of
-    /// `<root>/[sub/]<runId>.json` ([`orch_handoff::HandoffStore::location`]).
+    /// `<root>/[sub/]<runId>.json` ([`orch_handoff::Handoffs::location`]).
     pub handoff_path: &'a str,
     /// [`Scope::Sub`] for a sub-delegation (`orch handoff submit --sub`).
     pub scope: Scope,

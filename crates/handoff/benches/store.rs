@@ -6,6 +6,7 @@
 //! Run: `cargo bench -p orch-handoff --bench store [-- --samples N --waiters N --ledger-mb N]`.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
+use orch_handoff::prelude::*;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -14,8 +15,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use orch_handoff::{
-    FsStore, FsStoreConfig, Handoff, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind,
-    PutMode, RunId, Status, WaitOutcome, WatchMode,
+    FsStore, FsStoreConfig, Handoff, HandoffKey, LedgerEvent, LedgerEventKind, PutMode, RunId,
+    Status, WaitOutcome, WatchMode,
 };
 
 fn main() {

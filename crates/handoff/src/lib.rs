@@ -54,8 +54,16 @@ pub use record::{
 };
 pub use runid::{InvalidId, MAX_ID_LEN, RunId, validate_id};
 pub use store::{
-    Existing, FsStore, FsStoreConfig, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind,
-    LedgerRead, PutMode, Scope, StoreError, Subscription, WaitOutcome, WatchMode, WorkflowRecord,
+    Existing, FsStore, FsStoreConfig, HandoffKey, HandoffStore, Handoffs, Ledger, LedgerEvent,
+    LedgerEventKind, LedgerRead, PutMode, Scope, StoreError, Subscription, WaitOutcome, WatchMode,
+    WorkflowRecord, WorkflowRecords,
 };
 #[cfg(feature = "nats")]
 pub use store::{NatsAuth, NatsStore, NatsStoreConfig, NatsToken};
+
+/// The store traits, for `use orch_handoff::prelude::*;`: a method of a
+/// [`HandoffStore`] is one of its three parts', and calling it needs that
+/// part's trait in scope.
+pub mod prelude {
+    pub use crate::store::{HandoffStore, Handoffs, Ledger, WorkflowRecords};
+}

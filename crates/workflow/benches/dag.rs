@@ -11,7 +11,7 @@
 //!    no `max_parallel`). The workflow is emitted as YAML and loaded with
 //!    `orch_workflow::load`. The in-bench fleet (`DelayFleet`) reads the
 //!    delay from the message, sleeps on a task it owns and writes a valid
-//!    handoff through the store (`HandoffStore::put`, like `SimTransport`).
+//!    handoff through the store (`orch_delegate::orch_handoff::Handoffs::put`, like `SimTransport`).
 //!    The fleet records, per step, when the agent got its task and when
 //!    its handoff write returned. Reported:
 //!    - makespan / critical path of the delays (what the DAG asks for);
@@ -43,6 +43,7 @@
     unreachable_pub
 )]
 
+use orch_delegate::orch_handoff::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -319,7 +320,7 @@ struct Timed {
 }
 
 #[async_trait]
-impl HandoffStore for Timed {
+impl Handoffs for Timed {
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -358,6 +359,10 @@ impl HandoffStore for Timed {
     async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         self.inner.list(scope).await
     }
+}
+
+#[async_trait]
+impl WorkflowRecords for Timed {
     async fn put_workflow_record(
         &self,
         run: &RunId,
@@ -396,6 +401,10 @@ impl HandoffStore for Timed {
     async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
         self.inner.list_workflow_steps(run).await
     }
+}
+
+#[async_trait]
+impl Ledger for Timed {
     async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         let t = Instant::now();
         let r = self.inner.append_ledger(event).await;

@@ -65,7 +65,7 @@ pub enum ApprovalDecision {
 
 // ---------------------------------------------------------------------------
 // Bounds. A record the engine writes must always read back: the store
-// refuses records over `HandoffStore::max_record_bytes` (4 × its handoff
+// refuses records over `orch_delegate::orch_handoff::WorkflowRecords::max_record_bytes` (4 × its handoff
 // cap), so nothing in a record may grow with what agents write. Each text
 // is cut when it is stored, measured as JSON (an escaped control character
 // takes six bytes); the handoff is not copied at all (the store holds it,

@@ -5,8 +5,8 @@
 //! on a task owned by the transport. That task sleeps [`SimConfig::delay`]
 //! (`tokio::time::sleep`, so tests can pause time) and then writes the
 //! handoff through the *real* store the transport was built with:
-//! [`HandoffStore::put`] with [`Envelope::scope`] for valid answers,
-//! [`HandoffStore::put_raw`] for malformed ones, both
+//! [`orch_handoff::Handoffs::put`] with [`Envelope::scope`] for valid answers,
+//! [`orch_handoff::Handoffs::put_raw`] for malformed ones, both
 //! [`PutMode::Create`] as `orch handoff submit` writes (an answer never
 //! replaces one already there; a late answer to an earlier ask that finds
 //! the re-ask's answer in place is dropped with a warning). So a simulated delegation

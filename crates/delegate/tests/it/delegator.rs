@@ -2,6 +2,7 @@
 //! fake transports that answer like agents (they write handoffs into the
 //! store), record every envelope, and fail, ack or complete as scripted.
 
+use orch_handoff::prelude::*;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,7 @@
 //! outcome is the same whichever wakes it. exec tests run in real time
 //! (waiting for a process is I/O, which paused time does not wait for).
 
+use orch_handoff::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

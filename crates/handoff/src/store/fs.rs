@@ -14,7 +14,7 @@
 //! `open` creates the root, `sub/` and `workflows/` and resolves the root
 //! once with `canonicalize`: a root that is itself a symlink (an operator's
 //! choice, e.g. `/srv/orch -> /data/orch`) is accepted and replaced by its
-//! real path, which is what [`HandoffStore::location`] tells agents and what
+//! real path, which is what [`crate::Handoffs::location`] tells agents and what
 //! the watcher reports. Below the root nothing is followed: `sub/`,
 //! `workflows/` and workflow run directories must be real directories
 //! (checked with `lstat`), and files are opened with `O_NOFOLLOW`.
@@ -55,7 +55,7 @@
 //!
 //! # Waiting
 //!
-//! One watcher per store, created by the first [`HandoffStore::subscribe`],
+//! One watcher per store, created by the first [`crate::Handoffs::subscribe`],
 //! so processes that only `put` (agents running `orch handoff submit`) never
 //! create one. [`FsStore::watchers_created`] counts them (never more than
 //! one). Waiters live in a map key → `Arc<tokio::sync::Notify>`; the
@@ -103,7 +103,7 @@
 //!
 //! # Ledger
 //!
-//! [`HandoffStore::dispatched`] reads the ledger backwards in 1 MiB chunks,
+//! [`crate::Ledger::dispatched`] reads the ledger backwards in 1 MiB chunks,
 //! looking for the run id's bytes with `memchr::memmem` and parsing only
 //! the lines that hold them, so `orch handoff submit` finds a recent run
 //! after reading the ledger's tail (a run never dispatched costs one pass
@@ -140,6 +140,7 @@
 //! as the store or any of its subscriptions and stops when the last one is
 //! dropped.
 
+use crate::prelude::*;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -154,8 +155,8 @@ use tokio::time::Instant;
 use super::files::{self, Entries, Publish, Written, io_err};
 use super::watch::{Backend, Dispatch, Waiter};
 use crate::store::{
-    Existing, HandoffKey, HandoffStore, LedgerEvent, LedgerRead, PutMode, Scope, StoreError,
-    Subscription, WaitOutcome, WorkflowRecord,
+    Existing, HandoffKey, LedgerEvent, LedgerRead, PutMode, Scope, StoreError, Subscription,
+    WaitOutcome, WorkflowRecord,
 };
 use crate::{
     DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
@@ -255,7 +256,7 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// - Reads never follow a symlink ([`StoreError::Symlink`]) and never read
 ///   more than [`FsStoreConfig::max_handoff_bytes`] ([`StoreError::TooLarge`]).
 /// - Waiting uses one watcher per store, created by the first
-///   [`HandoffStore::subscribe`] (see [`WatchMode`]); every subscription
+///   [`crate::Handoffs::subscribe`] (see [`WatchMode`]); every subscription
 ///   registers in a shared waiter map. A file that is empty or cut off is
 ///   read again until the deadline; any other invalid file ends the wait at
 ///   once as [`WaitOutcome::Invalid`]; a symlink, directory or FIFO at the
@@ -375,7 +376,7 @@ impl FsStore {
         self.inner.dispatch.rearms()
     }
 
-    /// [`HandoffStore::dispatched`] reading the ledger `chunk` bytes at a
+    /// [`crate::Ledger::dispatched`] reading the ledger `chunk` bytes at a
     /// time, so property tests can cut lines at every place; blocking.
     #[doc(hidden)]
     pub fn dispatched_in_chunks(
@@ -573,15 +574,13 @@ impl Subscription for FsSubscription {
 }
 
 #[async_trait]
-impl HandoffStore for FsStore {
+impl Handoffs for FsStore {
     fn describe(&self) -> String {
         format!("file store at {}", self.inner.root.display())
     }
-
     fn location(&self, key: &HandoffKey) -> String {
         self.path_of(key).display().to_string()
     }
-
     async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
         let key = HandoffKey {
             scope,
@@ -601,7 +600,6 @@ impl HandoffStore for FsStore {
         }
         self.write_handoff(&key, bytes, mode).await
     }
-
     async fn put_raw(
         &self,
         key: &HandoffKey,
@@ -610,7 +608,6 @@ impl HandoffStore for FsStore {
     ) -> Result<(), StoreError> {
         self.write_handoff(key, bytes.to_vec(), mode).await
     }
-
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
         let path = self.path_of(key);
         let Some(bytes) = files::read_capped(&path, self.inner.cap)? else {
@@ -625,7 +622,6 @@ impl HandoffStore for FsStore {
             Err(source) => Err(StoreError::Invalid { path, source }),
         }
     }
-
     async fn subscribe(&self, key: &HandoffKey) -> Result<Box<dyn Subscription>, StoreError> {
         let subscription = FsSubscription {
             key: key.clone(),
@@ -637,19 +633,16 @@ impl HandoffStore for FsStore {
         self.inner.ensure_watcher()?;
         Ok(Box::new(subscription))
     }
-
     async fn quarantine(&self, key: &HandoffKey) -> Result<Option<String>, StoreError> {
         let path = self.path_of(key);
         let moved = blocking(&path.clone(), move || files::quarantine(&path)).await?;
         Ok(moved.map(|p| p.display().to_string()))
     }
-
     async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         let mut ids = self.list_unordered(scope).await?;
         ids.sort_unstable();
         Ok(ids)
     }
-
     async fn list_unordered(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         let dir = match scope {
             Scope::Top => self.inner.root.clone(),
@@ -664,7 +657,10 @@ impl HandoffStore for FsStore {
             .filter_map(|id| RunId::new(id).ok())
             .collect())
     }
+}
 
+#[async_trait]
+impl WorkflowRecords for FsStore {
     async fn put_workflow_record(
         &self,
         run: &RunId,
@@ -708,11 +704,9 @@ impl HandoffStore for FsStore {
         })
         .await
     }
-
     fn max_record_bytes(&self) -> u64 {
         self.inner.cap.saturating_mul(RECORD_CAP_FACTOR)
     }
-
     async fn get_workflow_record(
         &self,
         run: &RunId,
@@ -735,7 +729,6 @@ impl HandoffStore for FsStore {
                 message: e.to_string(),
             })
     }
-
     async fn list_workflow_runs(&self) -> Result<Vec<RunId>, StoreError> {
         let dir = self.inner.workflows.clone();
         let ids = blocking(&dir.clone(), move || files::list_ids(&dir, Entries::Dirs)).await?;
@@ -744,7 +737,6 @@ impl HandoffStore for FsStore {
             .filter_map(|id| RunId::new(id).ok())
             .collect())
     }
-
     async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
         let dir = self.run_dir(run);
         blocking(&dir.clone(), move || {
@@ -757,7 +749,10 @@ impl HandoffStore for FsStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Ledger for FsStore {
     async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         let mut line = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt {
             path: self.inner.ledger.clone(),
@@ -766,7 +761,6 @@ impl HandoffStore for FsStore {
         line.push(b'\n');
         files::append_locked(&self.inner.ledger, &line)
     }
-
     async fn dispatched(&self, run_id: &RunId) -> Result<Option<LedgerEvent>, StoreError> {
         let path = self.inner.ledger.clone();
         let run_id = run_id.clone();
@@ -775,12 +769,10 @@ impl HandoffStore for FsStore {
         })
         .await
     }
-
     async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {
         let path = self.inner.ledger.clone();
         blocking(&path.clone(), move || files::read_ledger(&path)).await
     }
-
     async fn read_ledger_raw(&self) -> Result<Vec<u8>, StoreError> {
         let path = self.inner.ledger.clone();
         blocking(&path.clone(), move || files::read_whole(&path)).await

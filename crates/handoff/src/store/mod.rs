@@ -174,7 +174,7 @@ pub enum StoreError {
     /// answer.
     #[error("{location} already holds {existing}")]
     AlreadyExists {
-        /// Where the existing handoff is ([`HandoffStore::location`]).
+        /// Where the existing handoff is ([`crate::Handoffs::location`]).
         location: String,
         /// What is there.
         existing: Existing,
@@ -248,7 +248,7 @@ pub enum StoreError {
 }
 
 /// A registered interest in one handoff. Created by
-/// [`HandoffStore::subscribe`] *before* the task is dispatched, so a handoff
+/// [`crate::Handoffs::subscribe`] *before* the task is dispatched, so a handoff
 /// written at any moment after subscribing is seen. Dropping it unregisters.
 #[async_trait]
 pub trait Subscription: Send {
@@ -258,14 +258,23 @@ pub trait Subscription: Send {
     /// Waits until a handoff for the key is present, or `deadline`.
     ///
     /// Checks the store first, so a handoff already there is returned at
-    /// once. May be called again (e.g. after [`HandoffStore::quarantine`]
+    /// once. May be called again (e.g. after [`crate::Handoffs::quarantine`]
     /// and a re-ask) and keeps its registration in between.
     async fn wait(&mut self, deadline: Instant) -> Result<WaitOutcome, StoreError>;
 }
 
-/// Storage of handoffs, workflow records and the ledger (DESIGN §2, §4).
+/// Storage of handoffs, workflow records and the ledger (DESIGN §2, §4):
+/// the three parts ([`Handoffs`], [`WorkflowRecords`], [`Ledger`]) in one.
+/// Every type with all three is one (a blanket impl), so a store is written
+/// as three impls and read as what a caller needs: `&dyn Ledger` for
+/// metrics, the whole store for the delegator.
+pub trait HandoffStore: Handoffs + WorkflowRecords + Ledger {}
+
+impl<T: Handoffs + WorkflowRecords + Ledger + ?Sized> HandoffStore for T {}
+
+/// The handoffs: write, read, wait for, quarantine and list them.
 #[async_trait]
-pub trait HandoffStore: Send + Sync {
+pub trait Handoffs: Send + Sync {
     /// Human description, e.g. `file store at /srv/orch/handoffs`.
     fn describe(&self) -> String;
 
@@ -316,7 +325,11 @@ pub trait HandoffStore: Send + Sync {
     async fn list_unordered(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         self.list(scope).await
     }
+}
 
+/// Workflow records (step records and run summaries), opaque JSON here.
+#[async_trait]
+pub trait WorkflowRecords: Send + Sync {
     /// Largest workflow record (as written) this store reads back, in
     /// bytes: [`put_workflow_record`](Self::put_workflow_record) refuses a
     /// larger one ([`StoreError::TooLarge`]) rather than write what
@@ -348,7 +361,11 @@ pub trait HandoffStore: Send + Sync {
 
     /// Step ids with a record in `run`, sorted (the summary is not a step).
     async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError>;
+}
 
+/// The ledger: one event per line (or message), appended by every process.
+#[async_trait]
+pub trait Ledger: Send + Sync {
     /// Appends one event to the ledger; safe with several processes
     /// appending at once (each line lands whole).
     async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError>;
@@ -397,4 +414,11 @@ pub trait HandoffStore: Send + Sync {
 }
 
 /// Compile-time check that the seams stay dyn-compatible.
-fn _assert_object_safe(_: &dyn HandoffStore, _: &dyn Subscription) {}
+fn _assert_object_safe(
+    _: &dyn HandoffStore,
+    _: &dyn Handoffs,
+    _: &dyn WorkflowRecords,
+    _: &dyn Ledger,
+    _: &dyn Subscription,
+) {
+}

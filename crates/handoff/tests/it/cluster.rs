@@ -4,13 +4,14 @@
 //! duplicated write, and a restarted node rejoins with orch still running.
 #![allow(clippy::unwrap_used)]
 
+use orch_handoff::prelude::*;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use orch_handoff::testing::NatsCluster;
 use orch_handoff::{
-    HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, NatsStore, NatsStoreConfig, PutMode,
-    Scope, WaitOutcome,
+    HandoffKey, LedgerEvent, LedgerEventKind, NatsStore, NatsStoreConfig, PutMode, Scope,
+    WaitOutcome,
 };
 
 use crate::common::{handoff, id};

@@ -13,6 +13,7 @@
 //! `O_NOFOLLOW`, the inotify watcher count, polling) stay in `store.rs`.
 #![allow(clippy::unwrap_used)]
 
+use orch_handoff::prelude::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;

@@ -8,10 +8,11 @@
 use crate::common::{deadline, handoff, id, landed, until};
 use async_nats::jetstream;
 use futures_util::StreamExt;
+use orch_handoff::prelude::*;
 use orch_handoff::testing::{NatsServer, NatsServerOptions};
 use orch_handoff::{
-    HandoffError, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, NatsAuth, NatsStore,
-    NatsStoreConfig, NatsToken, PutMode, RunId, Scope, StoreError, WaitOutcome, WorkflowRecord,
+    HandoffError, HandoffKey, LedgerEvent, LedgerEventKind, NatsAuth, NatsStore, NatsStoreConfig,
+    NatsToken, PutMode, RunId, Scope, StoreError, WaitOutcome, WorkflowRecord,
 };
 
 async fn connect(server: &NatsServer) -> NatsStore {

@@ -24,12 +24,14 @@
 //! --test it props:: -- --test-threads 1 --nocapture`.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+use orch_handoff::Ledger as _;
+
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use orch_handoff::{
-    Artifact, ArtifactRef, Confidence, Expect, FsStore, FsStoreConfig, Handoff, HandoffStore,
-    LedgerEvent, LedgerEventKind, RunId, Status, parse_handoff,
+    Artifact, ArtifactRef, Confidence, Expect, FsStore, FsStoreConfig, Handoff, LedgerEvent,
+    LedgerEventKind, RunId, Status, parse_handoff,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};

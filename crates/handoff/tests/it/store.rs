@@ -8,6 +8,7 @@
 //! until its first real suspension, which is the wait for a wake-up.
 #![allow(clippy::unwrap_used)]
 
+use orch_handoff::prelude::*;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -15,8 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use orch_handoff::{
-    FsStore, FsStoreConfig, Handoff, HandoffError, HandoffKey, HandoffStore, LedgerEvent, PutMode,
-    RunId, Scope, StoreError, WaitOutcome, WatchMode, WorkflowRecord,
+    FsStore, FsStoreConfig, Handoff, HandoffError, HandoffKey, LedgerEvent, PutMode, RunId, Scope,
+    StoreError, WaitOutcome, WatchMode, WorkflowRecord,
 };
 use tokio::time::Instant;
 
@@ -879,7 +880,7 @@ async fn the_raw_ledger_is_the_file_and_the_default_rebuilds_its_lines() {
 struct Plain(FsStore);
 
 #[async_trait::async_trait]
-impl HandoffStore for Plain {
+impl Handoffs for Plain {
     fn describe(&self) -> String {
         self.0.describe()
     }
@@ -912,6 +913,10 @@ impl HandoffStore for Plain {
     async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         self.0.list(scope).await
     }
+}
+
+#[async_trait::async_trait]
+impl WorkflowRecords for Plain {
     async fn put_workflow_record(
         &self,
         run: &RunId,
@@ -933,6 +938,10 @@ impl HandoffStore for Plain {
     async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
         self.0.list_workflow_steps(run).await
     }
+}
+
+#[async_trait::async_trait]
+impl Ledger for Plain {
     async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         self.0.append_ledger(event).await
     }

@@ -116,7 +116,7 @@
 //! parts of every task known before the run (text and inputs) are checked
 //! ([`check_task_sizes`](crate::check_task_sizes)), and so is the largest
 //! size the summary and a step record can reach against
-//! [`HandoffStore::max_record_bytes`]: a run that could write a record
+//! [`orch_delegate::orch_handoff::WorkflowRecords::max_record_bytes`]: a run that could write a record
 //! resume cannot read is refused before anything is stored. Records stay
 //! small by construction (see `run.rs`): the handoff is named, not copied;
 //! a task over [`TASK_KEPT`](crate::TASK_KEPT) bytes is stored cut with its
@@ -529,7 +529,7 @@ impl Executor {
     }
 
     /// Refuses a run whose summary or step records could grow past what
-    /// the store reads back ([`HandoffStore::max_record_bytes`]): every
+    /// the store reads back ([`orch_delegate::orch_handoff::WorkflowRecords::max_record_bytes`]): every
     /// text a record holds is capped, so their largest size is known now.
     fn check_record_sizes(&self, wf: &Workflow, summary: &RunSummary) -> Result<(), ExecError> {
         let cap = self.store.max_record_bytes();

@@ -13,6 +13,7 @@
 //! `[failfirst=N]` (answer `failed` to the first N
 //! dispatches of the step).
 
+use orch_delegate::orch_handoff::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -248,7 +249,7 @@ struct Forgetful {
 }
 
 #[async_trait]
-impl HandoffStore for Forgetful {
+impl Handoffs for Forgetful {
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -278,6 +279,10 @@ impl HandoffStore for Forgetful {
     async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         self.inner.list(scope).await
     }
+}
+
+#[async_trait]
+impl WorkflowRecords for Forgetful {
     fn max_record_bytes(&self) -> u64 {
         self.inner.max_record_bytes()
     }
@@ -307,6 +312,10 @@ impl HandoffStore for Forgetful {
     async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
         self.inner.list_workflow_steps(run).await
     }
+}
+
+#[async_trait]
+impl Ledger for Forgetful {
     async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         self.inner.append_ledger(event).await
     }

@@ -10,6 +10,7 @@
 //! Task markers read by the fake: `[id=X]` (the step) and `[d=SECS]` (the
 //! agent's virtual working time, default 1).
 
+use orch_delegate::orch_handoff::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -127,15 +128,13 @@ impl Subscription for MemSubscription {
 struct Mem(Arc<MemStore>);
 
 #[async_trait]
-impl HandoffStore for Mem {
+impl Handoffs for Mem {
     fn describe(&self) -> String {
         "in-memory test store".into()
     }
-
     fn location(&self, key: &HandoffKey) -> String {
         format!("/mem/{:?}/{}.json", key.scope, key.run_id)
     }
-
     async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
         let key = HandoffKey {
             scope,
@@ -143,7 +142,6 @@ impl HandoffStore for Mem {
         };
         self.0.put(&key, handoff.to_json_pretty(), mode)
     }
-
     async fn put_raw(
         &self,
         key: &HandoffKey,
@@ -152,7 +150,6 @@ impl HandoffStore for Mem {
     ) -> Result<(), StoreError> {
         self.0.put(key, bytes.to_vec(), mode)
     }
-
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
         match self.0.check(key) {
             None => Ok(None),
@@ -163,7 +160,6 @@ impl HandoffStore for Mem {
             }),
         }
     }
-
     async fn subscribe(&self, key: &HandoffKey) -> Result<Box<dyn Subscription>, StoreError> {
         Ok(Box::new(MemSubscription {
             key: key.clone(),
@@ -171,12 +167,10 @@ impl HandoffStore for Mem {
             rx: self.0.version.subscribe(),
         }))
     }
-
     async fn quarantine(&self, key: &HandoffKey) -> Result<Option<String>, StoreError> {
         let gone = self.0.handoffs.lock().unwrap().remove(key);
         Ok(gone.map(|_| format!("{}.rejected", self.location(key))))
     }
-
     async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         let mut ids: Vec<RunId> = self
             .0
@@ -190,7 +184,10 @@ impl HandoffStore for Mem {
         ids.sort();
         Ok(ids)
     }
+}
 
+#[async_trait]
+impl WorkflowRecords for Mem {
     async fn put_workflow_record(
         &self,
         run: &RunId,
@@ -204,7 +201,6 @@ impl HandoffStore for Mem {
             .insert(record_key(run, record), value.clone());
         Ok(())
     }
-
     async fn get_workflow_record(
         &self,
         run: &RunId,
@@ -218,7 +214,6 @@ impl HandoffStore for Mem {
             .get(&record_key(run, record))
             .cloned())
     }
-
     async fn list_workflow_runs(&self) -> Result<Vec<RunId>, StoreError> {
         let mut runs: Vec<RunId> = self
             .0
@@ -231,7 +226,6 @@ impl HandoffStore for Mem {
         runs.dedup();
         Ok(runs)
     }
-
     async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
         Ok(self
             .0
@@ -243,12 +237,14 @@ impl HandoffStore for Mem {
             .filter_map(|(_, s)| s.clone())
             .collect())
     }
+}
 
+#[async_trait]
+impl Ledger for Mem {
     async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         self.0.ledger.lock().unwrap().push(event.clone());
         Ok(())
     }
-
     async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {
         Ok(LedgerRead {
             events: self.0.ledger.lock().unwrap().clone(),

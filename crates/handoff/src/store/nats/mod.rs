@@ -34,7 +34,7 @@
 //! # Waiting
 //!
 //! Like the file store: one watch per store, created by the first
-//! [`HandoffStore::subscribe`], and a map key → waiters (`watch.rs`).
+//! [`crate::Handoffs::subscribe`], and a map key → waiters (`watch.rs`).
 //! `subscribe` registers the waiter and makes sure the watch consumer exists
 //! and is subscribed before it returns; [`Subscription::wait`] then reads
 //! the key (a handoff that landed before or during the subscription is found
@@ -78,6 +78,7 @@ mod keys;
 mod retry;
 mod watch;
 
+use crate::prelude::*;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
@@ -96,8 +97,8 @@ use self::retry::{Failure, Policy};
 use self::watch::{POLL_INTERVAL, Slot, Waiters, WatchDeps, Watcher};
 use super::files::MAX_LEDGER_LINE;
 use crate::store::{
-    Existing, HandoffKey, HandoffStore, LedgerEvent, LedgerEventKind, LedgerRead, PutMode, Scope,
-    StoreError, Subscription, WaitOutcome, WorkflowRecord,
+    Existing, HandoffKey, LedgerEvent, LedgerEventKind, LedgerRead, PutMode, Scope, StoreError,
+    Subscription, WaitOutcome, WorkflowRecord,
 };
 use crate::{
     DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
@@ -1177,18 +1178,16 @@ impl Subscription for NatsSubscription {
 }
 
 #[async_trait]
-impl HandoffStore for NatsStore {
+impl Handoffs for NatsStore {
     fn describe(&self) -> String {
         format!(
             "NATS store: bucket {} on {}",
             self.inner.bucket, self.inner.url
         )
     }
-
     fn location(&self, key: &HandoffKey) -> String {
         self.inner.handoff_location(&keys::handoff(key))
     }
-
     async fn put(&self, scope: Scope, handoff: &Handoff, mode: PutMode) -> Result<(), StoreError> {
         let key = HandoffKey {
             scope,
@@ -1208,7 +1207,6 @@ impl HandoffStore for NatsStore {
         }
         self.inner.put_handoff(&key, bytes.into(), mode).await
     }
-
     async fn put_raw(
         &self,
         key: &HandoffKey,
@@ -1227,7 +1225,6 @@ impl HandoffStore for NatsStore {
             .put_handoff(key, Bytes::copy_from_slice(bytes), mode)
             .await
     }
-
     async fn get(&self, key: &HandoffKey) -> Result<Option<Handoff>, StoreError> {
         let kv_key = keys::handoff(key);
         let (_, value) = self
@@ -1254,7 +1251,6 @@ impl HandoffStore for NatsStore {
             .map(Some)
             .map_err(|source| StoreError::Invalid { path, source })
     }
-
     async fn subscribe(&self, key: &HandoffKey) -> Result<Box<dyn Subscription>, StoreError> {
         let kv_key = keys::handoff(key);
         let subscription = NatsSubscription {
@@ -1268,7 +1264,6 @@ impl HandoffStore for NatsStore {
         self.inner.ensure_watcher().await?;
         Ok(Box::new(subscription))
     }
-
     async fn quarantine(&self, key: &HandoffKey) -> Result<Option<String>, StoreError> {
         let inner = &self.inner;
         let kv_key = keys::handoff(key);
@@ -1340,13 +1335,11 @@ impl HandoffStore for NatsStore {
         }
         Ok(Some(inner.handoff_location(&moved)))
     }
-
     async fn list(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         let mut ids = self.list_unordered(scope).await?;
         ids.sort_unstable();
         Ok(ids)
     }
-
     async fn list_unordered(&self, scope: Scope) -> Result<Vec<RunId>, StoreError> {
         Ok(self
             .inner
@@ -1356,7 +1349,10 @@ impl HandoffStore for NatsStore {
             .filter_map(|k| keys::parse_handoff(scope, k))
             .collect())
     }
+}
 
+#[async_trait]
+impl WorkflowRecords for NatsStore {
     async fn put_workflow_record(
         &self,
         run: &RunId,
@@ -1381,11 +1377,9 @@ impl HandoffStore for NatsStore {
             .put_value(&self.inner.workflows, &key, bytes.into())
             .await
     }
-
     fn max_record_bytes(&self) -> u64 {
         self.inner.cap.saturating_mul(RECORD_CAP_FACTOR)
     }
-
     async fn get_workflow_record(
         &self,
         run: &RunId,
@@ -1406,7 +1400,6 @@ impl HandoffStore for NatsStore {
                 message: e.to_string(),
             })
     }
-
     async fn list_workflow_runs(&self) -> Result<Vec<RunId>, StoreError> {
         let runs: BTreeSet<RunId> = self
             .inner
@@ -1417,7 +1410,6 @@ impl HandoffStore for NatsStore {
             .collect();
         Ok(runs.into_iter().collect())
     }
-
     async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError> {
         let mut steps: Vec<String> = self
             .inner
@@ -1432,7 +1424,10 @@ impl HandoffStore for NatsStore {
         steps.sort_unstable();
         Ok(steps)
     }
+}
 
+#[async_trait]
+impl Ledger for NatsStore {
     async fn append_ledger(&self, event: &LedgerEvent) -> Result<(), StoreError> {
         let inner = &self.inner;
         let what = || format!("ledger on the {}", inner.server);
@@ -1464,7 +1459,6 @@ impl HandoffStore for NatsStore {
             .map_err(|f| inner.remote("append to", what(), f))?;
         Ok(())
     }
-
     /// Reads the ledger stream backwards in windows (1,024 messages, then
     /// doubling up to 65,536), newest first: a recent run costs one small
     /// read, not the whole stream.
@@ -1506,7 +1500,6 @@ impl HandoffStore for NatsStore {
             window = (window * 2).min(65_536);
         }
     }
-
     async fn read_ledger(&self) -> Result<LedgerRead, StoreError> {
         let mut out = LedgerRead::default();
         for (i, message) in self.inner.ledger_messages().await?.iter().enumerate() {
@@ -1527,7 +1520,6 @@ impl HandoffStore for NatsStore {
         }
         Ok(out)
     }
-
     async fn read_ledger_raw(&self) -> Result<Vec<u8>, StoreError> {
         let messages = self.inner.ledger_messages().await?;
         let mut out = Vec::with_capacity(messages.iter().map(|m| m.len() + 1).sum());
