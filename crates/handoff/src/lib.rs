@@ -1,7 +1,7 @@
 //! Handoff records, run ids, and the store that carries them.
 //!
 //! ```
-//! use orch_handoff::{Expect, FsStore, FsStoreConfig, HandoffKey, HandoffStore, PutMode, RunId};
+//! use orch_handoff::{Expect, FsStore, FsStoreConfig, HandoffKey, Handoffs, PutMode, RunId};
 //! use orch_handoff::{Scope, Status, parse_handoff};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
