@@ -119,16 +119,17 @@ pub(crate) fn of(store: &StoreSection, cwd: &Path) -> String {
         }
         StoreKind::Nats => {
             let n = &store.nats;
+            // Hosts after the first keep their own scheme only if it
+            // differs from the first one's.
+            let first = format!("{}://", n.url.split("://").next().unwrap_or("nats"));
             let mut out = String::new();
             for (i, url) in n.url.split(',').map(str::trim).enumerate() {
+                let url = url.trim_end_matches('/');
                 if i > 0 {
                     out.push(',');
-                    // Hosts after the first keep their own scheme only if
-                    // it differs.
-                    let first = n.url.split("://").next().unwrap_or("nats");
-                    out.push_str(url.strip_prefix(&format!("{first}://")).unwrap_or(url));
+                    out.push_str(url.strip_prefix(first.as_str()).unwrap_or(url));
                 } else {
-                    out.push_str(url.trim_end_matches('/'));
+                    out.push_str(url);
                 }
             }
             out.push('/');
