@@ -8,13 +8,16 @@
 // Everything the binary writes to the terminal goes through `out`, which
 // makes hostile text safe: no `print!`/`eprint!` (clippy's print lints).
 
-mod args;
-mod cmd;
+mod app;
 mod config;
 mod descriptor;
-mod exit;
-mod out;
+mod front;
 mod wiring;
+
+// Paths the configuration and wiring modules still use.
+use app::error as exit;
+use front::cli::args;
+use front::out;
 
 use std::process::ExitCode;
 
@@ -22,6 +25,7 @@ use clap::Parser;
 
 use crate::args::{Cli, Command};
 use crate::exit::{CliError, Exit};
+use crate::front::cli as cmd;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

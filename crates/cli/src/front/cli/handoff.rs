@@ -4,15 +4,18 @@ use std::io::Read;
 use std::path::Path;
 
 use orch_handoff::{
-    Artifact, DEFAULT_MAX_HANDOFF_BYTES, Existing, Expect, Handoff, HandoffKey, PutMode, RunId,
-    Scope, StoreError, WaitOutcome, parse_handoff,
+    Artifact, DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffKey, RunId, parse_handoff,
 };
-use tokio::time::Instant;
 
-use crate::args::{GlobalArgs, HandoffCmd, ShowArgs, SubmitArgs, ValidateArgs, WaitArgs};
-use crate::exit::{CliError, Exit};
-use crate::out;
-use crate::wiring::{Setup, Store};
+use crate::app;
+use crate::app::handoff::{HandoffFields, SubmitRequest, Waited};
+
+use crate::app::error::{CliError, Exit};
+use crate::front::cli::args::{
+    GlobalArgs, HandoffCmd, ShowArgs, SubmitArgs, ValidateArgs, WaitArgs,
+};
+use crate::front::out;
+use crate::wiring::Setup;
 
 pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, CliError> {
     match cmd {
@@ -23,19 +26,10 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, Cl
     }
 }
 
-/// Opens the store the config and global flags name.
-pub(crate) async fn open_store(global: &GlobalArgs) -> Result<Store, CliError> {
-    Setup::load(global)?.open_store().await
-}
-
 fn key(run_id: &str, sub: bool) -> Result<HandoffKey, CliError> {
     let run_id =
         RunId::new(run_id).map_err(|e| CliError::Usage(format!("run id {run_id:?}: {e}")))?;
-    Ok(if sub {
-        HandoffKey::sub(run_id)
-    } else {
-        HandoffKey::top(run_id)
-    })
+    Ok(app::handoff::key_of(run_id, sub))
 }
 
 async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError> {
@@ -56,107 +50,21 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
         }
         None => from_flags(&args, expected_run)?,
     };
-    let store = open_store(global).await?;
-    let key = if args.sub {
-        HandoffKey::sub(handoff.run_id.clone())
-    } else {
-        HandoffKey::top(handoff.run_id.clone())
+    let request = SubmitRequest {
+        handoff,
+        sub: args.sub,
+        force: args.force,
+        unsolicited: args.unsolicited,
     };
-    let location = store.location(&key);
-    if !args.unsolicited {
-        check_dispatched(&store, &key).await?;
-    }
-    if args.force {
-        // An invalid answer already there is kept for inspection, not lost.
-        match store.get(&key).await {
-            Ok(_) => {}
-            Err(StoreError::Invalid { .. }) => {
-                store.quarantine(&key).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        store.put(key.scope, &handoff, PutMode::Replace).await?;
-    } else {
-        publish(&store, &key, &handoff).await?;
-    }
+    let submitted = app::handoff::submit(&Setup::load(global)?, request).await?;
     out::print(&format!(
         "submitted handoff for run {} ({} by {}) to {}\n",
-        handoff.run_id,
-        handoff.status.as_str(),
-        out::one_line(&handoff.agent),
-        out::one_line(&location)
+        submitted.run_id,
+        submitted.status.as_str(),
+        out::one_line(&submitted.agent),
+        out::one_line(&submitted.location)
     ))?;
     Ok(Exit::Ok)
-}
-
-/// Refuses a run id nobody dispatched (a typo would otherwise be stored
-/// where no caller waits), and an answer in the wrong scope (`--sub`).
-async fn check_dispatched(store: &Store, key: &HandoffKey) -> Result<(), CliError> {
-    let Some(dispatched) = store.dispatched(&key.run_id).await? else {
-        return Err(CliError::Usage(format!(
-            "run {} was never dispatched: the {} has no delegation with this run id; \
-             copy the run id given in your task, and the store it names (--store, or \
-             ORCH_STORE as orch sets it for its agents), or pass --unsolicited to store an \
-             answer nobody asked for",
-            key.run_id,
-            store.describe()
-        )));
-    };
-    match (&dispatched.parent, key.scope) {
-        (Some(parent), Scope::Top) => Err(CliError::Usage(format!(
-            "run {} is a sub-delegation (of run {parent}): add --sub",
-            key.run_id
-        ))),
-        (None, Scope::Sub) => Err(CliError::Usage(format!(
-            "run {} is a top-level delegation, not a sub-delegation: drop --sub",
-            key.run_id
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Stores `handoff` unless the run already has an answer: an exclusive
-/// publish, so of agents racing to answer one run exactly one succeeds. A
-/// file there that is not a valid handoff is moved aside (kept, never
-/// deleted) and the publish tried again.
-async fn publish(store: &Store, key: &HandoffKey, handoff: &Handoff) -> Result<(), CliError> {
-    // Each round moves one invalid file aside; only writers racing to plant
-    // invalid files could keep this going.
-    for _ in 0..5 {
-        let existing = match store.put(key.scope, handoff, PutMode::Create).await {
-            Ok(()) => return Ok(()),
-            Err(StoreError::AlreadyExists { existing, .. }) => existing,
-            Err(e) => return Err(e.into()),
-        };
-        // Read it again to tell a valid answer from a file to move aside.
-        let existing = if existing.is_valid() {
-            existing
-        } else {
-            match store.get(key).await {
-                Ok(Some(h)) => Existing::handoff(&h),
-                Ok(None) => continue,
-                Err(
-                    StoreError::Invalid { .. }
-                    | StoreError::TooLarge { .. }
-                    | StoreError::Symlink { .. },
-                ) => {
-                    store.quarantine(key).await?;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        return Err(CliError::Usage(format!(
-            "run {} already has an answer: {existing} at {}; nothing was written (pass --force to replace it)",
-            key.run_id,
-            store.location(key)
-        )));
-    }
-    Err(CliError::Usage(format!(
-        "run {}: invalid files keep appearing at {}; nothing was written",
-        key.run_id,
-        store.location(key)
-    )))
 }
 
 /// Builds a handoff from `--run-id --agent --status --result …` and checks
@@ -165,13 +73,7 @@ fn from_flags(args: &SubmitArgs, run_id: Option<RunId>) -> Result<Handoff, CliEr
     let missing = |flag: &str| CliError::Usage(format!("{flag} is required without --json"));
     let run_id = run_id.ok_or_else(|| missing("--run-id"))?;
     let agent = args.agent.clone().ok_or_else(|| missing("--agent"))?;
-    if agent.trim().is_empty() {
-        return Err(CliError::Usage(
-            "--agent is empty: give the id of the agent that did the task".into(),
-        ));
-    }
-    orch_handoff::validate_id(&agent)
-        .map_err(|e| CliError::Usage(format!("--agent is not an agent id: {e}")))?;
+    app::handoff::check_agent(&agent)?;
     let status = args.status.ok_or_else(|| missing("--status"))?;
     let result = match (&args.result, &args.result_file) {
         (Some(text), _) if text == "-" => read_text(Path::new("-"))?,
@@ -184,18 +86,16 @@ fn from_flags(args: &SubmitArgs, run_id: Option<RunId>) -> Result<Handoff, CliEr
             ));
         }
     };
-    let mut handoff = Handoff::new(run_id, agent, status.into(), result);
-    handoff.confidence = args.confidence.map(Into::into);
-    handoff.notes = args.notes.clone().unwrap_or_default();
-    handoff.artifacts = args
-        .artifacts
-        .iter()
-        .cloned()
-        .map(Artifact::Plain)
-        .collect();
-    let bytes = handoff.to_json_pretty();
-    parse_handoff(&bytes, &Expect::default())
-        .map_err(|e| CliError::Usage(format!("invalid handoff: {e}")))
+    HandoffFields {
+        run_id,
+        agent,
+        status: status.into(),
+        result,
+        confidence: args.confidence.map(Into::into),
+        notes: args.notes.clone().unwrap_or_default(),
+        artifacts: args.artifacts.clone(),
+    }
+    .build()
 }
 
 fn validate(args: ValidateArgs) -> Result<Exit, CliError> {
@@ -223,39 +123,25 @@ fn validate(args: ValidateArgs) -> Result<Exit, CliError> {
 
 async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<Exit, CliError> {
     let key = key(&args.run_id, args.sub)?;
-    let store = open_store(global).await?;
-    match store.get(&key).await? {
-        Some(handoff) => {
-            print_handoff(&handoff, args.json)?;
-            Ok(Exit::Ok)
-        }
-        None => Err(CliError::Usage(format!(
-            "no handoff for run {} at {}",
-            key.run_id,
-            store.location(&key)
-        ))),
-    }
+    let handoff = app::handoff::show(&Setup::load(global)?, &key).await?;
+    print_handoff(&handoff, args.json)?;
+    Ok(Exit::Ok)
 }
 
 async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, CliError> {
     let key = key(&args.run_id, args.sub)?;
-    let store = open_store(global).await?;
-    let deadline = Instant::now() + args.timeout;
-    match store.wait(&key, deadline).await? {
-        WaitOutcome::Landed(handoff) => {
+    match app::handoff::wait(&Setup::load(global)?, &key, args.timeout).await? {
+        Waited::Landed(handoff) => {
             print_handoff(&handoff, args.json)?;
             Ok(Exit::for_status(handoff.status))
         }
-        WaitOutcome::Invalid(e) => Err(CliError::Usage(format!("{}: {e}", store.location(&key)))),
-        outcome @ (WaitOutcome::TimedOut | WaitOutcome::TimedOutIncomplete(_)) => {
-            let partial = match outcome {
-                WaitOutcome::TimedOutIncomplete(e) => format!(": a partial file was seen ({e})"),
-                _ => String::new(),
-            };
+        Waited::TimedOut { location, partial } => {
+            let partial = partial
+                .map(|e| format!(": a partial file was seen ({e})"))
+                .unwrap_or_default();
             out::note(&format!(
-                "timed out after {} waiting for {}{partial}",
-                crate::args::format_duration(args.timeout),
-                store.location(&key)
+                "timed out after {} waiting for {location}{partial}",
+                crate::front::cli::args::format_duration(args.timeout),
             ));
             Ok(Exit::TimedOut)
         }

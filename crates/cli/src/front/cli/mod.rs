@@ -1,6 +1,9 @@
-//! One module per command group.
+//! The command line: clap arguments (`args`) and one module per command
+//! group, each translating its arguments into an application operation
+//! and rendering the result as text or `--json`.
 
 pub(crate) mod acl;
+pub(crate) mod args;
 pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod delegate;

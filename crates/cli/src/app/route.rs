@@ -1,13 +1,14 @@
-//! `orch route "<task>" --caller X` and the choice behind `orch delegate auto`.
+//! Routing: which agent a caller should delegate a task to, among those
+//! the ACL lets it use (`orch route`, `delegate auto`, `route: auto` steps).
+
+use std::sync::Arc;
 
 use orch_acl::Policy;
 use orch_registry::{Bm25Router, Ranked, Registry, Router};
+use orch_workflow::StepRouter;
 use serde::Serialize;
 
-use crate::args::{GlobalArgs, RouteArgs};
-use crate::exit::{CliError, Exit};
-use crate::out;
-use crate::wiring::Setup;
+use crate::app::error::CliError;
 
 /// A ranking for one caller, ready to print.
 #[derive(Debug, Serialize)]
@@ -22,6 +23,7 @@ pub(crate) struct Routing {
     pub(crate) best: Option<String>,
 }
 
+/// One ranked agent.
 #[derive(Debug, Serialize)]
 pub(crate) struct Choice {
     pub(crate) agent: String,
@@ -70,53 +72,16 @@ pub(crate) fn route(
     })
 }
 
-pub(crate) fn run(global: &GlobalArgs, args: RouteArgs) -> Result<Exit, CliError> {
-    let setup = Setup::load(global)?;
-    let registry = setup.registry()?;
-    let routing = route(&registry, &setup.config.acl, &args.task, &args.caller)?;
-    if args.json {
-        out::print_json(&routing)?;
-    } else {
-        out::print(&render(&routing))?;
-    }
-    Ok(Exit::Ok)
+/// `route: auto` in a workflow: the agent [`route`] would pick.
+pub(crate) struct AclRouter {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) policy: Policy,
 }
 
-fn render(r: &Routing) -> String {
-    let mut s = format!(
-        "routing for {} (may delegate to: {})\n",
-        r.caller,
-        r.allowed.join(", ")
-    );
-    if r.ranking.is_empty() {
-        s.push_str("  no allowed agent matches this task; name the agent yourself\n");
-        return s;
-    }
-    let width = r.ranking.iter().map(|c| c.agent.len()).max().unwrap_or(0);
-    for (i, c) in r.ranking.iter().enumerate() {
-        s.push_str(&format!(
-            "  {}. {:<width$}  {:>6.2}  {}\n",
-            i + 1,
-            c.agent,
-            c.score,
-            c.reasons.join("; ")
-        ));
-    }
-    if let Some(best) = &r.best {
-        s.push_str(&format!("best: {best}\n"));
-    }
-    s
-}
-
-/// One line saying what `delegate auto` chose and why.
-pub(crate) fn explain_choice(r: &Routing) -> String {
-    match r.ranking.first() {
-        Some(c) => format!(
-            "routed to {} (score {:.2}): {}",
-            c.agent,
-            c.score,
-            c.reasons.join("; ")
-        ),
-        None => "no agent matched".to_owned(),
+impl StepRouter for AclRouter {
+    fn route(&self, task: &str, caller: &str) -> Option<String> {
+        route(&self.registry, &self.policy, task, caller)
+            .ok()
+            .and_then(|r| r.best)
     }
 }

@@ -358,7 +358,7 @@ pub(crate) struct DelegateArgs {
     #[arg(long, env = "ORCH_AGENT", hide_env_values = true, value_name = "ID")]
     pub(crate) caller: String,
     /// How long to wait for the handoff [default: delegation.timeout of the config, 120s]
-    #[arg(long, value_name = "DURATION", value_parser = crate::args::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::front::cli::args::parse_duration)]
     pub(crate) timeout: Option<std::time::Duration>,
     /// Have the result checked by the agent's validator
     #[arg(long)]
@@ -515,7 +515,7 @@ pub(crate) struct WaitArgs {
     /// The run id
     pub(crate) run_id: String,
     /// How long to wait: seconds, or a duration such as 90s, 10m, 1h
-    #[arg(long, value_name = "DURATION", default_value = "120", value_parser = crate::args::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "120", value_parser = crate::front::cli::args::parse_duration)]
     pub(crate) timeout: std::time::Duration,
     /// Wait under sub/ (a sub-delegation)
     #[arg(long)]
@@ -547,7 +547,7 @@ impl Cli {
     /// that break the id rule (DESIGN §3, `orch_support::id`), before
     /// anything uses them: they end up in the ledger, in task messages and
     /// on terminals. Exit 2, and the message shows the value escaped.
-    pub(crate) fn check_ids(&self) -> Result<(), crate::exit::CliError> {
+    pub(crate) fn check_ids(&self) -> Result<(), crate::app::error::CliError> {
         let mut ids: Vec<(&str, &str)> = Vec::new();
         match &self.command {
             Command::Delegate(a) => {
@@ -581,7 +581,7 @@ impl Cli {
         }
         for (what, id) in ids {
             orch_handoff::validate_id(id).map_err(|e| {
-                crate::exit::CliError::Usage(match e {
+                crate::app::error::CliError::Usage(match e {
                     orch_handoff::InvalidId::Empty => format!("{what} is empty: give an agent id"),
                     e => format!("{what} is not an agent id: {e}"),
                 })

@@ -1,27 +1,18 @@
-//! `orch context <channel> --messages N`, and the channel context block of
-//! `orch delegate --channel-context`.
+//! Channel context: a Discord channel's recent messages, rendered for a
+//! task message (`orch context`, `delegate --channel-context`, a step's
+//! `context:`).
+
+use std::sync::Arc;
 
 use orch_discord::{BotToken, DiscordClient, DiscordConfig, DiscordError, RenderOptions};
 use orch_registry::Registry;
+use orch_workflow::ContextSource;
 
-use crate::args::{ContextArgs, GlobalArgs};
-use crate::exit::{CliError, Exit};
-use crate::out;
+use crate::app::error::CliError;
 use crate::wiring::Setup;
 
 /// Most messages one context may hold.
 const MAX_MESSAGES: usize = 1000;
-
-pub(crate) async fn run(global: &GlobalArgs, args: ContextArgs) -> Result<Exit, CliError> {
-    let setup = Setup::load(global)?;
-    let registry = setup.registry()?;
-    let mut text = channel_context(&setup, &registry, &args.channel, args.messages).await?;
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    out::print(&text)?;
-    Ok(Exit::Ok)
-}
 
 /// Fetches the newest `messages` of `channel` (a name from the registry's
 /// channels map, or a raw channel id) and renders them for a task message.
@@ -101,5 +92,20 @@ fn map_error(e: DiscordError) -> CliError {
         | DiscordError::UnknownChannel { .. }
         | DiscordError::Config { .. } => CliError::Usage(message),
         _ => CliError::Transport(message),
+    }
+}
+
+/// `context:` in a workflow: [`channel_context`] for the executor.
+pub(crate) struct Channels {
+    pub(crate) setup: Arc<Setup>,
+    pub(crate) registry: Arc<Registry>,
+}
+
+#[async_trait::async_trait]
+impl ContextSource for Channels {
+    async fn fetch(&self, channel: &str, messages: usize) -> Result<String, String> {
+        channel_context(&self.setup, &self.registry, channel, messages)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

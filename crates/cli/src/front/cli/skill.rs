@@ -5,12 +5,12 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::args::SkillCmd;
-use crate::exit::{CliError, Exit};
-use crate::out;
+use crate::app::error::{CliError, Exit};
+use crate::front::cli::args::SkillCmd;
+use crate::front::out;
 
 /// The skill, as shipped in the repository's `skills/orch/`.
-pub(crate) const SKILL_MD: &str = include_str!("../../../../skills/orch/SKILL.md");
+pub(crate) const SKILL_MD: &str = include_str!("../../../../../skills/orch/SKILL.md");
 
 pub(crate) fn run(cmd: SkillCmd) -> Result<Exit, CliError> {
     match cmd {

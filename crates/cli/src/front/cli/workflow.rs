@@ -4,19 +4,19 @@
 mod exec;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use orch_workflow::{Target, Workflow, WorkflowError};
+use orch_workflow::{Target, Workflow};
 
-use crate::args::{GlobalArgs, WorkflowArgs, WorkflowCmd};
-use crate::exit::{CliError, Exit};
-use crate::out;
+use crate::app;
+use crate::app::workflow::RunRequest;
+
+use crate::app::error::{CliError, Exit};
+use crate::front::cli::args::{GlobalArgs, WorkflowArgs, WorkflowCmd};
+use crate::front::out;
 use crate::wiring::Setup;
 
 /// Largest workflow file read (the loader refuses more than 1 MiB anyway).
-const MAX_READ: u64 = 2 * 1024 * 1024;
-
 pub(crate) async fn run(global: &GlobalArgs, args: WorkflowArgs) -> Result<ExitCode, CliError> {
     match (args.cmd, args.run) {
         (Some(WorkflowCmd::Run(run)), _) | (None, Some(run)) => exec::run(global, run).await,
@@ -61,13 +61,12 @@ fn inspect(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, CliError> {
             inputs,
         } => validate(global, &workflow, caller.as_deref(), &inputs),
         WorkflowCmd::Graph { workflow } => {
-            let (wf, _) = load(&workflow)?;
-            out::print(&mermaid(&wf))?;
+            out::print(&mermaid(&app::workflow::load(&workflow)?.workflow))?;
             Ok(Exit::Ok)
         }
         WorkflowCmd::Show { workflow } => {
-            let (wf, origin) = load(&workflow)?;
-            out::print(&describe(&wf, &origin))?;
+            let loaded = app::workflow::load(&workflow)?;
+            out::print(&describe(&loaded.workflow, &loaded.origin))?;
             Ok(Exit::Ok)
         }
         WorkflowCmd::Run(_)
@@ -82,97 +81,10 @@ fn inspect(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, CliError> {
 
 /// Where a workflow named on the command line comes from: a file path, a
 /// file in `./workflows/`, or a built-in template, in that order.
-pub(crate) fn source_of(name: &str) -> Result<(String, String), CliError> {
-    let path = PathBuf::from(name);
-    let local = Path::new("workflows").join(format!("{name}.yaml"));
-    for candidate in [&path, &local] {
-        if candidate.is_file() {
-            return read(candidate).map(|text| (text, candidate.display().to_string()));
-        }
-    }
-    if let Some(text) = orch_workflow::builtin(name) {
-        return Ok((text.to_owned(), format!("<built-in {name}>")));
-    }
-    let known: Vec<&str> = orch_workflow::builtin_names().collect();
-    Err(CliError::Usage(format!(
-        "no workflow {name:?}: not a file, not in ./workflows/, and not built in ({})",
-        known.join(", ")
-    )))
-}
-
-fn read(path: &Path) -> Result<String, CliError> {
-    use std::io::Read;
-    let cannot =
-        |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
-    let mut file = std::fs::File::open(path).map_err(cannot)?;
-    // The size cap names the file's real size, not what a capped read got
-    // (and a cut in the middle of a character is no UTF-8 error).
-    let size = file.metadata().map_err(cannot)?.len();
-    orch_workflow::check_file_size(size, &path.display().to_string())
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let mut bytes = Vec::new();
-    (&mut file)
-        .take(MAX_READ)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > size {
-        // It grew while being read: what was read is judged.
-        orch_workflow::check_file_size(bytes.len() as u64, &path.display().to_string())
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        CliError::Usage(format!(
-            "{}: not UTF-8 (invalid byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
-    })
-}
-
-/// Reads and loads a workflow; errors name file, line and column (exit 2).
-pub(crate) fn load(name: &str) -> Result<(Workflow, String), CliError> {
-    let (text, origin) = source_of(name)?;
-    let wf = orch_workflow::load(&text, &origin).map_err(|e| CliError::Usage(e.to_string()))?;
-    Ok((wf, origin))
-}
-
 fn list() -> Result<Exit, CliError> {
-    let mut rows: Vec<(String, String, String)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("workflows") {
-        let mut files: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        files.sort();
-        for path in files {
-            let origin = path.display().to_string();
-            let description = match read(&path).and_then(|t| {
-                orch_workflow::load(&t, &origin).map_err(|e| CliError::Usage(e.to_string()))
-            }) {
-                Ok(wf) => wf.description,
-                Err(e) => format!("(invalid: {e})"),
-            };
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            rows.push((name, origin, description));
-        }
-    }
-    for name in orch_workflow::builtin_names() {
-        if rows.iter().any(|(n, _, _)| n == name) {
-            continue;
-        }
-        let description = orch_workflow::builtin(name)
-            .and_then(|t| orch_workflow::load(t, name).ok())
-            .map(|wf| wf.description)
-            .unwrap_or_default();
-        rows.push((name.to_owned(), "built in".to_owned(), description));
-    }
-    let rows: Vec<[String; 3]> = rows
+    let rows: Vec<[String; 3]> = app::workflow::list()
         .iter()
-        .map(|(n, f, d)| [n, f, d].map(|v| out::one_line(v).into_owned()))
+        .map(|r| [&r.name, &r.from, &r.description].map(|v| out::one_line(v).into_owned()))
         .collect();
     let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
     let (w_name, w_from) = (width(0).max(4), width(1).max(4));
@@ -186,7 +98,6 @@ fn list() -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
-/// `--input k=v` pairs; a key given twice is an error.
 pub(crate) fn parse_inputs(pairs: &[String]) -> Result<BTreeMap<String, String>, CliError> {
     let mut inputs = BTreeMap::new();
     for pair in pairs {
@@ -211,16 +122,25 @@ fn validate(
     caller: Option<&str>,
     pairs: &[String],
 ) -> Result<Exit, CliError> {
-    let (wf, origin) = load(name)?;
-    let mut checked = "file";
-    if let Some(caller) = caller {
-        let setup = Setup::load(global)?;
-        let registry = setup.registry()?;
-        let inputs = parse_inputs(pairs)?;
-        orch_workflow::check_run(&wf, &registry.ids(), &setup.config.acl, caller, &inputs)
-            .map_err(report)?;
-        checked = "file, agents, ACL and inputs";
-    }
+    let (wf, origin, checked) = match caller {
+        Some(caller) => {
+            let request = RunRequest {
+                workflow: name.to_owned(),
+                inputs: parse_inputs(pairs)?,
+                caller: caller.to_owned(),
+            };
+            let checked = app::workflow::check(&Setup::load(global)?, request)?;
+            (
+                checked.loaded.workflow,
+                checked.loaded.origin,
+                "file, agents, ACL and inputs",
+            )
+        }
+        None => {
+            let loaded = app::workflow::load(name)?;
+            (loaded.workflow, loaded.origin, "file")
+        }
+    };
     out::print(&format!(
         "{}: valid ({checked}): {} steps, {} can run in parallel at most\n",
         out::one_line(&origin),
@@ -231,22 +151,6 @@ fn validate(
         out::note(&format!("warning: {w}"));
     }
     Ok(Exit::Ok)
-}
-
-/// Every error of a run check, one per line; exit 3 when all are ACL
-/// denials, else 2.
-pub(crate) fn report(errors: Vec<WorkflowError>) -> CliError {
-    let all_denied = errors.iter().all(WorkflowError::is_denied);
-    let text = errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
-    if all_denied {
-        CliError::Denied(format!("denied: {text}"))
-    } else {
-        CliError::Usage(text)
-    }
 }
 
 pub(crate) fn target(step: &orch_workflow::Step) -> String {
@@ -306,7 +210,7 @@ fn describe(wf: &Workflow, origin: &str) -> String {
         }
         line.push_str(&format!(
             "  timeout {}, retries {}",
-            crate::args::format_duration(wf.timeout_of(step)),
+            crate::front::cli::args::format_duration(wf.timeout_of(step)),
             wf.retries_of(step)
         ));
         if let Some(gate) = &step.gate {

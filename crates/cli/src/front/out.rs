@@ -16,7 +16,7 @@ use orch_support::text;
 /// `terminal`).
 pub(crate) use orch_support::text::{one_line, terminal};
 
-use crate::exit::CliError;
+use crate::app::error::CliError;
 
 /// Writes human text to stdout in one go, hazardous characters made
 /// visible.

@@ -2,9 +2,9 @@
 
 use orch_registry::AgentInfo;
 
-use crate::args::{GlobalArgs, RegistryCmd};
-use crate::exit::{CliError, Exit};
-use crate::out;
+use crate::app::error::{CliError, Exit};
+use crate::front::cli::args::{GlobalArgs, RegistryCmd};
+use crate::front::out;
 use crate::wiring::Setup;
 
 pub(crate) fn run(global: &GlobalArgs, cmd: RegistryCmd) -> Result<Exit, CliError> {

@@ -4,9 +4,9 @@ use orch_acl::{Grant, Policy};
 
 use crate::wiring::Setup;
 
-use crate::args::{AclCmd, GlobalArgs};
-use crate::exit::{CliError, Exit};
-use crate::out;
+use crate::app::error::{CliError, Exit};
+use crate::front::cli::args::{AclCmd, GlobalArgs};
+use crate::front::out;
 
 pub(crate) fn run(global: &GlobalArgs, cmd: AclCmd) -> Result<Exit, CliError> {
     let policy = Setup::load(global)?.config.acl;

@@ -2,129 +2,65 @@
 
 use std::time::Duration;
 
-use orch_delegate::orch_handoff::RunId;
-use orch_delegate::{
-    DelegateError, Delegator, End, Outcome, OutcomeStatus, Request, TransportError,
-};
+use orch_delegate::{End, Outcome, OutcomeStatus};
 
-use crate::args::{DelegateArgs, GlobalArgs};
-use crate::cmd::handoff::{block_row, render_details, row};
-use crate::cmd::{context, route};
-use crate::exit::{CliError, Exit};
-use crate::out;
+use crate::app::delegate::{DelegateRequest, Delegating};
+
+use crate::app::error::{CliError, Exit};
+use crate::front::cli::args::{DelegateArgs, GlobalArgs};
+use crate::front::cli::handoff::{block_row, render_details, row};
+use crate::front::cli::route;
+use crate::front::out;
 use crate::wiring::Setup;
 
 pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit, CliError> {
-    let mut setup = Setup::load(global)?;
-    let registry = setup.registry()?;
-    // A store operation (a NATS cluster electing a leader) may keep trying
-    // for as long as the delegation may take (at least 5 s), not for a
-    // fixed time.
-    setup.config.store.nats.request_timeout.0 = args
-        .timeout
-        .unwrap_or(setup.config.delegation.timeout.0)
-        .max(Duration::from_secs(5));
-    let store = setup.open_store().await?;
+    let setup = Setup::load(global)?;
     // Each retry is shown as it happens: a delegation may retry for as long
     // as its deadline allows (a gateway restarting).
-    let delegator = setup.delegator(store, &registry)?.with_observer(|event| {
+    let delegating = Delegating::open(setup, args.timeout, |event| {
         out::note(&format!("retry: {}", out::one_line(&event.to_string())));
-    });
+    })
+    .await?;
     let task = if args.task == "-" {
-        read_stdin_task(&delegator, &args.agent)?
+        read_stdin_task(delegating.task_limit(&args.agent))?
     } else {
         args.task.clone()
     };
-    if task.trim().is_empty() {
-        return Err(CliError::Usage("the task is empty".into()));
+    let request = DelegateRequest {
+        agent: args.agent,
+        task,
+        caller: args.caller,
+        timeout: args.timeout,
+        parent: args.parent,
+        validate: args.validate,
+        validator: args.validator,
+        channel_context: args.channel_context,
+        channel_messages: args.channel_messages,
+    };
+    let routing = delegating.route(&request)?;
+    if let Some(routing) = &routing {
+        out::note(&route::explain_choice(routing));
     }
-    // `auto`: the router picks among the agents the caller may use (unless
-    // an agent is really called "auto").
-    let routing = if args.agent == "auto" && registry.get("auto").is_none() {
-        let routing = route::route(&registry, &setup.config.acl, &task, &args.caller)?;
-        if routing.best.is_none() {
-            return Err(CliError::Usage(format!(
-                "no agent {} may delegate to matches this task (allowed: {}); name the agent instead of `auto`",
-                args.caller,
-                routing.allowed.join(", ")
-            )));
-        }
-        out::note(&route::explain_choice(&routing));
-        Some(routing)
+    let delegation =
+        super::with_ctrl_c(|cancel| async move { delegating.run(request, routing, &cancel).await })
+            .await?;
+    if args.json {
+        out::print_json(&delegation)?;
     } else {
-        None
-    };
-    let agent = routing
-        .as_ref()
-        .and_then(|r| r.best.clone())
-        .unwrap_or_else(|| args.agent.clone());
-    let context = match &args.channel_context {
-        Some(channel) => {
-            Some(context::channel_context(&setup, &registry, channel, args.channel_messages).await?)
-        }
-        None => None,
-    };
-    let mut request = Request::new(&agent, task, &args.caller);
-    request.context = context;
-    request.timeout = args.timeout.unwrap_or(setup.config.delegation.timeout.0);
-    request.parent = args
-        .parent
-        .as_deref()
-        .filter(|p| !p.is_empty())
-        .map(|p| RunId::new(p).map_err(|e| CliError::Usage(format!("--parent {p:?}: {e}"))))
-        .transpose()?;
-    request.validate = args.validate || args.validator.is_some();
-    request.validator = args.validator.clone();
-
-    let result =
-        super::with_ctrl_c(|cancel| async move { delegator.delegate(request, &cancel).await })
-            .await;
-    match result {
-        Ok(outcome) => {
-            if args.json {
-                let mut value = serde_json::to_value(&outcome)
-                    .map_err(|e| CliError::Internal(format!("serializing the outcome: {e}")))?;
-                if let (Some(routing), Some(map)) = (&routing, value.as_object_mut()) {
-                    let routing = serde_json::to_value(routing)
-                        .map_err(|e| CliError::Internal(format!("serializing the routing: {e}")))?;
-                    map.insert("routing".into(), routing);
-                }
-                out::print_json(&value)?;
-            } else {
-                out::print(&render(&outcome))?;
-            }
-            Ok(exit_for(outcome.status()))
-        }
-        Err(e) => Err(map_error(e)),
+        out::print(&render(&delegation.outcome))?;
     }
+    Ok(exit_for(delegation.outcome.status()))
 }
 
 /// How far past the limit an over-size task on stdin is counted (without
 /// being kept) to report its size; beyond this it is "more than".
 const MAX_COUNTED_STDIN: u64 = 1 << 30;
 
-/// Reads the whole task from stdin, keeping at most the task limit of
-/// `agent`'s transport (for `auto` or an unknown agent, the largest of
-/// every agent's): a task over it is refused with its real size, counted
-/// without being kept.
-fn read_stdin_task(delegator: &Delegator, agent: &str) -> Result<String, CliError> {
+/// Reads the whole task from stdin, keeping at most `limit` bytes (the
+/// task limit of `whose` transport): a task over it is refused with its
+/// real size, counted without being kept.
+fn read_stdin_task((limit, whose): (u64, String)) -> Result<String, CliError> {
     use std::io::Read;
-    let (limit, whose) = match delegator.transport_of(agent) {
-        Some(t) => (
-            t.max_task_bytes(),
-            format!("{agent}'s {} transport", t.name()),
-        ),
-        None => (
-            delegator
-                .agent_ids()
-                .iter()
-                .filter_map(|id| delegator.transport_of(id))
-                .map(|t| t.max_task_bytes())
-                .max()
-                .unwrap_or(orch_delegate::DEFAULT_MAX_TASK_BYTES),
-            "every agent's transport".to_owned(),
-        ),
-    };
     let failed =
         |e: std::io::Error| CliError::Usage(format!("cannot read the task from stdin: {e}"));
     let mut stdin = std::io::stdin().lock();
@@ -164,26 +100,6 @@ pub(crate) fn exit_for(status: OutcomeStatus) -> Exit {
         OutcomeStatus::Blocked => Exit::Blocked,
         OutcomeStatus::Failed => Exit::Failed,
         OutcomeStatus::TimedOut => Exit::TimedOut,
-    }
-}
-
-/// Maps a delegation error to the CLI's error (and so its exit code).
-pub(crate) fn map_error(e: DelegateError) -> CliError {
-    match &e {
-        DelegateError::UnknownAgent { .. }
-        | DelegateError::Usage { .. }
-        | DelegateError::TooLarge { .. } => CliError::Usage(e.to_string()),
-        DelegateError::Denied(_) => CliError::Denied(format!("denied: {e}")),
-        // An incomplete transport configuration is a config error, and a
-        // request the transport finds too large is bad input: exit 2, as
-        // no retry can help.
-        DelegateError::Transport {
-            source: TransportError::Config { .. } | TransportError::TooLarge { .. },
-            ..
-        } => CliError::Usage(e.to_string()),
-        DelegateError::Transport { .. } => CliError::Transport(e.to_string()),
-        DelegateError::Cancelled { .. } => CliError::Cancelled(e.to_string()),
-        _ => CliError::Internal(e.to_string()),
     }
 }
 
@@ -276,8 +192,8 @@ pub(crate) fn render(o: &Outcome) -> String {
 mod tests {
     use std::time::Duration;
 
-    use orch_delegate::orch_handoff::{HandoffError, Scope};
-    use orch_delegate::{Timings, Unacknowledged};
+    use orch_delegate::orch_handoff::{HandoffError, RunId, Scope};
+    use orch_delegate::{Timings, TransportError, Unacknowledged};
 
     use super::*;
 

@@ -1,34 +1,23 @@
 //! `orch metrics [text|json|prom]`: scan the store, print the report.
 
-use orch_metrics::{Mode, Options, Report, TextOptions};
+use orch_metrics::{Report, TextOptions};
 
-use crate::args::{GlobalArgs, MetricsArgs, MetricsFormat};
-use crate::exit::{CliError, Exit};
-use crate::out;
+use crate::app;
+use crate::app::metrics::MetricsRequest;
+
+use crate::app::error::{CliError, Exit};
+use crate::front::cli::args::{GlobalArgs, MetricsArgs, MetricsFormat};
+use crate::front::out;
 use crate::wiring::Setup;
 
 pub(crate) async fn run(global: &GlobalArgs, args: MetricsArgs) -> Result<Exit, CliError> {
-    let setup = Setup::load(global)?;
-    let store = setup.open_store().await?;
-    // Whole seconds: the report says "until 2026-11-25T14:18:17Z".
-    let now = jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now());
-    let options = Options {
-        mode: if args.rescan {
-            Mode::Rescan
-        } else {
-            Mode::Ledger
-        },
-        since: args.since.map(|s| s.resolve(now)),
+    let request = MetricsRequest {
+        since: args.since,
         agents: args.agents,
         workflows: args.workflows,
-        now,
-        threads: 0,
+        rescan: args.rescan,
     };
-    let report = orch_metrics::scan(store, &options)
-        .await
-        .map_err(|e| CliError::Internal(e.to_string()))?;
+    let report = app::metrics::report(&Setup::load(global)?, request).await?;
     match args.format {
         MetricsFormat::Text => {
             let colour = out::stdout_colour();

@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::args::{ConfigCmd, GlobalArgs};
+use crate::app::error::{CliError, Exit};
 use crate::config::{EXAMPLE_YAML, StoreKind, TransportRef, TransportSpec};
-use crate::exit::{CliError, Exit};
-use crate::out;
+use crate::front::cli::args::{ConfigCmd, GlobalArgs};
+use crate::front::out;
 use crate::wiring::Setup;
 
 pub(crate) fn run(global: &GlobalArgs, cmd: ConfigCmd) -> Result<Exit, CliError> {

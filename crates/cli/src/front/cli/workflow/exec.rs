@@ -7,18 +7,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_acl::Policy;
 use orch_handoff::RunId;
 use orch_registry::Registry;
 use orch_workflow::{
-    ApprovalDecision, Approver, ContextSource, ExecError, Executor, Preview, PreviewStep, Progress,
-    ProgressEvent, RunOptions, RunStatus, RunSummary, StepOutput, StepRouter,
+    ApprovalDecision, Approver, Executor, Preview, PreviewStep, Progress, ProgressEvent, RunStatus,
+    RunSummary, StepOutput,
 };
 
-use super::{load, parse_inputs, report, source_of};
-use crate::args::{GlobalArgs, WorkflowRunArgs, format_duration};
-use crate::exit::{CliError, Exit};
-use crate::out;
+use super::parse_inputs;
+use crate::app;
+use crate::app::error::{CliError, Exit};
+use crate::app::workflow::RunRequest;
+use crate::front::cli::args::{GlobalArgs, WorkflowRunArgs, format_duration};
+use crate::front::out;
 use crate::wiring::Setup;
 
 /// Exit code of a run paused at an approval gate (not a DESIGN §5 code:
@@ -46,47 +47,17 @@ fn word<T: serde::Serialize>(v: T) -> String {
         .unwrap_or_default()
 }
 
-fn map_exec(e: ExecError) -> CliError {
-    match e {
-        ExecError::NotFound { .. }
-        | ExecError::Usage(_)
-        | ExecError::Workflow(_)
-        | ExecError::Refused(_) => CliError::Usage(e.to_string()),
-        _ => CliError::Internal(e.to_string()),
-    }
-}
-
-fn run_id(id: &str) -> Result<RunId, CliError> {
-    RunId::new(id).map_err(|e| CliError::Usage(format!("workflow run {id:?}: {e}")))
-}
-
 /// `orch workflow <NAME> …` / `orch workflow run <NAME> …`.
 pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<ExitCode, CliError> {
-    let (text, _) = source_of(&args.workflow)?;
-    let (wf, _) = load(&args.workflow)?;
+    let request = RunRequest {
+        workflow: args.workflow.clone(),
+        inputs: parse_inputs(&args.inputs)?,
+        caller: args.caller.clone(),
+    };
     let setup = Setup::load(global)?;
-    let registry = setup.registry()?;
-    let inputs = parse_inputs(&args.inputs)?;
-    let resolved = orch_workflow::check_run(
-        &wf,
-        &registry.ids(),
-        &setup.config.acl,
-        &args.caller,
-        &inputs,
-    )
-    .map_err(report)?;
+    let checked = app::workflow::check(&setup, request)?;
     if args.dry_run {
-        // The limits are the transports' to say: asked of the Delegator,
-        // which sends nothing here.
-        let store = setup.open_store().await?;
-        let delegator = setup.delegator(store, &registry)?;
-        orch_workflow::check_task_sizes(&wf, &resolved, &delegator, &args.caller)
-            .map_err(report)?;
-        let router = AclRouter {
-            registry: Arc::new(registry),
-            policy: setup.config.acl.clone(),
-        };
-        let preview = Preview::build(&wf, &resolved, &args.caller, &router);
+        let preview = app::workflow::preview(&setup, checked).await?;
         if args.json {
             out::print_json(&preview)?;
         } else {
@@ -95,26 +66,19 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<Ex
         return Ok(Exit::Ok.into());
     }
     let interactive = !args.non_interactive && std::io::stdin().is_terminal();
+    let wf = &checked.loaded.workflow;
     let steps: Vec<String> = wf.steps.iter().map(|s| s.id.clone()).collect();
     // The run id is chosen here so the live view can place each dispatch
     // retry beside the step whose attempt it is.
     let run_id = RunId::generate_workflow(&wf.name);
+    let registry = checked.registry.clone();
     let (executor, view) = executor(setup, registry, interactive, &steps, &run_id).await?;
-    executor
-        .check_task_sizes(&wf, &resolved, &args.caller)
-        .map_err(report)?;
-    let opts = RunOptions {
-        caller: args.caller.clone(),
-        inputs: resolved,
-        run_id: Some(run_id),
-    };
-    let summary =
-        crate::cmd::with_ctrl_c(
-            |cancel| async move { executor.run(&wf, &text, opts, &cancel).await },
-        )
-        .await;
+    let summary = crate::front::cli::with_ctrl_c(|cancel| async move {
+        app::workflow::run(&executor, checked, run_id, &cancel).await
+    })
+    .await;
     view.end();
-    finish(&summary.map_err(map_exec)?, args.json)
+    finish(&summary?, args.json)
 }
 
 /// `orch workflow resume <RUN> [--retry-failed]`.
@@ -125,28 +89,19 @@ pub(crate) async fn resume(
     non_interactive: bool,
     json: bool,
 ) -> Result<ExitCode, CliError> {
-    let id = run_id(id)?;
+    let id = app::workflow::run_id(id)?;
     let setup = Setup::load(global)?;
     let registry = setup.registry()?;
     let interactive = !non_interactive && std::io::stdin().is_terminal();
     // The steps in the workflow's order, for the live view.
-    let steps: Vec<String> = match setup.open_store().await {
-        Ok(store) => match orch_workflow::read_summary(&*store, &id).await {
-            Ok(s) => orch_workflow::load(&s.source, &s.origin)
-                .map(|wf| wf.steps.iter().map(|st| st.id.clone()).collect())
-                .unwrap_or_default(),
-            Err(e) => return Err(map_exec(e)),
-        },
-        Err(e) => return Err(e),
-    };
+    let steps = app::workflow::steps_of(&setup, &id).await?;
     let (executor, view) = executor(setup, registry, interactive, &steps, &id).await?;
-    let summary =
-        crate::cmd::with_ctrl_c(
-            |cancel| async move { executor.resume_with(&id, opts, &cancel).await },
-        )
-        .await;
+    let summary = crate::front::cli::with_ctrl_c(|cancel| async move {
+        app::workflow::resume(&executor, &id, opts, &cancel).await
+    })
+    .await;
     view.end();
-    finish(&summary.map_err(map_exec)?, json)
+    finish(&summary?, json)
 }
 
 /// `orch workflow approve <RUN> <STEP> [--reject --reason R]`.
@@ -157,9 +112,8 @@ pub(crate) async fn approve(
     reject: bool,
     reason: Option<String>,
 ) -> Result<ExitCode, CliError> {
-    let id = run_id(id)?;
+    let id = app::workflow::run_id(id)?;
     let setup = Setup::load(global)?;
-    let store = setup.open_store().await?;
     let decision = if reject {
         ApprovalDecision::Reject {
             reason: reason.unwrap_or_else(|| "rejected without a reason".into()),
@@ -167,9 +121,7 @@ pub(crate) async fn approve(
     } else {
         ApprovalDecision::Approve
     };
-    orch_workflow::approve(&*store, &id, step, decision)
-        .await
-        .map_err(map_exec)?;
+    app::workflow::approve(&setup, &id, step, decision).await?;
     out::print(&format!(
         "{} step `{step}` of {id}; run `orch workflow resume {id}` to continue\n",
         if reject { "rejected" } else { "approved" }
@@ -179,32 +131,9 @@ pub(crate) async fn approve(
 
 /// `orch workflow runs`.
 pub(crate) async fn runs(global: &GlobalArgs, json: bool) -> Result<ExitCode, CliError> {
-    let setup = Setup::load(global)?;
-    let store = setup.open_store().await?;
-    let ids = store.list_workflow_runs().await?;
-    let mut summaries = Vec::new();
-    for id in ids {
-        match orch_workflow::read_summary(&*store, &id).await {
-            Ok(s) => summaries.push(s),
-            Err(e) => tracing::warn!("skipping workflow run {id}: {e}"),
-        }
-    }
-    summaries.sort_by(|a, b| a.started.cmp(&b.started).then(a.run_id.cmp(&b.run_id)));
+    let summaries = app::workflow::runs(&Setup::load(global)?).await?;
     if json {
-        let rows: Vec<serde_json::Value> = summaries
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "runId": s.run_id,
-                    "workflow": s.workflow,
-                    "status": s.status,
-                    "caller": s.caller,
-                    "started": s.started,
-                    "finished": s.finished,
-                })
-            })
-            .collect();
-        out::print_json(&rows)?;
+        out::print_json(&summaries)?;
         return Ok(Exit::Ok.into());
     }
     if summaries.is_empty() {
@@ -246,12 +175,8 @@ pub(crate) async fn status(
     id: &str,
     json: bool,
 ) -> Result<ExitCode, CliError> {
-    let id = run_id(id)?;
-    let setup = Setup::load(global)?;
-    let store = setup.open_store().await?;
-    let summary = orch_workflow::read_summary(&*store, &id)
-        .await
-        .map_err(map_exec)?;
+    let id = app::workflow::run_id(id)?;
+    let summary = app::workflow::status(&Setup::load(global)?, &id).await?;
     if json {
         out::print_json(&summary)?;
     } else {
@@ -369,10 +294,10 @@ fn width(s: &str) -> usize {
     s.chars().count()
 }
 
-/// The executor of workflow run `run` with its seams: BM25 routing within
-/// the ACL, Discord channel context, progress (a live view on a terminal,
-/// else lines on stderr; dispatch retries beside their step), and
-/// (interactive) a terminal approver.
+/// The application's executor of workflow run `run` with this front
+/// end's seams: progress (a live view on a terminal, else lines on
+/// stderr; dispatch retries beside their step) and (interactive) a
+/// terminal approver.
 async fn executor(
     setup: Setup,
     registry: Registry,
@@ -380,7 +305,6 @@ async fn executor(
     steps: &[String],
     run: &RunId,
 ) -> Result<(Executor, View), CliError> {
-    let store = setup.open_store().await?;
     let bars = std::io::stderr()
         .is_terminal()
         .then(|| Arc::new(Bars::new(steps)));
@@ -389,22 +313,8 @@ async fn executor(
         steps: steps.to_vec(),
         bars: bars.clone(),
     };
-    let delegator = Arc::new(
-        setup
-            .delegator(store, &registry)?
-            .with_observer(move |event| retries.show(event)),
-    );
-    let setup = Arc::new(setup);
-    let registry = Arc::new(registry);
-    let mut exec = Executor::new(delegator)
-        .with_router(Arc::new(AclRouter {
-            registry: Arc::clone(&registry),
-            policy: setup.config.acl.clone(),
-        }))
-        .with_context_source(Arc::new(Channels {
-            setup: Arc::clone(&setup),
-            registry,
-        }));
+    let mut exec =
+        app::workflow::executor(setup, registry, move |event| retries.show(event)).await?;
     let view = match bars {
         Some(bars) => {
             exec = exec.with_progress(Arc::clone(&bars) as Arc<dyn Progress>);
@@ -620,40 +530,6 @@ fn event_text(e: &ProgressEvent) -> (&str, String) {
     }
 }
 
-/// `route: auto`: the best BM25 match among the agents the caller may use.
-struct AclRouter {
-    registry: Arc<Registry>,
-    policy: Policy,
-}
-
-impl StepRouter for AclRouter {
-    fn route(&self, task: &str, caller: &str) -> Option<String> {
-        best_route(&self.registry, &self.policy, task, caller)
-    }
-}
-
-/// The agent `orch route` would pick (the same ACL-filtered ranking).
-fn best_route(registry: &Registry, policy: &Policy, task: &str, caller: &str) -> Option<String> {
-    crate::cmd::route::route(registry, policy, task, caller)
-        .ok()
-        .and_then(|r| r.best)
-}
-
-/// `context:`: a Discord channel's recent messages.
-struct Channels {
-    setup: Arc<Setup>,
-    registry: Arc<Registry>,
-}
-
-#[async_trait::async_trait]
-impl ContextSource for Channels {
-    async fn fetch(&self, channel: &str, messages: usize) -> Result<String, String> {
-        crate::cmd::context::channel_context(&self.setup, &self.registry, channel, messages)
-            .await
-            .map_err(|e| e.to_string())
-    }
-}
-
 /// One line per event on stderr: `[12:03:04] research started (webster, attempt 1)`.
 struct Lines;
 
@@ -833,7 +709,10 @@ fn render_preview_step(text: &mut String, step: &PreviewStep) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use orch_acl::Policy;
+
     use super::*;
+    use crate::app::route::AclRouter;
 
     #[test]
     fn exit_codes_by_run_status() {

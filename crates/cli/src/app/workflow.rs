@@ -1,0 +1,375 @@
+//! Workflows: finding and loading one, checking it for a caller, previewing
+//! (dry run), running, resuming and approving runs, and reading them back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use orch_delegate::DelegationEvent;
+use orch_handoff::RunId;
+use orch_registry::Registry;
+use orch_workflow::{
+    ApprovalDecision, ExecError, Executor, Preview, ResolvedInputs, ResumeOptions, RunOptions,
+    RunStatus, RunSummary, Workflow, WorkflowError,
+};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::context::Channels;
+use crate::app::error::CliError;
+use crate::app::route::AclRouter;
+use crate::wiring::Setup;
+
+/// Largest workflow file read.
+const MAX_READ: u64 = 2 * 1024 * 1024;
+
+/// The text of workflow `name` (a file, `./workflows/<name>.yaml`, or a
+/// built-in) and where it came from.
+pub(crate) fn source_of(name: &str) -> Result<(String, String), CliError> {
+    let path = PathBuf::from(name);
+    let local = Path::new("workflows").join(format!("{name}.yaml"));
+    for candidate in [&path, &local] {
+        if candidate.is_file() {
+            return read(candidate).map(|text| (text, candidate.display().to_string()));
+        }
+    }
+    if let Some(text) = orch_workflow::builtin(name) {
+        return Ok((text.to_owned(), format!("<built-in {name}>")));
+    }
+    let known: Vec<&str> = orch_workflow::builtin_names().collect();
+    Err(CliError::Usage(format!(
+        "no workflow {name:?}: not a file, not in ./workflows/, and not built in ({})",
+        known.join(", ")
+    )))
+}
+
+fn read(path: &Path) -> Result<String, CliError> {
+    use std::io::Read;
+    let cannot =
+        |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    // The size cap names the file's real size, not what a capped read got
+    // (and a cut in the middle of a character is no UTF-8 error).
+    let size = file.metadata().map_err(cannot)?.len();
+    orch_workflow::check_file_size(size, &path.display().to_string())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(MAX_READ)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > size {
+        // It grew while being read: what was read is judged.
+        orch_workflow::check_file_size(bytes.len() as u64, &path.display().to_string())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        CliError::Usage(format!(
+            "{}: not UTF-8 (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// A loaded workflow, its text (stored with the run, so resume never
+/// depends on the file) and its origin.
+pub(crate) struct Loaded {
+    pub(crate) workflow: Workflow,
+    pub(crate) text: String,
+    pub(crate) origin: String,
+}
+
+/// Finds and loads workflow `name` (syntax, shape and meaning within the
+/// file).
+pub(crate) fn load(name: &str) -> Result<Loaded, CliError> {
+    let (text, origin) = source_of(name)?;
+    let workflow =
+        orch_workflow::load(&text, &origin).map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(Loaded {
+        workflow,
+        text,
+        origin,
+    })
+}
+
+/// One workflow a caller can run.
+#[derive(Debug, Serialize)]
+pub(crate) struct Listed {
+    pub(crate) name: String,
+    /// The file, or `built in`.
+    pub(crate) from: String,
+    /// Its description, or why it does not load.
+    pub(crate) description: String,
+}
+
+/// The workflows in `./workflows/` and the built-in ones a file of the same
+/// name does not shadow.
+pub(crate) fn list() -> Vec<Listed> {
+    let mut rows: Vec<Listed> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("workflows") {
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let origin = path.display().to_string();
+            let description = match read(&path).and_then(|t| {
+                orch_workflow::load(&t, &origin).map_err(|e| CliError::Usage(e.to_string()))
+            }) {
+                Ok(wf) => wf.description,
+                Err(e) => format!("(invalid: {e})"),
+            };
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            rows.push(Listed {
+                name,
+                from: origin,
+                description,
+            });
+        }
+    }
+    for name in orch_workflow::builtin_names() {
+        if rows.iter().any(|r| r.name == name) {
+            continue;
+        }
+        let description = orch_workflow::builtin(name)
+            .and_then(|t| orch_workflow::load(t, name).ok())
+            .map(|wf| wf.description)
+            .unwrap_or_default();
+        rows.push(Listed {
+            name: name.to_owned(),
+            from: "built in".to_owned(),
+            description,
+        });
+    }
+    rows
+}
+
+/// Every error of a workflow check as one application error: denied when
+/// every one is an ACL denial, else a usage error.
+pub(crate) fn report(errors: Vec<WorkflowError>) -> CliError {
+    let all_denied = errors.iter().all(WorkflowError::is_denied);
+    let text = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if all_denied {
+        CliError::Denied(format!("denied: {text}"))
+    } else {
+        CliError::Usage(text)
+    }
+}
+
+/// Maps an executor error to the application's error.
+pub(crate) fn map_exec(e: ExecError) -> CliError {
+    match e {
+        ExecError::NotFound { .. }
+        | ExecError::Usage(_)
+        | ExecError::Workflow(_)
+        | ExecError::Refused(_) => CliError::Usage(e.to_string()),
+        _ => CliError::Internal(e.to_string()),
+    }
+}
+
+/// A workflow run id as given by a user.
+pub(crate) fn run_id(id: &str) -> Result<RunId, CliError> {
+    RunId::new(id).map_err(|e| CliError::Usage(format!("workflow run {id:?}: {e}")))
+}
+
+/// A run to start: which workflow, its inputs, on whose behalf.
+#[derive(Clone, Debug)]
+pub(crate) struct RunRequest {
+    pub(crate) workflow: String,
+    pub(crate) inputs: BTreeMap<String, String>,
+    pub(crate) caller: String,
+}
+
+/// A workflow checked for a caller (agents, ACL, inputs), ready to preview
+/// or run.
+pub(crate) struct Checked {
+    pub(crate) loaded: Loaded,
+    /// The inputs with defaults filled in.
+    pub(crate) inputs: ResolvedInputs,
+    pub(crate) caller: String,
+    pub(crate) registry: Registry,
+}
+
+/// Loads the request's workflow and checks it for its caller: every error,
+/// not the first.
+pub(crate) fn check(setup: &Setup, request: RunRequest) -> Result<Checked, CliError> {
+    let loaded = load(&request.workflow)?;
+    let registry = setup.registry()?;
+    let inputs = orch_workflow::check_run(
+        &loaded.workflow,
+        &registry.ids(),
+        &setup.config.acl,
+        &request.caller,
+        &request.inputs,
+    )
+    .map_err(report)?;
+    Ok(Checked {
+        loaded,
+        inputs,
+        caller: request.caller,
+        registry,
+    })
+}
+
+/// What a run would do (the dry run): nothing is sent. The task sizes are
+/// checked against the transports' limits (asked of the Delegator, which
+/// sends nothing here).
+pub(crate) async fn preview(setup: &Setup, checked: Checked) -> Result<Preview, CliError> {
+    let store = setup.open_store().await?;
+    let delegator = setup.delegator(store, &checked.registry)?;
+    let wf = &checked.loaded.workflow;
+    orch_workflow::check_task_sizes(wf, &checked.inputs, &delegator, &checked.caller)
+        .map_err(report)?;
+    let router = AclRouter {
+        registry: Arc::new(checked.registry),
+        policy: setup.config.acl.clone(),
+    };
+    Ok(Preview::build(
+        wf,
+        &checked.inputs,
+        &checked.caller,
+        &router,
+    ))
+}
+
+/// The executor over the configured store and agents, with BM25 routing
+/// within the ACL and Discord channel context; `observer` hears the
+/// Delegator's dispatch retries. A front end adds its progress view and
+/// approver.
+pub(crate) async fn executor(
+    setup: Setup,
+    registry: Registry,
+    observer: impl Fn(&DelegationEvent) + Send + Sync + 'static,
+) -> Result<Executor, CliError> {
+    let store = setup.open_store().await?;
+    let delegator = Arc::new(setup.delegator(store, &registry)?.with_observer(observer));
+    let policy = setup.config.acl.clone();
+    let setup = Arc::new(setup);
+    let registry = Arc::new(registry);
+    Ok(Executor::new(delegator)
+        .with_router(Arc::new(AclRouter {
+            registry: Arc::clone(&registry),
+            policy,
+        }))
+        .with_context_source(Arc::new(Channels { setup, registry })))
+}
+
+/// Runs a checked workflow as run `run_id` until it ends, pauses for
+/// approval, or `cancel` fires.
+pub(crate) async fn run(
+    executor: &Executor,
+    checked: Checked,
+    run_id: RunId,
+    cancel: &CancellationToken,
+) -> Result<RunSummary, CliError> {
+    let Checked {
+        loaded,
+        inputs,
+        caller,
+        ..
+    } = checked;
+    executor
+        .check_task_sizes(&loaded.workflow, &inputs, &caller)
+        .map_err(report)?;
+    let opts = RunOptions {
+        caller,
+        inputs,
+        run_id: Some(run_id),
+    };
+    executor
+        .run(&loaded.workflow, &loaded.text, opts, cancel)
+        .await
+        .map_err(map_exec)
+}
+
+/// Resumes run `id` (see [`Executor::resume_with`]).
+pub(crate) async fn resume(
+    executor: &Executor,
+    id: &RunId,
+    opts: &ResumeOptions,
+    cancel: &CancellationToken,
+) -> Result<RunSummary, CliError> {
+    executor
+        .resume_with(id, opts, cancel)
+        .await
+        .map_err(map_exec)
+}
+
+/// The step ids of stored run `id`, in the workflow's order.
+pub(crate) async fn steps_of(setup: &Setup, id: &RunId) -> Result<Vec<String>, CliError> {
+    let store = setup.open_store().await?;
+    let summary = orch_workflow::read_summary(&*store, id)
+        .await
+        .map_err(map_exec)?;
+    Ok(orch_workflow::load(&summary.source, &summary.origin)
+        .map(|wf| wf.steps.iter().map(|st| st.id.clone()).collect())
+        .unwrap_or_default())
+}
+
+/// Records a decision for a step paused at its approval gate; `resume`
+/// then carries it out.
+pub(crate) async fn approve(
+    setup: &Setup,
+    id: &RunId,
+    step: &str,
+    decision: ApprovalDecision,
+) -> Result<(), CliError> {
+    let store = setup.open_store().await?;
+    orch_workflow::approve(&*store, id, step, decision)
+        .await
+        .map_err(map_exec)
+}
+
+/// One stored run, as `orch workflow runs` lists it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RunRow {
+    pub(crate) run_id: RunId,
+    pub(crate) workflow: String,
+    pub(crate) status: RunStatus,
+    pub(crate) caller: String,
+    pub(crate) started: Timestamp,
+    pub(crate) finished: Option<Timestamp>,
+}
+
+/// Every stored run, oldest first (a summary that cannot be read is
+/// skipped with a warning).
+pub(crate) async fn runs(setup: &Setup) -> Result<Vec<RunRow>, CliError> {
+    let store = setup.open_store().await?;
+    let ids = store.list_workflow_runs().await?;
+    let mut rows = Vec::new();
+    for id in ids {
+        match orch_workflow::read_summary(&*store, &id).await {
+            Ok(s) => rows.push(RunRow {
+                run_id: s.run_id,
+                workflow: s.workflow,
+                status: s.status,
+                caller: s.caller,
+                started: s.started,
+                finished: s.finished,
+            }),
+            Err(e) => tracing::warn!("skipping workflow run {id}: {e}"),
+        }
+    }
+    rows.sort_by(|a, b| a.started.cmp(&b.started).then(a.run_id.cmp(&b.run_id)));
+    Ok(rows)
+}
+
+/// The stored summary of run `id`.
+pub(crate) async fn status(setup: &Setup, id: &RunId) -> Result<RunSummary, CliError> {
+    let store = setup.open_store().await?;
+    orch_workflow::read_summary(&*store, id)
+        .await
+        .map_err(map_exec)
+}
