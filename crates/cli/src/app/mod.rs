@@ -3,6 +3,7 @@
 //! operation takes a typed request and returns a typed, serialisable
 //! result; front ends only translate their input and render the result.
 
+pub(crate) mod acl;
 pub(crate) mod context;
 pub(crate) mod delegate;
 pub(crate) mod error;

@@ -2,6 +2,7 @@
 
 use orch_acl::{Grant, Policy};
 
+use crate::app;
 use crate::wiring::Setup;
 
 use crate::app::error::{CliError, Exit};
@@ -9,21 +10,19 @@ use crate::front::cli::args::{AclCmd, GlobalArgs};
 use crate::front::out;
 
 pub(crate) fn run(global: &GlobalArgs, cmd: AclCmd) -> Result<Exit, CliError> {
-    let policy = Setup::load(global)?.config.acl;
+    let setup = Setup::load(global)?;
     match cmd {
-        AclCmd::Check { caller, target } => match policy.check(&caller, &target) {
-            Ok(()) => {
-                out::print(&format!("allowed: {caller} may delegate to {target}\n"))?;
-                Ok(Exit::Ok)
-            }
-            Err(e) => Err(CliError::Denied(format!("denied: {e}"))),
-        },
+        AclCmd::Check { caller, target } => {
+            app::acl::check(&setup, &caller, &target)?;
+            out::print(&format!("allowed: {caller} may delegate to {target}\n"))?;
+            Ok(Exit::Ok)
+        }
         AclCmd::Show { json: true } => {
-            out::print_json(&policy)?;
+            out::print_json(app::acl::policy(&setup))?;
             Ok(Exit::Ok)
         }
         AclCmd::Show { json: false } => {
-            out::print(&render(&policy))?;
+            out::print(&render(app::acl::policy(&setup)))?;
             Ok(Exit::Ok)
         }
     }

@@ -358,7 +358,7 @@ pub(crate) struct DelegateArgs {
     #[arg(long, env = "ORCH_AGENT", hide_env_values = true, value_name = "ID")]
     pub(crate) caller: String,
     /// How long to wait for the handoff [default: delegation.timeout of the config, 120s]
-    #[arg(long, value_name = "DURATION", value_parser = crate::front::cli::args::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) timeout: Option<std::time::Duration>,
     /// Have the result checked by the agent's validator
     #[arg(long)]
@@ -515,7 +515,7 @@ pub(crate) struct WaitArgs {
     /// The run id
     pub(crate) run_id: String,
     /// How long to wait: seconds, or a duration such as 90s, 10m, 1h
-    #[arg(long, value_name = "DURATION", default_value = "120", value_parser = crate::front::cli::args::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "120", value_parser = parse_duration)]
     pub(crate) timeout: std::time::Duration,
     /// Wait under sub/ (a sub-delegation)
     #[arg(long)]
