@@ -18,27 +18,23 @@
 
 use std::fmt::Write as _;
 
-use orch_handoff::{Artifact, Handoff, RunId, Scope};
+use orch_handoff::{Artifact, Handoff, Scope};
+
+use crate::delegator::Identity;
 
 /// Everything [`task_message`] needs; borrowed, so building a message for a
 /// re-ask costs nothing but the string.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MessageInput<'a> {
-    /// The run the handoff must answer.
-    pub run_id: &'a RunId,
-    /// The agent the task goes to (the handoff's `agent`).
-    pub agent: &'a str,
-    /// Who delegates (an agent id or a human's id).
-    pub caller: &'a str,
+    /// The run: its id, agent (the handoff's `agent`), caller, scope
+    /// (`orch handoff submit --sub` for [`Scope::Sub`]) and handoff path
+    /// (for the file store, the absolute path of `<root>/[sub/]<runId>.json`,
+    /// [`orch_handoff::Handoffs::location`]).
+    pub who: &'a Identity<'a>,
     /// The task text, verbatim.
     pub task: &'a str,
     /// Already rendered context (e.g. recent channel history), if any.
     pub context: Option<&'a str>,
-    /// Where the handoff goes: for the file store, the absolute path of
-    /// `<root>/[sub/]<runId>.json` ([`orch_handoff::Handoffs::location`]).
-    pub handoff_path: &'a str,
-    /// [`Scope::Sub`] for a sub-delegation (`orch handoff submit --sub`).
-    pub scope: Scope,
     /// Extra arguments the agent must pass to `orch handoff submit` and
     /// `orch delegate` (e.g. `--handoff-dir /abs/store`).
     pub submit_args: &'a [String],
@@ -51,16 +47,14 @@ pub(crate) struct MessageInput<'a> {
 /// shape).
 pub(crate) fn task_message(input: &MessageInput<'_>) -> String {
     let MessageInput {
-        run_id,
-        agent,
-        caller,
+        who,
         task,
         context,
-        handoff_path,
-        scope,
         submit_args,
         reask,
     } = *input;
+    let (run_id, agent, caller) = (who.run_id(), who.agent, who.caller);
+    let (scope, handoff_path) = (who.scope(), who.handoff_path.as_str());
     let mut m = String::with_capacity(task.len() + context.map_or(0, str::len) + 2048);
     let kind = match scope {
         Scope::Top => "task",
@@ -317,21 +311,28 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_handoff::Status;
+    use orch_handoff::{HandoffKey, RunId, Status};
 
     fn run_id() -> RunId {
         RunId::new("orch-20261123T224500Z-3f9a1c2b").unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn input<'a>(run_id: &'a RunId, submit_args: &'a [String]) -> MessageInput<'a> {
-        MessageInput {
-            run_id,
+    /// Run [`run_id`] of webster for manager, in a file store.
+    fn who() -> Identity<'static> {
+        Identity {
+            key: HandoffKey::top(run_id()),
             agent: "webster",
             caller: "manager",
+            parent: None,
+            handoff_path: "/srv/orch/handoffs/orch-20261123T224500Z-3f9a1c2b.json".to_owned(),
+        }
+    }
+
+    fn input<'a>(who: &'a Identity<'a>, submit_args: &'a [String]) -> MessageInput<'a> {
+        MessageInput {
+            who,
             task: "Find the CTE of Zerodur between 0 and 50 °C.",
             context: None,
-            handoff_path: "/srv/orch/handoffs/orch-20261123T224500Z-3f9a1c2b.json",
-            scope: Scope::Top,
             submit_args,
             reask: None,
         }
@@ -346,8 +347,8 @@ mod tests {
 
     #[test]
     fn top_level_message() {
-        let id = run_id();
-        let m = task_message(&input(&id, &[]));
+        let who = who();
+        let m = task_message(&input(&who, &[]));
         assert_eq!(
             first_json_path(&m),
             Some("/srv/orch/handoffs/orch-20261123T224500Z-3f9a1c2b.json")
@@ -357,10 +358,10 @@ mod tests {
 
     #[test]
     fn a_store_that_is_not_a_file_asks_for_orch_handoff_submit() {
-        let id = run_id();
+        let mut who = who();
+        who.handoff_path = "nats://10.0.0.5:4222/orch/h/orch-20261123T224500Z-3f9a1c2b".to_owned();
         let args = vec!["--config".to_owned(), "/etc/orch/orch.yaml".to_owned()];
-        let mut i = input(&id, &args);
-        i.handoff_path = "nats://10.0.0.5:4222/orch/h/orch-20261123T224500Z-3f9a1c2b";
+        let mut i = input(&who, &args);
         i.reask = Some("missing required field `status`: add it to the handoff object");
         let m = task_message(&i);
         assert!(!m.contains("rename"), "no file to write: {m}");
@@ -376,15 +377,15 @@ mod tests {
 
     #[test]
     fn sub_delegation_with_context_and_submit_args() {
-        let id = run_id();
+        let mut who = who();
+        who.key = HandoffKey::sub(run_id());
+        who.caller = "tech-lead";
+        who.handoff_path = "/srv/orch/handoffs/sub/orch-20261123T224500Z-3f9a1c2b.json".to_owned();
         let args = vec![
             "--handoff-dir".to_owned(),
             "/srv/orch dir/handoffs".to_owned(),
         ];
-        let mut i = input(&id, &args);
-        i.scope = Scope::Sub;
-        i.caller = "tech-lead";
-        i.handoff_path = "/srv/orch/handoffs/sub/orch-20261123T224500Z-3f9a1c2b.json";
+        let mut i = input(&who, &args);
         i.context = Some("[2026-11-23 22:40] antoine: we need CTE numbers\n");
         i.task = "Look up /data/materials.json and report.\n\nBe brief.";
         let m = task_message(&i);
@@ -402,8 +403,8 @@ mod tests {
 
     #[test]
     fn reask_quotes_the_error() {
-        let id = run_id();
-        let mut i = input(&id, &[]);
+        let who = who();
+        let mut i = input(&who, &[]);
         i.reask = Some("missing required field `status`: add it to the handoff object");
         let m = task_message(&i);
         assert!(m.contains("    missing required field `status`"), "{m}");

@@ -41,7 +41,7 @@ pub enum DelegateError {
     /// (exit 2: no retry, now or later, can help).
     #[error(
         "dispatch to {agent} failed after {attempts} {}: {source}{}",
-        super::tries_word(*.attempts),
+        super::retry::tries_word(*.attempts),
         gave_up_suffix(.gave_up)
     )]
     Transport {
