@@ -396,8 +396,18 @@ async fn supervise(deps: &WatchDeps, health: &tokio::sync::watch::Sender<Health>
         };
         created.fetch_add(1, Ordering::Relaxed);
         backoff = Backoff::new(max_delay);
-        if failing_since.take().is_some() || !first {
+        // A watch that could not be created for a while was warned about;
+        // one replaced at once (an ordered consumer reset under load, a
+        // leader election) loses nothing and is only logged.
+        if failing_since.take().is_some() {
             tracing::warn!(
+                "NATS store watch: running again on bucket {}{}",
+                bucket.name,
+                next.map(|r| format!(" from revision {r}"))
+                    .unwrap_or_default()
+            );
+        } else if !first {
+            tracing::info!(
                 "NATS store watch: running again on bucket {}{}",
                 bucket.name,
                 next.map(|r| format!(" from revision {r}"))
@@ -434,7 +444,7 @@ async fn supervise(deps: &WatchDeps, health: &tokio::sync::watch::Sender<Health>
         waiters.set_healthy(false);
         health.send_replace(Health::Starting);
         waiters.wake_all();
-        tracing::warn!(
+        tracing::info!(
             "NATS store watch: {reason}; recreating it (waiters read their keys every {} ms meanwhile)",
             POLL_INTERVAL.as_millis()
         );
