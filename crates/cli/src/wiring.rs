@@ -15,6 +15,7 @@ use orch_delegate::transport::sim::{SimConfig, SimTransport};
 use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Secret, Transport};
 use orch_handoff::{FsStore, FsStoreConfig, HandoffStore, WatchMode};
 use orch_registry::{AgentInfo, Registry, RegistryFile};
+use orch_support::secret::read_secret;
 
 use crate::args::{GlobalArgs, WatchArg};
 use crate::config::{self, Config, Source, StoreKind, TransportRef, TransportSpec};
@@ -80,7 +81,7 @@ impl Setup {
 
     #[cfg(feature = "nats")]
     async fn open_nats_store(&self) -> Result<Store, CliError> {
-        use orch_handoff::{NatsAuth, NatsStore, NatsStoreConfig, NatsToken, StoreError};
+        use orch_handoff::{NatsAuth, NatsStore, NatsStoreConfig, StoreError};
         let store = &self.config.store;
         let n = &store.nats;
         let mut cfg = NatsStoreConfig::new(n.url.clone());
@@ -94,10 +95,10 @@ impl Setup {
         cfg.auth = match (&n.token_env, &n.token_file, &n.credentials) {
             (None, None, None) => NatsAuth::None,
             (_, _, Some(file)) => NatsAuth::CredentialsFile(file.clone()),
-            (env, file, None) => NatsAuth::Token(NatsToken::new(
+            (env, file, None) => NatsAuth::Token(
                 read_secret(env.as_deref(), file.as_deref(), "NATS token")
                     .map_err(|m| CliError::Usage(format!("config: store: {m}")))?,
-            )),
+            ),
         };
         match NatsStore::connect(cfg).await {
             Ok(s) => Ok(Arc::new(s)),
@@ -369,27 +370,5 @@ fn read_token(oc: &config::OpenClawSpec) -> Result<Secret, String> {
         oc.token_file.as_deref(),
         "hook token",
     )
-    .map(Secret::new)
-}
-
-/// Reads a secret from the environment variable (first) or the file the
-/// config names. Errors name the variable or file, never the value.
-fn read_secret(
-    env: Option<&str>,
-    file: Option<&std::path::Path>,
-    what: &str,
-) -> Result<String, String> {
-    let value = match (env, file) {
-        (Some(var), _) => {
-            std::env::var(var).map_err(|_| format!("the {what} variable {var} is not set"))?
-        }
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read the {what} file {}: {e}", file.display()))?,
-        (None, None) => return Err(format!("no {what} configured (token_env or token_file)")),
-    };
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(format!("the {what} is empty"));
-    }
-    Ok(value.to_owned())
+    .map_err(|e| e.to_string())
 }
