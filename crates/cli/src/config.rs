@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use orch_acl::Policy;
-use orch_delegate::DEFAULT_MAX_TASK_BYTES;
-use orch_delegate::transport::sim::Behaviour;
+use orch_delegate::transport::exec::ExecConfig;
+use orch_delegate::transport::openclaw::OpenClawConfig;
+use orch_delegate::transport::sim::SimConfig;
 use orch_handoff::{DEFAULT_MAX_HANDOFF_BYTES, WatchMode};
 use orch_support::url::redact_userinfo;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -500,117 +501,17 @@ impl Default for RetrySection {
     }
 }
 
-/// A transport, by kind.
+/// A transport, by kind: the transports' own settings types, whose serde
+/// shape is the `orch.yaml` keys (unknown keys refused; tokens only named).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub(crate) enum TransportSpec {
     /// The simulated fleet.
-    Sim(SimSpec),
+    Sim(SimConfig),
     /// A local command per agent.
-    Exec(ExecSpec),
+    Exec(ExecConfig),
     /// OpenClaw Gateway HTTP hooks.
-    Openclaw(OpenClawSpec),
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SimSpec {
-    /// How long a simulated agent takes to answer.
-    #[serde(default = "default_sim_delay")]
-    pub(crate) delay: Dur,
-    /// How long a `slow` one takes.
-    #[serde(default = "default_sim_slow_delay")]
-    pub(crate) slow_delay: Dur,
-    /// Scripted behaviour per agent (default: complete).
-    #[serde(default)]
-    pub(crate) agents: BTreeMap<String, Behaviour>,
-    /// Largest task message the fleet takes.
-    #[serde(default = "default_max_task_bytes")]
-    pub(crate) max_task_bytes: u64,
-}
-
-impl Default for SimSpec {
-    fn default() -> Self {
-        Self {
-            delay: default_sim_delay(),
-            slow_delay: default_sim_slow_delay(),
-            agents: BTreeMap::new(),
-            max_task_bytes: default_max_task_bytes(),
-        }
-    }
-}
-
-fn default_max_task_bytes() -> u64 {
-    DEFAULT_MAX_TASK_BYTES
-}
-
-fn default_sim_delay() -> Dur {
-    Dur(orch_delegate::transport::sim::SimConfig::default().delay)
-}
-
-fn default_sim_slow_delay() -> Dur {
-    Dur(orch_delegate::transport::sim::SimConfig::default().slow_delay)
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ExecSpec {
-    /// argv of the command (no shell).
-    pub(crate) command: Vec<String>,
-    /// Extra environment.
-    #[serde(default)]
-    pub(crate) env: BTreeMap<String, String>,
-    /// Working directory (relative: to the config file's directory).
-    #[serde(default)]
-    pub(crate) cwd: Option<PathBuf>,
-    /// Largest task message handed to the command.
-    #[serde(default = "default_max_task_bytes")]
-    pub(crate) max_task_bytes: u64,
-    /// Variables orch reads secrets from that this command may still
-    /// inherit (every other one of [`Config::secret_env_vars`] is removed).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) env_passthrough: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct OpenClawSpec {
-    /// Gateway base URL, e.g. `http://127.0.0.1:18789`.
-    pub(crate) url: String,
-    /// Hooks path.
-    #[serde(default = "default_hooks_path")]
-    pub(crate) path: String,
-    /// Environment variable that holds the hook token.
-    #[serde(default)]
-    pub(crate) token_env: Option<String>,
-    /// File that holds the hook token.
-    #[serde(default)]
-    pub(crate) token_file: Option<PathBuf>,
-    /// Ask the gateway to answer when the agent's run has ended, so a run
-    /// that ends without a handoff is noticed at once.
-    #[serde(default)]
-    pub(crate) wait_for_completion: bool,
-    /// The agent's id on the gateway, when it differs from orch's (for a
-    /// transport written inline for one agent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) agent_id: Option<String>,
-    /// Largest task message sent (the gateway's body limit is on the
-    /// JSON-encoded request).
-    #[serde(default = "default_max_task_bytes")]
-    pub(crate) max_task_bytes: u64,
-    /// How long one request waits for the gateway's answer (without
-    /// `wait_for_completion`); a gateway that never answers fails the try
-    /// after this long, and it is retried.
-    #[serde(default = "default_request_timeout")]
-    pub(crate) request_timeout: Dur,
-}
-
-fn default_request_timeout() -> Dur {
-    Dur(orch_delegate::transport::openclaw::ADMISSION_TIMEOUT)
-}
-
-fn default_hooks_path() -> String {
-    "/hooks".to_owned()
+    Openclaw(OpenClawConfig),
 }
 
 /// One agent.
@@ -891,7 +792,7 @@ fn check_transport(spec: &TransportSpec) -> Result<(), String> {
     }
     match spec {
         TransportSpec::Sim(_) => Ok(()),
-        TransportSpec::Exec(e) if e.command.is_empty() || e.command[0].is_empty() => {
+        TransportSpec::Exec(e) if e.argv.first().is_none_or(String::is_empty) => {
             Err("`command` is empty: give the program and its arguments as a list".into())
         }
         TransportSpec::Exec(e) => {
@@ -913,7 +814,7 @@ fn check_transport(spec: &TransportSpec) -> Result<(), String> {
                     redact_userinfo(&oc.url)
                 ));
             }
-            if oc.request_timeout.0.is_zero() {
+            if oc.request_timeout.is_zero() {
                 return Err("`request_timeout` must be more than 0".into());
             }
             match (&oc.token_env, &oc.token_file) {

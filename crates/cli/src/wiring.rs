@@ -5,14 +5,13 @@
 //! feature `nats`) and handed on as `Arc<dyn HandoffStore>`, so commands
 //! work the same on either.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use orch_delegate::transport::exec::{ExecConfig, ExecTransport};
-use orch_delegate::transport::openclaw::{
-    DEFAULT_MAX_BODY_BYTES, OpenClawConfig, OpenClawTransport,
-};
+use orch_delegate::transport::exec::ExecTransport;
+use orch_delegate::transport::openclaw::OpenClawTransport;
 use orch_delegate::transport::sim::{SimConfig, SimTransport};
-use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Secret, Transport};
+use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Transport};
 use orch_handoff::{FsStore, FsStoreConfig, HandoffStore, WatchMode};
 use orch_registry::{AgentInfo, Registry, RegistryFile};
 use orch_support::secret::read_secret;
@@ -201,26 +200,30 @@ impl Setup {
         let c = &self.config;
         let mut sims: std::collections::BTreeMap<String, Arc<dyn Transport>> = Default::default();
         let mut agents = Vec::new();
+        // Agents written inline in orch.yaml keep the transport the config
+        // parsed; a registry file's transport is opaque JSON to the
+        // registry, read here once.
         let refs = registry
             .agents()
             .iter()
-            .map(|info| {
-                serde_json::from_value::<TransportRef>(info.transport.clone())
-                    .map(|r| (info, r))
-                    .map_err(|e| CliError::Usage(format!("agent {}: transport: {e}", info.id)))
+            .map(|info| match c.agents.get(&info.id) {
+                Some(agent) => Ok((info, Cow::Borrowed(&agent.transport))),
+                None => serde_json::from_value::<TransportRef>(info.transport.clone())
+                    .map(|r| (info, Cow::Owned(r)))
+                    .map_err(|e| CliError::Usage(format!("agent {}: transport: {e}", info.id))),
             })
             .collect::<Result<Vec<_>, CliError>>()?;
         let mut secrets = c.secret_env_vars();
         let store_descriptor = self.store_descriptor();
         for (_, r) in &refs {
-            if let TransportRef::Inline(spec) = r {
+            if let TransportRef::Inline(spec) = r.as_ref() {
                 secrets.extend(spec.token_env().map(str::to_owned));
             }
         }
+        let default_sim = TransportSpec::Sim(SimConfig::default());
         for (info, transport_ref) in &refs {
             let id = &info.id;
-            let default_sim = TransportSpec::Sim(config::SimSpec::default());
-            let (name, transport_spec) = match transport_ref {
+            let (name, transport_spec) = match transport_ref.as_ref() {
                 TransportRef::Named(name) => match c.transports.get(name) {
                     Some(t) => (Some(name.as_str()), t),
                     // The embedded registry's agents use `sim`; a config that
@@ -240,74 +243,41 @@ impl Setup {
                     if let Some(t) = sims.get(&key) {
                         t.clone()
                     } else {
-                        let cfg = SimConfig {
-                            delay: sim.delay.0,
-                            slow_delay: sim.slow_delay.0,
-                            agents: sim.agents.clone(),
-                            max_task_bytes: sim.max_task_bytes,
-                            ..SimConfig::default()
-                        };
-                        let t: Arc<dyn Transport> = Arc::new(SimTransport::new(store.clone(), cfg));
+                        let t: Arc<dyn Transport> =
+                            Arc::new(SimTransport::new(store.clone(), sim.clone()));
                         sims.insert(key, t.clone());
                         t
                     }
                 }
-                TransportSpec::Exec(exec) => Arc::new(
-                    ExecTransport::new(ExecConfig {
-                        argv: exec.command.clone(),
-                        // The agent's `orch handoff submit` finds this
-                        // store through ORCH_STORE, on any host (the
-                        // config's own `env` may set another).
-                        env: std::iter::once(("ORCH_STORE".to_owned(), store_descriptor.clone()))
-                            .chain(exec.env.clone())
-                            .collect(),
-                        remove_env: secrets
-                            .iter()
-                            .filter(|v| !exec.env_passthrough.contains(v))
-                            .cloned()
-                            .collect(),
-                        cwd: exec.cwd.clone(),
-                        max_task_bytes: exec.max_task_bytes,
-                        ..ExecConfig::default()
-                    })
-                    .map_err(|e| CliError::Usage(format!("config: agent {id}: {e}")))?,
-                ),
+                TransportSpec::Exec(exec) => {
+                    let mut cfg = exec.clone();
+                    // The agent's `orch handoff submit` finds this store
+                    // through ORCH_STORE, on any host (the config's own
+                    // `env` may set another).
+                    cfg.env
+                        .entry("ORCH_STORE".to_owned())
+                        .or_insert_with(|| store_descriptor.clone());
+                    // Its `env_passthrough` lets some through.
+                    cfg.remove_env = secrets.clone();
+                    Arc::new(
+                        ExecTransport::new(cfg)
+                            .map_err(|e| CliError::Usage(format!("config: agent {id}: {e}")))?,
+                    )
+                }
                 // A missing token only matters to delegations that use this
                 // agent: it becomes a transport that refuses with a config
                 // error, so agents on other transports keep working.
                 TransportSpec::Openclaw(oc) => {
-                    let misconfigured = |error| {
-                        Arc::new(Misconfigured {
+                    let mut cfg = oc.clone();
+                    if cfg.agent_id.is_none() {
+                        cfg.agent_id = c.agents.get(id).and_then(|a| a.remote_id.clone());
+                    }
+                    match OpenClawTransport::new(cfg) {
+                        Ok(t) => Arc::new(t),
+                        Err(error) => Arc::new(Misconfigured {
                             error,
                             max_task_bytes: oc.max_task_bytes,
-                        })
-                    };
-                    match read_token(oc) {
-                        Ok(token) => {
-                            let mut cfg = OpenClawConfig::new(oc.url.clone(), token);
-                            cfg.path = oc.path.clone();
-                            cfg.wait_for_completion = oc.wait_for_completion;
-                            cfg.agent_id = oc
-                                .agent_id
-                                .clone()
-                                .or_else(|| c.agents.get(id).and_then(|a| a.remote_id.clone()));
-                            cfg.max_task_bytes = oc.max_task_bytes;
-                            // The body carries the message JSON-encoded
-                            // (newlines and quotes take two bytes): a
-                            // raised task limit raises the body's with it.
-                            cfg.max_body_bytes = usize::try_from(oc.max_task_bytes)
-                                .unwrap_or(usize::MAX)
-                                .saturating_mul(2)
-                                .max(DEFAULT_MAX_BODY_BYTES);
-                            cfg.request_timeout = oc.request_timeout.0;
-                            match OpenClawTransport::new(cfg) {
-                                Ok(t) => Arc::new(t),
-                                Err(e) => misconfigured(e),
-                            }
-                        }
-                        Err(message) => {
-                            misconfigured(orch_delegate::TransportError::Config { message })
-                        }
+                        }),
                     }
                 }
             };
@@ -360,15 +330,4 @@ impl Transport for Misconfigured {
     ) -> Result<orch_delegate::Ack, orch_delegate::TransportError> {
         Err(self.error.clone())
     }
-}
-
-/// Reads an OpenClaw hook token from the variable or file the config names.
-/// Errors name the variable or file, never the value.
-fn read_token(oc: &config::OpenClawSpec) -> Result<Secret, String> {
-    read_secret(
-        oc.token_env.as_deref(),
-        oc.token_file.as_deref(),
-        "hook token",
-    )
-    .map_err(|e| e.to_string())
 }
