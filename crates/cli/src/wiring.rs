@@ -12,9 +12,8 @@ use orch_delegate::transport::exec::ExecTransport;
 use orch_delegate::transport::openclaw::OpenClawTransport;
 use orch_delegate::transport::sim::{SimConfig, SimTransport};
 use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Transport};
-use orch_handoff::{FsStore, FsStoreConfig, HandoffStore, WatchMode};
+use orch_handoff::{FsStore, HandoffStore, WatchMode};
 use orch_registry::{AgentInfo, Registry, RegistryFile};
-use orch_support::secret::read_secret;
 
 use crate::args::{GlobalArgs, WatchArg};
 use crate::config::{self, Config, Source, StoreKind, TransportRef, TransportSpec};
@@ -44,10 +43,10 @@ impl Setup {
         }
         if let Some(dir) = &global.handoff_dir {
             config.store.kind = StoreKind::Fs;
-            config.store.path = dir.clone();
+            config.store.fs.root = dir.clone();
         }
         if let Some(watch) = global.watch {
-            config.store.watch = match watch {
+            config.store.fs.watch = match watch {
                 WatchArg::Auto => WatchMode::Auto,
                 WatchArg::Inotify => WatchMode::Inotify,
                 WatchArg::Poll => WatchMode::Poll,
@@ -67,39 +66,21 @@ impl Setup {
     }
 
     fn open_fs_store(&self) -> Result<FsStore, CliError> {
-        let mut cfg = FsStoreConfig::new(&self.config.store.path);
-        cfg.watch = self.config.store.watch;
-        cfg.max_handoff_bytes = self.config.store.max_handoff_bytes;
-        FsStore::open(cfg).map_err(|e| {
+        let fs = &self.config.store.fs;
+        FsStore::open(fs.clone()).map_err(|e| {
             CliError::Internal(format!(
                 "cannot open the handoff store at {}: {e}",
-                self.config.store.path.display()
+                fs.root.display()
             ))
         })
     }
 
+    /// Connects with the settings as the config gives them; the store
+    /// reads the token the config names.
     #[cfg(feature = "nats")]
     async fn open_nats_store(&self) -> Result<Store, CliError> {
-        use orch_handoff::{NatsAuth, NatsStore, NatsStoreConfig, StoreError};
-        let store = &self.config.store;
-        let n = &store.nats;
-        let mut cfg = NatsStoreConfig::new(n.url.clone());
-        cfg.bucket = n.bucket.clone();
-        cfg.replicas = n.replicas;
-        cfg.history = n.history;
-        cfg.max_handoff_bytes = store.max_handoff_bytes;
-        cfg.connect_timeout = n.connect_timeout.0;
-        cfg.request_timeout = n.request_timeout.0;
-        cfg.retry_max_delay = n.retry_max_delay.0;
-        cfg.auth = match (&n.token_env, &n.token_file, &n.credentials) {
-            (None, None, None) => NatsAuth::None,
-            (_, _, Some(file)) => NatsAuth::CredentialsFile(file.clone()),
-            (env, file, None) => NatsAuth::Token(
-                read_secret(env.as_deref(), file.as_deref(), "NATS token")
-                    .map_err(|m| CliError::Usage(format!("config: store: {m}")))?,
-            ),
-        };
-        match NatsStore::connect(cfg).await {
+        use orch_handoff::{NatsStore, StoreError};
+        match NatsStore::connect(self.config.store.nats.clone()).await {
             Ok(s) => Ok(Arc::new(s)),
             Err(e @ StoreError::Config { .. }) => {
                 Err(CliError::Usage(format!("config: store: {e}")))
@@ -124,7 +105,7 @@ impl Setup {
     fn submit_args(&self) -> Vec<String> {
         match self.config.store.kind {
             StoreKind::Fs => {
-                let path = &self.config.store.path;
+                let path = &self.config.store.fs.root;
                 let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                 vec!["--handoff-dir".into(), root.display().to_string()]
             }

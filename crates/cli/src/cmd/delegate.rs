@@ -20,7 +20,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
     // A store operation (a NATS cluster electing a leader) may keep trying
     // for as long as the delegation may take (at least 5 s), not for a
     // fixed time.
-    setup.config.store.nats.request_timeout.0 = args
+    setup.config.store.nats.request_timeout = args
         .timeout
         .unwrap_or(setup.config.delegation.timeout.0)
         .max(Duration::from_secs(5));
