@@ -11,10 +11,9 @@
 //! transport is built (by the transport itself), and never printed. The
 //! same goes for the NATS store (`store: { kind: nats, url, bucket,
 //! token_env | token_file | credentials }`): its token or `.creds` file is
-//! read only when the store connects. The
-//! variables secrets are read from ([`Config::secret_env_vars`]) are taken
-//! out of what exec agents inherit, and a URL is shown without its
-//! credentials ([`Config::redacted`]).
+//! read only when the store connects. The variables secrets are read from
+//! ([`Config::secret_env_vars`]) are taken out of what exec agents inherit,
+//! and a URL is shown without its credentials ([`Config::redacted`]).
 //!
 //! The transports' and stores' sections are the libraries' own settings
 //! types (`SimConfig`, `ExecConfig`, `OpenClawConfig`, `FsStoreConfig`,

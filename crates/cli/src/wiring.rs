@@ -238,7 +238,8 @@ impl Setup {
                     cfg.env
                         .entry("ORCH_STORE".to_owned())
                         .or_insert_with(|| store_descriptor.clone());
-                    // Its `env_passthrough` lets some through.
+                    // Every secret variable; the transport keeps those its
+                    // `env_passthrough` names.
                     cfg.remove_env = secrets.clone();
                     Arc::new(
                         ExecTransport::new(cfg)
