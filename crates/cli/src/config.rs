@@ -8,21 +8,28 @@
 //!
 //! Secrets never live in this file: an OpenClaw token is named by
 //! `token_env` (an environment variable) or `token_file`, read only when a
-//! transport is built, and never printed. The same goes for the NATS store
-//! (`store: { kind: nats, url, bucket, token_env | token_file | credentials }`):
-//! its token or `.creds` file is read only when the store is opened. The
-//! variables secrets are read from ([`Config::secret_env_vars`]) are taken
-//! out of what exec agents inherit, and a URL is shown without its
-//! credentials ([`Config::redacted`]).
+//! transport is built (by the transport itself), and never printed. The
+//! same goes for the NATS store (`store: { kind: nats, url, bucket,
+//! token_env | token_file | credentials }`): its token or `.creds` file is
+//! read only when the store connects. The variables secrets are read from
+//! ([`Config::secret_env_vars`]) are taken out of what exec agents inherit,
+//! and a URL is shown without its credentials ([`Config::redacted`]).
+//!
+//! The transports' and stores' sections are the libraries' own settings
+//! types (`SimConfig`, `ExecConfig`, `OpenClawConfig`, `FsStoreConfig`,
+//! `NatsStoreConfig`), whose serde shape is these keys: nothing is copied
+//! across. Only `store:` is read by hand here, because it is one map for
+//! two stores.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use orch_acl::Policy;
-use orch_delegate::DEFAULT_MAX_TASK_BYTES;
-use orch_delegate::transport::sim::Behaviour;
-use orch_handoff::{DEFAULT_MAX_HANDOFF_BYTES, WatchMode};
+use orch_delegate::transport::exec::ExecConfig;
+use orch_delegate::transport::openclaw::OpenClawConfig;
+use orch_delegate::transport::sim::SimConfig;
+use orch_handoff::{FsStoreConfig, NatsAuth, NatsStoreConfig, WatchMode};
 use orch_support::url::redact_userinfo;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -100,7 +107,9 @@ impl Config {
     pub(crate) fn secret_env_vars(&self) -> BTreeSet<String> {
         let mut vars: BTreeSet<String> = DEFAULT_SECRET_VARS.map(String::from).into();
         vars.insert(self.discord.token_env.clone());
-        vars.extend(self.store.nats.token_env.clone());
+        if let NatsAuth::TokenEnv(var) = &self.store.nats.auth {
+            vars.insert(var.clone());
+        }
         let inline = self.agents.values().filter_map(|a| match &a.transport {
             TransportRef::Inline(spec) => Some(spec),
             TransportRef::Named(_) => None,
@@ -191,260 +200,304 @@ pub(crate) enum StoreKind {
 /// `store:`. One map for both kinds (`kind: fs`, the default, or
 /// `kind: nats`); a key of the other kind is an error, so a typo or a
 /// half-converted config cannot silently use the wrong store.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "RawStore", into = "RawStore")]
+///
+/// The keys are the stores' own settings: `path` and `watch` of the file
+/// store ([`FsStoreConfig`]), every key of [`NatsStoreConfig::KEYS`] (its
+/// serde form, checked as it is read), and `max_handoff_bytes` for both.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct StoreSection {
     pub(crate) kind: StoreKind,
-    /// Root of the file store (relative: to the config file's directory;
-    /// for the embedded default, to the working directory).
-    pub(crate) path: PathBuf,
-    /// auto | inotify | poll
-    pub(crate) watch: WatchMode,
-    /// Handoffs larger than this are refused (both kinds).
-    pub(crate) max_handoff_bytes: u64,
-    /// The NATS settings (used with `kind: nats`).
-    pub(crate) nats: NatsSection,
-}
-
-/// The NATS store's settings. Like the transports' tokens, credentials are
-/// only *named* here (a variable or a file), never written.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct NatsSection {
-    /// Server URL(s), comma-separated (`nats://host:4222`, `tls://…`).
-    pub(crate) url: String,
-    /// The handoff bucket (`<bucket>-workflows` and `ORCH_LEDGER_<bucket>`
-    /// go with it).
-    pub(crate) bucket: String,
-    /// Environment variable that holds a token.
-    pub(crate) token_env: Option<String>,
-    /// File that holds a token.
-    pub(crate) token_file: Option<PathBuf>,
-    /// A `.creds` file (user JWT + NKey seed).
-    pub(crate) credentials: Option<PathBuf>,
-    /// Replicas of the buckets and the ledger when orch creates them.
-    pub(crate) replicas: usize,
-    /// Values kept per key when orch creates the buckets.
-    pub(crate) history: i64,
-    /// How long connecting may take.
-    pub(crate) connect_timeout: Dur,
-    /// How long one store operation may take, tries after timeouts and
-    /// leader elections included (a delegation waits its own timeout).
-    pub(crate) request_timeout: Dur,
-    /// The longest wait between two tries.
-    pub(crate) retry_max_delay: Dur,
-}
-
-impl Default for NatsSection {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".to_owned(),
-            bucket: "orch".to_owned(),
-            token_env: None,
-            token_file: None,
-            credentials: None,
-            replicas: 1,
-            history: 1,
-            connect_timeout: Dur(Duration::from_secs(5)),
-            request_timeout: Dur(Duration::from_secs(30)),
-            retry_max_delay: Dur(Duration::from_secs(2)),
-        }
-    }
-}
-
-/// `store:` as written.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    /// fs (default) | nats
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kind: Option<StoreKind>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    path: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    watch: Option<WatchMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    bucket: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    token_env: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    token_file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    credentials: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    replicas: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    history: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    connect_timeout: Option<Dur>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    request_timeout: Option<Dur>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retry_max_delay: Option<Dur>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_handoff_bytes: Option<u64>,
-}
-
-impl TryFrom<RawStore> for StoreSection {
-    type Error = String;
-
-    fn try_from(raw: RawStore) -> Result<Self, String> {
-        let kind = raw.kind.unwrap_or_default();
-        let misplaced =
-            |key: &str, applies: &str| format!("`store.{key}` applies to `kind: {applies}` only");
-        match kind {
-            StoreKind::Fs => {
-                let nats_keys = [
-                    ("url", raw.url.is_some()),
-                    ("bucket", raw.bucket.is_some()),
-                    ("token_env", raw.token_env.is_some()),
-                    ("token_file", raw.token_file.is_some()),
-                    ("credentials", raw.credentials.is_some()),
-                    ("replicas", raw.replicas.is_some()),
-                    ("history", raw.history.is_some()),
-                    ("connect_timeout", raw.connect_timeout.is_some()),
-                    ("request_timeout", raw.request_timeout.is_some()),
-                    ("retry_max_delay", raw.retry_max_delay.is_some()),
-                ];
-                if let Some((key, _)) = nats_keys.iter().find(|(_, set)| *set) {
-                    return Err(misplaced(key, "nats"));
-                }
-            }
-            StoreKind::Nats => {
-                if raw.path.is_some() {
-                    return Err(misplaced("path", "fs"));
-                }
-                if raw.watch.is_some() {
-                    return Err(misplaced("watch", "fs"));
-                }
-            }
-        }
-        let defaults = NatsSection::default();
-        let nats = NatsSection {
-            url: raw.url.unwrap_or(defaults.url),
-            bucket: raw.bucket.unwrap_or(defaults.bucket),
-            token_env: raw.token_env,
-            token_file: raw.token_file,
-            credentials: raw.credentials,
-            replicas: raw.replicas.unwrap_or(defaults.replicas),
-            history: raw.history.unwrap_or(defaults.history),
-            connect_timeout: raw.connect_timeout.unwrap_or(defaults.connect_timeout),
-            request_timeout: raw.request_timeout.unwrap_or(defaults.request_timeout),
-            retry_max_delay: raw.retry_max_delay.unwrap_or(defaults.retry_max_delay),
-        };
-        if kind == StoreKind::Nats {
-            check_nats(&nats)?;
-        }
-        Ok(Self {
-            kind,
-            path: raw.path.unwrap_or_else(default_store_path),
-            watch: raw.watch.unwrap_or_default(),
-            max_handoff_bytes: raw.max_handoff_bytes.unwrap_or(DEFAULT_MAX_HANDOFF_BYTES),
-            nats,
-        })
-    }
-}
-
-impl From<StoreSection> for RawStore {
-    fn from(s: StoreSection) -> Self {
-        let max_handoff_bytes = Some(s.max_handoff_bytes);
-        match s.kind {
-            StoreKind::Fs => Self {
-                path: Some(s.path),
-                watch: Some(s.watch),
-                max_handoff_bytes,
-                ..Self::default()
-            },
-            StoreKind::Nats => Self {
-                kind: Some(StoreKind::Nats),
-                url: Some(s.nats.url),
-                bucket: Some(s.nats.bucket),
-                token_env: s.nats.token_env,
-                token_file: s.nats.token_file,
-                credentials: s.nats.credentials,
-                replicas: Some(s.nats.replicas),
-                history: Some(s.nats.history),
-                connect_timeout: Some(s.nats.connect_timeout),
-                request_timeout: Some(s.nats.request_timeout),
-                retry_max_delay: Some(s.nats.retry_max_delay),
-                max_handoff_bytes,
-                ..Self::default()
-            },
-        }
-    }
-}
-
-/// What `kind: nats` needs that serde cannot check.
-pub(crate) fn check_nats(n: &NatsSection) -> Result<(), String> {
-    for url in n.url.split(',').map(str::trim) {
-        let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
-            .iter()
-            .any(|s| url.starts_with(s));
-        if !scheme_ok {
-            return Err(format!(
-                "`store.url` {:?} must start with nats:// or tls:// (several: comma-separated)",
-                redact_userinfo(url)
-            ));
-        }
-        if url.contains('@') {
-            // Refused without quoting it: the part before `@` is a secret.
-            return Err(
-                "`store.url` must not hold credentials: name a token with `token_env` or `token_file`, or a `.creds` file with `credentials`"
-                    .into(),
-            );
-        }
-    }
-    let bucket_ok = !n.bucket.is_empty()
-        && n.bucket.len() <= 64
-        && n.bucket
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !bucket_ok {
-        return Err(format!(
-            "`store.bucket` {:?}: use 1 to 64 ASCII letters, digits, '_' or '-'",
-            n.bucket
-        ));
-    }
-    let credentials = [
-        n.token_env.is_some(),
-        n.token_file.is_some(),
-        n.credentials.is_some(),
-    ];
-    if credentials.iter().filter(|set| **set).count() > 1 {
-        return Err("`store`: set only one of `token_env`, `token_file` and `credentials`".into());
-    }
-    if !(1..=5).contains(&n.replicas) {
-        return Err("`store.replicas` must be 1 to 5".into());
-    }
-    if !(1..=64).contains(&n.history) {
-        return Err("`store.history` must be 1 to 64 (the most NATS KV keeps)".into());
-    }
-    if n.request_timeout.0 < Duration::from_secs(1) {
-        return Err("`store.request_timeout` must be at least 1s".into());
-    }
-    if n.retry_max_delay.0.is_zero() || n.retry_max_delay.0 > n.request_timeout.0 {
-        return Err(
-            "`store.retry_max_delay` must be more than 0 and at most `store.request_timeout`"
-                .into(),
-        );
-    }
-    Ok(())
-}
-
-fn default_store_path() -> PathBuf {
-    PathBuf::from("./.orch/handoffs")
+    /// The file store (`kind: fs`): root (relative: to the config file's
+    /// directory; for the embedded default, to the working directory),
+    /// watch mode, handoff cap.
+    pub(crate) fs: FsStoreConfig,
+    /// The NATS store (`kind: nats`), credentials only *named*. Its
+    /// handoff cap is the file store's.
+    pub(crate) nats: NatsStoreConfig,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
             kind: StoreKind::Fs,
-            path: default_store_path(),
-            watch: WatchMode::default(),
-            max_handoff_bytes: DEFAULT_MAX_HANDOFF_BYTES,
-            nats: NatsSection::default(),
+            fs: FsStoreConfig::new("./.orch/handoffs"),
+            nats: NatsStoreConfig::default(),
         }
+    }
+}
+
+/// The keys of `store:`, in the order an unknown key's error lists them.
+fn store_keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        ["kind", "path", "watch"]
+            .into_iter()
+            .chain(NatsStoreConfig::KEYS.iter().copied())
+            .collect()
+    })
+}
+
+/// Shown as written: the file store's keys for `kind: fs` (without
+/// `kind`), else `kind: nats` and the NATS store's.
+impl Serialize for StoreSection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Fs<'a> {
+            path: &'a Path,
+            watch: WatchMode,
+            max_handoff_bytes: u64,
+        }
+        #[derive(Serialize)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        enum Tagged<'a> {
+            Nats(&'a NatsStoreConfig),
+        }
+        match self.kind {
+            StoreKind::Fs => Fs {
+                path: &self.fs.root,
+                watch: self.fs.watch,
+                max_handoff_bytes: self.fs.max_handoff_bytes,
+            }
+            .serialize(s),
+            StoreKind::Nats => Tagged::Nats(&self.nats).serialize(s),
+        }
+    }
+}
+
+/// Read in one pass, so every error of a key or value keeps its place:
+/// `kind`, `path` and `watch` are taken out here and every other key goes
+/// on to [`NatsStoreConfig`]'s own deserializer. Checks of the whole
+/// section (a key of the other kind, then the NATS store's checks) have no
+/// place; they are reported once the map is read, naming their key
+/// (`store.url`).
+impl<'de> Deserialize<'de> for StoreSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct("StoreSection", store_keys(), StoreVisitor)?
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+struct StoreVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StoreVisitor {
+    /// The section, or what a check of the whole section found.
+    type Value = Result<StoreSection, String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the store settings (a map)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let mut fs = FsKeys::default();
+        let keys = StoreKeys {
+            map,
+            fs: &mut fs,
+            nats_keys: Vec::new(),
+        };
+        let nats = match NatsStoreConfig::deserialize(serde::de::value::MapAccessDeserializer::new(
+            keys,
+        )) {
+            Ok(nats) => nats,
+            Err(SectionError::Read(e)) => return Err(e),
+            Err(SectionError::Check(message)) => return Ok(Err(message)),
+        };
+        let defaults = StoreSection::default();
+        Ok(Ok(StoreSection {
+            kind: fs.kind.unwrap_or_default(),
+            fs: FsStoreConfig {
+                root: fs.path.unwrap_or(defaults.fs.root),
+                watch: fs.watch.unwrap_or_default(),
+                max_handoff_bytes: nats.max_handoff_bytes,
+                ..defaults.fs
+            },
+            nats,
+        }))
+    }
+}
+
+/// The keys of `store:` that are not the NATS store's.
+#[derive(Default)]
+struct FsKeys {
+    kind: Option<StoreKind>,
+    path: Option<PathBuf>,
+    watch: Option<WatchMode>,
+}
+
+/// `store:`'s map as the NATS store's deserializer sees it: without
+/// `kind`, `path` and `watch`, which it stores in `fs`.
+struct StoreKeys<'a, A> {
+    map: A,
+    fs: &'a mut FsKeys,
+    /// The NATS keys given, for the check at the end.
+    nats_keys: Vec<&'static str>,
+}
+
+impl<A> StoreKeys<'_, A> {
+    /// A key the kind does not take, once the whole map is read.
+    fn misplaced(&self) -> Option<String> {
+        let misplaced =
+            |key: &str, applies: &str| format!("`store.{key}` applies to `kind: {applies}` only");
+        match self.fs.kind.unwrap_or_default() {
+            StoreKind::Fs => NatsStoreConfig::KEYS
+                .iter()
+                .filter(|k| **k != "max_handoff_bytes")
+                .find(|k| self.nats_keys.contains(k))
+                .map(|key| misplaced(key, "nats")),
+            StoreKind::Nats => [
+                ("path", self.fs.path.is_some()),
+                ("watch", self.fs.watch.is_some()),
+            ]
+            .into_iter()
+            .find(|(_, given)| *given)
+            .map(|(key, _)| misplaced(key, "fs")),
+        }
+    }
+}
+
+/// An error while reading `store:`: the reader's (a key or value, which
+/// has a place in the file), or a check of the whole section (serde's
+/// `custom`: what `try_from` and the end of the map report).
+#[derive(Debug)]
+enum SectionError<E> {
+    Read(E),
+    Check(String),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for SectionError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read(e) => e.fmt(f),
+            Self::Check(message) => f.write_str(message),
+        }
+    }
+}
+
+impl<E: std::error::Error> std::error::Error for SectionError<E> {}
+
+impl<E: serde::de::Error> serde::de::Error for SectionError<E> {
+    fn custom<T: std::fmt::Display>(message: T) -> Self {
+        Self::Check(message.to_string())
+    }
+
+    fn invalid_type(unexp: serde::de::Unexpected<'_>, exp: &dyn serde::de::Expected) -> Self {
+        Self::Read(E::invalid_type(unexp, exp))
+    }
+
+    fn invalid_value(unexp: serde::de::Unexpected<'_>, exp: &dyn serde::de::Expected) -> Self {
+        Self::Read(E::invalid_value(unexp, exp))
+    }
+
+    fn invalid_length(len: usize, exp: &dyn serde::de::Expected) -> Self {
+        Self::Read(E::invalid_length(len, exp))
+    }
+
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        Self::Read(E::unknown_variant(variant, expected))
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        Self::Read(E::unknown_field(field, expected))
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        Self::Read(E::missing_field(field))
+    }
+
+    fn duplicate_field(field: &'static str) -> Self {
+        Self::Read(E::duplicate_field(field))
+    }
+}
+
+/// One key of `store:`, known or refused as it is read (so the error has
+/// its line and column).
+enum StoreKey {
+    Kind,
+    Path,
+    Watch,
+    Nats(&'static str),
+}
+
+struct StoreKeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for StoreKeySeed {
+    type Value = StoreKey;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<StoreKey, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for StoreKeySeed {
+    type Value = StoreKey;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a store setting")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<StoreKey, E> {
+        match key {
+            "kind" => Ok(StoreKey::Kind),
+            "path" => Ok(StoreKey::Path),
+            "watch" => Ok(StoreKey::Watch),
+            _ => match NatsStoreConfig::KEYS.iter().find(|k| **k == key) {
+                Some(k) => Ok(StoreKey::Nats(k)),
+                None => Err(E::unknown_field(key, store_keys())),
+            },
+        }
+    }
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for StoreKeys<'_, A> {
+    type Error = SectionError<A::Error>;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        use serde::de::Error;
+        use serde::de::value::BorrowedStrDeserializer;
+        loop {
+            let key = self
+                .map
+                .next_key_seed(StoreKeySeed)
+                .map_err(SectionError::Read)?;
+            let read = |e| SectionError::Read(e);
+            match key {
+                None => {
+                    return match self.misplaced() {
+                        Some(message) => Err(SectionError::Check(message)),
+                        None => Ok(None),
+                    };
+                }
+                Some(StoreKey::Kind) if self.fs.kind.is_some() => {
+                    return Err(Self::Error::duplicate_field("kind"));
+                }
+                Some(StoreKey::Kind) => self.fs.kind = Some(self.map.next_value().map_err(read)?),
+                Some(StoreKey::Path) if self.fs.path.is_some() => {
+                    return Err(Self::Error::duplicate_field("path"));
+                }
+                Some(StoreKey::Path) => self.fs.path = Some(self.map.next_value().map_err(read)?),
+                Some(StoreKey::Watch) if self.fs.watch.is_some() => {
+                    return Err(Self::Error::duplicate_field("watch"));
+                }
+                Some(StoreKey::Watch) => {
+                    self.fs.watch = Some(self.map.next_value().map_err(read)?);
+                }
+                Some(StoreKey::Nats(key)) => {
+                    self.nats_keys.push(key);
+                    return seed
+                        .deserialize(BorrowedStrDeserializer::<Self::Error>::new(key))
+                        .map(Some);
+                }
+            }
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.map.next_value_seed(seed).map_err(SectionError::Read)
     }
 }
 
@@ -500,117 +553,17 @@ impl Default for RetrySection {
     }
 }
 
-/// A transport, by kind.
+/// A transport, by kind: the transports' own settings types, whose serde
+/// shape is the `orch.yaml` keys (unknown keys refused; tokens only named).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub(crate) enum TransportSpec {
     /// The simulated fleet.
-    Sim(SimSpec),
+    Sim(SimConfig),
     /// A local command per agent.
-    Exec(ExecSpec),
+    Exec(ExecConfig),
     /// OpenClaw Gateway HTTP hooks.
-    Openclaw(OpenClawSpec),
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SimSpec {
-    /// How long a simulated agent takes to answer.
-    #[serde(default = "default_sim_delay")]
-    pub(crate) delay: Dur,
-    /// How long a `slow` one takes.
-    #[serde(default = "default_sim_slow_delay")]
-    pub(crate) slow_delay: Dur,
-    /// Scripted behaviour per agent (default: complete).
-    #[serde(default)]
-    pub(crate) agents: BTreeMap<String, Behaviour>,
-    /// Largest task message the fleet takes.
-    #[serde(default = "default_max_task_bytes")]
-    pub(crate) max_task_bytes: u64,
-}
-
-impl Default for SimSpec {
-    fn default() -> Self {
-        Self {
-            delay: default_sim_delay(),
-            slow_delay: default_sim_slow_delay(),
-            agents: BTreeMap::new(),
-            max_task_bytes: default_max_task_bytes(),
-        }
-    }
-}
-
-fn default_max_task_bytes() -> u64 {
-    DEFAULT_MAX_TASK_BYTES
-}
-
-fn default_sim_delay() -> Dur {
-    Dur(orch_delegate::transport::sim::SimConfig::default().delay)
-}
-
-fn default_sim_slow_delay() -> Dur {
-    Dur(orch_delegate::transport::sim::SimConfig::default().slow_delay)
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ExecSpec {
-    /// argv of the command (no shell).
-    pub(crate) command: Vec<String>,
-    /// Extra environment.
-    #[serde(default)]
-    pub(crate) env: BTreeMap<String, String>,
-    /// Working directory (relative: to the config file's directory).
-    #[serde(default)]
-    pub(crate) cwd: Option<PathBuf>,
-    /// Largest task message handed to the command.
-    #[serde(default = "default_max_task_bytes")]
-    pub(crate) max_task_bytes: u64,
-    /// Variables orch reads secrets from that this command may still
-    /// inherit (every other one of [`Config::secret_env_vars`] is removed).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) env_passthrough: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct OpenClawSpec {
-    /// Gateway base URL, e.g. `http://127.0.0.1:18789`.
-    pub(crate) url: String,
-    /// Hooks path.
-    #[serde(default = "default_hooks_path")]
-    pub(crate) path: String,
-    /// Environment variable that holds the hook token.
-    #[serde(default)]
-    pub(crate) token_env: Option<String>,
-    /// File that holds the hook token.
-    #[serde(default)]
-    pub(crate) token_file: Option<PathBuf>,
-    /// Ask the gateway to answer when the agent's run has ended, so a run
-    /// that ends without a handoff is noticed at once.
-    #[serde(default)]
-    pub(crate) wait_for_completion: bool,
-    /// The agent's id on the gateway, when it differs from orch's (for a
-    /// transport written inline for one agent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) agent_id: Option<String>,
-    /// Largest task message sent (the gateway's body limit is on the
-    /// JSON-encoded request).
-    #[serde(default = "default_max_task_bytes")]
-    pub(crate) max_task_bytes: u64,
-    /// How long one request waits for the gateway's answer (without
-    /// `wait_for_completion`); a gateway that never answers fails the try
-    /// after this long, and it is retried.
-    #[serde(default = "default_request_timeout")]
-    pub(crate) request_timeout: Dur,
-}
-
-fn default_request_timeout() -> Dur {
-    Dur(orch_delegate::transport::openclaw::ADMISSION_TIMEOUT)
-}
-
-fn default_hooks_path() -> String {
-    "/hooks".to_owned()
+    Openclaw(OpenClawConfig),
 }
 
 /// One agent.
@@ -775,8 +728,8 @@ pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, Confi
     })?;
     check(&config).map_err(err)?;
     if file != "<embedded default>" {
-        if config.store.path.is_relative() {
-            config.store.path = rebase(base, &config.store.path);
+        if config.store.fs.root.is_relative() {
+            config.store.fs.root = rebase(base, &config.store.fs.root);
         }
         if let Some(r) = config.registry.as_mut().filter(|r| r.is_relative()) {
             *r = rebase(base, r);
@@ -789,11 +742,9 @@ pub(crate) fn parse(text: &str, file: &str, base: &Path) -> Result<Config, Confi
         {
             *t = rebase(base, t);
         }
-        let nats = &mut config.store.nats;
-        for file in [nats.token_file.as_mut(), nats.credentials.as_mut()]
-            .into_iter()
-            .flatten()
-            .filter(|f| f.is_relative())
+        if let NatsAuth::TokenFile(file) | NatsAuth::CredentialsFile(file) =
+            &mut config.store.nats.auth
+            && file.is_relative()
         {
             *file = rebase(base, file);
         }
@@ -891,7 +842,7 @@ fn check_transport(spec: &TransportSpec) -> Result<(), String> {
     }
     match spec {
         TransportSpec::Sim(_) => Ok(()),
-        TransportSpec::Exec(e) if e.command.is_empty() || e.command[0].is_empty() => {
+        TransportSpec::Exec(e) if e.argv.first().is_none_or(String::is_empty) => {
             Err("`command` is empty: give the program and its arguments as a list".into())
         }
         TransportSpec::Exec(e) => {
@@ -913,7 +864,7 @@ fn check_transport(spec: &TransportSpec) -> Result<(), String> {
                     redact_userinfo(&oc.url)
                 ));
             }
-            if oc.request_timeout.0.is_zero() {
+            if oc.request_timeout.is_zero() {
                 return Err("`request_timeout` must be more than 0".into());
             }
             match (&oc.token_env, &oc.token_file) {
@@ -931,6 +882,8 @@ fn check_transport(spec: &TransportSpec) -> Result<(), String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use orch_delegate::transport::sim::Behaviour;
+
     use super::*;
 
     #[test]
@@ -942,7 +895,7 @@ mod tests {
         );
         assert!(d.transports.contains_key("sim"));
         assert_eq!(d.acl, Policy::atomizer_default());
-        assert_eq!(d.store.path, PathBuf::from("./.orch/handoffs"));
+        assert_eq!(d.store.fs.root, PathBuf::from("./.orch/handoffs"));
         let e = parse(EXAMPLE_YAML, "example", Path::new("/etc/orch")).unwrap();
         assert_eq!(e.agents.len(), 8);
         assert!(
@@ -950,7 +903,7 @@ mod tests {
                 .values()
                 .any(|t| matches!(t, TransportSpec::Openclaw(_)))
         );
-        assert_eq!(e.store.path, PathBuf::from("/etc/orch/./.orch/handoffs"));
+        assert_eq!(e.store.fs.root, PathBuf::from("/etc/orch/./.orch/handoffs"));
     }
 
     #[test]
@@ -961,10 +914,11 @@ mod tests {
         assert_eq!(c.store.nats.bucket, "team-a");
         assert_eq!(c.store.nats.replicas, 1);
         assert_eq!(
-            c.store.nats.credentials.as_deref(),
-            Some(Path::new("/etc/orch/secrets/orch.creds"))
+            c.store.nats.auth,
+            NatsAuth::CredentialsFile(PathBuf::from("/etc/orch/secrets/orch.creds"))
         );
-        assert_eq!(c.store.max_handoff_bytes, 1 << 20);
+        assert_eq!(c.store.nats.max_handoff_bytes, 1 << 20);
+        assert_eq!(c.store.fs.max_handoff_bytes, 1 << 20);
         // Shown as written, with the defaults filled in, and read back the same.
         let shown = serde_norway::to_string(&c.store).unwrap();
         insta::assert_snapshot!(shown, @r"
@@ -990,6 +944,81 @@ mod tests {
         .unwrap();
         assert_eq!(d.store.kind, StoreKind::Fs);
         assert!(!serde_norway::to_string(&d.store).unwrap().contains("kind"));
+    }
+
+    /// The sections are the libraries' own settings types: no copy in
+    /// between.
+    #[test]
+    fn transports_and_the_store_parse_into_the_library_types() {
+        let text = "
+store: { kind: nats, token_file: secrets/nats, request_timeout: 1m }
+transports:
+  fleet: { kind: sim, delay: 1s, agents: { webster: slow } }
+  local: { kind: exec, command: [/bin/agent, --fast], cwd: work, env_passthrough: [GW_TOKEN] }
+  gw: { kind: openclaw, url: 'http://gw:18789', token_env: GW_TOKEN, request_timeout: 10 }
+";
+        let c = parse(text, "orch.yaml", Path::new("/etc/orch")).unwrap();
+        let nats: &NatsStoreConfig = &c.store.nats;
+        assert_eq!(
+            nats.auth,
+            NatsAuth::TokenFile(PathBuf::from("/etc/orch/secrets/nats"))
+        );
+        assert_eq!(nats.request_timeout, Duration::from_secs(60));
+        let TransportSpec::Sim(sim) = &c.transports["fleet"] else {
+            panic!("{:?}", c.transports["fleet"]);
+        };
+        assert_eq!(
+            sim,
+            &SimConfig {
+                delay: Duration::from_secs(1),
+                agents: [("webster".to_owned(), Behaviour::Slow)].into(),
+                ..SimConfig::default()
+            }
+        );
+        let TransportSpec::Exec(exec) = &c.transports["local"] else {
+            panic!("{:?}", c.transports["local"]);
+        };
+        assert_eq!(exec.argv, ["/bin/agent", "--fast"]);
+        assert_eq!(exec.cwd.as_deref(), Some(Path::new("/etc/orch/work")));
+        assert_eq!(exec.env_passthrough, ["GW_TOKEN"]);
+        let TransportSpec::Openclaw(gw) = &c.transports["gw"] else {
+            panic!("{:?}", c.transports["gw"]);
+        };
+        assert_eq!(gw.token_env.as_deref(), Some("GW_TOKEN"));
+        assert_eq!(gw.token, None, "read by the transport, not the config");
+        assert_eq!(gw.request_timeout, Duration::from_secs(10));
+    }
+
+    /// A wrong value inside `store:` keeps its line, column and key (the
+    /// section is read in one pass, whichever kind).
+    #[test]
+    fn store_values_keep_their_place() {
+        let e = |text: &str| {
+            parse(text, "orch.yaml", Path::new("."))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e("store:\n  kind: nats\n  replicas: many\n"),
+            "orch.yaml: line 3, column 13: store.replicas: invalid type: string \"many\", expected usize"
+        );
+        assert_eq!(
+            e("store:\n  watch: sometimes\n"),
+            "orch.yaml: line 2, column 10: store.watch: unknown variant `sometimes`, expected one of `auto`, `inotify`, `poll`"
+        );
+        // `kind` may come last; a key of the other kind is still refused.
+        assert_eq!(
+            e("store: { bucket: b, url: 'nats://h:1' }\n"),
+            "orch.yaml: `store.url` applies to `kind: nats` only"
+        );
+        let last = parse(
+            "store: { url: 'nats://h:1', kind: nats }\n",
+            "orch.yaml",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(last.store.kind, StoreKind::Nats);
+        assert_eq!(last.store.nats.url, "nats://h:1");
     }
 
     #[test]

@@ -16,7 +16,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{NatsSection, StoreKind, StoreSection};
+use orch_handoff::{NatsAuth, NatsStoreConfig};
+
+use crate::config::{StoreKind, StoreSection};
 
 /// The store `descriptor` names, over `base` (whose other settings, such
 /// as the handoff cap, it keeps).
@@ -32,7 +34,7 @@ pub(crate) fn parse(descriptor: &str, base: &StoreSection) -> Result<StoreSectio
         }
         let mut store = base.clone();
         store.kind = StoreKind::Fs;
-        store.path = PathBuf::from(path);
+        store.fs.root = PathBuf::from(path);
         return Ok(store);
     }
     let Some((scheme, rest)) = d.split_once("://") else {
@@ -69,27 +71,16 @@ pub(crate) fn parse(descriptor: &str, base: &StoreSection) -> Result<StoreSectio
     if urls.is_empty() {
         return Err(bad("no server named"));
     }
-    let mut nats = NatsSection {
-        url: urls.join(","),
-        bucket: if bucket.is_empty() {
-            NatsSection::default().bucket
-        } else {
-            bucket.to_owned()
-        },
-        token_env: None,
-        token_file: None,
-        credentials: None,
-        ..base.nats.clone()
-    };
+    let (mut token_env, mut token_file, mut credentials) = (None, None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if value.is_empty() {
             return Err(bad(&format!("`{key}` needs a value")));
         }
         match key {
-            "token_env" => nats.token_env = Some(value.to_owned()),
-            "token_file" => nats.token_file = Some(PathBuf::from(value)),
-            "credentials" => nats.credentials = Some(PathBuf::from(value)),
+            "token_env" => token_env = Some(value.to_owned()),
+            "token_file" => token_file = Some(PathBuf::from(value)),
+            "credentials" => credentials = Some(PathBuf::from(value)),
             other => {
                 return Err(bad(&format!(
                     "unknown key `{other}` (known: token_env, token_file, credentials)"
@@ -97,10 +88,24 @@ pub(crate) fn parse(descriptor: &str, base: &StoreSection) -> Result<StoreSectio
             }
         }
     }
+    // The other settings (replicas, timeouts, the cap) stay the base's.
+    let nats = NatsStoreConfig {
+        url: urls.join(","),
+        bucket: if bucket.is_empty() {
+            NatsStoreConfig::default().bucket
+        } else {
+            bucket.to_owned()
+        },
+        auth: NatsAuth::None,
+        ..base.nats.clone()
+    };
+    nats.check().map_err(|e| bad(&e))?;
     let mut store = base.clone();
     store.kind = StoreKind::Nats;
-    store.nats = nats;
-    crate::config::check_nats(&store.nats).map_err(|e| bad(&e))?;
+    store.nats = NatsStoreConfig {
+        auth: NatsAuth::named(token_env, token_file, credentials).map_err(|e| bad(&e))?,
+        ..nats
+    };
     Ok(store)
 }
 
@@ -109,10 +114,11 @@ pub(crate) fn parse(descriptor: &str, base: &StoreSection) -> Result<StoreSectio
 pub(crate) fn of(store: &StoreSection, cwd: &Path) -> String {
     match store.kind {
         StoreKind::Fs => {
-            let path = if store.path.is_absolute() {
-                store.path.clone()
+            let root = &store.fs.root;
+            let path = if root.is_absolute() {
+                root.clone()
             } else {
-                cwd.join(&store.path)
+                cwd.join(root)
             };
             let path = std::fs::canonicalize(&path).unwrap_or(path);
             format!("file://{}", path.display())
@@ -134,21 +140,17 @@ pub(crate) fn of(store: &StoreSection, cwd: &Path) -> String {
             }
             out.push('/');
             out.push_str(&n.bucket);
-            let query: Vec<String> = [
-                n.token_env.as_ref().map(|v| format!("token_env={v}")),
-                n.token_file
-                    .as_ref()
-                    .map(|p| format!("token_file={}", p.display())),
-                n.credentials
-                    .as_ref()
-                    .map(|p| format!("credentials={}", p.display())),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            if !query.is_empty() {
+            // The credential by name; a token value has none (and is
+            // never written).
+            let query = match &n.auth {
+                NatsAuth::TokenEnv(v) => Some(format!("token_env={v}")),
+                NatsAuth::TokenFile(p) => Some(format!("token_file={}", p.display())),
+                NatsAuth::CredentialsFile(p) => Some(format!("credentials={}", p.display())),
+                _ => None,
+            };
+            if let Some(query) = query {
                 out.push('?');
-                out.push_str(&query.join("&"));
+                out.push_str(&query);
             }
             out
         }
@@ -170,11 +172,14 @@ mod tests {
         assert_eq!(s.kind, StoreKind::Nats);
         assert_eq!(s.nats.url, "nats://h1:4222,nats://h2:4222,tls://h3:4333");
         assert_eq!(s.nats.bucket, "team-b");
-        assert_eq!(s.nats.token_env.as_deref(), Some("NATS_TOKEN"));
+        assert_eq!(s.nats.auth, NatsAuth::TokenEnv("NATS_TOKEN".into()));
         assert_eq!(nats("nats://h1:4222").nats.bucket, "orch");
         assert_eq!(nats("nats://h1:4222/").nats.bucket, "orch");
         let creds = nats("tls://h:1/b?credentials=/etc/a.creds");
-        assert_eq!(creds.nats.credentials, Some(PathBuf::from("/etc/a.creds")));
+        assert_eq!(
+            creds.nats.auth,
+            NatsAuth::CredentialsFile(PathBuf::from("/etc/a.creds"))
+        );
     }
 
     #[test]

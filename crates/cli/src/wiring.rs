@@ -5,15 +5,14 @@
 //! feature `nats`) and handed on as `Arc<dyn HandoffStore>`, so commands
 //! work the same on either.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use orch_delegate::transport::exec::{ExecConfig, ExecTransport};
-use orch_delegate::transport::openclaw::{
-    DEFAULT_MAX_BODY_BYTES, OpenClawConfig, OpenClawTransport,
-};
+use orch_delegate::transport::exec::ExecTransport;
+use orch_delegate::transport::openclaw::OpenClawTransport;
 use orch_delegate::transport::sim::{SimConfig, SimTransport};
-use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Secret, Transport};
-use orch_handoff::{FsStore, FsStoreConfig, HandoffStore, WatchMode};
+use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Transport};
+use orch_handoff::{FsStore, HandoffStore, WatchMode};
 use orch_registry::{AgentInfo, Registry, RegistryFile};
 
 use crate::args::{GlobalArgs, WatchArg};
@@ -44,10 +43,10 @@ impl Setup {
         }
         if let Some(dir) = &global.handoff_dir {
             config.store.kind = StoreKind::Fs;
-            config.store.path = dir.clone();
+            config.store.fs.root = dir.clone();
         }
         if let Some(watch) = global.watch {
-            config.store.watch = match watch {
+            config.store.fs.watch = match watch {
                 WatchArg::Auto => WatchMode::Auto,
                 WatchArg::Inotify => WatchMode::Inotify,
                 WatchArg::Poll => WatchMode::Poll,
@@ -67,39 +66,21 @@ impl Setup {
     }
 
     fn open_fs_store(&self) -> Result<FsStore, CliError> {
-        let mut cfg = FsStoreConfig::new(&self.config.store.path);
-        cfg.watch = self.config.store.watch;
-        cfg.max_handoff_bytes = self.config.store.max_handoff_bytes;
-        FsStore::open(cfg).map_err(|e| {
+        let fs = &self.config.store.fs;
+        FsStore::open(fs.clone()).map_err(|e| {
             CliError::Internal(format!(
                 "cannot open the handoff store at {}: {e}",
-                self.config.store.path.display()
+                fs.root.display()
             ))
         })
     }
 
+    /// Connects with the settings as the config gives them; the store
+    /// reads the token the config names.
     #[cfg(feature = "nats")]
     async fn open_nats_store(&self) -> Result<Store, CliError> {
-        use orch_handoff::{NatsAuth, NatsStore, NatsStoreConfig, NatsToken, StoreError};
-        let store = &self.config.store;
-        let n = &store.nats;
-        let mut cfg = NatsStoreConfig::new(n.url.clone());
-        cfg.bucket = n.bucket.clone();
-        cfg.replicas = n.replicas;
-        cfg.history = n.history;
-        cfg.max_handoff_bytes = store.max_handoff_bytes;
-        cfg.connect_timeout = n.connect_timeout.0;
-        cfg.request_timeout = n.request_timeout.0;
-        cfg.retry_max_delay = n.retry_max_delay.0;
-        cfg.auth = match (&n.token_env, &n.token_file, &n.credentials) {
-            (None, None, None) => NatsAuth::None,
-            (_, _, Some(file)) => NatsAuth::CredentialsFile(file.clone()),
-            (env, file, None) => NatsAuth::Token(NatsToken::new(
-                read_secret(env.as_deref(), file.as_deref(), "NATS token")
-                    .map_err(|m| CliError::Usage(format!("config: store: {m}")))?,
-            )),
-        };
-        match NatsStore::connect(cfg).await {
+        use orch_handoff::{NatsStore, StoreError};
+        match NatsStore::connect(self.config.store.nats.clone()).await {
             Ok(s) => Ok(Arc::new(s)),
             Err(e @ StoreError::Config { .. }) => {
                 Err(CliError::Usage(format!("config: store: {e}")))
@@ -124,7 +105,7 @@ impl Setup {
     fn submit_args(&self) -> Vec<String> {
         match self.config.store.kind {
             StoreKind::Fs => {
-                let path = &self.config.store.path;
+                let path = &self.config.store.fs.root;
                 let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                 vec!["--handoff-dir".into(), root.display().to_string()]
             }
@@ -200,26 +181,30 @@ impl Setup {
         let c = &self.config;
         let mut sims: std::collections::BTreeMap<String, Arc<dyn Transport>> = Default::default();
         let mut agents = Vec::new();
+        // Agents written inline in orch.yaml keep the transport the config
+        // parsed; a registry file's transport is opaque JSON to the
+        // registry, read here once.
         let refs = registry
             .agents()
             .iter()
-            .map(|info| {
-                serde_json::from_value::<TransportRef>(info.transport.clone())
-                    .map(|r| (info, r))
-                    .map_err(|e| CliError::Usage(format!("agent {}: transport: {e}", info.id)))
+            .map(|info| match c.agents.get(&info.id) {
+                Some(agent) => Ok((info, Cow::Borrowed(&agent.transport))),
+                None => serde_json::from_value::<TransportRef>(info.transport.clone())
+                    .map(|r| (info, Cow::Owned(r)))
+                    .map_err(|e| CliError::Usage(format!("agent {}: transport: {e}", info.id))),
             })
             .collect::<Result<Vec<_>, CliError>>()?;
         let mut secrets = c.secret_env_vars();
         let store_descriptor = self.store_descriptor();
         for (_, r) in &refs {
-            if let TransportRef::Inline(spec) = r {
+            if let TransportRef::Inline(spec) = r.as_ref() {
                 secrets.extend(spec.token_env().map(str::to_owned));
             }
         }
+        let default_sim = TransportSpec::Sim(SimConfig::default());
         for (info, transport_ref) in &refs {
             let id = &info.id;
-            let default_sim = TransportSpec::Sim(config::SimSpec::default());
-            let (name, transport_spec) = match transport_ref {
+            let (name, transport_spec) = match transport_ref.as_ref() {
                 TransportRef::Named(name) => match c.transports.get(name) {
                     Some(t) => (Some(name.as_str()), t),
                     // The embedded registry's agents use `sim`; a config that
@@ -239,74 +224,42 @@ impl Setup {
                     if let Some(t) = sims.get(&key) {
                         t.clone()
                     } else {
-                        let cfg = SimConfig {
-                            delay: sim.delay.0,
-                            slow_delay: sim.slow_delay.0,
-                            agents: sim.agents.clone(),
-                            max_task_bytes: sim.max_task_bytes,
-                            ..SimConfig::default()
-                        };
-                        let t: Arc<dyn Transport> = Arc::new(SimTransport::new(store.clone(), cfg));
+                        let t: Arc<dyn Transport> =
+                            Arc::new(SimTransport::new(store.clone(), sim.clone()));
                         sims.insert(key, t.clone());
                         t
                     }
                 }
-                TransportSpec::Exec(exec) => Arc::new(
-                    ExecTransport::new(ExecConfig {
-                        argv: exec.command.clone(),
-                        // The agent's `orch handoff submit` finds this
-                        // store through ORCH_STORE, on any host (the
-                        // config's own `env` may set another).
-                        env: std::iter::once(("ORCH_STORE".to_owned(), store_descriptor.clone()))
-                            .chain(exec.env.clone())
-                            .collect(),
-                        remove_env: secrets
-                            .iter()
-                            .filter(|v| !exec.env_passthrough.contains(v))
-                            .cloned()
-                            .collect(),
-                        cwd: exec.cwd.clone(),
-                        max_task_bytes: exec.max_task_bytes,
-                        ..ExecConfig::default()
-                    })
-                    .map_err(|e| CliError::Usage(format!("config: agent {id}: {e}")))?,
-                ),
+                TransportSpec::Exec(exec) => {
+                    let mut cfg = exec.clone();
+                    // The agent's `orch handoff submit` finds this store
+                    // through ORCH_STORE, on any host (the config's own
+                    // `env` may set another).
+                    cfg.env
+                        .entry("ORCH_STORE".to_owned())
+                        .or_insert_with(|| store_descriptor.clone());
+                    // Every secret variable; the transport keeps those its
+                    // `env_passthrough` names.
+                    cfg.remove_env = secrets.clone();
+                    Arc::new(
+                        ExecTransport::new(cfg)
+                            .map_err(|e| CliError::Usage(format!("config: agent {id}: {e}")))?,
+                    )
+                }
                 // A missing token only matters to delegations that use this
                 // agent: it becomes a transport that refuses with a config
                 // error, so agents on other transports keep working.
                 TransportSpec::Openclaw(oc) => {
-                    let misconfigured = |error| {
-                        Arc::new(Misconfigured {
+                    let mut cfg = oc.clone();
+                    if cfg.agent_id.is_none() {
+                        cfg.agent_id = c.agents.get(id).and_then(|a| a.remote_id.clone());
+                    }
+                    match OpenClawTransport::new(cfg) {
+                        Ok(t) => Arc::new(t),
+                        Err(error) => Arc::new(Misconfigured {
                             error,
                             max_task_bytes: oc.max_task_bytes,
-                        })
-                    };
-                    match read_token(oc) {
-                        Ok(token) => {
-                            let mut cfg = OpenClawConfig::new(oc.url.clone(), token);
-                            cfg.path = oc.path.clone();
-                            cfg.wait_for_completion = oc.wait_for_completion;
-                            cfg.agent_id = oc
-                                .agent_id
-                                .clone()
-                                .or_else(|| c.agents.get(id).and_then(|a| a.remote_id.clone()));
-                            cfg.max_task_bytes = oc.max_task_bytes;
-                            // The body carries the message JSON-encoded
-                            // (newlines and quotes take two bytes): a
-                            // raised task limit raises the body's with it.
-                            cfg.max_body_bytes = usize::try_from(oc.max_task_bytes)
-                                .unwrap_or(usize::MAX)
-                                .saturating_mul(2)
-                                .max(DEFAULT_MAX_BODY_BYTES);
-                            cfg.request_timeout = oc.request_timeout.0;
-                            match OpenClawTransport::new(cfg) {
-                                Ok(t) => Arc::new(t),
-                                Err(e) => misconfigured(e),
-                            }
-                        }
-                        Err(message) => {
-                            misconfigured(orch_delegate::TransportError::Config { message })
-                        }
+                        }),
                     }
                 }
             };
@@ -359,37 +312,4 @@ impl Transport for Misconfigured {
     ) -> Result<orch_delegate::Ack, orch_delegate::TransportError> {
         Err(self.error.clone())
     }
-}
-
-/// Reads an OpenClaw hook token from the variable or file the config names.
-/// Errors name the variable or file, never the value.
-fn read_token(oc: &config::OpenClawSpec) -> Result<Secret, String> {
-    read_secret(
-        oc.token_env.as_deref(),
-        oc.token_file.as_deref(),
-        "hook token",
-    )
-    .map(Secret::new)
-}
-
-/// Reads a secret from the environment variable (first) or the file the
-/// config names. Errors name the variable or file, never the value.
-fn read_secret(
-    env: Option<&str>,
-    file: Option<&std::path::Path>,
-    what: &str,
-) -> Result<String, String> {
-    let value = match (env, file) {
-        (Some(var), _) => {
-            std::env::var(var).map_err(|_| format!("the {what} variable {var} is not set"))?
-        }
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read the {what} file {}: {e}", file.display()))?,
-        (None, None) => return Err(format!("no {what} configured (token_env or token_file)")),
-    };
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(format!("the {what} is empty"));
-    }
-    Ok(value.to_owned())
 }

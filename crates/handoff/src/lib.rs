@@ -53,13 +53,14 @@ pub use record::{
     handoff_json_schema,
 };
 pub use runid::{InvalidId, MAX_ID_LEN, RunId, validate_id};
+#[cfg(feature = "nats")]
+pub use store::NatsStore;
+pub use store::{DEFAULT_NATS_URL, NatsAuth, NatsStoreConfig, NatsToken};
 pub use store::{
     Existing, FsStore, FsStoreConfig, HandoffKey, HandoffStore, Handoffs, Ledger, LedgerEvent,
     LedgerEventKind, LedgerRead, PutMode, Scope, StoreError, Subscription, WaitOutcome, WatchMode,
     WorkflowRecord, WorkflowRecords,
 };
-#[cfg(feature = "nats")]
-pub use store::{NatsAuth, NatsStore, NatsStoreConfig, NatsToken};
 
 /// The store traits, for `use orch_handoff::prelude::*;`: a method of a
 /// [`HandoffStore`] is one of its three parts', and calling it needs that

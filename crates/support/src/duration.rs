@@ -1,10 +1,11 @@
 //! The one way orch reads and writes a duration: seconds (`120`) or
 //! friendly (`90s`, `10m`, `1h 30m`, `500ms`), in flags, `orch.yaml` and
-//! workflow files alike.
+//! workflow files alike. In serde: [`Dur`], a newtype, or [`serde`] for a
+//! plain [`Duration`] field (`#[serde(with = "orch_support::duration::serde")]`).
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use ::serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Parses `120`, `90s`, `10m`, `1h 30m`, `500ms`. The error says what is
 /// accepted.
@@ -43,8 +44,8 @@ impl<'de> Deserialize<'de> for Dur {
         }
         match Raw::deserialize(d) {
             Ok(Raw::Secs(s)) => Ok(Dur(Duration::from_secs(s))),
-            Ok(Raw::Text(t)) => parse(&t).map(Dur).map_err(serde::de::Error::custom),
-            Err(_) => Err(serde::de::Error::custom(
+            Ok(Raw::Text(t)) => parse(&t).map(Dur).map_err(::serde::de::Error::custom),
+            Err(_) => Err(::serde::de::Error::custom(
                 "expected a duration: seconds (120) or e.g. 90s, 10m, 1h",
             )),
         }
@@ -57,9 +58,60 @@ impl Serialize for Dur {
     }
 }
 
+/// A [`Duration`] field in the one syntax, without the [`Dur`] newtype:
+/// `#[serde(with = "orch_support::duration::serde")]` reads what [`Dur`]
+/// reads and writes what it writes.
+pub mod serde {
+    use std::time::Duration;
+
+    use ::serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Dur;
+
+    /// Writes `d` as text ([`format()`](super::format)).
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        Dur(*d).serialize(s)
+    }
+
+    /// Reads whole seconds or text ([`parse`](super::parse)).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Dur::deserialize(d).map(|d| d.0)
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
+    struct Timeouts {
+        #[serde(with = "super::serde")]
+        wait: Duration,
+    }
+
+    #[test]
+    fn a_plain_duration_field_reads_and_writes_the_one_syntax() {
+        let read = |json: &str| serde_json::from_str::<Timeouts>(json).map(|t| t.wait);
+        assert_eq!(read(r#"{"wait": 90}"#).unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            read(r#"{"wait": "1h 30m"}"#).unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            read(r#"{"wait": "500ms"}"#).unwrap(),
+            Duration::from_millis(500)
+        );
+        let soon = read(r#"{"wait": "soon"}"#).unwrap_err().to_string();
+        assert!(soon.contains(r#""soon" is not a duration"#), "{soon}");
+        let wrong = read(r#"{"wait": [1]}"#).unwrap_err().to_string();
+        assert!(wrong.contains("expected a duration"), "{wrong}");
+        let shown = serde_json::to_string(&Timeouts {
+            wait: Duration::from_secs(120),
+        })
+        .unwrap();
+        assert_eq!(shown, r#"{"wait":"2m"}"#);
+    }
 
     #[test]
     fn durations_read_and_write_back() {

@@ -12,9 +12,13 @@
 //! - [`url`]: [`url::redact_userinfo`], applied wherever a URL from the
 //!   configuration is shown (credentials in `http://user:pass@host`).
 //! - [`secret`]: [`secret::Secret`], a value `Debug`/`Display` never show,
-//!   and [`secret::redact`] for text that might quote one.
+//!   [`secret::redact`] for text that might quote one, and
+//!   [`secret::read_secret`], which reads one from the variable or file a
+//!   config names (errors name the source, never the value).
 //! - [`duration`]: the one duration syntax (`120`, `90s`, `1h 30m`) of
-//!   flags, `orch.yaml` and workflow files, and [`duration::Dur`] for serde.
+//!   flags, `orch.yaml` and workflow files, and for serde [`duration::Dur`]
+//!   or, on a plain `Duration` field, `#[serde(with =
+//!   "orch_support::duration::serde")]`.
 //! - `http` (feature `http`): reading a capped response body, the cause of
 //!   a reqwest error without its wrapper layers, whether a URL is loopback.
 //! - `schema` (feature `schema`): a type's JSON Schema in the one shape

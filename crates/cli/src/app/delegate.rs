@@ -64,7 +64,7 @@ impl Delegating {
         observer: impl Fn(&DelegationEvent) + Send + Sync + 'static,
     ) -> Result<Self, CliError> {
         let registry = setup.registry()?;
-        setup.config.store.nats.request_timeout.0 = timeout
+        setup.config.store.nats.request_timeout = timeout
             .unwrap_or(setup.config.delegation.timeout.0)
             .max(Duration::from_secs(5));
         let store = setup.open_store().await?;

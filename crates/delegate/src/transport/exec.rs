@@ -12,8 +12,9 @@
 //!   command that exits without reading ends the write.
 //! - **environment:** the inherited one without the variables of
 //!   [`ExecConfig::remove_env`] (orch's own secrets: the CLI removes every
-//!   variable it reads a token from, unless the transport's config lets
-//!   one through), then [`ExecConfig::env`], then the protocol variables,
+//!   variable it reads a token from) other than those
+//!   [`ExecConfig::env_passthrough`] lets through, then
+//!   [`ExecConfig::env`], then the protocol variables,
 //!   which config cannot override:
 //!
 //!   | variable              | value |
@@ -90,6 +91,7 @@ use async_trait::async_trait;
 use orch_handoff::Scope;
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
@@ -109,27 +111,52 @@ pub const PIPE_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Settings of an [`ExecTransport`]. `Debug` shows the names of
 /// [`ExecConfig::env`] but not their values, which may be secrets.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// In serde (a `kind: exec` transport of `orch.yaml`): `command` (the
+/// argv, required), `env`, `cwd`, `max_task_bytes` and `env_passthrough`;
+/// unknown keys are refused. `remove_env` and `stderr_tail_bytes` are not
+/// read: what to remove is the composition root's to say.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExecConfig {
     /// The command and its arguments; `argv[0]` is looked up in `PATH` if it
     /// has no `/`. No shell is involved.
+    #[serde(rename = "command")]
     pub argv: Vec<String>,
     /// Variables added to the inherited environment (before the `ORCH_*`
     /// protocol variables, which they cannot override).
+    #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Variables removed from the inherited environment: the ones orch
     /// reads its secrets from (hook tokens, the Discord bot token, NATS
-    /// tokens), which an agent must not inherit. [`ExecConfig::env`] can
-    /// still set one explicitly.
+    /// tokens), which an agent must not inherit, except those
+    /// [`ExecConfig::env_passthrough`] names. [`ExecConfig::env`] can still
+    /// set one explicitly.
+    #[serde(skip)]
     pub remove_env: BTreeSet<String>,
     /// Working directory of the command; `None`: orch's own.
+    #[serde(default)]
     pub cwd: Option<PathBuf>,
     /// How many bytes of the end of stderr go into the completion detail.
     /// Default [`DEFAULT_STDERR_TAIL_BYTES`]; 0 keeps none.
+    #[serde(skip, default = "default_stderr_tail_bytes")]
     pub stderr_tail_bytes: usize,
     /// Largest task message delivered ([`Transport::max_task_bytes`];
     /// default [`DEFAULT_MAX_TASK_BYTES`]).
+    #[serde(default = "default_max_task_bytes")]
     pub max_task_bytes: u64,
+    /// Variables of [`ExecConfig::remove_env`] this command still inherits
+    /// (an agent that needs one of orch's tokens). Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_passthrough: Vec<String>,
+}
+
+fn default_stderr_tail_bytes() -> usize {
+    DEFAULT_STDERR_TAIL_BYTES
+}
+
+fn default_max_task_bytes() -> u64 {
+    DEFAULT_MAX_TASK_BYTES
 }
 
 impl ExecConfig {
@@ -143,6 +170,15 @@ impl ExecConfig {
             argv: argv.into_iter().map(Into::into).collect(),
             ..Self::default()
         }
+    }
+
+    /// The variables taken out of what the command inherits:
+    /// [`ExecConfig::remove_env`] less [`ExecConfig::env_passthrough`].
+    pub fn removed_env(&self) -> impl Iterator<Item = &str> {
+        self.remove_env
+            .iter()
+            .filter(|v| !self.env_passthrough.contains(v))
+            .map(String::as_str)
     }
 }
 
@@ -158,6 +194,7 @@ impl Default for ExecConfig {
             cwd: None,
             stderr_tail_bytes: DEFAULT_STDERR_TAIL_BYTES,
             max_task_bytes: DEFAULT_MAX_TASK_BYTES,
+            env_passthrough: Vec::new(),
         }
     }
 }
@@ -171,6 +208,7 @@ impl fmt::Debug for ExecConfig {
             .field("cwd", &self.cwd)
             .field("stderr_tail_bytes", &self.stderr_tail_bytes)
             .field("max_task_bytes", &self.max_task_bytes)
+            .field("env_passthrough", &self.env_passthrough)
             .finish()
     }
 }
@@ -212,7 +250,7 @@ impl ExecTransport {
         if let Some(dir) = &self.config.cwd {
             command.current_dir(dir);
         }
-        for var in &self.config.remove_env {
+        for var in self.config.removed_env() {
             command.env_remove(var);
         }
         command.envs(&self.config.env);
@@ -587,6 +625,49 @@ mod tests {
         let err = ExecTransport::new(ExecConfig::new(["", "x"])).unwrap_err();
         assert!(matches!(err, TransportError::Config { .. }), "{err}");
         assert!(ExecTransport::new(ExecConfig::new(["true"])).is_ok());
+    }
+
+    #[test]
+    fn a_config_reads_command_as_argv_and_refuses_other_keys() {
+        use serde_json::json;
+        let read = |json: serde_json::Value| serde_json::from_value::<ExecConfig>(json);
+        let c = read(json!({
+            "command": ["/bin/agent", "--fast"],
+            "env": {"A": "1"},
+            "env_passthrough": ["GW_TOKEN"],
+        }))
+        .unwrap();
+        assert_eq!(c.argv, ["/bin/agent", "--fast"]);
+        assert_eq!(
+            ExecConfig {
+                env: BTreeMap::new(),
+                env_passthrough: Vec::new(),
+                ..c.clone()
+            },
+            ExecConfig::new(["/bin/agent", "--fast"]),
+            "the rest is the default"
+        );
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!({"command": ["/bin/agent", "--fast"], "env": {"A": "1"}, "cwd": null, "max_task_bytes": 262144, "env_passthrough": ["GW_TOKEN"]})
+        );
+        let missing = read(json!({})).unwrap_err().to_string();
+        assert!(missing.contains("missing field `command`"), "{missing}");
+        // What only the composition root decides is no key.
+        for key in ["argv", "remove_env", "stderr_tail_bytes"] {
+            let e = read(json!({"command": ["x"], key: []}))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("unknown field `{key}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn passthrough_keeps_a_variable_remove_env_names() {
+        let mut c = ExecConfig::new(["x"]);
+        c.remove_env = ["A", "B", "C"].map(String::from).into();
+        c.env_passthrough = vec!["B".into(), "D".into()];
+        assert_eq!(c.removed_env().collect::<Vec<_>>(), ["A", "C"]);
     }
 
     #[test]

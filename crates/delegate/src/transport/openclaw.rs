@@ -16,14 +16,17 @@
 //! credentials (a URL with userinfo is refused at construction).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use orch_support::http::{cause, is_loopback, read_capped};
+use orch_support::secret::read_secret;
 use orch_support::text::{quoted_body, shorten, squash};
 use orch_support::url::redact_userinfo;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{Ack, Completion, DEFAULT_MAX_TASK_BYTES, Envelope, Secret, Transport, TransportError};
@@ -48,36 +51,85 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 pub const MAX_QUOTE_CHARS: usize = 200;
 
 /// Where and how to reach an OpenClaw gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In serde (a `kind: openclaw` transport of `orch.yaml`): `url`
+/// (required), `path`, `token_env` or `token_file` (the token is only
+/// *named*: [`OpenClawTransport::new`] reads it), `wait_for_completion`,
+/// `agent_id`, `max_task_bytes` and `request_timeout` (a duration:
+/// `30s`); unknown keys are refused, and a token value is never read from
+/// or written to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OpenClawConfig {
     /// Base URL of the gateway, e.g. `http://127.0.0.1:18789` (no
-    /// credentials in it: the token goes in [`OpenClawConfig::token`]).
+    /// credentials in it: the token is [`OpenClawConfig::token`], or named
+    /// by `token_env` / `token_file`).
     pub url: String,
     /// Hooks path (OpenClaw's `hooks.path`), default `/hooks`.
+    #[serde(default = "default_path")]
     pub path: String,
-    /// The hook token, sent as `Authorization: Bearer <token>`.
-    pub token: Secret,
-    /// The OpenClaw `agentId` to address, if it differs from orch's agent
-    /// id (default: the envelope's agent).
-    pub agent_id: Option<String>,
+    /// The environment variable that holds the hook token, read by
+    /// [`OpenClawTransport::new`] when [`OpenClawConfig::token`] is unset.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The file that holds the hook token (when neither the token nor
+    /// `token_env` is given).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The hook token, sent as `Authorization: Bearer <token>`; `None`:
+    /// read from `token_env` or `token_file`. Never (de)serialised.
+    #[serde(skip)]
+    pub token: Option<Secret>,
     /// Send `waitForCompletion: true`: the gateway answers once the agent's
     /// run settled, so the delegator learns at once that a run ended
     /// without a handoff.
+    #[serde(default)]
     pub wait_for_completion: bool,
+    /// The OpenClaw `agentId` to address, if it differs from orch's agent
+    /// id (default: the envelope's agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
     /// TCP connect timeout (default 5 s).
+    #[serde(skip, default = "default_connect_timeout")]
     pub connect_timeout: Duration,
-    /// Largest request body sent (default 256 KiB, OpenClaw's limit);
-    /// larger envelopes are refused before anything is sent.
-    pub max_body_bytes: usize,
+    /// Largest request body sent; larger envelopes are refused before
+    /// anything is sent. `None` (what a deserialised config has): twice
+    /// `max_task_bytes`, at least [`DEFAULT_MAX_BODY_BYTES`] (the body
+    /// carries the message JSON-encoded, where newlines and quotes take two
+    /// bytes, so a raised task limit raises the body's with it).
+    /// [`OpenClawConfig::new`] sets OpenClaw's limit, 256 KiB.
+    #[serde(skip)]
+    pub max_body_bytes: Option<usize>,
     /// Largest task message ([`Transport::max_task_bytes`]; default
     /// [`DEFAULT_MAX_TASK_BYTES`]). The body carries it JSON-encoded, so it
     /// must also fit `max_body_bytes`.
+    #[serde(default = "default_max_task_bytes")]
     pub max_task_bytes: u64,
     /// How long one request waits for the gateway's answer when it answers
     /// on admission (`wait_for_completion` off; default
     /// [`ADMISSION_TIMEOUT`]). A gateway that never answers fails each try
     /// after this long, and the delegator retries.
+    #[serde(
+        default = "default_request_timeout",
+        with = "orch_support::duration::serde"
+    )]
     pub request_timeout: Duration,
+}
+
+fn default_path() -> String {
+    DEFAULT_PATH.to_owned()
+}
+
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+
+fn default_max_task_bytes() -> u64 {
+    DEFAULT_MAX_TASK_BYTES
+}
+
+fn default_request_timeout() -> Duration {
+    ADMISSION_TIMEOUT
 }
 
 impl OpenClawConfig {
@@ -88,13 +140,41 @@ impl OpenClawConfig {
         Self {
             url: url.into(),
             path: DEFAULT_PATH.to_owned(),
-            token,
+            token_env: None,
+            token_file: None,
+            token: Some(token),
             agent_id: None,
             wait_for_completion: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_body_bytes: Some(DEFAULT_MAX_BODY_BYTES),
             max_task_bytes: DEFAULT_MAX_TASK_BYTES,
             request_timeout: ADMISSION_TIMEOUT,
+        }
+    }
+
+    /// The body limit in force: [`OpenClawConfig::max_body_bytes`], or
+    /// twice `max_task_bytes` and at least [`DEFAULT_MAX_BODY_BYTES`].
+    pub fn body_limit(&self) -> usize {
+        self.max_body_bytes.unwrap_or_else(|| {
+            usize::try_from(self.max_task_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(2)
+                .max(DEFAULT_MAX_BODY_BYTES)
+        })
+    }
+
+    /// The hook token: [`OpenClawConfig::token`], else read from
+    /// `token_env` or `token_file`. Errors name the variable or the file,
+    /// never a value.
+    fn resolve_token(&self) -> Result<Secret, TransportError> {
+        match &self.token {
+            Some(token) => Ok(token.clone()),
+            None => read_secret(
+                self.token_env.as_deref(),
+                self.token_file.as_deref(),
+                "hook token",
+            )
+            .map_err(|e| config_error(e.to_string())),
         }
     }
 }
@@ -135,10 +215,13 @@ impl fmt::Debug for OpenClawTransport {
 }
 
 impl OpenClawTransport {
-    /// Checks `config` and builds the HTTP client. Refuses a URL that is
-    /// not `http`/`https`, a URL with credentials, an empty token and a
-    /// token that cannot be sent in a header.
+    /// Checks `config`, reads the token it names (unless it holds one) and
+    /// builds the HTTP client. Refuses a token variable that is not set or
+    /// a token file that cannot be read (the error names them, never a
+    /// value), a URL that is not `http`/`https`, a URL with credentials,
+    /// an empty token and a token that cannot be sent in a header.
     pub fn new(config: OpenClawConfig) -> Result<Self, TransportError> {
+        let token = config.resolve_token()?;
         let base = config.url.trim();
         if base.is_empty() {
             return Err(config_error("the openclaw url is empty"));
@@ -174,16 +257,17 @@ impl OpenClawTransport {
         })?;
         let shown_endpoint = show_url(&endpoint);
 
-        let token = config.token.expose();
-        if token.trim().is_empty() {
+        let max_body_bytes = config.body_limit();
+        let token_value = token.expose();
+        if token_value.trim().is_empty() {
             return Err(config_error("the openclaw hook token is empty"));
         }
-        if token.trim() != token {
+        if token_value.trim() != token_value {
             return Err(config_error(
                 "the openclaw hook token starts or ends with whitespace (token not shown)",
             ));
         }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token_value}")).map_err(|_| {
             config_error(
                 "the openclaw hook token contains characters that cannot be sent in an http header (token not shown)",
             )
@@ -195,7 +279,7 @@ impl OpenClawTransport {
         {
             return Err(config_error("the openclaw agent_id is empty"));
         }
-        if config.max_body_bytes == 0 {
+        if max_body_bytes == 0 {
             return Err(config_error("the openclaw max_body_bytes is 0"));
         }
         if config.max_task_bytes == 0 {
@@ -223,10 +307,10 @@ impl OpenClawTransport {
             endpoint,
             shown_endpoint,
             auth,
-            token: config.token,
+            token,
             agent_id: config.agent_id,
             wait_for_completion: config.wait_for_completion,
-            max_body_bytes: config.max_body_bytes,
+            max_body_bytes,
             max_task_bytes: config.max_task_bytes,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
@@ -600,8 +684,93 @@ pub(crate) fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Dur
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_reads_its_keys_and_never_a_token() {
+        let read = |json: Value| serde_json::from_value::<OpenClawConfig>(json);
+        let c = read(json!({
+            "url": "http://127.0.0.1:18789",
+            "token_env": "GW_TOKEN",
+            "request_timeout": "1m",
+            "max_task_bytes": 1_000_000,
+        }))
+        .unwrap();
+        assert_eq!(c.path, "/hooks");
+        assert_eq!(c.token_env.as_deref(), Some("GW_TOKEN"));
+        assert_eq!(c.token, None);
+        assert_eq!(c.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        // The body limit follows a raised task limit.
+        assert_eq!(c.max_body_bytes, None);
+        assert_eq!(c.body_limit(), 2_000_000);
+        assert_eq!(
+            read(json!({"url": "http://h", "token_env": "T"}))
+                .unwrap()
+                .body_limit(),
+            2 * DEFAULT_MAX_BODY_BYTES
+        );
+        assert_eq!(
+            OpenClawConfig::new("http://h", Secret::new("t")).body_limit(),
+            DEFAULT_MAX_BODY_BYTES
+        );
+        for key in ["token", "max_body_bytes", "connect_timeout", "tokenEnv"] {
+            let e = read(json!({"url": "http://h", key: "x"}))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("unknown field `{key}`")), "{e}");
+        }
+        // A token given in code is never written out.
+        let mut given = OpenClawConfig::new("http://h", Secret::new("hunter2-token"));
+        given.agent_id = Some("tech-lead".into());
+        let shown = serde_json::to_value(&given).unwrap();
+        assert!(!shown.to_string().contains("hunter2"), "{shown}");
+        assert_eq!(
+            shown,
+            json!({"url": "http://h", "path": "/hooks", "token_env": null, "token_file": null, "wait_for_completion": false, "agent_id": "tech-lead", "max_task_bytes": 262144, "request_timeout": "30s"})
+        );
+    }
+
+    #[test]
+    fn a_named_token_is_read_by_the_transport_and_errors_name_the_source() {
+        let config = |json: Value| serde_json::from_value::<OpenClawConfig>(json).unwrap();
+        let unset = "ORCH_OPENCLAW_TEST_SURELY_UNSET_TOKEN";
+        let err = OpenClawTransport::new(config(json!({"url": "http://h", "token_env": unset})))
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Config { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("transport configuration: the hook token variable {unset} is not set")
+        );
+        let dir = std::env::temp_dir().join(format!("orch-openclaw-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hook-token");
+        let missing =
+            OpenClawTransport::new(config(json!({"url": "http://h", "token_file": file})))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            missing.contains(&format!(
+                "cannot read the hook token file {}",
+                file.display()
+            )),
+            "{missing}"
+        );
+        std::fs::write(&file, "hunter2-token\n").unwrap();
+        let t =
+            OpenClawTransport::new(config(json!({"url": "http://h", "token_file": file}))).unwrap();
+        assert_eq!(t.token.expose(), "hunter2-token");
+        assert!(!format!("{t:?}").contains("hunter2"));
+        // Read first: a missing token is what is reported.
+        let both =
+            OpenClawTransport::new(config(json!({"url": "http://me:pw@h", "token_env": unset})))
+                .unwrap_err()
+                .to_string();
+        assert!(both.contains(unset), "{both}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn at(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))

@@ -155,12 +155,18 @@ impl FromStr for Behaviour {
     }
 }
 
-/// Settings of a [`SimTransport`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Settings of a [`SimTransport`]. In serde (a `kind: sim` transport of
+/// `orch.yaml`): `delay`, `slow_delay` (durations: `200ms`, `30s`),
+/// `agents` and `max_task_bytes`, every one optional, unknown keys refused;
+/// the keywords are not configurable there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
     /// How long an agent "works" before answering. Default 200 ms.
+    #[serde(with = "orch_support::duration::serde")]
     pub delay: Duration,
     /// How long a [`Behaviour::Slow`] agent works. Default 30 s.
+    #[serde(with = "orch_support::duration::serde")]
     pub slow_delay: Duration,
     /// Behaviour per agent id; agents not listed answer
     /// [`Behaviour::Complete`]. Default empty.
@@ -168,6 +174,7 @@ pub struct SimConfig {
     /// Keywords checked in the task message before the per-agent behaviour,
     /// in order; the first one found wins. Default: `[sim:<name>]` for every
     /// behaviour ([`Behaviour::keyword`]).
+    #[serde(skip)]
     pub keywords: Vec<(String, Behaviour)>,
     /// Largest task message accepted ([`Transport::max_task_bytes`]).
     /// Default [`DEFAULT_MAX_TASK_BYTES`], like a real gateway's, so a
@@ -474,8 +481,38 @@ fn strip_label(line: &str) -> &str {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use orch_handoff::{RunId, Scope};
+    use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_config_reads_its_keys_and_refuses_others() {
+        let read = |json: Value| serde_json::from_value::<SimConfig>(json);
+        let c = read(json!({"delay": "1s", "agents": {"webster": "slow"}})).unwrap();
+        assert_eq!(c.delay, Duration::from_secs(1));
+        assert_eq!(c.agents["webster"], Behaviour::Slow);
+        // What is not given is the default, keywords included.
+        assert_eq!(
+            SimConfig {
+                delay: Duration::from_millis(200),
+                agents: BTreeMap::new(),
+                ..c.clone()
+            },
+            SimConfig::default()
+        );
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            shown,
+            json!({"delay": "1s", "slow_delay": "30s", "agents": {"webster": "slow"}, "max_task_bytes": 262144})
+        );
+        assert_eq!(read(shown).unwrap(), c);
+        let typo = read(json!({"dealy": 5})).unwrap_err().to_string();
+        assert!(typo.contains("unknown field `dealy`"), "{typo}");
+        let keywords = read(json!({"keywords": []})).unwrap_err().to_string();
+        assert!(keywords.contains("unknown field `keywords`"), "{keywords}");
+        let soon = read(json!({"slow_delay": "soon"})).unwrap_err().to_string();
+        assert!(soon.contains("is not a duration"), "{soon}");
+    }
 
     fn envelope(message: &str, attempt: u32) -> Envelope {
         Envelope {

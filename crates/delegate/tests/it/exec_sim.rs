@@ -442,6 +442,34 @@ async fn an_exec_agent_does_not_inherit_removed_variables() {
     assert!(format!("{:?}", transport.config()).contains("CARGO_PKG_NAME"));
 }
 
+/// `env_passthrough` lets a variable of `remove_env` through (an agent
+/// that needs one of orch's tokens); the others stay removed.
+#[tokio::test]
+async fn env_passthrough_keeps_a_removed_variable() {
+    let rig = Rig::new();
+    let mut config = ExecConfig::new(["/bin/sh".to_owned(), fixture("env.sh")]);
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    config.remove_env = ["CARGO_PKG_NAME", "CARGO_MANIFEST_DIR"]
+        .map(String::from)
+        .into();
+    config.env_passthrough = vec!["CARGO_MANIFEST_DIR".into()];
+    let transport = ExecTransport::new(config).unwrap();
+    let ack = transport
+        .dispatch(&rig.envelope("webster", "dump env", Scope::Top, 1))
+        .await
+        .unwrap();
+    assert!(completion(&ack).0, "{ack:?}");
+    let handoff = rig.store.get(&key(Scope::Top)).await.unwrap().unwrap();
+    let names: Vec<&str> = handoff
+        .result
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(!names.contains(&"CARGO_PKG_NAME"), "{names:?}");
+    assert!(names.contains(&"CARGO_MANIFEST_DIR"), "{names:?}");
+}
+
 #[tokio::test]
 async fn an_exec_agent_reads_the_whole_message_on_stdin() {
     let rig = Rig::new();

@@ -12,11 +12,13 @@ mod fs;
 mod ledger;
 #[cfg(feature = "nats")]
 mod nats;
+mod nats_config;
 mod watch;
 pub use fs::{FsStore, FsStoreConfig, WatchMode};
 pub use ledger::{LedgerEvent, LedgerEventKind, LedgerRead};
 #[cfg(feature = "nats")]
-pub use nats::{NatsAuth, NatsStore, NatsStoreConfig, NatsToken};
+pub use nats::NatsStore;
+pub use nats_config::{DEFAULT_NATS_URL, NatsAuth, NatsStoreConfig, NatsToken};
 
 /// Where a handoff lives: top-level delegations at the store root, handoffs
 /// of sub-delegations (the caller is itself a delegated agent) under `sub/`.

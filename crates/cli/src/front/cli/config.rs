@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use orch_handoff::NatsAuth;
+
 use crate::app::error::{CliError, Exit};
 use crate::config::{EXAMPLE_YAML, StoreKind, TransportRef, TransportSpec};
 use crate::front::cli::args::{ConfigCmd, GlobalArgs};
@@ -62,17 +64,20 @@ fn show(global: &GlobalArgs, json: bool) -> Result<Exit, CliError> {
     }
     let store = &setup.config.store;
     if store.kind == StoreKind::Nats {
-        let n = &store.nats;
-        let state = match (&n.token_env, &n.token_file, &n.credentials) {
-            (_, _, Some(f)) if f.is_file() => format!("credentials file {} exists", f.display()),
-            (_, _, Some(f)) => format!("credentials file {} is missing", f.display()),
-            (Some(var), _, _) if std::env::var_os(var).is_some_and(|v| !v.is_empty()) => {
+        let state = match &store.nats.auth {
+            NatsAuth::CredentialsFile(f) if f.is_file() => {
+                format!("credentials file {} exists", f.display())
+            }
+            NatsAuth::CredentialsFile(f) => format!("credentials file {} is missing", f.display()),
+            NatsAuth::TokenEnv(var) if std::env::var_os(var).is_some_and(|v| !v.is_empty()) => {
                 format!("token ${var} is set")
             }
-            (Some(var), _, _) => format!("token ${var} is NOT set"),
-            (None, Some(f), _) if f.is_file() => format!("token file {} exists", f.display()),
-            (None, Some(f), _) => format!("token file {} is missing", f.display()),
-            (None, None, None) => "no credentials configured".to_owned(),
+            NatsAuth::TokenEnv(var) => format!("token ${var} is NOT set"),
+            NatsAuth::TokenFile(f) if f.is_file() => format!("token file {} exists", f.display()),
+            NatsAuth::TokenFile(f) => format!("token file {} is missing", f.display()),
+            NatsAuth::None => "no credentials configured".to_owned(),
+            // A config names its credential; nothing else reaches here.
+            _ => "credentials given".to_owned(),
         };
         text.push_str(&format!("# store: NATS {state} (value never shown)\n"));
     }

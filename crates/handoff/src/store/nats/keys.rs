@@ -104,26 +104,6 @@ pub(super) fn parse_record(key: &str) -> Option<(RunId, Option<String>)> {
     Some((run, step))
 }
 
-/// NATS bucket names: `[A-Za-z0-9_-]+` (they become stream names and
-/// subject tokens).
-pub(super) fn check_bucket(bucket: &str) -> Result<(), StoreError> {
-    let ok = !bucket.is_empty()
-        && bucket.len() <= 64
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Config {
-            message: format!(
-                "invalid NATS bucket name {:?}: use 1 to 64 ASCII letters, digits, '_' or '-'",
-                bucket.chars().take(80).collect::<String>()
-            ),
-        })
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -222,17 +202,5 @@ mod tests {
         let key = quarantined(&HandoffKey::sub(id("r.1")), 2);
         assert_eq!(key, "q/s/r=1/2");
         assert_eq!(parse_handoff(Scope::Sub, &key), None);
-    }
-
-    #[test]
-    fn bucket_names() {
-        assert!(check_bucket("orch").is_ok());
-        assert!(check_bucket("orch_prod-2").is_ok());
-        for bad in ["", "a.b", "a b", "a*", &"x".repeat(65)] {
-            assert!(
-                matches!(check_bucket(bad), Err(StoreError::Config { .. })),
-                "{bad:?}"
-            );
-        }
     }
 }

@@ -18,7 +18,10 @@
 //!
 //! # Opening
 //!
-//! [`NatsStore::connect`] connects (token or `.creds` file; never logged),
+//! [`NatsStore::connect`] checks the settings ([`NatsStoreConfig::check`]),
+//! reads the token the config names, if any ([`NatsAuth::token`]: errors
+//! name the variable or file), connects (token or `.creds` file; never
+//! logged),
 //! then creates what is missing: both buckets (history
 //! [`NatsStoreConfig::history`], [`NatsStoreConfig::replicas`], file
 //! storage, max value size = the handoff cap, and four times it for
@@ -96,13 +99,12 @@ use tokio::time::Instant;
 use self::retry::{Failure, Policy};
 use self::watch::{POLL_INTERVAL, Slot, Waiters, WatchDeps, Watcher};
 use super::files::MAX_LEDGER_LINE;
+use super::nats_config::{NatsAuth, NatsStoreConfig};
 use crate::store::{
     Existing, HandoffKey, LedgerEvent, LedgerEventKind, LedgerRead, PutMode, Scope, StoreError,
     Subscription, WaitOutcome, WorkflowRecord,
 };
-use crate::{
-    DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
-};
+use crate::{Expect, Handoff, HandoffError, RunId, parse_handoff_capped};
 
 /// How long creating a consumer (a watch, a ledger read, a key listing)
 /// may take before it is tried again. Normally milliseconds; but with a
@@ -114,77 +116,6 @@ pub(super) const CONSUMER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Workflow records embed a handoff plus attempts and timings (as in the
 /// file store).
 const RECORD_CAP_FACTOR: u64 = 4;
-
-/// A NATS token: `Debug` and `Display` print `[redacted]`; the value goes
-/// only to the connection.
-pub type NatsToken = orch_support::secret::Secret;
-
-/// How the store authenticates to the server.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NatsAuth {
-    /// No credentials.
-    #[default]
-    None,
-    /// A token (`authorization { token: … }` on the server).
-    Token(NatsToken),
-    /// A `.creds` file (user JWT and NKey seed), read at connect time.
-    CredentialsFile(PathBuf),
-}
-
-/// Settings of a [`NatsStore`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NatsStoreConfig {
-    /// Server URL(s), comma-separated: `nats://host:4222`, `tls://host:4222`.
-    /// Credentials do not belong here (see [`NatsStoreConfig::auth`]).
-    pub url: String,
-    /// The handoff bucket; also names the workflow bucket
-    /// (`<bucket>-workflows`) and the ledger stream (`ORCH_LEDGER_<bucket>`).
-    /// `[A-Za-z0-9_-]`, 1 to 64 characters. Default `orch`.
-    pub bucket: String,
-    /// Credentials. Default none.
-    pub auth: NatsAuth,
-    /// Replicas of the buckets and the ledger when they are created (1 on a
-    /// single server, 3 in a cluster). Default 1.
-    pub replicas: usize,
-    /// Values kept per key when the buckets are created. Default 1 (the
-    /// current value; rejected handoffs are kept by quarantine).
-    pub history: i64,
-    /// Largest handoff, in bytes; also the handoff bucket's max value size.
-    /// Workflow records may be four times this. Default
-    /// [`DEFAULT_MAX_HANDOFF_BYTES`] (4 MiB).
-    pub max_handoff_bytes: u64,
-    /// How long connecting may take. Default 5 s.
-    pub connect_timeout: Duration,
-    /// How long one store operation (open, get, put, watch, ledger append
-    /// or read) may take, tries after timeouts and leader elections
-    /// included. Default 30 s. A delegation sets its own timeout here.
-    pub request_timeout: Duration,
-    /// How long one JetStream request may take before it is tried again
-    /// (within `request_timeout`). Default 5 s.
-    pub attempt_timeout: Duration,
-    /// The longest wait between two tries (the waits double from 100 ms up
-    /// to this). Default 2 s.
-    pub retry_max_delay: Duration,
-}
-
-impl NatsStoreConfig {
-    /// Defaults for a store on the server at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            bucket: "orch".to_owned(),
-            auth: NatsAuth::None,
-            replicas: 1,
-            history: 1,
-            max_handoff_bytes: DEFAULT_MAX_HANDOFF_BYTES,
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-            attempt_timeout: Duration::from_secs(5),
-            retry_max_delay: Duration::from_secs(2),
-        }
-    }
-}
 
 /// The NATS JetStream store (see the module docs): handoffs and workflow
 /// records in KV buckets, waiting by a key watch, the ledger as a stream.
@@ -236,7 +167,9 @@ impl NatsStore {
     /// Connects to the server and opens the store, creating the buckets and
     /// the ledger stream if they do not exist yet.
     pub async fn connect(config: NatsStoreConfig) -> Result<Self, StoreError> {
-        keys::check_bucket(&config.bucket)?;
+        config
+            .check()
+            .map_err(|message| StoreError::Config { message })?;
         let urls: Vec<String> = config
             .url
             .split(',')
@@ -286,11 +219,6 @@ impl NatsStore {
             });
         }
         let secret = match &config.auth {
-            NatsAuth::None => None,
-            NatsAuth::Token(token) => {
-                options = options.token(token.expose().to_owned());
-                Some(token.expose().to_owned())
-            }
             NatsAuth::CredentialsFile(path) => {
                 options = options
                     .credentials_file(path)
@@ -303,6 +231,19 @@ impl NatsStore {
                         ),
                     })?;
                 None
+            }
+            // A token given, or read now from the variable or file named.
+            auth => {
+                let token = auth.token().map_err(|e| StoreError::Config {
+                    message: e.to_string(),
+                })?;
+                match token {
+                    Some(token) => {
+                        options = options.token(token.expose().to_owned());
+                        Some(token.expose().to_owned())
+                    }
+                    None => None,
+                }
             }
         };
         let scrub = |text: String| scrub(text, secret.as_deref());
@@ -1535,6 +1476,7 @@ impl Ledger for NatsStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::NatsToken;
 
     #[test]
     fn urls_are_shown_without_credentials() {
