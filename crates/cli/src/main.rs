@@ -9,23 +9,15 @@
 // makes hostile text safe: no `print!`/`eprint!` (clippy's print lints).
 
 mod app;
-mod config;
-mod descriptor;
 mod front;
-mod wiring;
-
-// Paths the configuration and wiring modules still use.
-use app::error as exit;
-use front::cli::args;
-use front::out;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command};
-use crate::exit::{CliError, Exit};
-use crate::front::cli as cmd;
+use crate::app::error::{AppError, Exit};
+use crate::front::cli::args::{Cli, Command};
+use crate::front::{cli as cmd, out};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -60,7 +52,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+async fn run(cli: Cli) -> Result<ExitCode, AppError> {
     cli.check_ids()?;
     let exit = match cli.command {
         Command::Delegate(args) => cmd::delegate::run(&cli.global, args).await,

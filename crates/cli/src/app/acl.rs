@@ -2,8 +2,8 @@
 
 use orch_acl::Policy;
 
-use crate::app::error::CliError;
-use crate::wiring::Setup;
+use crate::app::error::AppError;
+use crate::app::wiring::Setup;
 
 /// The configured policy.
 pub(crate) fn policy(setup: &Setup) -> &Policy {
@@ -11,8 +11,8 @@ pub(crate) fn policy(setup: &Setup) -> &Policy {
 }
 
 /// Whether `caller` may delegate to `target`; a denial says why.
-pub(crate) fn check(setup: &Setup, caller: &str, target: &str) -> Result<(), CliError> {
+pub(crate) fn check(setup: &Setup, caller: &str, target: &str) -> Result<(), AppError> {
     policy(setup)
         .check(caller, target)
-        .map_err(|e| CliError::Denied(format!("denied: {e}")))
+        .map_err(|e| AppError::Denied(format!("denied: {e}")))
 }

@@ -8,8 +8,8 @@ use orch_discord::{BotToken, DiscordClient, DiscordConfig, DiscordError, RenderO
 use orch_registry::Registry;
 use orch_workflow::ContextSource;
 
-use crate::app::error::CliError;
-use crate::wiring::Setup;
+use crate::app::error::AppError;
+use crate::app::wiring::Setup;
 
 /// Most messages one context may hold.
 const MAX_MESSAGES: usize = 1000;
@@ -21,15 +21,15 @@ pub(crate) async fn channel_context(
     registry: &Registry,
     channel: &str,
     messages: usize,
-) -> Result<String, CliError> {
+) -> Result<String, AppError> {
     if messages == 0 || messages > MAX_MESSAGES {
-        return Err(CliError::Usage(format!(
+        return Err(AppError::Usage(format!(
             "--messages must be between 1 and {MAX_MESSAGES}"
         )));
     }
     let Some((name, id)) = registry.resolve_channel(channel) else {
         let known: Vec<&str> = registry.channels().keys().map(String::as_str).collect();
-        return Err(CliError::Usage(format!(
+        return Err(AppError::Usage(format!(
             "unknown channel {channel:?}: give a Discord channel id or one of the registry's channel names ({})",
             if known.is_empty() {
                 "none defined".to_owned()
@@ -57,7 +57,7 @@ pub(crate) async fn channel_context(
 
 /// The bot token from `discord.token_env` (default `DISCORD_BOT_TOKEN`),
 /// else `discord.token_file`. Errors name where to put it, never a value.
-fn bot_token(setup: &Setup) -> Result<BotToken, CliError> {
+fn bot_token(setup: &Setup) -> Result<BotToken, AppError> {
     let d = &setup.config.discord;
     if let Some(value) = std::env::var(&d.token_env)
         .ok()
@@ -67,7 +67,7 @@ fn bot_token(setup: &Setup) -> Result<BotToken, CliError> {
     }
     if let Some(file) = &d.token_file {
         let value = std::fs::read_to_string(file).map_err(|e| {
-            CliError::Usage(format!(
+            AppError::Usage(format!(
                 "cannot read the Discord token file {}: {e}",
                 file.display()
             ))
@@ -76,7 +76,7 @@ fn bot_token(setup: &Setup) -> Result<BotToken, CliError> {
             return Ok(BotToken::new(value.trim().to_owned()));
         }
     }
-    Err(CliError::Usage(format!(
+    Err(AppError::Usage(format!(
         "no Discord bot token: set ${} or discord.token_file in orch.yaml",
         d.token_env
     )))
@@ -84,14 +84,14 @@ fn bot_token(setup: &Setup) -> Result<BotToken, CliError> {
 
 /// Token, permission and channel problems are the user's to fix (exit 2);
 /// rate limits and network trouble are transport errors (exit 4).
-fn map_error(e: DiscordError) -> CliError {
+fn map_error(e: DiscordError) -> AppError {
     let message = format!("discord: {e}");
     match e {
         DiscordError::Unauthorized
         | DiscordError::Forbidden { .. }
         | DiscordError::UnknownChannel { .. }
-        | DiscordError::Config { .. } => CliError::Usage(message),
-        _ => CliError::Transport(message),
+        | DiscordError::Config { .. } => AppError::Usage(message),
+        _ => AppError::Transport(message),
     }
 }
 

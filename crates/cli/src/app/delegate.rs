@@ -10,9 +10,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::context::channel_context;
-use crate::app::error::CliError;
+use crate::app::error::AppError;
 use crate::app::route::{Routing, route};
-use crate::wiring::Setup;
+use crate::app::wiring::Setup;
 
 /// What to delegate, to whom, on whose behalf.
 #[derive(Clone, Debug)]
@@ -62,7 +62,7 @@ impl Delegating {
         mut setup: Setup,
         timeout: Option<Duration>,
         observer: impl Fn(&DelegationEvent) + Send + Sync + 'static,
-    ) -> Result<Self, CliError> {
+    ) -> Result<Self, AppError> {
         let registry = setup.registry()?;
         setup.config.store.nats.request_timeout = timeout
             .unwrap_or(setup.config.delegation.timeout.0)
@@ -100,7 +100,7 @@ impl Delegating {
     /// For `auto`: the ranking within the ACL, whose best agent gets the
     /// task; `None` when the request names its agent. No match is a usage
     /// error (the caller should name the agent).
-    pub(crate) fn route(&self, request: &DelegateRequest) -> Result<Option<Routing>, CliError> {
+    pub(crate) fn route(&self, request: &DelegateRequest) -> Result<Option<Routing>, AppError> {
         check_task(&request.task)?;
         if request.agent != "auto" || self.registry.get("auto").is_some() {
             return Ok(None);
@@ -112,7 +112,7 @@ impl Delegating {
             &request.caller,
         )?;
         if routing.best.is_none() {
-            return Err(CliError::Usage(format!(
+            return Err(AppError::Usage(format!(
                 "no agent {} may delegate to matches this task (allowed: {}); name the agent instead of `auto`",
                 request.caller,
                 routing.allowed.join(", ")
@@ -128,7 +128,7 @@ impl Delegating {
         request: DelegateRequest,
         routing: Option<Routing>,
         cancel: &CancellationToken,
-    ) -> Result<Delegation, CliError> {
+    ) -> Result<Delegation, AppError> {
         check_task(&request.task)?;
         let agent = routing
             .as_ref()
@@ -155,7 +155,7 @@ impl Delegating {
             .parent
             .as_deref()
             .filter(|p| !p.is_empty())
-            .map(|p| RunId::new(p).map_err(|e| CliError::Usage(format!("--parent {p:?}: {e}"))))
+            .map(|p| RunId::new(p).map_err(|e| AppError::Usage(format!("--parent {p:?}: {e}"))))
             .transpose()?;
         r.validate = request.validate || request.validator.is_some();
         r.validator = request.validator;
@@ -168,30 +168,30 @@ impl Delegating {
     }
 }
 
-fn check_task(task: &str) -> Result<(), CliError> {
+fn check_task(task: &str) -> Result<(), AppError> {
     if task.trim().is_empty() {
-        return Err(CliError::Usage("the task is empty".into()));
+        return Err(AppError::Usage("the task is empty".into()));
     }
     Ok(())
 }
 
 /// Maps a delegation error to the application's error (and so its exit
 /// code).
-pub(crate) fn map_error(e: DelegateError) -> CliError {
+pub(crate) fn map_error(e: DelegateError) -> AppError {
     match &e {
         DelegateError::UnknownAgent { .. }
         | DelegateError::Usage { .. }
-        | DelegateError::TooLarge { .. } => CliError::Usage(e.to_string()),
-        DelegateError::Denied(_) => CliError::Denied(format!("denied: {e}")),
+        | DelegateError::TooLarge { .. } => AppError::Usage(e.to_string()),
+        DelegateError::Denied(_) => AppError::Denied(format!("denied: {e}")),
         // An incomplete transport configuration is a config error, and a
         // request the transport finds too large is bad input: exit 2, as
         // no retry can help.
         DelegateError::Transport {
             source: TransportError::Config { .. } | TransportError::TooLarge { .. },
             ..
-        } => CliError::Usage(e.to_string()),
-        DelegateError::Transport { .. } => CliError::Transport(e.to_string()),
-        DelegateError::Cancelled { .. } => CliError::Cancelled(e.to_string()),
-        _ => CliError::Internal(e.to_string()),
+        } => AppError::Usage(e.to_string()),
+        DelegateError::Transport { .. } => AppError::Transport(e.to_string()),
+        DelegateError::Cancelled { .. } => AppError::Cancelled(e.to_string()),
+        _ => AppError::Internal(e.to_string()),
     }
 }

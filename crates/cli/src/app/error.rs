@@ -1,4 +1,5 @@
-//! Exit codes (DESIGN §5) and the CLI's single error type.
+//! The application's one error type and the documented exit codes it maps
+//! to (DESIGN §5).
 
 use std::process::ExitCode;
 
@@ -49,7 +50,7 @@ impl From<Exit> for ExitCode {
 
 /// An error that ends the command, with the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CliError {
+pub(crate) enum AppError {
     /// Bad arguments or input (exit 2).
     #[error("{0}")]
     Usage(String),
@@ -70,7 +71,7 @@ pub(crate) enum CliError {
     Internal(String),
 }
 
-impl CliError {
+impl AppError {
     pub(crate) fn exit(&self) -> Exit {
         match self {
             Self::Usage(_) => Exit::Usage,
@@ -87,7 +88,7 @@ impl CliError {
     }
 }
 
-impl From<orch_handoff::StoreError> for CliError {
+impl From<orch_handoff::StoreError> for AppError {
     fn from(e: orch_handoff::StoreError) -> Self {
         use orch_handoff::StoreError as E;
         match e {

@@ -8,8 +8,8 @@ use orch_handoff::{
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::app::error::CliError;
-use crate::wiring::{Setup, Store};
+use crate::app::error::AppError;
+use crate::app::wiring::{Setup, Store};
 
 /// A handoff given field by field (what `orch handoff submit --status …`
 /// and a tool call give), checked by the same parser every reader uses.
@@ -27,7 +27,7 @@ pub(crate) struct HandoffFields {
 impl HandoffFields {
     /// The handoff these fields make, or why they make none (the agent is
     /// not an agent id, the result is too large, …).
-    pub(crate) fn build(self) -> Result<Handoff, CliError> {
+    pub(crate) fn build(self) -> Result<Handoff, AppError> {
         check_agent(&self.agent)?;
         let mut handoff = Handoff::new(self.run_id, self.agent, self.status, self.result);
         handoff.confidence = self.confidence;
@@ -35,19 +35,19 @@ impl HandoffFields {
         handoff.artifacts = self.artifacts.into_iter().map(Artifact::Plain).collect();
         let bytes = handoff.to_json_pretty();
         parse_handoff(&bytes, &Expect::default())
-            .map_err(|e| CliError::Usage(format!("invalid handoff: {e}")))
+            .map_err(|e| AppError::Usage(format!("invalid handoff: {e}")))
     }
 }
 
 /// Refuses an answering agent that is not an agent id.
-pub(crate) fn check_agent(agent: &str) -> Result<(), CliError> {
+pub(crate) fn check_agent(agent: &str) -> Result<(), AppError> {
     if agent.trim().is_empty() {
-        return Err(CliError::Usage(
+        return Err(AppError::Usage(
             "--agent is empty: give the id of the agent that did the task".into(),
         ));
     }
     orch_handoff::validate_id(agent)
-        .map_err(|e| CliError::Usage(format!("--agent is not an agent id: {e}")))
+        .map_err(|e| AppError::Usage(format!("--agent is not an agent id: {e}")))
 }
 
 /// An answer to store.
@@ -76,7 +76,7 @@ pub(crate) struct Submitted {
 /// Stores an agent's answer: only for a run that was dispatched (unless
 /// `unsolicited`), in its scope, and never over another answer (unless
 /// `force`).
-pub(crate) async fn submit(setup: &Setup, request: SubmitRequest) -> Result<Submitted, CliError> {
+pub(crate) async fn submit(setup: &Setup, request: SubmitRequest) -> Result<Submitted, AppError> {
     let SubmitRequest {
         handoff,
         sub,
@@ -121,11 +121,11 @@ pub(crate) fn key_of(run_id: RunId, sub: bool) -> HandoffKey {
 
 /// The handoff stored for `key`; none is a usage error that says where it
 /// was looked for.
-pub(crate) async fn show(setup: &Setup, key: &HandoffKey) -> Result<Handoff, CliError> {
+pub(crate) async fn show(setup: &Setup, key: &HandoffKey) -> Result<Handoff, AppError> {
     let store = setup.open_store().await?;
     match store.get(key).await? {
         Some(handoff) => Ok(handoff),
-        None => Err(CliError::Usage(format!(
+        None => Err(AppError::Usage(format!(
             "no handoff for run {} at {}",
             key.run_id,
             store.location(key)
@@ -151,12 +151,12 @@ pub(crate) async fn wait(
     setup: &Setup,
     key: &HandoffKey,
     timeout: std::time::Duration,
-) -> Result<Waited, CliError> {
+) -> Result<Waited, AppError> {
     let store = setup.open_store().await?;
     let deadline = Instant::now() + timeout;
     match store.wait(key, deadline).await? {
         WaitOutcome::Landed(handoff) => Ok(Waited::Landed(handoff)),
-        WaitOutcome::Invalid(e) => Err(CliError::Usage(format!("{}: {e}", store.location(key)))),
+        WaitOutcome::Invalid(e) => Err(AppError::Usage(format!("{}: {e}", store.location(key)))),
         WaitOutcome::TimedOut => Ok(Waited::TimedOut {
             location: store.location(key),
             partial: None,
@@ -170,9 +170,9 @@ pub(crate) async fn wait(
 
 /// Refuses a run id nobody dispatched (a typo would otherwise be stored
 /// where no caller waits), and an answer in the wrong scope (`--sub`).
-async fn check_dispatched(store: &Store, key: &HandoffKey) -> Result<(), CliError> {
+async fn check_dispatched(store: &Store, key: &HandoffKey) -> Result<(), AppError> {
     let Some(dispatched) = store.dispatched(&key.run_id).await? else {
-        return Err(CliError::Usage(format!(
+        return Err(AppError::Usage(format!(
             "run {} was never dispatched: the {} has no delegation with this run id; \
              copy the run id given in your task, and the store it names (--store, or \
              ORCH_STORE as orch sets it for its agents), or pass --unsolicited to store an \
@@ -182,11 +182,11 @@ async fn check_dispatched(store: &Store, key: &HandoffKey) -> Result<(), CliErro
         )));
     };
     match (&dispatched.parent, key.scope) {
-        (Some(parent), Scope::Top) => Err(CliError::Usage(format!(
+        (Some(parent), Scope::Top) => Err(AppError::Usage(format!(
             "run {} is a sub-delegation (of run {parent}): add --sub",
             key.run_id
         ))),
-        (None, Scope::Sub) => Err(CliError::Usage(format!(
+        (None, Scope::Sub) => Err(AppError::Usage(format!(
             "run {} is a top-level delegation, not a sub-delegation: drop --sub",
             key.run_id
         ))),
@@ -198,7 +198,7 @@ async fn check_dispatched(store: &Store, key: &HandoffKey) -> Result<(), CliErro
 /// publish, so of agents racing to answer one run exactly one succeeds. A
 /// file there that is not a valid handoff is moved aside (kept, never
 /// deleted) and the publish tried again.
-async fn publish(store: &Store, key: &HandoffKey, handoff: &Handoff) -> Result<(), CliError> {
+async fn publish(store: &Store, key: &HandoffKey, handoff: &Handoff) -> Result<(), AppError> {
     // Each round moves one invalid file aside; only writers racing to plant
     // invalid files could keep this going.
     for _ in 0..5 {
@@ -225,13 +225,13 @@ async fn publish(store: &Store, key: &HandoffKey, handoff: &Handoff) -> Result<(
                 Err(e) => return Err(e.into()),
             }
         };
-        return Err(CliError::Usage(format!(
+        return Err(AppError::Usage(format!(
             "run {} already has an answer: {existing} at {}; nothing was written (pass --force to replace it)",
             key.run_id,
             store.location(key)
         )));
     }
-    Err(CliError::Usage(format!(
+    Err(AppError::Usage(format!(
         "run {}: invalid files keep appearing at {}; nothing was written",
         key.run_id,
         store.location(key)

@@ -2,8 +2,8 @@
 
 use orch_metrics::{Mode, Options, Report, Since};
 
-use crate::app::error::CliError;
-use crate::wiring::Setup;
+use crate::app::error::AppError;
+use crate::app::wiring::Setup;
 
 /// Which part of the store to report on, and how to read it.
 #[derive(Clone, Debug, Default)]
@@ -19,7 +19,7 @@ pub(crate) struct MetricsRequest {
 }
 
 /// Scans the store into a report, "now" being this second.
-pub(crate) async fn report(setup: &Setup, request: MetricsRequest) -> Result<Report, CliError> {
+pub(crate) async fn report(setup: &Setup, request: MetricsRequest) -> Result<Report, AppError> {
     let store = setup.open_store().await?;
     // Whole seconds: the report says "until 2026-11-25T14:18:17Z".
     let now = jiff::Timestamp::now()
@@ -39,5 +39,5 @@ pub(crate) async fn report(setup: &Setup, request: MetricsRequest) -> Result<Rep
     };
     orch_metrics::scan(store, &options)
         .await
-        .map_err(|e| CliError::Internal(e.to_string()))
+        .map_err(|e| AppError::Internal(e.to_string()))
 }

@@ -8,7 +8,7 @@ use orch_registry::{Bm25Router, Ranked, Registry, Router};
 use orch_workflow::StepRouter;
 use serde::Serialize;
 
-use crate::app::error::CliError;
+use crate::app::error::AppError;
 
 /// A ranking for one caller, ready to print.
 #[derive(Debug, Serialize)]
@@ -39,10 +39,10 @@ pub(crate) fn route(
     policy: &Policy,
     task: &str,
     caller: &str,
-) -> Result<Routing, CliError> {
+) -> Result<Routing, AppError> {
     let allowed = policy.allowed_targets(caller, registry.ids());
     if allowed.is_empty() {
-        return Err(CliError::Denied(format!(
+        return Err(AppError::Denied(format!(
             "denied: {caller} may not delegate to any agent, so there is nothing to route to"
         )));
     }

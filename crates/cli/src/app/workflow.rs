@@ -17,16 +17,16 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::context::Channels;
-use crate::app::error::CliError;
+use crate::app::error::AppError;
 use crate::app::route::AclRouter;
-use crate::wiring::Setup;
+use crate::app::wiring::Setup;
 
 /// Largest workflow file read.
 const MAX_READ: u64 = 2 * 1024 * 1024;
 
 /// The text of workflow `name` (a file, `./workflows/<name>.yaml`, or a
 /// built-in) and where it came from.
-pub(crate) fn source_of(name: &str) -> Result<(String, String), CliError> {
+pub(crate) fn source_of(name: &str) -> Result<(String, String), AppError> {
     let path = PathBuf::from(name);
     let local = Path::new("workflows").join(format!("{name}.yaml"));
     for candidate in [&path, &local] {
@@ -38,22 +38,22 @@ pub(crate) fn source_of(name: &str) -> Result<(String, String), CliError> {
         return Ok((text.to_owned(), format!("<built-in {name}>")));
     }
     let known: Vec<&str> = orch_workflow::builtin_names().collect();
-    Err(CliError::Usage(format!(
+    Err(AppError::Usage(format!(
         "no workflow {name:?}: not a file, not in ./workflows/, and not built in ({})",
         known.join(", ")
     )))
 }
 
-fn read(path: &Path) -> Result<String, CliError> {
+fn read(path: &Path) -> Result<String, AppError> {
     use std::io::Read;
     let cannot =
-        |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", path.display()));
+        |e: std::io::Error| AppError::Usage(format!("cannot read {}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(cannot)?;
     // The size cap names the file's real size, not what a capped read got
     // (and a cut in the middle of a character is no UTF-8 error).
     let size = file.metadata().map_err(cannot)?.len();
     orch_workflow::check_file_size(size, &path.display().to_string())
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        .map_err(|e| AppError::Usage(e.to_string()))?;
     let mut bytes = Vec::new();
     (&mut file)
         .take(MAX_READ)
@@ -62,10 +62,10 @@ fn read(path: &Path) -> Result<String, CliError> {
     if bytes.len() as u64 > size {
         // It grew while being read: what was read is judged.
         orch_workflow::check_file_size(bytes.len() as u64, &path.display().to_string())
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+            .map_err(|e| AppError::Usage(e.to_string()))?;
     }
     String::from_utf8(bytes).map_err(|e| {
-        CliError::Usage(format!(
+        AppError::Usage(format!(
             "{}: not UTF-8 (invalid byte at offset {})",
             path.display(),
             e.utf8_error().valid_up_to()
@@ -83,10 +83,10 @@ pub(crate) struct Loaded {
 
 /// Finds and loads workflow `name` (syntax, shape and meaning within the
 /// file).
-pub(crate) fn load(name: &str) -> Result<Loaded, CliError> {
+pub(crate) fn load(name: &str) -> Result<Loaded, AppError> {
     let (text, origin) = source_of(name)?;
     let workflow =
-        orch_workflow::load(&text, &origin).map_err(|e| CliError::Usage(e.to_string()))?;
+        orch_workflow::load(&text, &origin).map_err(|e| AppError::Usage(e.to_string()))?;
     Ok(Loaded {
         workflow,
         text,
@@ -118,7 +118,7 @@ pub(crate) fn list() -> Vec<Listed> {
         for path in files {
             let origin = path.display().to_string();
             let description = match read(&path).and_then(|t| {
-                orch_workflow::load(&t, &origin).map_err(|e| CliError::Usage(e.to_string()))
+                orch_workflow::load(&t, &origin).map_err(|e| AppError::Usage(e.to_string()))
             }) {
                 Ok(wf) => wf.description,
                 Err(e) => format!("(invalid: {e})"),
@@ -153,7 +153,7 @@ pub(crate) fn list() -> Vec<Listed> {
 
 /// Every error of a workflow check as one application error: denied when
 /// every one is an ACL denial, else a usage error.
-pub(crate) fn report(errors: Vec<WorkflowError>) -> CliError {
+pub(crate) fn report(errors: Vec<WorkflowError>) -> AppError {
     let all_denied = errors.iter().all(WorkflowError::is_denied);
     let text = errors
         .iter()
@@ -161,26 +161,26 @@ pub(crate) fn report(errors: Vec<WorkflowError>) -> CliError {
         .collect::<Vec<_>>()
         .join("\n");
     if all_denied {
-        CliError::Denied(format!("denied: {text}"))
+        AppError::Denied(format!("denied: {text}"))
     } else {
-        CliError::Usage(text)
+        AppError::Usage(text)
     }
 }
 
 /// Maps an executor error to the application's error.
-pub(crate) fn map_exec(e: ExecError) -> CliError {
+pub(crate) fn map_exec(e: ExecError) -> AppError {
     match e {
         ExecError::NotFound { .. }
         | ExecError::Usage(_)
         | ExecError::Workflow(_)
-        | ExecError::Refused(_) => CliError::Usage(e.to_string()),
-        _ => CliError::Internal(e.to_string()),
+        | ExecError::Refused(_) => AppError::Usage(e.to_string()),
+        _ => AppError::Internal(e.to_string()),
     }
 }
 
 /// A workflow run id as given by a user.
-pub(crate) fn run_id(id: &str) -> Result<RunId, CliError> {
-    RunId::new(id).map_err(|e| CliError::Usage(format!("workflow run {id:?}: {e}")))
+pub(crate) fn run_id(id: &str) -> Result<RunId, AppError> {
+    RunId::new(id).map_err(|e| AppError::Usage(format!("workflow run {id:?}: {e}")))
 }
 
 /// A run to start: which workflow, its inputs, on whose behalf.
@@ -203,7 +203,7 @@ pub(crate) struct Checked {
 
 /// Loads the request's workflow and checks it for its caller: every error,
 /// not the first.
-pub(crate) fn check(setup: &Setup, request: RunRequest) -> Result<Checked, CliError> {
+pub(crate) fn check(setup: &Setup, request: RunRequest) -> Result<Checked, AppError> {
     let loaded = load(&request.workflow)?;
     let registry = setup.registry()?;
     let inputs = orch_workflow::check_run(
@@ -225,7 +225,7 @@ pub(crate) fn check(setup: &Setup, request: RunRequest) -> Result<Checked, CliEr
 /// What a run would do (the dry run): nothing is sent. The task sizes are
 /// checked against the transports' limits (asked of the Delegator, which
 /// sends nothing here).
-pub(crate) async fn preview(setup: &Setup, checked: Checked) -> Result<Preview, CliError> {
+pub(crate) async fn preview(setup: &Setup, checked: Checked) -> Result<Preview, AppError> {
     let store = setup.open_store().await?;
     let delegator = setup.delegator(store, &checked.registry)?;
     let wf = &checked.loaded.workflow;
@@ -251,7 +251,7 @@ pub(crate) async fn executor(
     setup: Setup,
     registry: Registry,
     observer: impl Fn(&DelegationEvent) + Send + Sync + 'static,
-) -> Result<Executor, CliError> {
+) -> Result<Executor, AppError> {
     let store = setup.open_store().await?;
     let delegator = Arc::new(setup.delegator(store, &registry)?.with_observer(observer));
     let policy = setup.config.acl.clone();
@@ -272,7 +272,7 @@ pub(crate) async fn run(
     checked: Checked,
     run_id: RunId,
     cancel: &CancellationToken,
-) -> Result<RunSummary, CliError> {
+) -> Result<RunSummary, AppError> {
     let Checked {
         loaded,
         inputs,
@@ -299,7 +299,7 @@ pub(crate) async fn resume(
     id: &RunId,
     opts: &ResumeOptions,
     cancel: &CancellationToken,
-) -> Result<RunSummary, CliError> {
+) -> Result<RunSummary, AppError> {
     executor
         .resume_with(id, opts, cancel)
         .await
@@ -307,7 +307,7 @@ pub(crate) async fn resume(
 }
 
 /// The step ids of stored run `id`, in the workflow's order.
-pub(crate) async fn steps_of(setup: &Setup, id: &RunId) -> Result<Vec<String>, CliError> {
+pub(crate) async fn steps_of(setup: &Setup, id: &RunId) -> Result<Vec<String>, AppError> {
     let store = setup.open_store().await?;
     let summary = orch_workflow::read_summary(&*store, id)
         .await
@@ -324,7 +324,7 @@ pub(crate) async fn approve(
     id: &RunId,
     step: &str,
     decision: ApprovalDecision,
-) -> Result<(), CliError> {
+) -> Result<(), AppError> {
     let store = setup.open_store().await?;
     orch_workflow::approve(&*store, id, step, decision)
         .await
@@ -345,7 +345,7 @@ pub(crate) struct RunRow {
 
 /// Every stored run, oldest first (a summary that cannot be read is
 /// skipped with a warning).
-pub(crate) async fn runs(setup: &Setup) -> Result<Vec<RunRow>, CliError> {
+pub(crate) async fn runs(setup: &Setup) -> Result<Vec<RunRow>, AppError> {
     let store = setup.open_store().await?;
     let ids = store.list_workflow_runs().await?;
     let mut rows = Vec::new();
@@ -367,7 +367,7 @@ pub(crate) async fn runs(setup: &Setup) -> Result<Vec<RunRow>, CliError> {
 }
 
 /// The stored summary of run `id`.
-pub(crate) async fn status(setup: &Setup, id: &RunId) -> Result<RunSummary, CliError> {
+pub(crate) async fn status(setup: &Setup, id: &RunId) -> Result<RunSummary, AppError> {
     let store = setup.open_store().await?;
     orch_workflow::read_summary(&*store, id)
         .await

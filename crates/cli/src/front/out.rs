@@ -16,11 +16,11 @@ use orch_support::text;
 /// `terminal`).
 pub(crate) use orch_support::text::{one_line, terminal};
 
-use crate::app::error::CliError;
+use crate::app::error::AppError;
 
 /// Writes human text to stdout in one go, hazardous characters made
 /// visible.
-pub(crate) fn print(s: &str) -> Result<(), CliError> {
+pub(crate) fn print(s: &str) -> Result<(), AppError> {
     write_stdout(&text::terminal(s))
 }
 
@@ -28,22 +28,22 @@ pub(crate) fn print(s: &str) -> Result<(), CliError> {
 /// (JSON, the Prometheus exposition format), or text this program styled
 /// itself (ANSI colours, on a terminal only) whose values the renderer
 /// already cleaned.
-pub(crate) fn print_raw(s: &str) -> Result<(), CliError> {
+pub(crate) fn print_raw(s: &str) -> Result<(), AppError> {
     write_stdout(s)
 }
 
-fn write_stdout(s: &str) -> Result<(), CliError> {
+fn write_stdout(s: &str) -> Result<(), AppError> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(s.as_bytes())
         .and_then(|()| stdout.flush())
-        .map_err(CliError::Output)
+        .map_err(AppError::Output)
 }
 
 /// Pretty JSON with a trailing newline, exactly as serde wrote it.
-pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), AppError> {
     let mut json = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::Internal(format!("serializing output: {e}")))?;
+        .map_err(|e| AppError::Internal(format!("serializing output: {e}")))?;
     json.push('\n');
     write_stdout(&json)
 }

@@ -3,14 +3,14 @@
 use orch_acl::{Grant, Policy};
 
 use crate::app;
-use crate::wiring::Setup;
+use crate::app::wiring::Setup;
 
-use crate::app::error::{CliError, Exit};
+use crate::app::error::{AppError, Exit};
 use crate::front::cli::args::{AclCmd, GlobalArgs};
 use crate::front::out;
 
-pub(crate) fn run(global: &GlobalArgs, cmd: AclCmd) -> Result<Exit, CliError> {
-    let setup = Setup::load(global)?;
+pub(crate) fn run(global: &GlobalArgs, cmd: AclCmd) -> Result<Exit, AppError> {
+    let setup = Setup::load(&global.settings())?;
     match cmd {
         AclCmd::Check { caller, target } => {
             app::acl::check(&setup, &caller, &target)?;

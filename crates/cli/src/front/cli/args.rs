@@ -85,6 +85,22 @@ pub(crate) enum WatchArg {
     Poll,
 }
 
+impl GlobalArgs {
+    /// What the application layer needs of these flags.
+    pub(crate) fn settings(&self) -> crate::app::wiring::Settings {
+        crate::app::wiring::Settings {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            handoff_dir: self.handoff_dir.clone(),
+            watch: self.watch.map(|w| match w {
+                WatchArg::Auto => orch_handoff::WatchMode::Auto,
+                WatchArg::Inotify => orch_handoff::WatchMode::Inotify,
+                WatchArg::Poll => orch_handoff::WatchMode::Poll,
+            }),
+        }
+    }
+}
+
 /// `--status` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum StatusArg {
@@ -547,7 +563,7 @@ impl Cli {
     /// that break the id rule (DESIGN §3, `orch_support::id`), before
     /// anything uses them: they end up in the ledger, in task messages and
     /// on terminals. Exit 2, and the message shows the value escaped.
-    pub(crate) fn check_ids(&self) -> Result<(), crate::app::error::CliError> {
+    pub(crate) fn check_ids(&self) -> Result<(), crate::app::error::AppError> {
         let mut ids: Vec<(&str, &str)> = Vec::new();
         match &self.command {
             Command::Delegate(a) => {
@@ -581,7 +597,7 @@ impl Cli {
         }
         for (what, id) in ids {
             orch_handoff::validate_id(id).map_err(|e| {
-                crate::app::error::CliError::Usage(match e {
+                crate::app::error::AppError::Usage(match e {
                     orch_handoff::InvalidId::Empty => format!("{what} is empty: give an agent id"),
                     e => format!("{what} is not an agent id: {e}"),
                 })

@@ -5,13 +5,13 @@ use std::path::Path;
 
 use orch_handoff::NatsAuth;
 
-use crate::app::error::{CliError, Exit};
-use crate::config::{EXAMPLE_YAML, StoreKind, TransportRef, TransportSpec};
+use crate::app::config::{EXAMPLE_YAML, StoreKind, TransportRef, TransportSpec};
+use crate::app::error::{AppError, Exit};
+use crate::app::wiring::Setup;
 use crate::front::cli::args::{ConfigCmd, GlobalArgs};
 use crate::front::out;
-use crate::wiring::Setup;
 
-pub(crate) fn run(global: &GlobalArgs, cmd: ConfigCmd) -> Result<Exit, CliError> {
+pub(crate) fn run(global: &GlobalArgs, cmd: ConfigCmd) -> Result<Exit, AppError> {
     match cmd {
         ConfigCmd::Show { json } => show(global, json),
         ConfigCmd::Init { path, force } => init(&path, force),
@@ -21,15 +21,15 @@ pub(crate) fn run(global: &GlobalArgs, cmd: ConfigCmd) -> Result<Exit, CliError>
 /// Prints the effective config. It never holds a secret (tokens are only
 /// *named*, and a URL is shown without credentials); whether each named
 /// token is available is said in a comment.
-fn show(global: &GlobalArgs, json: bool) -> Result<Exit, CliError> {
-    let setup = Setup::load(global)?;
+fn show(global: &GlobalArgs, json: bool) -> Result<Exit, AppError> {
+    let setup = Setup::load(&global.settings())?;
     let shown = setup.config.redacted();
     if json {
         out::print_json(&shown)?;
         return Ok(Exit::Ok);
     }
     let yaml = serde_norway::to_string(&shown)
-        .map_err(|e| CliError::Internal(format!("rendering the config: {e}")))?;
+        .map_err(|e| AppError::Internal(format!("rendering the config: {e}")))?;
     let mut text = format!("# effective config from: {}\n", setup.source);
     let specs = setup
         .config
@@ -87,7 +87,7 @@ fn show(global: &GlobalArgs, json: bool) -> Result<Exit, CliError> {
 }
 
 /// Writes the commented example, never over an existing file unless asked.
-fn init(path: &Path, force: bool) -> Result<Exit, CliError> {
+fn init(path: &Path, force: bool) -> Result<Exit, AppError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true);
     if force {
@@ -97,17 +97,17 @@ fn init(path: &Path, force: bool) -> Result<Exit, CliError> {
     }
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            CliError::Usage(format!(
+            AppError::Usage(format!(
                 "{} already exists; pass --force to overwrite it",
                 path.display()
             ))
         } else {
-            CliError::Usage(format!("cannot write {}: {e}", path.display()))
+            AppError::Usage(format!("cannot write {}: {e}", path.display()))
         }
     })?;
     file.write_all(EXAMPLE_YAML.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(|e| CliError::Internal(format!("writing {}: {e}", path.display())))?;
+        .map_err(|e| AppError::Internal(format!("writing {}: {e}", path.display())))?;
     out::print(&format!(
         "wrote {}: point the `gateway` transport at your OpenClaw gateway, export the hook token as $OPENCLAW_HOOKS_TOKEN, then `orch config show`\n",
         path.display()

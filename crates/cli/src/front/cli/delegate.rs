@@ -6,15 +6,15 @@ use orch_delegate::{End, Outcome, OutcomeStatus};
 
 use crate::app::delegate::{DelegateRequest, Delegating};
 
-use crate::app::error::{CliError, Exit};
+use crate::app::error::{AppError, Exit};
+use crate::app::wiring::Setup;
 use crate::front::cli::args::{DelegateArgs, GlobalArgs};
 use crate::front::cli::handoff::{block_row, render_details, row};
 use crate::front::cli::route;
 use crate::front::out;
-use crate::wiring::Setup;
 
-pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit, CliError> {
-    let setup = Setup::load(global)?;
+pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit, AppError> {
+    let setup = Setup::load(&global.settings())?;
     // Each retry is shown as it happens: a delegation may retry for as long
     // as its deadline allows (a gateway restarting).
     let delegating = Delegating::open(setup, args.timeout, |event| {
@@ -59,10 +59,10 @@ const MAX_COUNTED_STDIN: u64 = 1 << 30;
 /// Reads the whole task from stdin, keeping at most `limit` bytes (the
 /// task limit of `whose` transport): a task over it is refused with its
 /// real size, counted without being kept.
-fn read_stdin_task((limit, whose): (u64, String)) -> Result<String, CliError> {
+fn read_stdin_task((limit, whose): (u64, String)) -> Result<String, AppError> {
     use std::io::Read;
     let failed =
-        |e: std::io::Error| CliError::Usage(format!("cannot read the task from stdin: {e}"));
+        |e: std::io::Error| AppError::Usage(format!("cannot read the task from stdin: {e}"));
     let mut stdin = std::io::stdin().lock();
     let mut task = Vec::new();
     (&mut stdin)
@@ -81,12 +81,12 @@ fn read_stdin_task((limit, whose): (u64, String)) -> Result<String, CliError> {
         } else {
             format!("{} bytes", kept + rest)
         };
-        return Err(CliError::Usage(format!(
+        return Err(AppError::Usage(format!(
             "the task on stdin is {size}, larger than the {limit}-byte limit of {whose} (max_task_bytes): nothing was sent; shorten the task, or raise the transport's max_task_bytes"
         )));
     }
     String::from_utf8(task).map_err(|e| {
-        CliError::Usage(format!(
+        AppError::Usage(format!(
             "the task on stdin is not UTF-8 (invalid byte at offset {})",
             e.utf8_error().valid_up_to()
         ))

@@ -10,14 +10,14 @@ use orch_handoff::{
 use crate::app;
 use crate::app::handoff::{HandoffFields, SubmitRequest, Waited};
 
-use crate::app::error::{CliError, Exit};
+use crate::app::error::{AppError, Exit};
+use crate::app::wiring::Setup;
 use crate::front::cli::args::{
     GlobalArgs, HandoffCmd, ShowArgs, SubmitArgs, ValidateArgs, WaitArgs,
 };
 use crate::front::out;
-use crate::wiring::Setup;
 
-pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, CliError> {
+pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, AppError> {
     match cmd {
         HandoffCmd::Submit(args) => submit(global, args).await,
         HandoffCmd::Validate(args) => validate(args),
@@ -26,17 +26,17 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: HandoffCmd) -> Result<Exit, Cl
     }
 }
 
-fn key(run_id: &str, sub: bool) -> Result<HandoffKey, CliError> {
+fn key(run_id: &str, sub: bool) -> Result<HandoffKey, AppError> {
     let run_id =
-        RunId::new(run_id).map_err(|e| CliError::Usage(format!("run id {run_id:?}: {e}")))?;
+        RunId::new(run_id).map_err(|e| AppError::Usage(format!("run id {run_id:?}: {e}")))?;
     Ok(app::handoff::key_of(run_id, sub))
 }
 
-async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError> {
+async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, AppError> {
     let expected_run = args
         .run_id
         .as_deref()
-        .map(|id| RunId::new(id).map_err(|e| CliError::Usage(format!("--run-id {id:?}: {e}"))))
+        .map(|id| RunId::new(id).map_err(|e| AppError::Usage(format!("--run-id {id:?}: {e}"))))
         .transpose()?;
     let handoff = match &args.json {
         Some(path) => {
@@ -46,7 +46,7 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
                 agent: args.agent.as_deref(),
             };
             parse_handoff(&bytes, &expect)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", shown(path))))?
+                .map_err(|e| AppError::Usage(format!("{}: {e}", shown(path))))?
         }
         None => from_flags(&args, expected_run)?,
     };
@@ -56,7 +56,7 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
         force: args.force,
         unsolicited: args.unsolicited,
     };
-    let submitted = app::handoff::submit(&Setup::load(global)?, request).await?;
+    let submitted = app::handoff::submit(&Setup::load(&global.settings())?, request).await?;
     out::print(&format!(
         "submitted handoff for run {} ({} by {}) to {}\n",
         submitted.run_id,
@@ -69,8 +69,8 @@ async fn submit(global: &GlobalArgs, args: SubmitArgs) -> Result<Exit, CliError>
 
 /// Builds a handoff from `--run-id --agent --status --result …` and checks
 /// it with the same parser every reader uses.
-fn from_flags(args: &SubmitArgs, run_id: Option<RunId>) -> Result<Handoff, CliError> {
-    let missing = |flag: &str| CliError::Usage(format!("{flag} is required without --json"));
+fn from_flags(args: &SubmitArgs, run_id: Option<RunId>) -> Result<Handoff, AppError> {
+    let missing = |flag: &str| AppError::Usage(format!("{flag} is required without --json"));
     let run_id = run_id.ok_or_else(|| missing("--run-id"))?;
     let agent = args.agent.clone().ok_or_else(|| missing("--agent"))?;
     app::handoff::check_agent(&agent)?;
@@ -80,7 +80,7 @@ fn from_flags(args: &SubmitArgs, run_id: Option<RunId>) -> Result<Handoff, CliEr
         (Some(text), _) => text.clone(),
         (None, Some(path)) => read_text(path)?,
         (None, None) => {
-            return Err(CliError::Usage(
+            return Err(AppError::Usage(
                 "give the result with --result TEXT, --result-file FILE or --result - (stdin)"
                     .into(),
             ));
@@ -98,11 +98,11 @@ fn from_flags(args: &SubmitArgs, run_id: Option<RunId>) -> Result<Handoff, CliEr
     .build()
 }
 
-fn validate(args: ValidateArgs) -> Result<Exit, CliError> {
+fn validate(args: ValidateArgs) -> Result<Exit, AppError> {
     let run_id = args
         .run_id
         .as_deref()
-        .map(|id| RunId::new(id).map_err(|e| CliError::Usage(format!("--run-id {id:?}: {e}"))))
+        .map(|id| RunId::new(id).map_err(|e| AppError::Usage(format!("--run-id {id:?}: {e}"))))
         .transpose()?;
     let bytes = read_input(&args.file)?;
     let expect = Expect {
@@ -110,7 +110,7 @@ fn validate(args: ValidateArgs) -> Result<Exit, CliError> {
         agent: args.agent.as_deref(),
     };
     let handoff = parse_handoff(&bytes, &expect)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", shown(&args.file))))?;
+        .map_err(|e| AppError::Usage(format!("{}: {e}", shown(&args.file))))?;
     out::print(&format!(
         "{}: valid handoff for run {} ({} by {})\n",
         out::one_line(&shown(&args.file)),
@@ -121,16 +121,16 @@ fn validate(args: ValidateArgs) -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
-async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<Exit, CliError> {
+async fn show(global: &GlobalArgs, args: ShowArgs) -> Result<Exit, AppError> {
     let key = key(&args.run_id, args.sub)?;
-    let handoff = app::handoff::show(&Setup::load(global)?, &key).await?;
+    let handoff = app::handoff::show(&Setup::load(&global.settings())?, &key).await?;
     print_handoff(&handoff, args.json)?;
     Ok(Exit::Ok)
 }
 
-async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, CliError> {
+async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, AppError> {
     let key = key(&args.run_id, args.sub)?;
-    match app::handoff::wait(&Setup::load(global)?, &key, args.timeout).await? {
+    match app::handoff::wait(&Setup::load(&global.settings())?, &key, args.timeout).await? {
         Waited::Landed(handoff) => {
             print_handoff(&handoff, args.json)?;
             Ok(Exit::for_status(handoff.status))
@@ -148,7 +148,7 @@ async fn wait(global: &GlobalArgs, args: WaitArgs) -> Result<Exit, CliError> {
     }
 }
 
-fn print_handoff(handoff: &Handoff, json: bool) -> Result<(), CliError> {
+fn print_handoff(handoff: &Handoff, json: bool) -> Result<(), AppError> {
     if json {
         return out::print_json(handoff);
     }
@@ -225,7 +225,7 @@ fn shown(path: &Path) -> String {
 
 /// Reads a handoff document from a file or stdin (`-`), refusing anything
 /// over the size cap without reading all of it.
-fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
+fn read_input(path: &Path) -> Result<Vec<u8>, AppError> {
     let cap = DEFAULT_MAX_HANDOFF_BYTES;
     let mut bytes = Vec::new();
     let res = if path == Path::new("-") {
@@ -240,9 +240,9 @@ fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
             .read_to_end(&mut bytes)
             .map(drop)
     };
-    res.map_err(|e| CliError::Usage(format!("cannot read {}: {e}", shown(path))))?;
+    res.map_err(|e| AppError::Usage(format!("cannot read {}: {e}", shown(path))))?;
     if bytes.len() as u64 > cap {
-        return Err(CliError::Usage(format!(
+        return Err(AppError::Usage(format!(
             "{}: handoff is larger than the {cap}-byte limit",
             shown(path)
         )));
@@ -254,16 +254,16 @@ fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
 /// regular file: reading a FIFO would wait for a writer forever, a device
 /// could be endless. `O_NONBLOCK` keeps the open itself from blocking on a
 /// FIFO; it does not change reads of a regular file.
-fn open_regular(path: &Path) -> Result<std::fs::File, CliError> {
+fn open_regular(path: &Path) -> Result<std::fs::File, AppError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let cannot = |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", shown(path)));
+    let cannot = |e: std::io::Error| AppError::Usage(format!("cannot read {}: {e}", shown(path)));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(cannot)?;
     if !file.metadata().map_err(cannot)?.is_file() {
-        return Err(CliError::Usage(format!(
+        return Err(AppError::Usage(format!(
             "{}: not a regular file (a FIFO, device or directory); give the handoff as a file or on stdin (`-`)",
             shown(path)
         )));
@@ -272,10 +272,10 @@ fn open_regular(path: &Path) -> Result<std::fs::File, CliError> {
 }
 
 /// Reads result text from a file or stdin (`-`); it must be UTF-8.
-fn read_text(path: &Path) -> Result<String, CliError> {
+fn read_text(path: &Path) -> Result<String, AppError> {
     let bytes = read_input(path)?;
     String::from_utf8(bytes).map_err(|e| {
-        CliError::Usage(format!(
+        AppError::Usage(format!(
             "{}: the result is not UTF-8 (invalid byte at offset {})",
             shown(path),
             e.utf8_error().valid_up_to()

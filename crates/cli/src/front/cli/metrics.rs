@@ -5,19 +5,19 @@ use orch_metrics::{Report, TextOptions};
 use crate::app;
 use crate::app::metrics::MetricsRequest;
 
-use crate::app::error::{CliError, Exit};
+use crate::app::error::{AppError, Exit};
+use crate::app::wiring::Setup;
 use crate::front::cli::args::{GlobalArgs, MetricsArgs, MetricsFormat};
 use crate::front::out;
-use crate::wiring::Setup;
 
-pub(crate) async fn run(global: &GlobalArgs, args: MetricsArgs) -> Result<Exit, CliError> {
+pub(crate) async fn run(global: &GlobalArgs, args: MetricsArgs) -> Result<Exit, AppError> {
     let request = MetricsRequest {
         since: args.since,
         agents: args.agents,
         workflows: args.workflows,
         rescan: args.rescan,
     };
-    let report = app::metrics::report(&Setup::load(global)?, request).await?;
+    let report = app::metrics::report(&Setup::load(&global.settings())?, request).await?;
     match args.format {
         MetricsFormat::Text => {
             let colour = out::stdout_colour();

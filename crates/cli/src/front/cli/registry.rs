@@ -2,13 +2,13 @@
 
 use orch_registry::AgentInfo;
 
-use crate::app::error::{CliError, Exit};
+use crate::app::error::{AppError, Exit};
+use crate::app::wiring::Setup;
 use crate::front::cli::args::{GlobalArgs, RegistryCmd};
 use crate::front::out;
-use crate::wiring::Setup;
 
-pub(crate) fn run(global: &GlobalArgs, cmd: RegistryCmd) -> Result<Exit, CliError> {
-    let setup = Setup::load(global)?;
+pub(crate) fn run(global: &GlobalArgs, cmd: RegistryCmd) -> Result<Exit, AppError> {
+    let setup = Setup::load(&global.settings())?;
     let registry = setup.registry()?;
     match cmd {
         RegistryCmd::List { json: true } => {
@@ -44,7 +44,7 @@ pub(crate) fn run(global: &GlobalArgs, cmd: RegistryCmd) -> Result<Exit, CliErro
         }
         RegistryCmd::Show { id, json } => {
             let Some(agent) = registry.get(&id) else {
-                return Err(CliError::Usage(format!(
+                return Err(AppError::Usage(format!(
                     "unknown agent {id:?}; known agents: {}",
                     registry.ids().join(", ")
                 )));

@@ -1,13 +1,13 @@
 //! `orch route "<task>" --caller X` and the choice behind `orch delegate auto`.
 
-use crate::app::error::{CliError, Exit};
+use crate::app::error::{AppError, Exit};
 use crate::app::route::{Routing, route};
+use crate::app::wiring::Setup;
 use crate::front::cli::args::{GlobalArgs, RouteArgs};
 use crate::front::out;
-use crate::wiring::Setup;
 
-pub(crate) fn run(global: &GlobalArgs, args: RouteArgs) -> Result<Exit, CliError> {
-    let setup = Setup::load(global)?;
+pub(crate) fn run(global: &GlobalArgs, args: RouteArgs) -> Result<Exit, AppError> {
+    let setup = Setup::load(&global.settings())?;
     let registry = setup.registry()?;
     let routing = route(&registry, &setup.config.acl, &args.task, &args.caller)?;
     if args.json {

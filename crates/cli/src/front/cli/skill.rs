@@ -5,14 +5,14 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::app::error::{CliError, Exit};
+use crate::app::error::{AppError, Exit};
 use crate::front::cli::args::SkillCmd;
 use crate::front::out;
 
 /// The skill, as shipped in the repository's `skills/orch/`.
 pub(crate) const SKILL_MD: &str = include_str!("../../../../../skills/orch/SKILL.md");
 
-pub(crate) fn run(cmd: SkillCmd) -> Result<Exit, CliError> {
+pub(crate) fn run(cmd: SkillCmd) -> Result<Exit, AppError> {
     match cmd {
         SkillCmd::Install { workspace, force } => install(&workspace, force),
         SkillCmd::Show => {
@@ -24,9 +24,9 @@ pub(crate) fn run(cmd: SkillCmd) -> Result<Exit, CliError> {
 
 /// Writes `<workspace>/skills/orch/SKILL.md` atomically (temp file, fsync,
 /// rename). The workspace must exist: a typo must not create a stray tree.
-fn install(workspace: &Path, force: bool) -> Result<Exit, CliError> {
+fn install(workspace: &Path, force: bool) -> Result<Exit, AppError> {
     if !workspace.is_dir() {
-        return Err(CliError::Usage(format!(
+        return Err(AppError::Usage(format!(
             "--workspace {}: no such directory (pass the agent's OpenClaw workspace, \
              its `workspace` in openclaw.json)",
             workspace.display()
@@ -43,7 +43,7 @@ fn install(workspace: &Path, force: bool) -> Result<Exit, CliError> {
             return Ok(Exit::Ok);
         }
         Ok(_) if !force => {
-            return Err(CliError::Usage(format!(
+            return Err(AppError::Usage(format!(
                 "{} exists and differs from this version's skill; pass --force to replace it",
                 target.display()
             )));
@@ -51,14 +51,14 @@ fn install(workspace: &Path, force: bool) -> Result<Exit, CliError> {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(CliError::Usage(format!(
+            return Err(AppError::Usage(format!(
                 "cannot read {}: {e}",
                 target.display()
             )));
         }
     }
     std::fs::create_dir_all(&dir)
-        .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| AppError::Usage(format!("cannot create {}: {e}", dir.display())))?;
     let tmp = dir.join(".SKILL.md.tmp");
     let written = std::fs::File::create(&tmp)
         .and_then(|mut f| {
@@ -68,7 +68,7 @@ fn install(workspace: &Path, force: bool) -> Result<Exit, CliError> {
         .and_then(|()| std::fs::rename(&tmp, &target));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(CliError::Usage(format!(
+        return Err(AppError::Usage(format!(
             "cannot write {}: {e}",
             target.display()
         )));

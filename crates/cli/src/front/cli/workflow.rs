@@ -11,13 +11,13 @@ use orch_workflow::{Target, Workflow};
 use crate::app;
 use crate::app::workflow::RunRequest;
 
-use crate::app::error::{CliError, Exit};
+use crate::app::error::{AppError, Exit};
+use crate::app::wiring::Setup;
 use crate::front::cli::args::{GlobalArgs, WorkflowArgs, WorkflowCmd};
 use crate::front::out;
-use crate::wiring::Setup;
 
 /// Largest workflow file read (the loader refuses more than 1 MiB anyway).
-pub(crate) async fn run(global: &GlobalArgs, args: WorkflowArgs) -> Result<ExitCode, CliError> {
+pub(crate) async fn run(global: &GlobalArgs, args: WorkflowArgs) -> Result<ExitCode, AppError> {
     match (args.cmd, args.run) {
         (Some(WorkflowCmd::Run(run)), _) | (None, Some(run)) => exec::run(global, run).await,
         (Some(WorkflowCmd::Runs { json }), _) => exec::runs(global, json).await,
@@ -46,13 +46,13 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowArgs) -> Result<ExitC
             _,
         ) => exec::approve(global, &run_id, &step, reject, reason).await,
         (Some(cmd), _) => inspect(global, cmd).map(ExitCode::from),
-        (None, None) => Err(CliError::Usage(
+        (None, None) => Err(AppError::Usage(
             "name a workflow to run (`orch workflow <NAME> --caller X`) or a subcommand (see `orch workflow --help`)".into(),
         )),
     }
 }
 
-fn inspect(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, CliError> {
+fn inspect(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, AppError> {
     match cmd {
         WorkflowCmd::List => list(),
         WorkflowCmd::Validate {
@@ -73,7 +73,7 @@ fn inspect(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, CliError> {
         | WorkflowCmd::Runs { .. }
         | WorkflowCmd::Status { .. }
         | WorkflowCmd::Resume { .. }
-        | WorkflowCmd::Approve { .. } => Err(CliError::Internal(
+        | WorkflowCmd::Approve { .. } => Err(AppError::Internal(
             "workflow subcommand dispatched to the wrong handler".into(),
         )),
     }
@@ -81,7 +81,7 @@ fn inspect(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, CliError> {
 
 /// Where a workflow named on the command line comes from: a file path, a
 /// file in `./workflows/`, or a built-in template, in that order.
-fn list() -> Result<Exit, CliError> {
+fn list() -> Result<Exit, AppError> {
     let rows: Vec<[String; 3]> = app::workflow::list()
         .iter()
         .map(|r| [&r.name, &r.from, &r.description].map(|v| out::one_line(v).into_owned()))
@@ -98,16 +98,16 @@ fn list() -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
-pub(crate) fn parse_inputs(pairs: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+pub(crate) fn parse_inputs(pairs: &[String]) -> Result<BTreeMap<String, String>, AppError> {
     let mut inputs = BTreeMap::new();
     for pair in pairs {
         let Some((k, v)) = pair.split_once('=') else {
-            return Err(CliError::Usage(format!(
+            return Err(AppError::Usage(format!(
                 "--input {pair:?}: write it as name=value"
             )));
         };
         if inputs.insert(k.trim().to_owned(), v.to_owned()).is_some() {
-            return Err(CliError::Usage(format!(
+            return Err(AppError::Usage(format!(
                 "--input {:?} is given twice",
                 k.trim()
             )));
@@ -121,7 +121,7 @@ fn validate(
     name: &str,
     caller: Option<&str>,
     pairs: &[String],
-) -> Result<Exit, CliError> {
+) -> Result<Exit, AppError> {
     let (wf, origin, checked) = match caller {
         Some(caller) => {
             let request = RunRequest {
@@ -129,7 +129,7 @@ fn validate(
                 inputs: parse_inputs(pairs)?,
                 caller: caller.to_owned(),
             };
-            let checked = app::workflow::check(&Setup::load(global)?, request)?;
+            let checked = app::workflow::check(&Setup::load(&global.settings())?, request)?;
             (
                 checked.loaded.workflow,
                 checked.loaded.origin,

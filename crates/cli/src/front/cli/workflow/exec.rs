@@ -16,11 +16,11 @@ use orch_workflow::{
 
 use super::parse_inputs;
 use crate::app;
-use crate::app::error::{CliError, Exit};
+use crate::app::error::{AppError, Exit};
+use crate::app::wiring::Setup;
 use crate::app::workflow::RunRequest;
 use crate::front::cli::args::{GlobalArgs, WorkflowRunArgs, format_duration};
 use crate::front::out;
-use crate::wiring::Setup;
 
 /// Exit code of a run paused at an approval gate (not a DESIGN §5 code:
 /// nothing failed, but the run has not finished either).
@@ -48,13 +48,13 @@ fn word<T: serde::Serialize>(v: T) -> String {
 }
 
 /// `orch workflow <NAME> …` / `orch workflow run <NAME> …`.
-pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<ExitCode, CliError> {
+pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<ExitCode, AppError> {
     let request = RunRequest {
         workflow: args.workflow.clone(),
         inputs: parse_inputs(&args.inputs)?,
         caller: args.caller.clone(),
     };
-    let setup = Setup::load(global)?;
+    let setup = Setup::load(&global.settings())?;
     let checked = app::workflow::check(&setup, request)?;
     if args.dry_run {
         let preview = app::workflow::preview(&setup, checked).await?;
@@ -88,9 +88,9 @@ pub(crate) async fn resume(
     opts: &orch_workflow::ResumeOptions,
     non_interactive: bool,
     json: bool,
-) -> Result<ExitCode, CliError> {
+) -> Result<ExitCode, AppError> {
     let id = app::workflow::run_id(id)?;
-    let setup = Setup::load(global)?;
+    let setup = Setup::load(&global.settings())?;
     let registry = setup.registry()?;
     let interactive = !non_interactive && std::io::stdin().is_terminal();
     // The steps in the workflow's order, for the live view.
@@ -111,9 +111,9 @@ pub(crate) async fn approve(
     step: &str,
     reject: bool,
     reason: Option<String>,
-) -> Result<ExitCode, CliError> {
+) -> Result<ExitCode, AppError> {
     let id = app::workflow::run_id(id)?;
-    let setup = Setup::load(global)?;
+    let setup = Setup::load(&global.settings())?;
     let decision = if reject {
         ApprovalDecision::Reject {
             reason: reason.unwrap_or_else(|| "rejected without a reason".into()),
@@ -130,8 +130,8 @@ pub(crate) async fn approve(
 }
 
 /// `orch workflow runs`.
-pub(crate) async fn runs(global: &GlobalArgs, json: bool) -> Result<ExitCode, CliError> {
-    let summaries = app::workflow::runs(&Setup::load(global)?).await?;
+pub(crate) async fn runs(global: &GlobalArgs, json: bool) -> Result<ExitCode, AppError> {
+    let summaries = app::workflow::runs(&Setup::load(&global.settings())?).await?;
     if json {
         out::print_json(&summaries)?;
         return Ok(Exit::Ok.into());
@@ -174,9 +174,9 @@ pub(crate) async fn status(
     global: &GlobalArgs,
     id: &str,
     json: bool,
-) -> Result<ExitCode, CliError> {
+) -> Result<ExitCode, AppError> {
     let id = app::workflow::run_id(id)?;
-    let summary = app::workflow::status(&Setup::load(global)?, &id).await?;
+    let summary = app::workflow::status(&Setup::load(&global.settings())?, &id).await?;
     if json {
         out::print_json(&summary)?;
     } else {
@@ -186,7 +186,7 @@ pub(crate) async fn status(
 }
 
 /// Prints the summary and maps its status to the exit code.
-fn finish(summary: &RunSummary, json: bool) -> Result<ExitCode, CliError> {
+fn finish(summary: &RunSummary, json: bool) -> Result<ExitCode, AppError> {
     if json {
         out::print_json(summary)?;
     } else {
@@ -304,7 +304,7 @@ async fn executor(
     interactive: bool,
     steps: &[String],
     run: &RunId,
-) -> Result<(Executor, View), CliError> {
+) -> Result<(Executor, View), AppError> {
     let bars = std::io::stderr()
         .is_terminal()
         .then(|| Arc::new(Bars::new(steps)));

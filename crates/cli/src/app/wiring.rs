@@ -6,6 +6,7 @@
 //! work the same on either.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use orch_delegate::transport::exec::ExecTransport;
@@ -15,42 +16,51 @@ use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Transpo
 use orch_handoff::{FsStore, HandoffStore, WatchMode};
 use orch_registry::{AgentInfo, Registry, RegistryFile};
 
-use crate::args::{GlobalArgs, WatchArg};
-use crate::config::{self, Config, Source, StoreKind, TransportRef, TransportSpec};
-use crate::descriptor;
-use crate::exit::CliError;
+use crate::app::config::{self, Config, Source, StoreKind, TransportRef, TransportSpec};
+use crate::app::descriptor;
+use crate::app::error::AppError;
 
 /// The opened handoff store, whichever kind the config names.
 pub(crate) type Store = Arc<dyn HandoffStore>;
 
-/// The effective configuration, flags applied.
+/// Where a command finds its configuration and store, as its front end
+/// was told (the CLI's global flags and their variables).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Settings {
+    /// The config file (else the lookup order of [`config::load`]).
+    pub(crate) config: Option<PathBuf>,
+    /// A store descriptor (`ORCH_STORE`): wins over the config's `store`.
+    pub(crate) store: Option<String>,
+    /// A file store's directory: wins over both.
+    pub(crate) handoff_dir: Option<PathBuf>,
+    /// How the file store notices handoffs.
+    pub(crate) watch: Option<WatchMode>,
+}
+
+/// The effective configuration, settings applied.
 pub(crate) struct Setup {
     pub(crate) config: Config,
     pub(crate) source: Source,
 }
 
 impl Setup {
-    /// Loads the config and applies `--handoff-dir` / `--watch`.
-    /// `--handoff-dir` names a file store: it wins over `store.kind: nats`.
-    pub(crate) fn load(global: &GlobalArgs) -> Result<Self, CliError> {
+    /// Loads the config and applies the settings. A `handoff_dir` names a
+    /// file store: it wins over `store.kind: nats`.
+    pub(crate) fn load(global: &Settings) -> Result<Self, AppError> {
         let (mut config, source) = config::load(global.config.as_deref())
-            .map_err(|e| CliError::Usage(format!("config {e}")))?;
+            .map_err(|e| AppError::Usage(format!("config {e}")))?;
         // `--store` / `ORCH_STORE` (what orch gives its agents) names the
         // store whatever the config file says.
         if let Some(descriptor) = global.store.as_deref().filter(|d| !d.trim().is_empty()) {
             config.store = descriptor::parse(descriptor, &config.store)
-                .map_err(|e| CliError::Usage(format!("--store / ORCH_STORE: {e}")))?;
+                .map_err(|e| AppError::Usage(format!("--store / ORCH_STORE: {e}")))?;
         }
         if let Some(dir) = &global.handoff_dir {
             config.store.kind = StoreKind::Fs;
             config.store.fs.root = dir.clone();
         }
         if let Some(watch) = global.watch {
-            config.store.fs.watch = match watch {
-                WatchArg::Auto => WatchMode::Auto,
-                WatchArg::Inotify => WatchMode::Inotify,
-                WatchArg::Poll => WatchMode::Poll,
-            };
+            config.store.fs.watch = watch;
         }
         Ok(Self { config, source })
     }
@@ -58,17 +68,17 @@ impl Setup {
     /// Opens the store the config names: the file store, or (`kind: nats`)
     /// the NATS store, connecting to the server. Every command that reads or
     /// writes handoffs, workflow records or the ledger comes through here.
-    pub(crate) async fn open_store(&self) -> Result<Store, CliError> {
+    pub(crate) async fn open_store(&self) -> Result<Store, AppError> {
         match self.config.store.kind {
             StoreKind::Fs => Ok(Arc::new(self.open_fs_store()?)),
             StoreKind::Nats => self.open_nats_store().await,
         }
     }
 
-    fn open_fs_store(&self) -> Result<FsStore, CliError> {
+    fn open_fs_store(&self) -> Result<FsStore, AppError> {
         let fs = &self.config.store.fs;
         FsStore::open(fs.clone()).map_err(|e| {
-            CliError::Internal(format!(
+            AppError::Internal(format!(
                 "cannot open the handoff store at {}: {e}",
                 fs.root.display()
             ))
@@ -78,22 +88,22 @@ impl Setup {
     /// Connects with the settings as the config gives them; the store
     /// reads the token the config names.
     #[cfg(feature = "nats")]
-    async fn open_nats_store(&self) -> Result<Store, CliError> {
+    async fn open_nats_store(&self) -> Result<Store, AppError> {
         use orch_handoff::{NatsStore, StoreError};
         match NatsStore::connect(self.config.store.nats.clone()).await {
             Ok(s) => Ok(Arc::new(s)),
             Err(e @ StoreError::Config { .. }) => {
-                Err(CliError::Usage(format!("config: store: {e}")))
+                Err(AppError::Usage(format!("config: store: {e}")))
             }
-            Err(e) => Err(CliError::Internal(format!(
+            Err(e) => Err(AppError::Internal(format!(
                 "cannot open the handoff store: {e}"
             ))),
         }
     }
 
     #[cfg(not(feature = "nats"))]
-    async fn open_nats_store(&self) -> Result<Store, CliError> {
-        Err(CliError::Usage(
+    async fn open_nats_store(&self) -> Result<Store, AppError> {
+        Err(AppError::Usage(
             "config: `store.kind: nats` needs an orch built with the cargo feature `nats`".into(),
         ))
     }
@@ -121,10 +131,10 @@ impl Setup {
 
     /// The agents: from the `registry` file, the inline `agents`, or the
     /// embedded registry of the eight Atomizer HQ agents.
-    pub(crate) fn registry(&self) -> Result<Registry, CliError> {
+    pub(crate) fn registry(&self) -> Result<Registry, AppError> {
         let c = &self.config;
         if let Some(path) = &c.registry {
-            return Registry::load(path).map_err(|e| CliError::Usage(e.to_string()));
+            return Registry::load(path).map_err(|e| AppError::Usage(e.to_string()));
         }
         if c.agents.is_empty() {
             return Ok(Registry::embedded_default());
@@ -134,7 +144,7 @@ impl Setup {
             .iter()
             .map(|(id, a)| {
                 let transport = serde_json::to_value(&a.transport)
-                    .map_err(|e| CliError::Internal(format!("agent {id}: transport spec: {e}")))?;
+                    .map_err(|e| AppError::Internal(format!("agent {id}: transport spec: {e}")))?;
                 Ok(AgentInfo {
                     id: id.clone(),
                     name: a.name.clone().unwrap_or_else(|| id.clone()),
@@ -154,7 +164,7 @@ impl Setup {
                     max_concurrent: a.max_concurrent,
                 })
             })
-            .collect::<Result<Vec<_>, CliError>>()?;
+            .collect::<Result<Vec<_>, AppError>>()?;
         let file = RegistryFile {
             schema: None,
             agents,
@@ -164,7 +174,7 @@ impl Setup {
             Source::File { path, .. } => path.display().to_string(),
             Source::Embedded => "<embedded default>".to_owned(),
         };
-        Registry::from_file(file, &origin).map_err(|e| CliError::Usage(e.to_string()))
+        Registry::from_file(file, &origin).map_err(|e| AppError::Usage(e.to_string()))
     }
 
     /// Builds the delegator over `store` for the agents of `registry`: one
@@ -177,7 +187,7 @@ impl Setup {
         &self,
         store: Store,
         registry: &Registry,
-    ) -> Result<Delegator, CliError> {
+    ) -> Result<Delegator, AppError> {
         let c = &self.config;
         let mut sims: std::collections::BTreeMap<String, Arc<dyn Transport>> = Default::default();
         let mut agents = Vec::new();
@@ -191,9 +201,9 @@ impl Setup {
                 Some(agent) => Ok((info, Cow::Borrowed(&agent.transport))),
                 None => serde_json::from_value::<TransportRef>(info.transport.clone())
                     .map(|r| (info, Cow::Owned(r)))
-                    .map_err(|e| CliError::Usage(format!("agent {}: transport: {e}", info.id))),
+                    .map_err(|e| AppError::Usage(format!("agent {}: transport: {e}", info.id))),
             })
-            .collect::<Result<Vec<_>, CliError>>()?;
+            .collect::<Result<Vec<_>, AppError>>()?;
         let mut secrets = c.secret_env_vars();
         let store_descriptor = self.store_descriptor();
         for (_, r) in &refs {
@@ -211,7 +221,7 @@ impl Setup {
                     // does not define it gets the default sim fleet.
                     None if name == "sim" => (Some("sim"), &default_sim),
                     None => {
-                        return Err(CliError::Usage(format!(
+                        return Err(AppError::Usage(format!(
                             "config: agent {id} uses unknown transport {name:?}"
                         )));
                     }
@@ -243,7 +253,7 @@ impl Setup {
                     cfg.remove_env = secrets.clone();
                     Arc::new(
                         ExecTransport::new(cfg)
-                            .map_err(|e| CliError::Usage(format!("config: agent {id}: {e}")))?,
+                            .map_err(|e| AppError::Usage(format!("config: agent {id}: {e}")))?,
                     )
                 }
                 // A missing token only matters to delegations that use this
@@ -284,7 +294,7 @@ impl Setup {
             submit_args: self.submit_args(),
         };
         Delegator::new(store, c.acl.clone(), agents, config)
-            .map_err(|e| CliError::Usage(format!("config: {e}")))
+            .map_err(|e| AppError::Usage(format!("config: {e}")))
     }
 }
 

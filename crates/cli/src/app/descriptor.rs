@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use orch_handoff::{NatsAuth, NatsStoreConfig};
 
-use crate::config::{StoreKind, StoreSection};
+use crate::app::config::{StoreKind, StoreSection};
 
 /// The store `descriptor` names, over `base` (whose other settings, such
 /// as the handoff cap, it keeps).
