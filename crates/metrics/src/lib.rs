@@ -51,9 +51,14 @@
 //!   a store that cannot be listed is an error.
 //! - **Read-only, through `orch-handoff`.** Metrics never write to the store
 //!   and go through the [`HandoffStore`](orch_handoff::HandoffStore) trait
-//!   only, so they work on any store. Workflow records are read as JSON
-//!   with lenient local types: this crate does not depend on
-//!   `orch-workflow`.
+//!   only, so they work on any store.
+//! - **Workflow records through `orch-workflow`'s types.** Run summaries
+//!   and step records are read as
+//!   [`RunSummary`](orch_workflow::RunSummary) and
+//!   [`StepRecord`](orch_workflow::StepRecord), the types the executor
+//!   writes, with their status enums: one contract, so a change to the
+//!   records cannot leave metrics silently counting something else. A
+//!   record that does not read as those types is a problem like any other.
 //! - **Percentiles are nearest-rank** ([`nearest_rank`]): always a value
 //!   that was measured, exact on small samples.
 //! - **"Now" is a parameter** ([`Options::now`]), so windows such as `24h`

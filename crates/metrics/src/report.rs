@@ -450,7 +450,9 @@ pub struct RunStatuses {
     pub awaiting_approval: u64,
     /// Cancelled.
     pub cancelled: u64,
-    /// A status this version does not know.
+    /// Always 0: summaries are read as `orch-workflow`'s `RunSummary`, so
+    /// one with a status this version does not know is listed in
+    /// `problems` instead. Kept so the schema stays the same.
     pub other: u64,
 }
 

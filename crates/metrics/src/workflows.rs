@@ -1,7 +1,14 @@
 //! Workflow runs: `workflows/<wfRunId>/summary.json` and, where needed,
-//! step records, read as JSON with lenient local types (metrics do not
-//! depend on `orch-workflow`; a field this module does not know is
-//! ignored, a missing one makes the record unreadable).
+//! step records, read as `orch-workflow`'s own record types
+//! ([`RunSummary`], [`StepRecord`]): one contract with the engine that
+//! writes them, statuses as enums rather than strings. A record that does
+//! not read as that type (foreign, hand-written, cut, or with a status this
+//! version does not know) is listed in the report's problems, never fatal.
+//! Reading the whole type validates every run id and parses every time in
+//! the record, which a lenient subset skipped: more work, though a small
+//! part of what the store's read and parse of the file costs. What is not
+//! counted (the workflow's source, inputs, output, rendered tasks) is
+//! dropped on the thread that read it.
 //!
 //! Summaries give runs by status, durations, and per step its status and
 //! attempt count. A step record is read only when the summary cannot tell
@@ -13,49 +20,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use jiff::Timestamp;
 use orch_handoff::{HandoffStore, RunId, WorkflowRecord};
-use serde::Deserialize;
+use orch_workflow::{AttemptStatus, RunStatus, RunSummary, StepRecord, StepStatus, StepSummary};
 
 use crate::par::par_map;
 use crate::report::{DURATION_BUCKETS_MS, Distribution, RunStatuses, StepStats, WorkflowStats};
 use crate::scan::{Exec, Filter, ProblemList, store_reason};
-
-/// The fields of a run summary metrics read.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Summary {
-    workflow: String,
-    status: String,
-    started: String,
-    #[serde(default)]
-    finished: Option<String>,
-    #[serde(default)]
-    steps: BTreeMap<String, StepSummary>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StepSummary {
-    status: String,
-    #[serde(default)]
-    agent: Option<String>,
-    #[serde(default)]
-    attempts: u64,
-}
-
-/// The fields of a step record metrics read.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StepRecord {
-    #[serde(default)]
-    attempts: Vec<Attempt>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Attempt {
-    run_id: String,
-    status: String,
-}
 
 /// The result of reading the workflow runs.
 pub(crate) struct Workflows {
@@ -76,11 +45,71 @@ pub(crate) struct Members {
     pub(crate) delegations: HashSet<String>,
 }
 
+/// A run as metrics keep it: the fields of its [`RunSummary`] that are
+/// counted, taken out of it by name (so a field orch-workflow renames or
+/// retypes breaks the build here, not the figures).
 struct Run {
     id: RunId,
-    summary: Summary,
+    workflow: String,
+    status: RunStatus,
+    started: Timestamp,
+    finished: Option<Timestamp>,
+    steps: BTreeMap<String, StepSummary>,
     /// Attempts that timed out, per step (from its record).
     timed_out: BTreeMap<String, u64>,
+}
+
+impl Run {
+    /// The rest of the summary (the workflow's source, inputs, output) is
+    /// dropped here, on the thread that read it, so a scan never holds every
+    /// run's texts at once.
+    fn of(id: &RunId, summary: RunSummary) -> Self {
+        let RunSummary {
+            workflow,
+            status,
+            started,
+            finished,
+            steps,
+            ..
+        } = summary;
+        Self {
+            id: id.clone(),
+            workflow,
+            status,
+            started,
+            finished,
+            steps,
+            timed_out: BTreeMap::new(),
+        }
+    }
+}
+
+/// What metrics take from a step record.
+struct Attempts {
+    /// Attempts that timed out.
+    timed_out: u64,
+    /// Every attempt's delegation run id (for a `--workflow` filter).
+    run_ids: Vec<String>,
+}
+
+impl Attempts {
+    fn of(record: StepRecord, with_ids: bool) -> Self {
+        let timed_out = record
+            .attempts
+            .iter()
+            .filter(|a| a.status == AttemptStatus::TimedOut)
+            .count() as u64;
+        let run_ids = if with_ids {
+            record
+                .attempts
+                .iter()
+                .map(|a| a.run_id.as_str().to_owned())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self { timed_out, run_ids }
+    }
 }
 
 pub(crate) fn read(
@@ -94,8 +123,8 @@ pub(crate) fn read(
     let summaries = par_map(ids, threads, |id| {
         let path = || format!("workflows/{id}/summary.json");
         match exec.block(store.get_workflow_record(id, &WorkflowRecord::Summary)) {
-            Ok(Some(value)) => match serde_json::from_value::<Summary>(value) {
-                Ok(summary) => Some(summary),
+            Ok(Some(value)) => match typed::<RunSummary>(value) {
+                Ok(summary) => Some(Run::of(id, summary)),
                 Err(e) => {
                     problems.file(path(), format!("not a workflow run summary: {e}"));
                     None
@@ -114,16 +143,10 @@ pub(crate) fn read(
             }
         }
     });
-    let mut runs: Vec<Run> = ids
-        .iter()
-        .zip(summaries)
-        .filter_map(|(id, s)| s.map(|summary| (id, summary)))
-        .filter(|(id, summary)| selected(id, summary, filter, problems))
-        .map(|(id, summary)| Run {
-            id: id.clone(),
-            summary,
-            timed_out: BTreeMap::new(),
-        })
+    let mut runs: Vec<Run> = summaries
+        .into_iter()
+        .flatten()
+        .filter(|run| selected(run, filter))
         .collect();
 
     // Step records: the ones whose attempts matter.
@@ -132,19 +155,23 @@ pub(crate) fn read(
         .iter()
         .enumerate()
         .flat_map(|(i, run)| {
-            run.summary
-                .steps
+            run.steps
                 .iter()
-                .filter(|(_, s)| members.is_some() || s.status == "failed" || s.attempts > 1)
+                .filter(|(_, s)| {
+                    members.is_some() || s.status == StepStatus::Failed || s.attempts > 1
+                })
                 .map(move |(step, _)| (i, step.clone()))
         })
         .collect();
+    let with_ids = members.is_some();
     let records = par_map(&wanted, threads, |(i, step)| {
         let run = &runs[*i].id;
         let path = || format!("workflows/{run}/{step}.json");
         match exec.block(store.get_workflow_record(run, &WorkflowRecord::Step(step.clone()))) {
-            Ok(Some(value)) => match serde_json::from_value::<StepRecord>(value) {
-                Ok(record) => Some(record),
+            Ok(Some(value)) => match typed::<StepRecord>(value) {
+                // Taken here, so the record is dropped on the thread that
+                // read it.
+                Ok(record) => Some(Attempts::of(record, with_ids)),
                 Err(e) => {
                     problems.file(path(), format!("not a workflow step record: {e}"));
                     None
@@ -158,18 +185,12 @@ pub(crate) fn read(
             }
         }
     });
-    for ((i, step), record) in wanted.into_iter().zip(records) {
-        let Some(record) = record else { continue };
-        let timed_out = record
-            .attempts
-            .iter()
-            .filter(|a| a.status == "timed-out")
-            .count() as u64;
+    for ((i, step), attempts) in wanted.into_iter().zip(records) {
+        let Some(attempts) = attempts else { continue };
         if let Some(m) = &mut members {
-            m.delegations
-                .extend(record.attempts.into_iter().map(|a| a.run_id));
+            m.delegations.extend(attempts.run_ids);
         }
-        runs[i].timed_out.insert(step, timed_out);
+        runs[i].timed_out.insert(step, attempts.timed_out);
     }
     if let Some(m) = &mut members {
         m.runs.extend(runs.iter().map(|r| r.id.to_string()));
@@ -183,29 +204,28 @@ pub(crate) fn read(
     }
 }
 
+/// `value` as a record type. An array is refused as such: serde reads one
+/// as the struct's fields in order and would name an element instead.
+fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    if value.is_array() {
+        return Err("invalid type: sequence, expected a JSON object".to_owned());
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
 /// Whether a run is in the window and passes the filters.
-fn selected(id: &RunId, s: &Summary, filter: &Filter, problems: &ProblemList) -> bool {
-    if let Some(since) = filter.since {
-        match s.started.parse::<Timestamp>() {
-            Ok(t) if t >= since => {}
-            Ok(_) => return false,
-            Err(e) => {
-                problems.file(
-                    format!("workflows/{id}/summary.json"),
-                    format!("started: {e}"),
-                );
-                return false;
-            }
-        }
+fn selected(run: &Run, filter: &Filter) -> bool {
+    if filter.since.is_some_and(|since| run.started < since) {
+        return false;
     }
     if let Some(names) = &filter.workflows
-        && !names.contains(s.workflow.as_str())
-        && !names.contains(id.as_str())
+        && !names.contains(run.workflow.as_str())
+        && !names.contains(run.id.as_str())
     {
         return false;
     }
     if let Some(agents) = &filter.agents
-        && !s
+        && !run
             .steps
             .values()
             .any(|st| st.agent.as_deref().is_some_and(|a| agents.contains(a)))
@@ -235,30 +255,24 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
     }
     let mut by_name: BTreeMap<&str, Acc> = BTreeMap::new();
     for run in runs {
-        let s = &run.summary;
-        let acc = by_name.entry(s.workflow.as_str()).or_default();
+        let acc = by_name.entry(run.workflow.as_str()).or_default();
         acc.runs += 1;
         let st = &mut acc.statuses;
-        *match s.status.as_str() {
-            "running" => &mut st.running,
-            "completed" => &mut st.completed,
-            "completed-with-failures" => &mut st.completed_with_failures,
-            "failed" => &mut st.failed,
-            "awaiting-approval" => &mut st.awaiting_approval,
-            "cancelled" => &mut st.cancelled,
-            _ => &mut st.other,
+        *match run.status {
+            RunStatus::Running => &mut st.running,
+            RunStatus::Completed => &mut st.completed,
+            RunStatus::CompletedWithFailures => &mut st.completed_with_failures,
+            RunStatus::Failed => &mut st.failed,
+            RunStatus::AwaitingApproval => &mut st.awaiting_approval,
+            RunStatus::Cancelled => &mut st.cancelled,
         } += 1;
-        if s.status != "running"
-            && let Some(finished) = &s.finished
-            && let (Ok(a), Ok(b)) = (
-                s.started.parse::<Timestamp>(),
-                finished.parse::<Timestamp>(),
-            )
+        if run.status != RunStatus::Running
+            && let Some(finished) = run.finished
         {
-            let ms = b.duration_since(a).as_millis().max(0);
+            let ms = finished.duration_since(run.started).as_millis().max(0);
             acc.durations.push(u64::try_from(ms).unwrap_or(u64::MAX));
         }
-        for (id, step) in &s.steps {
+        for (id, step) in &run.steps {
             if let Some(agents) = &filter.agents
                 && !step.agent.as_deref().is_some_and(|a| agents.contains(a))
             {
@@ -267,12 +281,16 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
             let sa = acc.steps.entry(id.clone()).or_default();
             sa.runs += 1;
             sa.agents.extend(step.agent.clone());
-            match step.status.as_str() {
-                "failed" => sa.failed += 1,
-                "rejected" => sa.rejected += 1,
-                _ => {}
+            match step.status {
+                StepStatus::Failed => sa.failed += 1,
+                StepStatus::Rejected => sa.rejected += 1,
+                StepStatus::Pending
+                | StepStatus::Running
+                | StepStatus::Completed
+                | StepStatus::Skipped
+                | StepStatus::AwaitingApproval => {}
             }
-            sa.retries += step.attempts.saturating_sub(1);
+            sa.retries += u64::from(step.attempts.saturating_sub(1));
             sa.timed_out += run.timed_out.get(id).copied().unwrap_or(0);
         }
     }

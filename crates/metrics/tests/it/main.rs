@@ -1,6 +1,7 @@
 //! orch-metrics tests: a generated store whose every figure is known, the
 //! fixed fixture store (snapshots of the three renderers), unreadable
-//! input, the empty store, and the published JSON Schema.
+//! input, the empty store, the published JSON Schema, and workflow run
+//! records in `orch-workflow`'s exact shape.
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 mod fixture;
@@ -9,6 +10,7 @@ mod generated;
 mod generator;
 mod problems;
 mod schema;
+mod workflow_records;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -36,9 +36,11 @@ fn corrupt_partial_and_foreign_files_are_listed_not_fatal() {
         ("sub/big.json", &[b' '; 3000]),
         ("workflows/wf-a/summary.json", b"[1, 2, 3]"),
         ("workflows/wf-b/summary.json", b"{\"workflow\": "),
+        // A summary that reads (in orch-workflow's shape) whose step
+        // record does not.
         (
             "workflows/wf-c/summary.json",
-            br#"{"workflow":"w","status":"failed","started":"2026-11-20T10:00:00Z","steps":{"s":{"status":"failed","agent":"webster","attempts":2}}}"#,
+            br#"{"schema":1,"runId":"wf-c","workflow":"w","origin":"w.yaml","source":"","status":"failed","caller":"manager","inputs":{},"steps":{"s":{"status":"failed","agent":"webster","attempts":2,"durationMs":null,"reason":null}},"started":"2026-11-20T10:00:00Z","finished":null,"output":null}"#,
         ),
         ("workflows/wf-c/s.json", b"{\"attempts\": 7}"),
     ];

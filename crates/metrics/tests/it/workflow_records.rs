@@ -1,0 +1,315 @@
+//! Workflow run records in `orch-workflow`'s exact shape (its own types,
+//! serialized and stored as the executor stores them) are what metrics
+//! read; a record in any other shape is a problem, not a count.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use jiff::{SignedDuration, Timestamp};
+use orch_handoff::{RunId, WorkflowRecord};
+use orch_metrics::{Options, RunStatuses};
+use orch_workflow::{
+    Attempt, AttemptStatus, RunStatus, RunSummary, StepRecord, StepStatus, StepSummary,
+    attempt_run_id,
+};
+
+use crate::{open, options, scan};
+
+fn t0() -> Timestamp {
+    "2026-11-20T10:00:00Z".parse().unwrap()
+}
+
+fn run_id(n: u32) -> RunId {
+    RunId::new(format!("wf-review-20261120T100000Z-{n:08x}")).unwrap()
+}
+
+fn summary(id: &RunId, status: RunStatus, started: Timestamp) -> RunSummary {
+    RunSummary {
+        schema: 1,
+        run_id: id.clone(),
+        workflow: "review".to_owned(),
+        origin: "review.yaml".to_owned(),
+        source: "name: review\nsteps: []\n".to_owned(),
+        status,
+        caller: "manager".to_owned(),
+        inputs: BTreeMap::from([("topic".to_owned(), "mirrors".to_owned())]),
+        steps: BTreeMap::new(),
+        started,
+        finished: None,
+        output: None,
+        output_note: None,
+    }
+}
+
+fn step(status: StepStatus, agent: &str, attempts: u32) -> StepSummary {
+    StepSummary {
+        status,
+        agent: Some(agent.to_owned()),
+        attempts,
+        duration_ms: None,
+        reason: None,
+    }
+}
+
+fn attempt(run: &RunId, step: &str, n: u32, status: AttemptStatus) -> Attempt {
+    Attempt {
+        run_id: attempt_run_id(run, step, n),
+        status,
+        started: t0(),
+        finished: Some(t0() + SignedDuration::from_secs(30)),
+        timeout_ms: 30_000,
+        detail: None,
+    }
+}
+
+/// Stores the records as the executor does: serialized to a JSON value,
+/// then `put_workflow_record`.
+fn put(root: &Path, summaries: &[RunSummary], steps: &[(RunId, StepRecord)]) {
+    let store = open(root);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for s in summaries {
+            let v = serde_json::to_value(s).unwrap();
+            store
+                .put_workflow_record(&s.run_id, &WorkflowRecord::Summary, &v)
+                .await
+                .unwrap();
+        }
+        for (run, rec) in steps {
+            let v = serde_json::to_value(rec).unwrap();
+            store
+                .put_workflow_record(run, &WorkflowRecord::Step(rec.step.clone()), &v)
+                .await
+                .unwrap();
+        }
+    });
+}
+
+#[test]
+fn records_in_the_workflow_crates_shape_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (run_id(1), run_id(2));
+    let mut done = summary(&a, RunStatus::CompletedWithFailures, t0());
+    done.finished = Some(t0() + SignedDuration::from_secs(90));
+    done.output_note = Some("step `check` was rejected".to_owned());
+    done.steps = BTreeMap::from([
+        (
+            "research".to_owned(),
+            step(StepStatus::Failed, "webster", 2),
+        ),
+        (
+            "write".to_owned(),
+            step(StepStatus::Completed, "secretary", 1),
+        ),
+        ("check".to_owned(), step(StepStatus::Rejected, "auditor", 1)),
+    ]);
+    let mut research = StepRecord::new("research");
+    research.status = StepStatus::Failed;
+    research.agent = Some("webster".to_owned());
+    research.attempts = vec![
+        attempt(&a, "research", 1, AttemptStatus::TimedOut),
+        attempt(&a, "research", 2, AttemptStatus::Failed),
+    ];
+    research.delegation_run_id = Some(attempt_run_id(&a, "research", 2));
+    research.set_rendered_task("Find the CTE of Zerodur".to_owned());
+    research.started = Some(t0());
+    research.finished = Some(t0() + SignedDuration::from_secs(60));
+    research.reason = Some("the agent reported failure".to_owned());
+    let mut running = summary(&b, RunStatus::Running, t0() + SignedDuration::from_hours(1));
+    running.steps = BTreeMap::from([(
+        "research".to_owned(),
+        step(StepStatus::Running, "webster", 1),
+    )]);
+    put(dir.path(), &[done, running], &[(a.clone(), research)]);
+
+    let report = scan(dir.path(), &options());
+    assert_eq!(report.problems, orch_metrics::Problems::default());
+    assert_eq!(report.totals.workflow_runs, 2);
+    let [wf] = report.workflows.as_slice() else {
+        panic!("{:#?}", report.workflows)
+    };
+    assert_eq!(wf.workflow, "review");
+    assert_eq!(wf.runs, 2);
+    assert_eq!(
+        wf.statuses,
+        RunStatuses {
+            running: 1,
+            completed_with_failures: 1,
+            ..RunStatuses::default()
+        }
+    );
+    assert_eq!(wf.duration.count, 1);
+    assert_eq!(wf.duration.max_ms, Some(90_000));
+    let failing: Vec<_> = wf
+        .failing_steps
+        .iter()
+        .map(|s| {
+            (
+                s.step.as_str(),
+                s.agents.clone(),
+                s.runs,
+                s.failed,
+                s.rejected,
+                s.timed_out,
+                s.retries,
+            )
+        })
+        .collect();
+    assert_eq!(
+        failing,
+        [
+            ("research", vec!["webster".to_owned()], 2, 1, 0, 1, 1),
+            ("check", vec!["auditor".to_owned()], 1, 0, 1, 0, 0),
+        ]
+    );
+
+    // The window is on the summary's typed `started`.
+    let late = scan(
+        dir.path(),
+        &Options {
+            since: Some(t0() + SignedDuration::from_mins(30)),
+            ..options()
+        },
+    );
+    assert_eq!(late.totals.workflow_runs, 1);
+    assert_eq!(late.workflows[0].statuses.running, 1);
+    // A `--workflow` filter reads every step record of the selected runs
+    // (a step with none yet is skipped, not a problem).
+    let selected = scan(
+        dir.path(),
+        &Options {
+            workflows: vec!["review".to_owned()],
+            ..options()
+        },
+    );
+    assert_eq!(selected.totals.workflow_runs, 2);
+    assert_eq!(selected.workflows, report.workflows);
+    assert_eq!(selected.problems, report.problems);
+}
+
+#[test]
+fn every_run_status_has_its_own_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let statuses = [
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::CompletedWithFailures,
+        RunStatus::Failed,
+        RunStatus::AwaitingApproval,
+        RunStatus::Cancelled,
+    ];
+    let summaries: Vec<RunSummary> = (1..)
+        .zip(statuses)
+        .map(|(n, status)| summary(&run_id(n), status, t0()))
+        .collect();
+    put(dir.path(), &summaries, &[]);
+    let report = scan(dir.path(), &options());
+    assert_eq!(report.problems.unreadable_files, 0);
+    assert_eq!(
+        report.workflows[0].statuses,
+        RunStatuses {
+            running: 1,
+            completed: 1,
+            completed_with_failures: 1,
+            failed: 1,
+            awaiting_approval: 1,
+            cancelled: 1,
+            other: 0,
+        }
+    );
+}
+
+#[test]
+fn records_in_another_shape_are_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let good = |id: &RunId| {
+        let mut s = summary(id, RunStatus::Failed, t0());
+        s.steps = BTreeMap::from([("s".to_owned(), step(StepStatus::Failed, "webster", 1))]);
+        serde_json::to_value(s).unwrap()
+    };
+    // A status orch-workflow does not know.
+    let mut unknown = good(&run_id(1));
+    unknown["status"] = "exploded".into();
+    // Only the fields metrics count (what an older metrics read).
+    let subset = serde_json::json!({
+        "workflow": "review",
+        "status": "failed",
+        "started": "2026-11-20T10:00:00Z",
+        "steps": {},
+    });
+    // A started time that is not one.
+    let mut bad_time = good(&run_id(3));
+    bad_time["started"] = "yesterday".into();
+    // A summary that reads, with a step record whose attempt status is
+    // unknown.
+    let mut rec = serde_json::to_value(StepRecord::new("s")).unwrap();
+    rec["status"] = "failed".into();
+    rec["attempts"] = serde_json::json!([{
+        "runId": "wf-review-20261120T100000Z-00000004.s.1",
+        "status": "vanished",
+        "started": "2026-11-20T10:00:00Z",
+        "finished": null,
+        "timeoutMs": 1000,
+        "detail": null,
+    }]);
+    for (n, value) in [
+        (1, unknown),
+        (2, subset),
+        (3, bad_time),
+        (4, good(&run_id(4))),
+    ] {
+        let dir = root.join("workflows").join(run_id(n).as_str());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("summary.json"), value.to_string()).unwrap();
+    }
+    std::fs::write(
+        root.join("workflows")
+            .join(run_id(4).as_str())
+            .join("s.json"),
+        rec.to_string(),
+    )
+    .unwrap();
+
+    let report = scan(root, &options());
+    let reasons: Vec<(&str, &str)> = report
+        .problems
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.reason.as_str()))
+        .collect();
+    let path = |n: u32, file: &str| format!("workflows/{}/{file}", run_id(n));
+    let reason_of = |p: &str| {
+        reasons
+            .iter()
+            .find(|(path, _)| *path == p)
+            .unwrap_or_else(|| panic!("{p} not listed: {reasons:#?}"))
+            .1
+    };
+    assert_eq!(report.problems.unreadable_files, 4, "{reasons:#?}");
+    let unknown = reason_of(&path(1, "summary.json"));
+    assert!(
+        unknown.starts_with("not a workflow run summary: unknown variant `exploded`"),
+        "{unknown}"
+    );
+    let subset = reason_of(&path(2, "summary.json"));
+    assert!(
+        subset.starts_with("not a workflow run summary: missing field"),
+        "{subset}"
+    );
+    assert!(reason_of(&path(3, "summary.json")).starts_with("not a workflow run summary: "));
+    let attempt = reason_of(&path(4, "s.json"));
+    assert!(
+        attempt.starts_with("not a workflow step record: unknown variant `vanished`"),
+        "{attempt}"
+    );
+    // The run whose summary reads still counts; its step's attempts do not.
+    assert_eq!(report.totals.workflow_runs, 1);
+    let wf = &report.workflows[0];
+    assert_eq!(wf.statuses.failed, 1);
+    assert_eq!(wf.failing_steps[0].failed, 1);
+    assert_eq!(wf.failing_steps[0].timed_out, 0);
+}
