@@ -62,7 +62,6 @@ pub use orch_acl;
 pub use orch_handoff;
 
 mod delegator;
-mod message;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;

@@ -65,8 +65,10 @@
 //!   and the report itself are reproducible in tests.
 #![warn(missing_docs)]
 
+mod filter;
 mod ledger;
 mod par;
+mod problems;
 mod prom;
 mod report;
 mod scan;

@@ -1,5 +1,10 @@
 //! Plain scoped-thread parallelism (no runtime, no pool): the scan's work
-//! is a few big, even pieces.
+//! is a few big, even pieces; and [`Exec`], which drives store futures
+//! from those threads.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 /// Runs `f` on each item, each on its own thread (inline for one item), and
 /// returns the results in order.
@@ -40,6 +45,43 @@ pub(crate) fn par_map<T: Sync, R: Send>(
         out.extend(part);
     }
     out
+}
+
+/// Drives store futures from plain threads.
+pub(crate) enum Exec {
+    /// With the caller's tokio runtime.
+    Tokio(tokio::runtime::Handle),
+    /// By parking the thread until woken.
+    Park,
+}
+
+impl Exec {
+    pub(crate) fn block<F: Future>(&self, future: F) -> F::Output {
+        match self {
+            Self::Tokio(handle) => handle.block_on(future),
+            Self::Park => park_on(future),
+        }
+    }
+}
+
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn park_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
 }
 
 #[cfg(test)]

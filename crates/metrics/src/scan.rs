@@ -22,20 +22,20 @@
 //! thread until the future is ready: any [`HandoffStore`] works.
 
 use orch_support::text::shorten;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::Timestamp;
 use orch_handoff::{Confidence, HandoffKey, HandoffStore, RunId, Scope, Status, StoreError};
 
 use crate::MetricsError;
+use crate::filter::Filter;
 use crate::ledger::{self, End, FxBuild, Index, RunAcc};
-use crate::par::{on_threads, par_map};
+use crate::par::{Exec, on_threads, par_map};
+use crate::problems::{ProblemList, store_reason};
 use crate::report::{
-    AgentStats, CallerStats, Distribution, FileProblem, Filters, LATENCY_BUCKETS_MS, LineProblem,
+    AgentStats, CallerStats, Distribution, Filters, LATENCY_BUCKETS_MS, LineProblem,
     MAX_LISTED_PROBLEMS, Mode, Outcomes, Problems, Report, SCHEMA_VERSION, Source, Totals, Window,
 };
 use crate::workflows::{self, Members};
@@ -118,110 +118,6 @@ struct Input {
     sub: Vec<RunId>,
     runs: Vec<RunId>,
     options: Options,
-}
-
-/// Drives store futures from plain threads.
-pub(crate) enum Exec {
-    /// With the caller's tokio runtime.
-    Tokio(tokio::runtime::Handle),
-    /// By parking the thread until woken.
-    Park,
-}
-
-impl Exec {
-    pub(crate) fn block<F: Future>(&self, future: F) -> F::Output {
-        match self {
-            Self::Tokio(handle) => handle.block_on(future),
-            Self::Park => park_on(future),
-        }
-    }
-}
-
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-fn park_on<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
-    }
-}
-
-/// Problems found by the scan's threads.
-#[derive(Default)]
-pub(crate) struct ProblemList {
-    files: Mutex<Vec<FileProblem>>,
-}
-
-impl ProblemList {
-    pub(crate) fn file(&self, path: String, reason: String) {
-        let reason = shorten(reason.trim(), 160);
-        self.files
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(FileProblem { path, reason });
-    }
-
-    fn into_files(self) -> Vec<FileProblem> {
-        self.files
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// What is wrong with a file, without its (store-specific) path.
-pub(crate) fn store_reason(e: &StoreError) -> String {
-    match e {
-        StoreError::Invalid { source, .. } => source.to_string(),
-        StoreError::Corrupt { message, .. } => message.clone(),
-        StoreError::Symlink { .. } => "a symlink (never followed)".to_owned(),
-        StoreError::TooLarge { size, cap, .. } => {
-            format!("{size} bytes, larger than the {cap}-byte limit")
-        }
-        StoreError::Io { op, source, .. } => format!("{op}: {source}"),
-        other => other.to_string(),
-    }
-}
-
-/// The filters, ready to test against.
-pub(crate) struct Filter {
-    pub(crate) since: Option<Timestamp>,
-    pub(crate) agents: Option<HashSet<String>>,
-    pub(crate) workflows: Option<HashSet<String>>,
-}
-
-impl Filter {
-    fn of(o: &Options) -> Self {
-        let set = |v: &[String]| (!v.is_empty()).then(|| v.iter().cloned().collect());
-        Self {
-            since: o.since,
-            agents: set(&o.agents),
-            workflows: set(&o.workflows),
-        }
-    }
-
-    fn in_window(&self, when: Option<&str>) -> bool {
-        match self.since {
-            None => true,
-            Some(since) => when
-                .and_then(|w| w.parse::<Timestamp>().ok())
-                .is_some_and(|t| t >= since),
-        }
-    }
-
-    fn agent(&self, agent: &str) -> bool {
-        self.agents.as_ref().is_none_or(|a| a.contains(agent))
-    }
 }
 
 /// What a handoff file says.

@@ -22,9 +22,11 @@ use jiff::Timestamp;
 use orch_handoff::{HandoffStore, RunId, WorkflowRecord};
 use orch_workflow::{AttemptStatus, RunStatus, RunSummary, StepRecord, StepStatus, StepSummary};
 
+use crate::filter::Filter;
+use crate::par::Exec;
 use crate::par::par_map;
+use crate::problems::{ProblemList, store_reason};
 use crate::report::{DURATION_BUCKETS_MS, Distribution, RunStatuses, StepStats, WorkflowStats};
-use crate::scan::{Exec, Filter, ProblemList, store_reason};
 
 /// The result of reading the workflow runs.
 pub(crate) struct Workflows {

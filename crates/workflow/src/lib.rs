@@ -112,6 +112,7 @@
 //!   workspace: the CLI passes the registry's agent ids and the policy in.
 #![warn(missing_docs)]
 
+mod budget;
 mod builtin;
 mod condition;
 mod error;

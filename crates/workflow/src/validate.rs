@@ -677,7 +677,7 @@ pub(crate) fn check_task_sizes_for(
 ) -> Result<(), Vec<WorkflowError>> {
     let mut errors = Vec::new();
     for (i, step) in wf.steps.iter().enumerate() {
-        let Some(budget) = crate::exec::budgets(delegator, run, step, caller)
+        let Some(budget) = crate::budget::budgets(delegator, run, step, caller)
             .into_iter()
             .next()
         else {

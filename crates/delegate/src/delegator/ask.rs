@@ -15,8 +15,7 @@ use std::sync::{Arc, PoisonError};
 use orch_handoff::{Handoff, HandoffError, LedgerEventKind, RunId, StoreError, WaitOutcome};
 use tokio::time::{Instant, Sleep};
 
-use super::run::{Dispatched, Slot};
-use super::{DelegationEvent, Delegator, GaveUp, Retrying, Unacknowledged};
+use super::{DelegationEvent, Delegator, Dispatched, GaveUp, Retrying, Slot, Unacknowledged};
 use crate::{Ack, Completion, Envelope, Transport, TransportError};
 
 type DispatchFuture = Pin<Box<dyn Future<Output = Result<Ack, TransportError>> + Send>>;

@@ -107,13 +107,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Transport;
-use crate::message::{MessageInput, task_message};
+use message::{MessageInput, task_message};
 
 mod admit;
 mod ask;
 mod error;
 mod identity;
 mod ledger;
+mod message;
 mod outcome;
 mod retry;
 mod run;
@@ -557,6 +558,25 @@ fn deadline_after(t0: Instant, timeout: Duration) -> Instant {
 
 fn slots_of(agent: &Agent) -> usize {
     agent.entry.max_concurrent.unwrap_or(0)
+}
+
+/// A slot of the agent's concurrency limit (nothing when it has none),
+/// held until the run ends and shared with a dispatch finishing in the
+/// background.
+#[derive(Clone)]
+struct Slot {
+    _permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+/// A run past its `dispatched` line: what its states' transitions share.
+struct Dispatched<'r, 'a> {
+    plan: &'r Plan<'a>,
+    cancel: &'r CancellationToken,
+    sub: Box<dyn orch_handoff::Subscription>,
+    slot: Slot,
+    /// The first dispatch, which `latencyMs` counts from.
+    dispatch_start: Instant,
+    out: Outcome,
 }
 
 #[cfg(test)]

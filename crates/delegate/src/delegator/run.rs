@@ -6,25 +6,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_handoff::{HandoffError, LedgerEventKind, Subscription};
-use tokio::sync::OwnedSemaphorePermit;
+use orch_handoff::{HandoffError, LedgerEventKind};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ask::Step;
+use super::message::{MessageInput, task_message};
 use super::outcome::shorten;
 use super::retry::{friendly, tries_word};
-use super::{DelegateError, Delegator, End, GaveUp, Outcome, Plan, Unacknowledged, slots_of};
+use super::{
+    DelegateError, Delegator, Dispatched, End, GaveUp, Outcome, Plan, Slot, Unacknowledged,
+    slots_of,
+};
 use crate::TransportError;
-use crate::message::{MessageInput, task_message};
-
-/// A slot of the agent's concurrency limit (nothing when it has none),
-/// held until the run ends and shared with a dispatch finishing in the
-/// background.
-#[derive(Clone)]
-pub(super) struct Slot {
-    _permit: Option<Arc<OwnedSemaphorePermit>>,
-}
 
 /// Where a run is between its asks.
 enum State {
@@ -41,17 +35,6 @@ enum State {
     Reasking { ask: u32, why: String },
     /// The run ended; its outcome says how.
     Done,
-}
-
-/// A run past its `dispatched` line: what its states' transitions share.
-pub(super) struct Dispatched<'r, 'a> {
-    pub(super) plan: &'r Plan<'a>,
-    pub(super) cancel: &'r CancellationToken,
-    pub(super) sub: Box<dyn Subscription>,
-    pub(super) slot: Slot,
-    /// The first dispatch, which `latencyMs` counts from.
-    pub(super) dispatch_start: Instant,
-    pub(super) out: Outcome,
 }
 
 impl Delegator {

@@ -6,10 +6,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::Line;
+use super::message::validation_task;
 use super::{
     Agent, DelegateError, Delegator, End, Outcome, Plan, Request, Validation, deadline_after,
 };
-use crate::message::validation_task;
 
 impl Delegator {
     /// Step 7: a validation delegation for `out`'s handoff: a fresh

@@ -143,16 +143,15 @@
 use crate::prelude::*;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::files::{self, Entries, Publish, Written, io_err};
+pub use super::watch::WatchMode;
 use super::watch::{Backend, Dispatch, Waiter};
 use crate::store::{
     Existing, HandoffKey, LedgerEvent, LedgerRead, PutMode, Scope, StoreError, Subscription,
@@ -162,53 +161,6 @@ use crate::{
     DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
     validate_id,
 };
-
-/// How an [`FsStore`] learns that a handoff file changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WatchMode {
-    /// inotify, falling back to polling if the watcher cannot be created
-    /// (instance or watch limit reached, file system without inotify).
-    /// Cannot detect NFS, where inotify "works" but misses other hosts'
-    /// writes: choose [`WatchMode::Poll`] there.
-    #[default]
-    Auto,
-    /// inotify only; failing to set it up is an error.
-    Inotify,
-    /// Poll the awaited files every [`FsStoreConfig::poll_interval`].
-    Poll,
-}
-
-impl WatchMode {
-    /// `auto`, `inotify` or `poll`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Inotify => "inotify",
-            Self::Poll => "poll",
-        }
-    }
-}
-
-impl fmt::Display for WatchMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for WatchMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "inotify" => Ok(Self::Inotify),
-            "poll" => Ok(Self::Poll),
-            other => Err(format!(
-                "unknown watch mode {other:?}: expected auto, inotify or poll"
-            )),
-        }
-    }
-}
 
 /// Settings of an [`FsStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -36,8 +36,10 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
@@ -45,11 +47,58 @@ use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, DataChange, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::fs::WatchMode;
 use crate::RunId;
 use crate::store::{HandoffKey, Scope, StoreError};
+
+/// How an [`FsStore`](super::FsStore) learns that a handoff file changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// inotify, falling back to polling if the watcher cannot be created
+    /// (instance or watch limit reached, file system without inotify).
+    /// Cannot detect NFS, where inotify "works" but misses other hosts'
+    /// writes: choose [`WatchMode::Poll`] there.
+    #[default]
+    Auto,
+    /// inotify only; failing to set it up is an error.
+    Inotify,
+    /// Poll the awaited files every [`FsStoreConfig::poll_interval`](super::FsStoreConfig::poll_interval).
+    Poll,
+}
+
+impl WatchMode {
+    /// `auto`, `inotify` or `poll`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Inotify => "inotify",
+            Self::Poll => "poll",
+        }
+    }
+}
+
+impl fmt::Display for WatchMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WatchMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "inotify" => Ok(Self::Inotify),
+            "poll" => Ok(Self::Poll),
+            other => Err(format!(
+                "unknown watch mode {other:?}: expected auto, inotify or poll"
+            )),
+        }
+    }
+}
 
 /// One registered waiter.
 pub(crate) type Waiter = Arc<Notify>;

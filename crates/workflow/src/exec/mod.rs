@@ -155,8 +155,6 @@ use crate::validate::ResolvedInputs;
 mod job;
 mod runner;
 
-pub(crate) use job::budgets;
-
 /// Asks a human whether a step's result may go on.
 #[async_trait]
 pub trait Approver: Send + Sync {

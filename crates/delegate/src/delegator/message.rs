@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 
 use orch_handoff::{Artifact, Handoff, Scope};
 
-use crate::delegator::Identity;
+use super::Identity;
 
 /// Everything [`task_message`] needs; borrowed, so building a message for a
 /// re-ask costs nothing but the string.
