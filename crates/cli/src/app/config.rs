@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use orch_acl::Policy;
+use orch_delegate::RetryPolicy;
 use orch_delegate::transport::exec::ExecConfig;
 use orch_delegate::transport::openclaw::OpenClawConfig;
 use orch_delegate::transport::sim::SimConfig;
@@ -511,7 +512,7 @@ pub(crate) struct DelegationSection {
     /// How often an invalid handoff is re-asked.
     pub(crate) reasks: u32,
     /// Dispatch retries.
-    pub(crate) retry: RetrySection,
+    pub(crate) retry: RetryPolicy,
     /// After a transport reports the agent's run ended, how long to look
     /// for a handoff still in flight.
     pub(crate) completion_grace: Dur,
@@ -524,31 +525,8 @@ impl Default for DelegationSection {
             timeout: Dur(Duration::from_secs(120)),
             max_depth: d.max_depth,
             reasks: d.reasks,
-            retry: RetrySection::default(),
+            retry: RetryPolicy::default(),
             completion_grace: Dur(d.completion_grace),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct RetrySection {
-    /// A cap on tries; unset (the default): retry until the deadline.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) attempts: Option<u32>,
-    pub(crate) base_delay: Dur,
-    pub(crate) max_delay: Dur,
-    pub(crate) max_retry_after: Dur,
-}
-
-impl Default for RetrySection {
-    fn default() -> Self {
-        let r = orch_delegate::RetryPolicy::default();
-        Self {
-            attempts: r.max_attempts,
-            base_delay: Dur(r.base_delay),
-            max_delay: Dur(r.max_delay),
-            max_retry_after: Dur(r.max_retry_after),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use orch_delegate::transport::exec::ExecTransport;
 use orch_delegate::transport::openclaw::OpenClawTransport;
 use orch_delegate::transport::sim::{SimConfig, SimTransport};
-use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, RetryPolicy, Transport};
+use orch_delegate::{AgentEntry, Delegator, DelegatorConfig, Transport};
 use orch_handoff::{FsStore, HandoffStore, WatchMode};
 use orch_registry::{AgentInfo, Registry, RegistryFile};
 
@@ -284,12 +284,7 @@ impl Setup {
         let config = DelegatorConfig {
             max_depth: d.max_depth,
             reasks: d.reasks,
-            retry: RetryPolicy {
-                max_attempts: d.retry.attempts,
-                base_delay: d.retry.base_delay.0,
-                max_delay: d.retry.max_delay.0,
-                max_retry_after: d.retry.max_retry_after.0,
-            },
+            retry: d.retry.clone(),
             completion_grace: d.completion_grace.0,
             submit_args: self.submit_args(),
         };

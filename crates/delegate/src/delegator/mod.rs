@@ -167,19 +167,26 @@ impl fmt::Debug for AgentEntry {
 
 /// How transient dispatch failures are retried (the same envelope, so the
 /// same idempotency key): until the delegation's deadline, waiting
-/// [`RetryPolicy::wait`] between tries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// [`RetryPolicy::wait`] between tries. In `orch.yaml` it is
+/// `delegation.retry` (`attempts`, `base_delay`, `max_delay`,
+/// `max_retry_after`; durations as `250ms`, `8s`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// A cap on tries per dispatch, the first included. `None` (the
     /// default): as many as fit before the delegation's deadline. `Some(0)`
     /// counts as 1.
+    #[serde(rename = "attempts", skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// Wait before the first retry; doubled for each further one (default
     /// 250 ms).
+    #[serde(with = "orch_support::duration::serde")]
     pub base_delay: Duration,
     /// Cap of the exponential wait (default 8 s).
+    #[serde(with = "orch_support::duration::serde")]
     pub max_delay: Duration,
     /// Cap of a receiver's `Retry-After` (default 60 s).
+    #[serde(with = "orch_support::duration::serde")]
     pub max_retry_after: Duration,
 }
 

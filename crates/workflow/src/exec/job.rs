@@ -5,6 +5,7 @@
 //! judges the gate. A job works on its own copy of the step record and
 //! hands it back in a `StepDone`; only the loop keeps the run's state.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -355,40 +356,8 @@ impl Job {
         if let Ok(Some(h)) = self.store.get(&key).await {
             return Some(self.answer(h, OutcomeStatus::Complete));
         }
-        let end = self
-            .dispatched
-            .as_ref()
-            .and_then(|d| d.get(&a.run_id))
-            .and_then(|sent| sent.end.clone());
-        let earlier = "recorded in the ledger by the process that sent it";
-        match end {
-            Some((LedgerEventKind::Timeout, _)) => {
-                let detail = format!("timed out ({earlier})");
-                self.end_attempt(AttemptStatus::TimedOut, Some(detail.clone()));
-                return Some(Tried::Failed {
-                    detail,
-                    retry: true,
-                });
-            }
-            Some((LedgerEventKind::Failed, detail)) => {
-                let detail = format!(
-                    "{} ({earlier})",
-                    detail.unwrap_or_else(|| "the delegation failed".to_owned())
-                );
-                self.end_attempt(AttemptStatus::Error, Some(detail.clone()));
-                return Some(Tried::Failed {
-                    detail,
-                    retry: true,
-                });
-            }
-            Some((LedgerEventKind::Handoff, _)) => {
-                return self
-                    .lose(n, "its handoff is no longer in the store".to_owned())
-                    .await;
-            }
-            // Cancelled (Ctrl-C) or no end at all (killed): in flight, if
-            // its agent outlived the sender.
-            _ => {}
+        if let ControlFlow::Break(tried) = self.recorded_end(&a.run_id, n).await {
+            return tried;
         }
         if !self.outlives {
             return self
@@ -431,6 +400,50 @@ impl Job {
                 self.lose(n, "no handoff came before its deadline".to_owned())
                     .await
             }
+        }
+    }
+
+    /// How delegation `run_id` (the step's `n`th) ended, if the process
+    /// that sent it recorded an end in the ledger: a timeout or failure
+    /// counts as a try and nothing is waited for; a handoff that is gone
+    /// from the store loses the delegation (all three: `Break`, with what
+    /// [`Job::reawait_last`] returns). `Continue`: cancelled or no end at all
+    /// (killed), so it may still be in flight.
+    async fn recorded_end(&mut self, run_id: &RunId, n: u32) -> ControlFlow<Option<Tried>> {
+        let end = self
+            .dispatched
+            .as_ref()
+            .and_then(|d| d.get(run_id))
+            .and_then(|sent| sent.end.clone());
+        let Some(end) = end else {
+            return ControlFlow::Continue(());
+        };
+        let earlier = "recorded in the ledger by the process that sent it";
+        match end {
+            (LedgerEventKind::Timeout, _) => {
+                let detail = format!("timed out ({earlier})");
+                self.end_attempt(AttemptStatus::TimedOut, Some(detail.clone()));
+                ControlFlow::Break(Some(Tried::Failed {
+                    detail,
+                    retry: true,
+                }))
+            }
+            (LedgerEventKind::Failed, detail) => {
+                let detail = format!(
+                    "{} ({earlier})",
+                    detail.unwrap_or_else(|| "the delegation failed".to_owned())
+                );
+                self.end_attempt(AttemptStatus::Error, Some(detail.clone()));
+                ControlFlow::Break(Some(Tried::Failed {
+                    detail,
+                    retry: true,
+                }))
+            }
+            (LedgerEventKind::Handoff, _) => ControlFlow::Break(
+                self.lose(n, "its handoff is no longer in the store".to_owned())
+                    .await,
+            ),
+            _ => ControlFlow::Continue(()),
         }
     }
 
@@ -514,30 +527,10 @@ impl Job {
                 Earlier::Lost => {}
             }
         };
-        let Some(agent) = self.rec.agent.clone() else {
-            return Tried::Failed {
-                detail: "no agent".to_owned(),
-                retry: false,
-            };
+        let (agent, task) = match self.what_to_send(&run_id, context.as_deref()) {
+            Ok(sent) => sent,
+            Err(tried) => return tried,
         };
-        let Some(task) = self
-            .rec
-            .rendered_task
-            .clone()
-            .filter(|_| self.rec.has_whole_task())
-        else {
-            return Tried::Failed {
-                detail: "no task to send (a task stored cut is rendered again on resume)"
-                    .to_owned(),
-                retry: false,
-            };
-        };
-        if let Some(detail) = self.oversized(&run_id, &agent, &task, context.as_deref()) {
-            return Tried::Failed {
-                detail,
-                retry: false,
-            };
-        }
         self.rec.push_attempt(Attempt {
             run_id: run_id.clone(),
             status: AttemptStatus::Running,
@@ -585,6 +578,41 @@ impl Job {
             };
         }
         self.settle(delegated)
+    }
+
+    /// The agent and task attempt `run_id` sends, or why it can send
+    /// nothing (no agent, a task stored cut, a message over the transport's
+    /// limit): a failure no retry can change.
+    fn what_to_send(
+        &self,
+        run_id: &RunId,
+        context: Option<&str>,
+    ) -> Result<(String, String), Tried> {
+        let Some(agent) = self.rec.agent.clone() else {
+            return Err(Tried::Failed {
+                detail: "no agent".to_owned(),
+                retry: false,
+            });
+        };
+        let Some(task) = self
+            .rec
+            .rendered_task
+            .clone()
+            .filter(|_| self.rec.has_whole_task())
+        else {
+            return Err(Tried::Failed {
+                detail: "no task to send (a task stored cut is rendered again on resume)"
+                    .to_owned(),
+                retry: false,
+            });
+        };
+        if let Some(detail) = self.oversized(run_id, &agent, &task, context) {
+            return Err(Tried::Failed {
+                detail,
+                retry: false,
+            });
+        }
+        Ok((agent, task))
     }
 
     /// Why the message of attempt `run_id` is larger than the agent's
