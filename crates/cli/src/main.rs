@@ -1,9 +1,11 @@
-//! `orch`: the command-line composition root.
+//! `orch`: the composition root.
 //!
+//! [`app`] is the application layer (configuration, wiring, the
+//! operations); [`front`] holds the front ends, today the command line.
 //! `main` parses arguments, builds the tokio runtime, runs one command and
-//! maps its outcome to the documented exit code (see [`exit::Exit`]). Every
-//! concrete type (store, policy, later transports and routers) is chosen
-//! here and nowhere else.
+//! maps its outcome to the documented exit code (see
+//! [`app::error::Exit`]). Every concrete type (store, policy, transports,
+//! router) is chosen in [`app::wiring`] and nowhere else.
 
 // Everything the binary writes to the terminal goes through `out`, which
 // makes hostile text safe: no `print!`/`eprint!` (clippy's print lints).
