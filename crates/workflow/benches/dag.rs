@@ -14,17 +14,15 @@
 //!    handoff through the store (`orch_delegate::orch_handoff::Handoffs::put`, like `SimTransport`).
 //!    The fleet records, per step, when the agent got its task and when
 //!    its handoff write returned. Reported:
-//!    - makespan / critical path of the delays (what the DAG asks for);
-//!    - makespan / critical path of the agents' *measured* spans (goal
-//!      ≤ 1.02): an agent's work is its delay plus its own handoff write
-//!      (two fsyncs, which queue behind every other agent's on the one
-//!      disk: ~46 steps run at once), and no engine can beat the longest
-//!      chain of real agent spans, so that is the bound the engine is held
-//!      to;
-//!    - engine overhead per critical-path step = (makespan − that bound) /
-//!      steps on it (goal < 1 ms), and the engine lag of every step: from
-//!      its last dependency's handoff written to its own task at the agent
-//!      (detection, delegator, run loop, dispatch).
+//!    - the verdict, as DESIGN §11 words it: makespan / critical path of
+//!      the delays (goal ≤ 1.02) and overhead per critical-path step =
+//!      (makespan − that) / its steps (goal < 1 ms);
+//!    - what of it is the agents' own: the critical path of their
+//!      *measured* spans (delay plus their own handoff write, two fsyncs
+//!      that queue behind every other write on the one disk), and the
+//!      engine's share per step beyond that; and the engine lag of every
+//!      step: from its last dependency's handoff written to its own task at
+//!      the agent (detection, delegator, run loop, dispatch).
 //! 2. The same DAG with every delay 0: total / steps = engine cost per step
 //!    including the store round trip (with parallelism).
 //! 3. A chain of N steps with delay 0: pure sequential per-step overhead.
@@ -675,24 +673,25 @@ fn main() {
     println!("1. random DAG, random durations");
     let m = runtime.block_on(run_dag(&dir.path().join("dag"), &dag, "bench-dag", ablate));
     let makespan = ms(m.wall);
+    // The verdict, as DESIGN §11 words it: against the DAG's own critical
+    // path (the step delays), everything else counted as overhead.
+    let ratio_cp = makespan / cp_ms as f64;
+    let over_cp = (makespan - cp_ms as f64) / cp_steps as f64;
     println!(
-        "   makespan {makespan:.1} ms; critical path of the delays {cp_ms} ms → ratio {:.4}",
-        makespan / cp_ms as f64
+        "   makespan {makespan:.1} ms / critical path of the delays {cp_ms} ms = {ratio_cp:.4} (goal ≤ 1.02: {})",
+        if ratio_cp <= 1.02 { "PASS" } else { "FAIL" }
+    );
+    println!(
+        "   overhead per critical-path step = (makespan − critical path) / {cp_steps} = {over_cp:.2} ms (goal < 1 ms: {})",
+        if over_cp < 1.0 { "PASS" } else { "FAIL" }
     );
     let (cpa, cpa_steps) = agent_critical_path(&dag, &m);
     let ratio = makespan / cpa;
     let over = (makespan - cpa) / cpa_steps as f64;
     println!(
-        "   critical path of the agents' measured spans (delay + their own fsynced handoff write) \
-         {cpa:.1} ms over {cpa_steps} steps"
-    );
-    println!(
-        "   makespan / agents' critical path = {ratio:.4} (goal ≤ 1.02: {})",
-        if ratio <= 1.02 { "PASS" } else { "FAIL" }
-    );
-    println!(
-        "   engine overhead per critical-path step = (makespan − that) / {cpa_steps} = {over:.2} ms (goal < 1 ms: {})",
-        if over < 1.0 { "PASS" } else { "FAIL" }
+        "   of that, the agents' own work: critical path of their measured spans (delay + their own \
+         fsynced handoff write) {cpa:.1} ms over {cpa_steps} steps; makespan / that = {ratio:.4}, \
+         the engine's share per step = {over:.2} ms"
     );
     let (p50, p99, max) = engine_lag(&dag, &m);
     println!(

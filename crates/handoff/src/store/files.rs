@@ -108,6 +108,10 @@ pub(crate) enum Publish {
     /// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` of the temp file
     /// on a file system without it. Never check-then-rename.
     NoReplace,
+    /// `rename`, replacing, with neither the file nor the directory synced:
+    /// for a view whose durable truth is elsewhere (a run's journal). A
+    /// crash may leave the old view or none; never a torn one.
+    ReplaceView,
 }
 
 /// What [`write_atomic`] did.
@@ -143,10 +147,12 @@ pub(crate) fn write_atomic(
             .map_err(|e| open_err("create", &tmp, e))?;
         file.write_all(bytes)
             .map_err(|e| io_err("write", &tmp, e))?;
-        file.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
+        if publish != Publish::ReplaceView {
+            file.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
+        }
         drop(file);
         match publish {
-            Publish::Replace => fs::rename(&tmp, &target)
+            Publish::Replace | Publish::ReplaceView => fs::rename(&tmp, &target)
                 .map(|()| true)
                 .map_err(|e| io_err("rename into place", &target, e)),
             Publish::NoReplace => publish_no_replace(&tmp, &target),
@@ -163,7 +169,9 @@ pub(crate) fn write_atomic(
             return Err(e);
         }
     }
-    sync_dir(dir)?;
+    if publish != Publish::ReplaceView {
+        sync_dir(dir)?;
+    }
     Ok(Written::Done(target))
 }
 

@@ -151,6 +151,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::files::{self, Entries, Publish, Written, io_err};
+use super::journal::{self, JOURNAL, Journal};
 pub use super::watch::WatchMode;
 use super::watch::{Backend, Dispatch, Waiter};
 use crate::store::{
@@ -192,6 +193,9 @@ impl FsStoreConfig {
 
 /// Workflow records embed a handoff plus attempts and timings.
 const RECORD_CAP_FACTOR: u64 = 4;
+
+/// What a journal line holds beyond its record (its key and framing).
+const JOURNAL_LINE_SLACK: u64 = 1024;
 
 /// Name of the workflow run summary; refused as a step id.
 const SUMMARY: &str = "summary";
@@ -235,6 +239,8 @@ struct Inner {
     backend: Mutex<Option<Backend>>,
     watchers_created: AtomicUsize,
     incomplete_reads: AtomicU64,
+    /// The writer of every run's journal (group commit).
+    journal: Journal,
 }
 
 impl fmt::Debug for FsStore {
@@ -279,6 +285,7 @@ impl FsStore {
                 backend: Mutex::new(None),
                 watchers_created: AtomicUsize::new(0),
                 incomplete_reads: AtomicU64::new(0),
+                journal: Journal::start()?,
             }),
         })
     }
@@ -637,22 +644,65 @@ impl WorkflowRecords for FsStore {
             });
         }
         let workflows = self.inner.workflows.clone();
-        blocking(&dir.join(&name), move || {
-            let created = files::ensure_dir(&dir)?;
-            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let written = if created {
-                files::sync_dir(&workflows).and_then(|()| {
-                    files::write_atomic(&dir, &name, &bytes, n, Publish::Replace).map(drop)
-                })
-            } else {
-                files::write_atomic(&dir, &name, &bytes, n, Publish::Replace).map(drop)
-            };
-            if written.is_err() && created {
+        let run_dir = dir.clone();
+        let created = blocking(&dir, move || {
+            let created = files::ensure_dir(&run_dir)?;
+            if created && let Err(e) = files::sync_dir(&workflows) {
+                let _ = std::fs::remove_dir(&run_dir);
+                return Err(e);
+            }
+            Ok(created)
+        })
+        .await?;
+        // The journal is the record's durable truth: appended and synced,
+        // with every record that arrived meanwhile, before the view.
+        let journal = dir.join(JOURNAL);
+        if let Err(e) = self
+            .inner
+            .journal
+            .append(journal.clone(), &name, value)
+            .await
+        {
+            if created {
                 // The first record of a run failed (a full disk): leave no
                 // empty run directory behind. Only an empty one goes.
+                if std::fs::metadata(&journal).is_ok_and(|m| m.len() == 0) {
+                    let _ = std::fs::remove_file(&journal);
+                }
                 let _ = std::fs::remove_dir(&dir);
             }
-            written
+            return Err(e);
+        }
+        blocking(&dir.join(&name), move || {
+            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            files::write_atomic(&dir, &name, &bytes, n, Publish::ReplaceView).map(drop)
+        })
+        .await
+    }
+    async fn rebuild_workflow_views(&self, run: &RunId) -> Result<usize, StoreError> {
+        let dir = self.run_dir(run);
+        let max_line = self.max_record_bytes().saturating_add(JOURNAL_LINE_SLACK);
+        blocking(&dir.clone(), move || {
+            if !files::check_dir(&dir)? {
+                return Ok(0);
+            }
+            let mut rewritten = 0;
+            for (name, value) in journal::latest(&dir.join(JOURNAL), max_line)? {
+                let mut bytes =
+                    serde_json::to_vec_pretty(&value).map_err(|e| StoreError::Corrupt {
+                        path: dir.join(&name),
+                        message: e.to_string(),
+                    })?;
+                bytes.push(b'\n');
+                let path = dir.join(&name);
+                let current = files::read_capped(&path, max_line).ok().flatten();
+                if current.as_deref() != Some(bytes.as_slice()) {
+                    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+                    files::write_atomic(&dir, &name, &bytes, n, Publish::ReplaceView)?;
+                    rewritten += 1;
+                }
+            }
+            Ok(rewritten)
         })
         .await
     }

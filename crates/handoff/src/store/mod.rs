@@ -9,6 +9,7 @@ use crate::{Handoff, HandoffError, InvalidId, RunId, Status};
 
 mod files;
 mod fs;
+mod journal;
 mod ledger;
 #[cfg(feature = "nats")]
 mod nats;
@@ -363,6 +364,17 @@ pub trait WorkflowRecords: Send + Sync {
 
     /// Step ids with a record in `run`, sorted (the summary is not a step).
     async fn list_workflow_steps(&self, run: &RunId) -> Result<Vec<String>, StoreError>;
+
+    /// Makes what [`WorkflowRecords::get_workflow_record`] reads of `run`
+    /// agree with what was durably stored, after a crash; returns how many
+    /// records it rewrote. For a store whose reads are its durable truth
+    /// (the default) there is nothing to do. [`FsStore`] keeps each run's
+    /// truth in a journal and its per-record files as views written
+    /// without `fsync`: this rewrites the views the journal disagrees with.
+    async fn rebuild_workflow_views(&self, run: &RunId) -> Result<usize, StoreError> {
+        let _ = run;
+        Ok(0)
+    }
 }
 
 /// The ledger: one event per line (or message), appended by every process.

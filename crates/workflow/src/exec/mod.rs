@@ -463,6 +463,12 @@ impl Executor {
         opts: &ResumeOptions,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, ExecError> {
+        // A killed run's records may be views older than what it durably
+        // stored (FsStore: the run's journal); they are made to agree first.
+        let rebuilt = self.store.rebuild_workflow_views(run_id).await?;
+        if rebuilt > 0 {
+            tracing::debug!(run = %run_id, rebuilt, "workflow records rebuilt from the run's journal");
+        }
         let mut summary = read_summary(&*self.store, run_id).await?;
         let wf = crate::load(&summary.source, &summary.origin).map_err(ExecError::Workflow)?;
         self.check_router(&wf)?;
