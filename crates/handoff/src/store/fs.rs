@@ -657,12 +657,18 @@ impl WorkflowRecords for FsStore {
         // The journal is the record's durable truth: appended and synced,
         // with every record that arrived meanwhile, before the view.
         let journal = dir.join(JOURNAL);
-        if let Err(e) = self
+        // The error names the record (`<step>.json`), then the journal.
+        let appended = self
             .inner
             .journal
             .append(journal.clone(), &name, value)
             .await
-        {
+            .map_err(|e| StoreError::Io {
+                op: "store the record",
+                path: dir.join(&name),
+                source: std::io::Error::other(e.to_string()),
+            });
+        if let Err(e) = appended {
             if created {
                 // The first record of a run failed (a full disk): leave no
                 // empty run directory behind. Only an empty one goes.
