@@ -424,6 +424,20 @@ async fn an_exec_agent_does_not_inherit_removed_variables() {
         .map(String::from)
         .into();
     config.env.insert("EXEC_TEST_SETTING".into(), "42".into());
+    let (transport, env) = dump_env(&rig, config).await;
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(!names.contains(&"CARGO_PKG_NAME"), "{names:?}");
+    assert!(names.contains(&"CARGO_MANIFEST_DIR"), "{names:?}");
+    assert!(env.lines().any(|l| l == "EXEC_TEST_SETTING=42"));
+    assert!(format!("{:?}", transport.config()).contains("CARGO_PKG_NAME"));
+}
+
+/// Runs the `env.sh` fixture agent under `config` and returns the
+/// transport and the environment it saw (`NAME=value` lines).
+async fn dump_env(rig: &Rig, config: ExecConfig) -> (ExecTransport, String) {
     let transport = ExecTransport::new(config).unwrap();
     let ack = transport
         .dispatch(&rig.envelope("webster", "dump env", Scope::Top, 1))
@@ -431,15 +445,7 @@ async fn an_exec_agent_does_not_inherit_removed_variables() {
         .unwrap();
     assert!(completion(&ack).0, "{ack:?}");
     let handoff = rig.store.get(&key(Scope::Top)).await.unwrap().unwrap();
-    let names: Vec<&str> = handoff
-        .result
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
-        .collect();
-    assert!(!names.contains(&"CARGO_PKG_NAME"), "{names:?}");
-    assert!(names.contains(&"CARGO_MANIFEST_DIR"), "{names:?}");
-    assert!(handoff.result.lines().any(|l| l == "EXEC_TEST_SETTING=42"));
-    assert!(format!("{:?}", transport.config()).contains("CARGO_PKG_NAME"));
+    (transport, handoff.result)
 }
 
 /// `env_passthrough` lets a variable of `remove_env` through (an agent
@@ -454,15 +460,8 @@ async fn env_passthrough_keeps_a_removed_variable() {
         .map(String::from)
         .into();
     config.env_passthrough = vec!["CARGO_MANIFEST_DIR".into()];
-    let transport = ExecTransport::new(config).unwrap();
-    let ack = transport
-        .dispatch(&rig.envelope("webster", "dump env", Scope::Top, 1))
-        .await
-        .unwrap();
-    assert!(completion(&ack).0, "{ack:?}");
-    let handoff = rig.store.get(&key(Scope::Top)).await.unwrap().unwrap();
-    let names: Vec<&str> = handoff
-        .result
+    let (_, env) = dump_env(&rig, config).await;
+    let names: Vec<&str> = env
         .lines()
         .filter_map(|l| l.split_once('=').map(|(k, _)| k))
         .collect();

@@ -125,7 +125,7 @@ fn write_batches(rx: &mpsc::Receiver<Append>) {
                 open.remove(&path);
             }
             for a in appends {
-                let _ = a.done.send(result.clone_error());
+                let _ = a.done.send(shared(&result));
             }
         }
         if open.len() > OPEN_JOURNALS {
@@ -206,26 +206,20 @@ fn drop_cut_off_tail(file: &File, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A result whose error can be handed to each writer of a batch.
-trait CloneError {
-    fn clone_error(&self) -> Self;
-}
-
-impl CloneError for Result<(), StoreError> {
-    fn clone_error(&self) -> Self {
-        match self {
-            Ok(()) => Ok(()),
-            Err(StoreError::Io { op, path, source }) => Err(StoreError::Io {
-                op,
-                path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            }),
-            Err(e) => Err(StoreError::Io {
-                op: "append",
-                path: PathBuf::from(JOURNAL),
-                source: std::io::Error::other(e.to_string()),
-            }),
-        }
+/// A batch's result for each of its writers (an error is not `Clone`).
+fn shared(result: &Result<(), StoreError>) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(StoreError::Io { op, path, source }) => Err(StoreError::Io {
+            op,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        }),
+        Err(e) => Err(StoreError::Io {
+            op: "append",
+            path: PathBuf::from(JOURNAL),
+            source: std::io::Error::other(e.to_string()),
+        }),
     }
 }
 
