@@ -325,6 +325,34 @@ fn a_rejected_step_fails_the_run() {
 /// resume says which delegation it waits for, since when and until when.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_run_then_resume_redispatches_no_finished_step() {
+    let (orch, resumed, token) = kill_9_at_step_2_then_resume(false).await;
+    wf_settings().bind(|| insta::assert_snapshot!(resumed.transcript(&orch)));
+    resumed.assert_hides(&orch, &token);
+}
+
+/// The same, killed between a batch's write to the run's journal and its
+/// sync: step 1's final record is in the journal (the page cache survives
+/// the kill) but was never acknowledged, so its view was never written.
+/// Resume rebuilds the view from the journal: step 1 is not sent again,
+/// step 2 is re-awaited, nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_a_journal_write_and_its_sync_then_resume_loses_nothing() {
+    let (orch, resumed, token) = kill_9_at_step_2_then_resume(true).await;
+    assert!(
+        resumed.stderr.contains("re-awaiting"),
+        "{}",
+        resumed.transcript(&orch)
+    );
+    resumed.assert_hides(&orch, &token);
+}
+
+/// Runs research → evaluate (on a gateway whose agent outlives orch) →
+/// audit, kills orch with SIGKILL once research has answered and evaluate
+/// is acknowledged (`hold`: with the journal writer stopped after writing
+/// research's final record and before syncing it), resumes, answers for
+/// evaluate's agent, and checks nothing was sent twice and the run
+/// completed. Returns the resume's run and the hook token to hide.
+async fn kill_9_at_step_2_then_resume(hold: bool) -> (Orch, crate::Run, String) {
     use std::io::BufRead;
     const TOKEN_VAR: &str = "ORCH_E2E_HOOK_TOKEN";
     let mut options =
@@ -354,8 +382,15 @@ agents:
         "name: three\nsteps:\n  - id: research\n    agent: webster\n    task: Research the mount\n  - id: evaluate\n    agent: tech-lead\n    task: \"Evaluate: {{ steps.research.result }}\"\n  - id: audit\n    agent: auditor\n    task: \"Audit: {{ steps.evaluate.result }}\"\noutput: \"{{ steps.audit.result }}\"\n",
     )
     .unwrap();
-    let mut child = orch
-        .command()
+    let marker = orch.path("journal-held");
+    let mut command = orch.command();
+    if hold {
+        command.env(
+            "ORCH_TESTING_HOLD_JOURNAL",
+            format!("research.json:{}", marker.display()),
+        );
+    }
+    let mut child = command
         .env(TOKEN_VAR, gw.token())
         .args([
             "workflow",
@@ -378,7 +413,7 @@ agents:
                 .iter()
                 .any(|l| l["event"] == event && l["agent"] == agent)
         };
-        if has("handoff", "webster") && has("acked", "tech-lead") {
+        if has("handoff", "webster") && has("acked", "tech-lead") && (!hold || marker.exists()) {
             break;
         }
         assert!(
@@ -395,6 +430,16 @@ agents:
     // Stored before anything was sent; its step states may lag (it is
     // written at most every 100 ms), the ledger and handoffs do not.
     assert_eq!(killed["status"], "running");
+    let run_dir = orch.store().join("workflows").join(&id);
+    if hold {
+        // Written to the journal, never synced nor acknowledged: no view.
+        let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+        assert!(
+            journal.contains("{\"file\":\"research.json\","),
+            "{journal}"
+        );
+        assert!(!run_dir.join("research.json").exists());
+    }
 
     let mut resume = orch
         .command()
@@ -462,8 +507,12 @@ agents:
     let done: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
     assert_eq!(done["status"], "completed");
     assert_eq!(done["steps"]["evaluate"]["attempts"], 1);
-    resumed.assert_hides(&orch, gw.token());
-    wf_settings().bind(|| insta::assert_snapshot!(resumed.transcript(&orch)));
+    assert_eq!(done["steps"]["research"]["attempts"], 1);
+    let research: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("research.json")).unwrap())
+            .unwrap();
+    assert_eq!(research["status"], "completed");
+    (orch, resumed, gw.token().to_owned())
 }
 
 /// Starts a one-step sim workflow whose agent never answers, interrupts

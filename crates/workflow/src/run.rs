@@ -548,7 +548,9 @@ pub(crate) fn largest_step_record(step: &str, longest_agent: usize) -> u64 {
         started: ts,
         finished: Some(ts),
         timeout_ms: u64::MAX,
-        detail: Some(wide(DETAIL_KEPT)),
+        // Plain letters serialize as they are: their bytes are added
+        // below rather than written out (this runs before every run).
+        detail: Some(String::new()),
     };
     let mut rec = StepRecord::new(step);
     rec.status = StepStatus::AwaitingApproval;
@@ -562,37 +564,111 @@ pub(crate) fn largest_step_record(step: &str, longest_agent: usize) -> u64 {
         reason: "status complete is not one of complete, partial, blocked, failed and confidence unstated is below medium".to_owned(),
     });
     rec.approval = Some(ApprovalDecision::Reject {
-        reason: wide(REASON_KEPT),
+        reason: String::new(),
     });
     rec.handoff_run_id = Some(id());
     rec.started = Some(ts);
     rec.finished = Some(ts);
-    rec.reason = Some(wide(REASON_KEPT));
-    serde_json::to_vec_pretty(&rec).map_or(u64::MAX, |v| v.len() as u64 + 1)
+    rec.reason = Some(String::new());
+    let plain = ATTEMPTS_KEPT * DETAIL_KEPT + 2 * REASON_KEPT;
+    pretty_len(&rec) + plain as u64
 }
 
 /// The largest `s` can become, in bytes as the store writes it: every step
 /// at its widest (status, agent, counts, reason), the output at
 /// `output_limit`, and a note.
+///
+/// Measured with its first step only, then each other step's entry added:
+/// an entry's bytes depend only on the lengths of its id and agent as
+/// JSON, so each such pair is measured once, on a bare summary (a
+/// 1,000-step run is not serialized whole before its first dispatch).
 pub(crate) fn largest_summary(s: &RunSummary, longest_agent: usize, output_limit: usize) -> u64 {
-    let mut wide = s.clone();
     let agent = "x".repeat(longest_agent);
-    for st in wide.steps.values_mut() {
-        st.status = StepStatus::AwaitingApproval;
-        if st.agent.as_ref().is_none_or(|a| a.len() < longest_agent) {
-            st.agent = Some(agent.clone());
-        }
-        st.attempts = u32::MAX;
-        st.duration_ms = Some(u64::MAX);
-        st.reason = Some("x".repeat(SUMMARY_REASON_KEPT));
+    let widest = |agent_of: Option<&String>| StepSummary {
+        status: StepStatus::AwaitingApproval,
+        agent: Some(match agent_of {
+            Some(a) if a.len() >= longest_agent => a.clone(),
+            _ => agent.clone(),
+        }),
+        attempts: u32::MAX,
+        duration_ms: Some(u64::MAX),
+        reason: Some("x".repeat(SUMMARY_REASON_KEPT)),
+    };
+    let mut bare = RunSummary {
+        schema: s.schema,
+        run_id: s.run_id.clone(),
+        workflow: String::new(),
+        origin: String::new(),
+        source: String::new(),
+        status: RunStatus::CompletedWithFailures,
+        caller: String::new(),
+        inputs: BTreeMap::new(),
+        steps: BTreeMap::new(),
+        // The widest timestamps: a real one's fraction has 0 to 9 digits.
+        started: jiff::Timestamp::MAX,
+        finished: Some(jiff::Timestamp::MAX),
+        output: None,
+        output_note: Some("x".repeat(REASON_KEPT)),
+    };
+    // The output's plain letters are added, not written out.
+    let mut wide = RunSummary {
+        workflow: s.workflow.clone(),
+        origin: s.origin.clone(),
+        source: s.source.clone(),
+        caller: s.caller.clone(),
+        inputs: s.inputs.clone(),
+        output: Some(String::new()),
+        ..bare.clone()
+    };
+    let mut entries = s.steps.iter();
+    let output = output_limit as u64;
+    let Some((first_id, first)) = entries.next() else {
+        return pretty_len(&wide) + output;
+    };
+    wide.steps
+        .insert(first_id.clone(), widest(first.agent.as_ref()));
+    let mut total = pretty_len(&wide);
+    bare.steps.insert("a".to_owned(), widest(None));
+    let one = pretty_len(&bare);
+    let mut added: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for (id, st) in entries {
+        let entry = widest(st.agent.as_ref());
+        let key = (pretty_len(id) - 1, pretty_len(&entry.agent) - 1);
+        let bytes = *added.entry(key).or_insert_with(|| {
+            // Same JSON lengths, plain letters: `b…` never equals `a`.
+            let id = "b".repeat(usize::try_from(key.0).unwrap_or(2).saturating_sub(2));
+            let agent = "x".repeat(usize::try_from(key.1).unwrap_or(2).saturating_sub(2));
+            bare.steps.insert(
+                id.clone(),
+                StepSummary {
+                    agent: Some(agent),
+                    ..widest(None)
+                },
+            );
+            let two = pretty_len(&bare);
+            bare.steps.remove(&id);
+            two - one
+        });
+        total += bytes;
     }
-    wide.status = RunStatus::CompletedWithFailures;
-    // The widest timestamps: a real one's fraction has 0 to 9 digits.
-    wide.started = jiff::Timestamp::MAX;
-    wide.finished = Some(jiff::Timestamp::MAX);
-    wide.output = Some("x".repeat(output_limit));
-    wide.output_note = Some("x".repeat(REASON_KEPT));
-    serde_json::to_vec_pretty(&wide).map_or(u64::MAX, |v| v.len() as u64 + 1)
+    total + output
+}
+
+/// The size of `value` as a store writes a record (pretty JSON and a
+/// newline), counted without building it.
+fn pretty_len<T: Serialize>(value: &T) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer_pretty(&mut n, value).map_or(u64::MAX, |()| n.0 + 1)
 }
 
 mod handoff_json {
@@ -639,6 +715,19 @@ pub(crate) async fn put_summary(store: &dyn HandoffStore, s: &RunSummary) -> Res
     let v = serde_json::to_value(s).map_err(|e| corrupt(&s.run_id, "summary", e))?;
     store
         .put_workflow_record(&s.run_id, &WorkflowRecord::Summary, &v)
+        .await?;
+    Ok(())
+}
+
+/// Stores a mid-run summary as a view: a progress report that a crash may
+/// lose (the last summary [`put_summary`] stored then stands).
+pub(crate) async fn put_summary_view(
+    store: &dyn HandoffStore,
+    s: &RunSummary,
+) -> Result<(), ExecError> {
+    let v = serde_json::to_value(s).map_err(|e| corrupt(&s.run_id, "summary", e))?;
+    store
+        .put_workflow_view(&s.run_id, &WorkflowRecord::Summary, &v)
         .await?;
     Ok(())
 }
@@ -714,4 +803,112 @@ pub async fn approve(
     };
     rec.approval = Some(decision);
     put_step(store, run, &rec).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The whole summary at its widest, serialized: what
+    /// [`largest_summary`] adds up without building it.
+    fn widest_whole(s: &RunSummary, longest_agent: usize, output_limit: usize) -> u64 {
+        let mut wide = s.clone();
+        let agent = "x".repeat(longest_agent);
+        for st in wide.steps.values_mut() {
+            st.status = StepStatus::AwaitingApproval;
+            if st.agent.as_ref().is_none_or(|a| a.len() < longest_agent) {
+                st.agent = Some(agent.clone());
+            }
+            st.attempts = u32::MAX;
+            st.duration_ms = Some(u64::MAX);
+            st.reason = Some("x".repeat(SUMMARY_REASON_KEPT));
+        }
+        wide.status = RunStatus::CompletedWithFailures;
+        wide.started = jiff::Timestamp::MAX;
+        wide.finished = Some(jiff::Timestamp::MAX);
+        wide.output = Some("x".repeat(output_limit));
+        wide.output_note = Some("x".repeat(REASON_KEPT));
+        serde_json::to_vec_pretty(&wide).unwrap().len() as u64 + 1
+    }
+
+    #[test]
+    fn the_largest_summary_adds_up_to_the_whole_serialized() {
+        let step = |agent: Option<&str>| StepSummary {
+            status: StepStatus::Pending,
+            agent: agent.map(str::to_owned),
+            attempts: 0,
+            duration_ms: None,
+            reason: None,
+        };
+        let mut s = RunSummary {
+            schema: 1,
+            run_id: RunId::new("wf-20261203-000000-abcd").unwrap(),
+            workflow: "wf".into(),
+            origin: "wf.yaml".into(),
+            source: "name: wf\nsteps: \"quoted\\n\"\n".into(),
+            status: RunStatus::Running,
+            caller: "manager".into(),
+            inputs: [("q".to_owned(), "a \"b\"".to_owned())].into(),
+            steps: BTreeMap::new(),
+            started: jiff::Timestamp::now(),
+            finished: None,
+            output: None,
+            output_note: None,
+        };
+        assert_eq!(largest_summary(&s, 9, 100), widest_whole(&s, 9, 100));
+        for (i, id) in ["a", "draft", "b_2", "review-all", "x"].iter().enumerate() {
+            let agent = match i % 3 {
+                0 => None,
+                1 => Some("webster"),
+                _ => Some("a-very-long-agent-name"),
+            };
+            s.steps.insert((*id).to_owned(), step(agent));
+            for (longest, output) in [(0, 0), (9, 100), (30, 7)] {
+                assert_eq!(
+                    largest_summary(&s, longest, output),
+                    widest_whole(&s, longest, output),
+                    "{} steps, longest agent {longest}",
+                    s.steps.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_step_record_adds_up_to_the_whole_serialized() {
+        for (step, agent) in [("a", 0), ("review-all", 7), ("x_1", 40)] {
+            let wide = |n: usize| "x".repeat(n);
+            let id = || RunId::new(wide(MAX_ID_LEN)).unwrap();
+            let ts = jiff::Timestamp::MAX;
+            let attempt = Attempt {
+                run_id: id(),
+                status: AttemptStatus::TimedOut,
+                started: ts,
+                finished: Some(ts),
+                timeout_ms: u64::MAX,
+                detail: Some(wide(DETAIL_KEPT)),
+            };
+            let mut rec = StepRecord::new(step);
+            rec.status = StepStatus::AwaitingApproval;
+            rec.agent = Some(wide(agent));
+            rec.delegation_run_id = Some(id());
+            rec.attempts = vec![attempt; ATTEMPTS_KEPT];
+            rec.dropped_attempts = u64::MAX;
+            rec.set_rendered_task(wide(TASK_KEPT + 1));
+            rec.gate = Some(GateDecision {
+                passed: false,
+                reason: "status complete is not one of complete, partial, blocked, failed and confidence unstated is below medium".to_owned(),
+            });
+            rec.approval = Some(ApprovalDecision::Reject {
+                reason: wide(REASON_KEPT),
+            });
+            rec.handoff_run_id = Some(id());
+            rec.started = Some(ts);
+            rec.finished = Some(ts);
+            rec.reason = Some(wide(REASON_KEPT));
+            let whole = serde_json::to_vec_pretty(&rec).unwrap().len() as u64 + 1;
+            assert_eq!(largest_step_record(step, agent), whole, "{step}");
+        }
+    }
 }

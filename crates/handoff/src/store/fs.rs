@@ -618,14 +618,17 @@ impl Handoffs for FsStore {
     }
 }
 
-#[async_trait]
-impl WorkflowRecords for FsStore {
-    async fn put_workflow_record(
+impl FsStore {
+    /// A workflow record as its view's bytes, with the run's directory and
+    /// the view's name; refused over the record cap before anything (even
+    /// the run's directory) is created: written, it could never be read
+    /// back.
+    fn encode_record(
         &self,
         run: &RunId,
         record: &WorkflowRecord,
         value: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(PathBuf, String, Vec<u8>), StoreError> {
         let name = step_file(record)?;
         let dir = self.run_dir(run);
         let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
@@ -635,33 +638,49 @@ impl WorkflowRecords for FsStore {
         bytes.push(b'\n');
         let cap = self.max_record_bytes();
         if bytes.len() as u64 > cap {
-            // Written, it could never be read back: refused before
-            // anything (even the run's directory) is created.
             return Err(StoreError::TooLarge {
                 path: dir.join(&name),
                 size: bytes.len() as u64,
                 cap,
             });
         }
-        let workflows = self.inner.workflows.clone();
+        Ok((dir, name, bytes))
+    }
+}
+
+/// Writes a workflow record's view `name` in `dir`: whole (temp file and
+/// rename) but without `fsync`, since the run's journal holds its truth.
+async fn write_view(dir: PathBuf, name: String, bytes: Vec<u8>) -> Result<(), StoreError> {
+    blocking(&dir.join(&name), move || {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        files::write_atomic(&dir, &name, &bytes, n, Publish::ReplaceView).map(drop)
+    })
+    .await
+}
+
+#[async_trait]
+impl WorkflowRecords for FsStore {
+    async fn put_workflow_record(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (dir, name, bytes) = self.encode_record(run, record, value)?;
         let run_dir = dir.clone();
-        let created = blocking(&dir, move || {
-            let created = files::ensure_dir(&run_dir)?;
-            if created && let Err(e) = files::sync_dir(&workflows) {
-                let _ = std::fs::remove_dir(&run_dir);
-                return Err(e);
-            }
-            Ok(created)
-        })
-        .await?;
+        let created = blocking(&dir, move || files::ensure_dir(&run_dir)).await?;
         // The journal is the record's durable truth: appended and synced,
-        // with every record that arrived meanwhile, before the view.
+        // with every record that arrived meanwhile, before the view. A new
+        // run's directory is synced into `workflows/` by the same batch,
+        // after the journal's own sync (one flush on a journalling file
+        // system, where the first sync commits the directories too).
         let journal = dir.join(JOURNAL);
+        let new_dir = created.then(|| self.inner.workflows.clone());
         // The error names the record (`<step>.json`), then the journal.
         let appended = self
             .inner
             .journal
-            .append(journal.clone(), &name, value)
+            .append(journal.clone(), &name, value, new_dir)
             .await
             .map_err(|e| StoreError::Io {
                 op: "store the record",
@@ -679,11 +698,18 @@ impl WorkflowRecords for FsStore {
             }
             return Err(e);
         }
-        blocking(&dir.join(&name), move || {
-            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            files::write_atomic(&dir, &name, &bytes, n, Publish::ReplaceView).map(drop)
-        })
-        .await
+        write_view(dir, name, bytes).await
+    }
+    async fn put_workflow_view(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (dir, name, bytes) = self.encode_record(run, record, value)?;
+        let run_dir = dir.clone();
+        blocking(&dir, move || files::ensure_dir(&run_dir)).await?;
+        write_view(dir, name, bytes).await
     }
     async fn rebuild_workflow_views(&self, run: &RunId) -> Result<usize, StoreError> {
         let dir = self.run_dir(run);

@@ -352,6 +352,22 @@ pub trait WorkflowRecords: Send + Sync {
         value: &serde_json::Value,
     ) -> Result<(), StoreError>;
 
+    /// Writes a record that needs no durability: a view of a run's
+    /// progress for people watching, which a crash may lose (the last one
+    /// written with [`put_workflow_record`](Self::put_workflow_record)
+    /// then stands). Refused over
+    /// [`max_record_bytes`](Self::max_record_bytes) like any record. The
+    /// default writes it as a durable record; [`FsStore`] writes only the
+    /// view, without journalling or `fsync`.
+    async fn put_workflow_view(
+        &self,
+        run: &RunId,
+        record: &WorkflowRecord,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.put_workflow_record(run, record, value).await
+    }
+
     /// Reads a workflow record; `Ok(None)` if absent.
     async fn get_workflow_record(
         &self,

@@ -955,6 +955,53 @@ impl Ledger for Plain {
 /// and rolled back to an older value) is rebuilt from the journal, and a
 /// journal whose last append was cut off still gives every acknowledged
 /// record.
+/// A progress view is written but not journalled: the journal holds only
+/// the durable records, so it grows with them, and a rebuild after a crash
+/// puts back the last durable value.
+#[tokio::test]
+async fn a_progress_view_is_not_journalled_and_a_rebuild_puts_back_the_durable_one() {
+    let (dir, store) = store();
+    let run = id("wf-progress");
+    let summary = WorkflowRecord::Summary;
+    store
+        .put_workflow_record(&run, &summary, &serde_json::json!({ "status": "running" }))
+        .await
+        .unwrap();
+    let journal = dir
+        .path()
+        .join("workflows")
+        .join(run.as_str())
+        .join("journal.jsonl");
+    let durable = fs::read(&journal).unwrap();
+    for n in 0..20 {
+        store
+            .put_workflow_view(&run, &summary, &serde_json::json!({ "done": n }))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        fs::read(&journal).unwrap(),
+        durable,
+        "views are not journalled"
+    );
+    assert_eq!(
+        store.get_workflow_record(&run, &summary).await.unwrap(),
+        Some(serde_json::json!({ "done": 19 }))
+    );
+    // Views are capped like records.
+    let big =
+        serde_json::json!({ "x": "y".repeat(usize::try_from(store.max_record_bytes()).unwrap()) });
+    assert!(matches!(
+        store.put_workflow_view(&run, &summary, &big).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert_eq!(store.rebuild_workflow_views(&run).await.unwrap(), 1);
+    assert_eq!(
+        store.get_workflow_record(&run, &summary).await.unwrap(),
+        Some(serde_json::json!({ "status": "running" }))
+    );
+}
+
 #[tokio::test]
 async fn workflow_views_are_rebuilt_from_the_run_journal() {
     let (dir, store) = store();

@@ -20,7 +20,7 @@ use crate::model::{OnFailure, Workflow};
 use crate::plan::Plan;
 use crate::run::{
     ApprovalDecision, REASON_KEPT, RunStatus, RunSummary, SUMMARY_REASON_KEPT, StepRecord,
-    StepStatus, StepSummary, put_step, put_summary,
+    StepStatus, StepSummary, put_step, put_summary, put_summary_view,
 };
 use crate::template::{Context, StepOutput};
 
@@ -51,25 +51,20 @@ type Published = Option<(u64, RunSummary)>;
 /// YAML) on every turn of the loop would cost the loop time.
 const SUMMARY_EVERY: Duration = Duration::from_millis(100);
 
-/// The summary writer: stores each summary the loop publishes, then pauses
-/// [`SUMMARY_EVERY`] and tells the loop it may publish again
-/// ([`Event::SummaryDue`]): the loop builds a summary only when one can be
-/// written. Ends when the publisher is dropped (even mid-pause: the loop
-/// then stores the final summary itself), or on the first failed write.
-/// Nothing waits for it.
+/// The summary writer: pauses [`SUMMARY_EVERY`], tells the loop it may
+/// publish a summary ([`Event::SummaryDue`]), stores the one it publishes
+/// as a view (a progress report for people watching, not journalled: the
+/// run's first and final summaries are the durable ones), and so on: the
+/// loop builds a summary only when one can be written, and nothing is
+/// written before the first tasks go out. Ends when the publisher is
+/// dropped (even mid-pause: the loop then stores the final summary
+/// itself), or on the first failed write. Nothing waits for it.
 async fn write_summaries(
     store: Arc<dyn HandoffStore>,
     mut rx: watch::Receiver<Published>,
     due: mpsc::UnboundedSender<Event>,
 ) -> Result<(), ExecError> {
     loop {
-        if rx.changed().await.is_err() {
-            return Ok(());
-        }
-        let next = rx.borrow_and_update().clone();
-        if let Some((_, s)) = next {
-            put_summary(&*store, &s).await?;
-        }
         tokio::select! {
             () = tokio::time::sleep(SUMMARY_EVERY) => {}
             r = rx.changed() => if r.is_err() {
@@ -78,6 +73,13 @@ async fn write_summaries(
         }
         if due.send(Event::SummaryDue).is_err() {
             return Ok(());
+        }
+        if rx.changed().await.is_err() {
+            return Ok(());
+        }
+        let next = rx.borrow_and_update().clone();
+        if let Some((_, s)) = next {
+            put_summary_view(&*store, &s).await?;
         }
     }
 }
@@ -118,7 +120,7 @@ pub(super) async fn drive(
         candidates: (0..plan.len()).collect(),
         version: 0,
         publish: Some(publish),
-        summary_due: true,
+        summary_due: false,
         summary_dirty: true,
         writer,
         dispatched,
