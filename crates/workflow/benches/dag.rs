@@ -957,7 +957,7 @@ fn main() {
     let wall = ms(m.wall);
     let orch = wall - chain.work - chain.writes;
     println!(
-        "   per step: the agents' handoff writes until visible {:.3} ms (a temp file, fsync, publish), orch's own {:.3} ms \
+        "   per step: the agents' handoff writes until visible {:.3} ms, orch's own {:.3} ms \
          (goal < 0.5 ms: {}; run start → first task {:.2} ms, lags {:.3} ms per step, tail {:.2} ms)",
         chain.writes / n as f64,
         orch / n as f64,
