@@ -171,6 +171,9 @@ fn write_one(
         .flat_map(|a| a.line.iter().copied())
         .collect();
     let before = file.metadata().map_err(|e| io_err("stat", path, e))?.len();
+    // The new directories' entries are synced after the journal's own
+    // sync, which on a journalling file system commits them too: they then
+    // cost no second flush.
     let written = file
         .write_all(&bytes)
         .map_err(|e| io_err("append", path, e))
@@ -178,15 +181,22 @@ fn write_one(
             #[cfg(feature = "testing")]
             hold_before_sync(appends);
             file.sync_data().map_err(|e| io_err("fdatasync", path, e))
-        });
+        })
+        .and_then(|()| sync_new_dirs(path, created, appends));
     if let Err(e) = written {
-        // A batch that failed (a full disk) leaves no cut-off line in the
-        // middle of the journal for later lines to follow.
+        // A batch that failed (a full disk, a directory that cannot be
+        // synced) is taken back: no cut-off line stays in the middle of
+        // the journal for later lines to follow, and a new run's first
+        // record leaves an empty journal its writer removes.
         let _ = file.set_len(before);
         return Err(e);
     }
-    // After the journal's own sync, which on a journalling file system
-    // commits the new entries too: these then cost no second flush.
+    Ok(())
+}
+
+/// Syncs the journal's directory if the journal was `created`, and each
+/// directory an append of the batch named as holding a new one.
+fn sync_new_dirs(path: &Path, created: bool, appends: &[Append]) -> Result<(), StoreError> {
     if created && let Some(dir) = path.parent() {
         sync_dir(dir)?;
     }
