@@ -24,10 +24,17 @@ where
     Fut: std::future::Future<Output = T>,
 {
     let cancel = CancellationToken::new();
+    // Registered here, before `f` sends anything: a listener created inside
+    // the spawned task would be registered only once that task first ran,
+    // and a Ctrl-C right after the dispatch would kill orch with the
+    // default action, leaving no `cancelled` line.
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let on_ctrl_c = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if let Some(mut interrupt) = interrupt
+                && interrupt.recv().await.is_some()
+            {
                 cancel.cancel();
             }
         })
