@@ -328,7 +328,18 @@ pub struct Delegator {
     drains: Mutex<JoinSet<()>>,
     /// Told about retries as they happen ([`Delegator::with_observer`]).
     observer: Option<Observer>,
+    /// [`Delegator::message_bytes`] of an empty task, by what it depends
+    /// on (see there).
+    instructions: Mutex<HashMap<InstructionsKey, u64>>,
 }
+
+/// Agent, caller, the run id's length, the handoff location's length and
+/// its directory.
+type InstructionsKey = (String, String, usize, usize, String);
+
+/// Most [`InstructionsKey`]s kept (a workflow needs one per agent and id
+/// length).
+const INSTRUCTIONS_KEPT: usize = 1024;
 
 struct Agent {
     entry: AgentEntry,
@@ -418,6 +429,7 @@ impl Delegator {
             config,
             drains: Mutex::new(JoinSet::new()),
             observer: None,
+            instructions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -459,6 +471,12 @@ impl Delegator {
     /// `task` and `context`: what [`Transport::max_task_bytes`] limits (the
     /// handoff instructions around a task are part of what is sent). With
     /// an empty task it is what the instructions take.
+    ///
+    /// The instructions hold the run id and the handoff's location as they
+    /// are, and the location's directory: with an empty task their length
+    /// is kept by those lengths and that directory, so a workflow's check
+    /// of every step before a run renders them once per agent and id
+    /// length, not once per step.
     pub fn message_bytes(
         &self,
         run_id: &RunId,
@@ -468,14 +486,42 @@ impl Delegator {
         context: Option<&str>,
     ) -> u64 {
         let who = self.identity(agent, run_id.clone(), caller, None);
-        let message = task_message(&MessageInput {
-            who: &who,
-            task,
-            context,
-            submit_args: &self.config.submit_args,
-            reask: None,
-        });
-        message.len() as u64
+        let render = || {
+            let message = task_message(&MessageInput {
+                who: &who,
+                task,
+                context,
+                submit_args: &self.config.submit_args,
+                reask: None,
+            });
+            message.len() as u64
+        };
+        if !task.is_empty() || context.is_some() {
+            return render();
+        }
+        let path = who.handoff_path.as_str();
+        let key: InstructionsKey = (
+            agent.to_owned(),
+            caller.to_owned(),
+            run_id.as_str().len(),
+            path.len(),
+            path.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned(),
+        );
+        let kept = || {
+            self.instructions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(&n) = kept().get(&key) {
+            return n;
+        }
+        let n = render();
+        let mut map = kept();
+        if map.len() >= INSTRUCTIONS_KEPT {
+            map.clear();
+        }
+        map.insert(key, n);
+        n
     }
 
     /// The ACL every delegation is checked against.

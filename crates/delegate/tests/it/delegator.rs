@@ -1617,3 +1617,49 @@ async fn outcome_json() {
     assert_eq!(json["status"], "timed-out");
     assert_eq!(json["end"], serde_json::json!({ "kind": "timed-out" }));
 }
+
+/// `message_bytes` of an empty task is kept per agent, caller and id and
+/// location length: exact only while the instructions hold the run id and
+/// the location as they are. Checked against a task of one byte (never
+/// kept) for ids of the same lengths and different letters (every kind
+/// a run id may hold).
+#[tokio::test]
+async fn the_kept_instruction_sizes_are_those_of_the_rendered_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStore::open(FsStoreConfig::new(dir.path())).unwrap();
+    let store: Arc<dyn HandoffStore> = Arc::new(fs.clone());
+    let fake = Arc::new(Fake::new(fs, vec![]));
+    let config = DelegatorConfig {
+        submit_args: vec!["--handoff-dir".into(), "/srv/orch store".into()],
+        ..DelegatorConfig::default()
+    };
+    let d = Delegator::new(
+        store,
+        Policy::atomizer_default(),
+        vec![
+            AgentEntry::new("webster", Arc::clone(&fake) as Arc<dyn Transport>),
+            AgentEntry::new("tech-lead", fake as Arc<dyn Transport>),
+        ],
+        config,
+    )
+    .unwrap();
+    let ids = [
+        "wf-a.s1.1",
+        "wf-b.s2.9",
+        "wf-b.x_.9",
+        "wf-a.review.1",
+        "wf-z.REVIEW.7",
+        "wf-a.r-v-w.999999",
+        "a",
+    ];
+    for agent in ["webster", "tech-lead"] {
+        for caller in ["manager", "tech-lead"] {
+            for id in ids {
+                let id = RunId::new(id).unwrap();
+                let kept = d.message_bytes(&id, agent, caller, "", None);
+                let one = d.message_bytes(&id, agent, caller, "x", None);
+                assert_eq!(kept + 1, one, "{agent} from {caller}, {id}");
+            }
+        }
+    }
+}
