@@ -712,7 +712,7 @@ pub(crate) async fn put_step(
 }
 
 pub(crate) async fn put_summary(store: &dyn HandoffStore, s: &RunSummary) -> Result<(), ExecError> {
-    let v = serde_json::to_value(s).map_err(|e| corrupt(&s.run_id, "summary", e))?;
+    let v = summary_value(s)?;
     store
         .put_workflow_record(&s.run_id, &WorkflowRecord::Summary, &v)
         .await?;
@@ -725,11 +725,15 @@ pub(crate) async fn put_summary_view(
     store: &dyn HandoffStore,
     s: &RunSummary,
 ) -> Result<(), ExecError> {
-    let v = serde_json::to_value(s).map_err(|e| corrupt(&s.run_id, "summary", e))?;
+    let v = summary_value(s)?;
     store
         .put_workflow_view(&s.run_id, &WorkflowRecord::Summary, &v)
         .await?;
     Ok(())
+}
+
+fn summary_value(s: &RunSummary) -> Result<serde_json::Value, ExecError> {
+    serde_json::to_value(s).map_err(|e| corrupt(&s.run_id, "summary", e))
 }
 
 /// Reads the record of `step` in run `run` (`None` if it has none), with

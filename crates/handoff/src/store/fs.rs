@@ -707,9 +707,13 @@ impl WorkflowRecords for FsStore {
         value: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let (dir, name, bytes) = self.encode_record(run, record, value)?;
-        let run_dir = dir.clone();
-        blocking(&dir, move || files::ensure_dir(&run_dir)).await?;
-        write_view(dir, name, bytes).await
+        // One trip to the blocking pool: the run's directory, then the view.
+        blocking(&dir.join(&name), move || {
+            files::ensure_dir(&dir)?;
+            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            files::write_atomic(&dir, &name, &bytes, n, Publish::ReplaceView).map(drop)
+        })
+        .await
     }
     async fn rebuild_workflow_views(&self, run: &RunId) -> Result<usize, StoreError> {
         let dir = self.run_dir(run);
