@@ -170,7 +170,7 @@ fn a_workflow_runs_end_to_end_on_nats() {
             "workflow",
             "quick-research",
             "--input",
-            "question=What is the CTE of Invar 36 at 20 °C?",
+            "query=What is the CTE of Invar 36 at 20 °C?",
             "--caller",
             "manager",
             "--non-interactive",

@@ -160,7 +160,7 @@ fn the_three_templates_run_end_to_end_on_the_sim_fleet() {
         ),
         (
             "quick-research",
-            &["question=What is the CTE of Invar 36 at 20 °C?"],
+            &["query=What is the CTE of Invar 36 at 20 °C?"],
         ),
         ("design-review", &["design=mirror mount rev C"]),
     ];
@@ -230,7 +230,7 @@ fn dry_run_prints_the_plan_and_sends_nothing() {
         "workflow",
         "quick-research",
         "--input",
-        "question=CTE of Invar?",
+        "query=CTE of Invar?",
         "--caller",
         "manager",
         "--dry-run",
@@ -922,4 +922,28 @@ agents:
     );
     settings.add_filter(r"\d+ of them for orc", "[N] of them for orc");
     settings.bind(|| insta::assert_snapshot!(transcript));
+}
+
+/// The seed tool's own command line, verbatim (issue 16): the shipped
+/// templates name their inputs as the original does.
+#[test]
+fn the_seed_tools_quick_research_command_runs_unchanged() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    let run = orch.run(
+        &[
+            "workflow",
+            "quick-research",
+            "--input",
+            "query=CTE of ULE",
+            "--caller",
+            "manager",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.transcript(&orch));
+    let id = only_run(&orch);
+    let summary: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
+    assert_eq!(summary["inputs"]["query"], "CTE of ULE", "{summary}");
+    assert_eq!(summary["status"], "completed", "{summary}");
 }

@@ -482,7 +482,7 @@ fn quick_research_runs_through_the_gateway(ctx: &Ctx) {
             "workflow",
             "quick-research",
             "--input",
-            "question=What is the CTE of Zerodur between 0 and 50 °C?",
+            "query=What is the CTE of Zerodur between 0 and 50 °C?",
             "--caller",
             "manager",
             "--non-interactive",

@@ -35,7 +35,7 @@ fn every_builtin_loads_and_passes_the_run_checks_for_manager() {
         ),
         (
             "quick-research",
-            inputs(&[("question", "CTE of Zerodur at 20 °C?")]),
+            inputs(&[("query", "CTE of Zerodur at 20 °C?")]),
         ),
     ];
     for (name, given) in given {
