@@ -17,7 +17,12 @@ fn agent_script(orch: &Orch, name: &str, body: &str) -> std::path::PathBuf {
 fn list_show_and_graph_the_shipped_workflows() {
     let orch = Orch::new();
     let mut transcript = orch.ok(&["workflow", "list"]).transcript(&orch);
-    for name in ["quick-research", "material-trade-study", "design-review"] {
+    for name in [
+        "quick-research",
+        "material-trade-study",
+        "design-review",
+        "design-review-until-confident",
+    ] {
         transcript.push_str(&orch.ok(&["workflow", "show", name]).transcript(&orch));
         transcript.push_str(&orch.ok(&["workflow", "graph", name]).transcript(&orch));
     }
@@ -163,6 +168,10 @@ fn the_three_templates_run_end_to_end_on_the_sim_fleet() {
             &["query=What is the CTE of Invar 36 at 20 °C?"],
         ),
         ("design-review", &["design=mirror mount rev C"]),
+        (
+            "design-review-until-confident",
+            &["design=mirror mount rev C"],
+        ),
     ];
     for (name, inputs) in cases {
         let orch = Orch::new();
@@ -946,4 +955,82 @@ fn the_seed_tools_quick_research_command_runs_unchanged() {
     let summary: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
     assert_eq!(summary["inputs"]["query"], "CTE of ULE", "{summary}");
     assert_eq!(summary["status"], "completed", "{summary}");
+}
+
+/// A `repeat` step on the sim fleet: the first answer is of low
+/// confidence (`[sim:low-confidence]`); from the second iteration on,
+/// `{{ previous.status }}` spoils the keyword and the sim answers high.
+/// (Not `{{ previous.result }}`: the sim's answer quotes the task, keyword
+/// and all.)
+const REPEAT_WF: &str = "name: loop-review\ninputs:\n  design: { required: true }\nsteps:\n  - id: review\n    agent: tech-lead\n    task: \"Review {{ inputs.design }} [sim:low-confidence{{ previous.status }}]\\nLast time: {{ previous.confidence }}\\nWhy again: {{ previous.reason }}\"\n    repeat: { until: \"confidence >= high\", max: 3 }\n  - id: minutes\n    agent: secretary\n    task: \"Minutes of: {{ steps.review.result }}\"\noutput: \"{{ steps.minutes.result }}\"\n";
+
+#[test]
+fn a_repeat_step_asks_again_until_good_enough_on_the_sim_fleet() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    std::fs::create_dir_all(orch.path("workflows")).unwrap();
+    std::fs::write(orch.path("workflows/loop-review.yaml"), REPEAT_WF).unwrap();
+    let args = [
+        "workflow",
+        "loop-review",
+        "--input",
+        "design=mount rev C",
+        "--caller",
+        "manager",
+        "--non-interactive",
+    ];
+    let dry = orch.ok(&[&args[..], &["--dry-run"]].concat());
+    let json = orch.ok(&[&args[..], &["--dry-run", "--json"]].concat());
+    let plan: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        plan["steps"][0]["repeat"],
+        serde_json::json!({ "until": "confidence >= high", "max": 3 }),
+        "{plan}"
+    );
+    assert!(plan["steps"][1].get("repeat").is_none(), "{plan}");
+    let graph = orch.ok(&["workflow", "graph", "loop-review"]);
+    let run = orch.run(&args, None);
+    assert_eq!(run.code, 0, "{}", run.transcript(&orch));
+    let id = only_run(&orch);
+    let dispatched: Vec<String> = orch
+        .ledger()
+        .iter()
+        .filter(|l| l["event"] == "dispatched")
+        .map(|l| l["runId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        dispatched,
+        [
+            format!("{id}.review.1"),
+            format!("{id}.review.2"),
+            format!("{id}.minutes.1")
+        ],
+        "each iteration is a delegation of its own"
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(orch.store().join("workflows").join(&id).join("review.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let iterations: Vec<&serde_json::Value> = record["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["iteration"])
+        .collect();
+    assert_eq!(iterations, [1, 2], "{record}");
+    let task = record["renderedTask"].as_str().unwrap();
+    assert!(
+        task.contains(
+            "Why again: until `confidence >= high` is false: status complete, confidence low"
+        ),
+        "{task}"
+    );
+    let mut transcript = dry.transcript(&orch);
+    transcript.push_str(&graph.transcript(&orch));
+    transcript.push_str(&run.transcript(&orch));
+    wf_settings().bind(|| {
+        insta::assert_snapshot!(transcript);
+        insta::assert_snapshot!("summary_loop-review", summary_json(&orch, &id));
+    });
 }

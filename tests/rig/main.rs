@@ -99,7 +99,7 @@ agents:
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cases: [Case; 10] = [
+    let cases: [Case; 11] = [
         // First: nothing has reached the gateway yet.
         (
             "an_acl_denial_reaches_the_gateway_zero_times",
@@ -130,6 +130,10 @@ fn main() -> ExitCode {
         (
             "design_review_runs_its_reviews_in_parallel",
             design_review_runs_its_reviews_in_parallel,
+        ),
+        (
+            "design_review_until_confident_asks_again_through_the_gateway",
+            design_review_until_confident_asks_again_through_the_gateway,
         ),
         (
             "the_skill_is_accepted_by_openclaw",
@@ -503,6 +507,49 @@ fn quick_research_runs_through_the_gateway(ctx: &Ctx) {
             .as_str()
             .is_some_and(|o| o.starts_with("Fake model answer to:")),
         "{out}"
+    );
+}
+
+/// `[fake:low]` in the design makes every review answer low: the repeat
+/// step is asked `max` (3) times, each a run of its own on the gateway,
+/// then the last answer goes on to the sign-off.
+fn design_review_until_confident_asks_again_through_the_gateway(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let before = ctx.proxy.exchanges().len();
+    let out = ctx.orch_ok(
+        &orch,
+        &[
+            "workflow",
+            "design-review-until-confident",
+            "--input",
+            "design=M1 mirror mount [fake:low]",
+            "--caller",
+            "manager",
+            "--non-interactive",
+            "--json",
+        ],
+    );
+    assert_eq!(out["status"], "completed", "{out}");
+    assert_eq!(out["steps"]["review"]["iterations"], 3, "{out}");
+    assert_eq!(out["steps"]["review"]["attempts"], 3, "{out}");
+    let agents: Vec<_> = ctx.proxy.exchanges()[before..]
+        .iter()
+        .map(|e| e.json()["agentId"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(agents, ["tech-lead", "tech-lead", "tech-lead", "auditor"]);
+    let messages: Vec<String> = ctx.proxy.exchanges()[before..]
+        .iter()
+        .map(|e| e.json()["message"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        messages[1].contains("Why it was asked again: until `status == complete and confidence >= high` is false: status complete, confidence low"),
+        "{}",
+        messages[1]
+    );
+    assert!(
+        messages[1].contains("Fake model answer to:"),
+        "the second round carries the first answer: {}",
+        messages[1]
     );
 }
 

@@ -80,8 +80,8 @@ pub use prom::render_prometheus;
 pub use report::{
     AgentStats, Bucket, CallerStats, ConfidenceMix, DURATION_BUCKETS_MS, Distribution, FileProblem,
     Filters, LATENCY_BUCKETS_MS, LineProblem, MAX_LISTED_PROBLEMS, Mode, Outcomes, Problems,
-    Report, RunStatuses, SCHEMA_VERSION, Source, StepStats, Totals, Window, WorkflowStats,
-    nearest_rank, report_json_schema,
+    RepeatStats, Report, RunStatuses, SCHEMA_VERSION, Source, StepStats, Totals, Window,
+    WorkflowStats, nearest_rank, report_json_schema,
 };
 pub use scan::{Options, scan};
 pub use since::{Since, SinceError};

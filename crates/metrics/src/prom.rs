@@ -171,6 +171,21 @@ pub fn render_prometheus(report: &Report) -> String {
         }
     }
 
+    w.family(
+        "orch_workflow_step_iterations_total",
+        "Iterations of workflow `repeat` steps (one per run when the first answer was good enough).",
+        "counter",
+    );
+    for wf in &report.workflows {
+        for s in &wf.repeated_steps {
+            w.sample(
+                "orch_workflow_step_iterations_total",
+                &[("workflow", &wf.workflow), ("step", &s.step)],
+                s.iterations,
+            );
+        }
+    }
+
     let p = &report.problems;
     for (name, help, n) in [
         (

@@ -432,6 +432,22 @@ pub struct WorkflowStats {
     /// Steps that failed, were rejected or had attempts time out, most
     /// first (then by step id).
     pub failing_steps: Vec<StepStats>,
+    /// Its `repeat` steps, by step id: how often they were asked.
+    #[serde(default)]
+    pub repeated_steps: Vec<RepeatStats>,
+}
+
+/// How often a `repeat` step of a workflow was asked over its runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepeatStats {
+    /// The step id.
+    pub step: String,
+    /// Runs in which it was delegated.
+    pub runs: u64,
+    /// Iterations over those runs (one per run when the first answer was
+    /// good enough).
+    pub iterations: u64,
 }
 
 /// Workflow runs by status.
@@ -487,7 +503,7 @@ pub struct StepStats {
     pub rejected: u64,
     /// Its attempts that timed out.
     pub timed_out: u64,
-    /// Attempts beyond the first.
+    /// Attempts beyond the first (of each iteration, for a `repeat` step).
     pub retries: u64,
 }
 

@@ -287,6 +287,32 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
         if !steps.rows.is_empty() {
             section(&mut out, &st, "Steps that fail or time out most", &steps);
         }
+        let mut repeats = Table::new(&[
+            ("workflow", false),
+            ("step", false),
+            ("runs", true),
+            ("iterations", true),
+            ("per run", true),
+        ]);
+        for w in &report.workflows {
+            for r in &w.repeated_steps {
+                repeats.row(vec![
+                    w.workflow.clone(),
+                    r.step.clone(),
+                    r.runs.to_string(),
+                    r.iterations.to_string(),
+                    format!("{:.1}", r.iterations as f64 / r.runs.max(1) as f64),
+                ]);
+            }
+        }
+        if !repeats.rows.is_empty() {
+            section(
+                &mut out,
+                &st,
+                "Repeat steps (asked until good enough)",
+                &repeats,
+            );
+        }
     }
 
     problems(&mut out, &st, report);

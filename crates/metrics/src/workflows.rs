@@ -26,7 +26,9 @@ use crate::filter::Filter;
 use crate::par::Exec;
 use crate::par::par_map;
 use crate::problems::{ProblemList, store_reason};
-use crate::report::{DURATION_BUCKETS_MS, Distribution, RunStatuses, StepStats, WorkflowStats};
+use crate::report::{
+    DURATION_BUCKETS_MS, Distribution, RepeatStats, RunStatuses, StepStats, WorkflowStats,
+};
 
 /// The result of reading the workflow runs.
 pub(crate) struct Workflows {
@@ -245,6 +247,9 @@ struct StepAcc {
     rejected: u64,
     timed_out: u64,
     retries: u64,
+    /// Runs in which it is a `repeat` step, and their iterations.
+    repeated: u64,
+    iterations: u64,
 }
 
 fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
@@ -292,13 +297,30 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
                 | StepStatus::Skipped
                 | StepStatus::AwaitingApproval => {}
             }
-            sa.retries += u64::from(step.attempts.saturating_sub(1));
+            // A repeat step's later iterations are delegations too, but not
+            // retries.
+            let iterations = step.iterations.unwrap_or(1).max(1);
+            sa.retries += u64::from(step.attempts.saturating_sub(iterations));
+            if let Some(n) = step.iterations {
+                sa.repeated += 1;
+                sa.iterations += u64::from(n);
+            }
             sa.timed_out += run.timed_out.get(id).copied().unwrap_or(0);
         }
     }
     by_name
         .into_iter()
         .map(|(name, mut acc)| {
+            let repeated_steps: Vec<RepeatStats> = acc
+                .steps
+                .iter()
+                .filter(|(_, s)| s.repeated > 0)
+                .map(|(step, s)| RepeatStats {
+                    step: step.clone(),
+                    runs: s.repeated,
+                    iterations: s.iterations,
+                })
+                .collect();
             let mut failing: Vec<StepStats> = acc
                 .steps
                 .into_iter()
@@ -323,6 +345,7 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
                 statuses: acc.statuses,
                 duration: Distribution::of(&mut acc.durations, DURATION_BUCKETS_MS),
                 failing_steps: failing,
+                repeated_steps,
             }
         })
         .collect()

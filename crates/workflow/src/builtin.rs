@@ -7,6 +7,10 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../../workflows/design-review.yaml"),
     ),
     (
+        "design-review-until-confident",
+        include_str!("../../../workflows/design-review-until-confident.yaml"),
+    ),
+    (
         "material-trade-study",
         include_str!("../../../workflows/material-trade-study.yaml"),
     ),

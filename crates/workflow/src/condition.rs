@@ -188,6 +188,9 @@ struct Parser<'a> {
     src: &'a str,
     toks: Vec<(Tok, usize, usize)>,
     pos: usize,
+    /// A `repeat.until` of this step: bare `status` and `confidence` are
+    /// its own.
+    this: Option<&'a str>,
 }
 
 impl Parser<'_> {
@@ -256,7 +259,17 @@ impl Parser<'_> {
             ));
         };
         let lhs_at = self.pos;
-        let r = parse_ref(&lhs).map_err(|m| self.err_here(m))?;
+        let r = match (self.this, lhs.as_str()) {
+            (Some(id), "status") => Ref::Step {
+                id: id.to_owned(),
+                field: Field::Status,
+            },
+            (Some(id), "confidence") => Ref::Step {
+                id: id.to_owned(),
+                field: Field::Confidence,
+            },
+            _ => parse_ref(&lhs).map_err(|m| self.err_here(m))?,
+        };
         self.pos += 1;
         let Some(Tok::Op(op)) = self.peek().cloned() else {
             return Err(self.err_here(format!(
@@ -360,8 +373,23 @@ impl Parser<'_> {
 impl Condition {
     /// Parses a condition.
     pub(crate) fn parse(src: &str) -> Result<Self, SyntaxError> {
+        Self::parse_for(src, None)
+    }
+
+    /// Parses the `repeat.until` of step `this`: bare `status` and
+    /// `confidence` read its own last handoff (`steps.THIS.…` too).
+    pub(crate) fn parse_until(src: &str, this: &str) -> Result<Self, SyntaxError> {
+        Self::parse_for(src, Some(this))
+    }
+
+    fn parse_for(src: &str, this: Option<&str>) -> Result<Self, SyntaxError> {
         let toks = tokenize(src)?;
-        let mut p = Parser { src, toks, pos: 0 };
+        let mut p = Parser {
+            src,
+            toks,
+            pos: 0,
+            this,
+        };
         if p.toks.is_empty() {
             return Err(p.err_here("the condition is empty".into()));
         }

@@ -134,16 +134,18 @@ pub use exec::{
 };
 pub use model::{
     ContextSpec, DEFAULT_CONTEXT_MESSAGES, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Gate, InputSpec,
-    MAX_RETRIES, MAX_TIMEOUT, OnFailure, Step, StepDefaults, Target, Workflow,
+    MAX_REPEAT, MAX_RETRIES, MAX_TIMEOUT, OnFailure, Repeat, Step, StepDefaults, Target, Workflow,
     workflow_json_schema,
 };
 pub use plan::Plan;
-pub use preview::{Preview, PreviewGate, PreviewStep};
+pub use preview::{Preview, PreviewGate, PreviewRepeat, PreviewStep};
 pub use run::{
     ATTEMPTS_KEPT, ApprovalDecision, Attempt, AttemptStatus, DETAIL_KEPT, GateDecision,
     REASON_KEPT, RunStatus, RunSummary, SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary,
     TASK_KEPT, approve, attempt_run_id, read_step, read_summary, run_json_schema,
 };
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES, check_file_size};
-pub use template::{Context, Field, Ref, RenderContext, Segment, StepOutput, Template};
+pub use template::{
+    Context, Field, Previous, PreviousField, Ref, RenderContext, Segment, StepOutput, Template,
+};
 pub use validate::{ResolvedInputs, check_run, check_task_sizes, load, warnings};

@@ -25,6 +25,8 @@ pub const DEFAULT_RETRIES: u32 = 0;
 pub const MAX_RETRIES: u32 = 100;
 /// Longest timeout a step (or `defaults`) may have: 7 days.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most iterations a `repeat` step may ask for.
+pub const MAX_REPEAT: u32 = 20;
 /// Messages read from a step's `context` channel when `messages` is not given.
 pub const DEFAULT_CONTEXT_MESSAGES: usize = 20;
 
@@ -152,6 +154,23 @@ pub struct Step {
     pub on_failure: Option<OnFailure>,
     /// A Discord channel whose recent messages are added to the task.
     pub context: Option<ContextSpec>,
+    /// Ask again, with the last answer, until it is good enough.
+    pub repeat: Option<Repeat>,
+}
+
+/// `repeat: { until, max }`: the step is delegated again (a new
+/// delegation, its task rendered with `{{ previous.… }}`) while `until`
+/// is false of its last handoff, at most `max` times in all. The step's
+/// outcome is its last iteration's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repeat {
+    /// When an iteration is good enough (the `when` language; bare
+    /// `status` and `confidence` are this step's).
+    pub until: Condition,
+    /// `until` as written, for messages.
+    pub until_text: String,
+    /// Most iterations, the first included (1 to [`MAX_REPEAT`]).
+    pub max: u32,
 }
 
 /// What a step's handoff must satisfy.
@@ -224,7 +243,7 @@ pub(crate) enum RouteMode {
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "orch workflow",
-    description = "A reusable pipeline of delegations (DESIGN §8). Templates: {{ inputs.X }}, {{ steps.ID.result|status|confidence|notes|artifacts }}, {{ run.id }}."
+    description = "A reusable pipeline of delegations (DESIGN §8). Templates: {{ inputs.X }}, {{ steps.ID.result|status|confidence|notes|artifacts }}, {{ run.id }}; in the task of a step with `repeat`, {{ previous.result|reason|status|confidence }} (empty on its first iteration)."
 )]
 pub(crate) struct RawWorkflow {
     /// The workflow's name.
@@ -311,6 +330,23 @@ pub(crate) struct RawStep {
     pub(crate) on_failure: Option<OnFailure>,
     /// A Discord channel read into the task.
     pub(crate) context: Option<ContextSpec>,
+    /// Delegate the step again while `until` is false of its last handoff;
+    /// its task may read `{{ previous.result|reason|status|confidence }}`.
+    pub(crate) repeat: Option<RawRepeat>,
+}
+
+/// `repeat: { until: "confidence >= high", max: 3 }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Repeat")]
+pub(crate) struct RawRepeat {
+    /// When an iteration is good enough, e.g. `confidence >= high and
+    /// status == complete` (bare `status`/`confidence`: this step's).
+    #[schemars(length(min = 1))]
+    pub(crate) until: String,
+    /// Most iterations, the first included (1 to 20).
+    #[schemars(range(min = 1, max = 20))]
+    pub(crate) max: u32,
 }
 
 /// What a step's handoff must satisfy.

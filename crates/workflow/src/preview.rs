@@ -62,9 +62,23 @@ pub struct PreviewStep {
     /// The channel context it reads at run time: (channel, messages) (text only).
     #[serde(skip)]
     pub context: Option<(String, usize)>,
+    /// Its `repeat`: asked again while `until` is false, at most `max`
+    /// times in all; left out for other steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<PreviewRepeat>,
     /// The task with the inputs filled in; the steps' results it reads
-    /// show as `⟨steps.X.result⟩`.
+    /// show as `⟨steps.X.result⟩` (and a repeat step's last iteration as
+    /// `⟨previous.result⟩`: empty on the first).
     pub task: String,
+}
+
+/// A step's `repeat` in a [`Preview`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PreviewRepeat {
+    /// The condition, as written.
+    pub until: String,
+    /// The most iterations.
+    pub max: u32,
 }
 
 /// A step's gate in a [`Preview`].
@@ -117,6 +131,10 @@ impl Preview {
                         .context
                         .as_ref()
                         .map(|c| (c.channel.clone(), c.messages)),
+                    repeat: step.repeat.as_ref().map(|r| PreviewRepeat {
+                        until: r.until_text.clone(),
+                        max: r.max,
+                    }),
                     task,
                 }
             })

@@ -270,6 +270,10 @@ pub struct Attempt {
     /// What went wrong, if anything (stored cut to [`DETAIL_KEPT`] bytes).
     #[serde(serialize_with = "cut_detail")]
     pub detail: Option<String>,
+    /// Of a `repeat` step: the iteration this delegation belongs to (from
+    /// 1; retries of an iteration share its number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<u32>,
 }
 
 /// Whether a step's handoff passed its gate.
@@ -377,6 +381,11 @@ impl StepRecord {
         self.compact();
     }
 
+    /// Of a `repeat` step: the iteration of its last delegation.
+    pub fn iterations(&self) -> Option<u32> {
+        self.attempts.iter().rev().find_map(|a| a.iteration)
+    }
+
     /// Delegations made for this step, before and after any restart.
     pub(crate) fn delegations(&self) -> usize {
         let dropped = usize::try_from(self.dropped_attempts).unwrap_or(usize::MAX);
@@ -392,16 +401,25 @@ impl StepRecord {
     }
 
     /// Drops the oldest earlier attempts, then the oldest `lost` ones,
-    /// while more than [`ATTEMPTS_KEPT`] are listed. Attempts that count
-    /// against the retry budget (at most `retries + 1`) are never dropped.
+    /// then (a `repeat` step) the oldest of earlier iterations, while more
+    /// than [`ATTEMPTS_KEPT`] are listed. Attempts that count against the
+    /// retry budget (at most `retries + 1` of the current iteration) are
+    /// never dropped.
     fn compact(&mut self) {
         while self.earlier_attempts.len() + self.attempts.len() > ATTEMPTS_KEPT {
+            let current = self.iterations();
             if !self.earlier_attempts.is_empty() {
                 self.earlier_attempts.remove(0);
             } else if let Some(i) = self
                 .attempts
                 .iter()
                 .position(|a| a.status == AttemptStatus::Lost)
+            {
+                self.attempts.remove(i);
+            } else if let Some(i) = self
+                .attempts
+                .iter()
+                .position(|a| a.iteration.is_some() && a.iteration < current)
             {
                 self.attempts.remove(i);
             } else {
@@ -479,6 +497,9 @@ pub struct StepSummary {
     pub duration_ms: Option<u64>,
     /// Why it was skipped, failed or rejected.
     pub reason: Option<String>,
+    /// Of a `repeat` step: how many iterations were asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u32>,
 }
 
 /// `workflows/<wfRunId>/summary.json`.
@@ -532,6 +553,7 @@ impl StepSummary {
                 .reason
                 .as_deref()
                 .map(|r| cut(r, SUMMARY_REASON_KEPT).into_owned()),
+            iterations: r.iterations(),
         }
     }
 }
@@ -551,6 +573,7 @@ pub(crate) fn largest_step_record(step: &str, longest_agent: usize) -> u64 {
         // Plain letters serialize as they are: their bytes are added
         // below rather than written out (this runs before every run).
         detail: Some(String::new()),
+        iteration: Some(u32::MAX),
     };
     let mut rec = StepRecord::new(step);
     rec.status = StepStatus::AwaitingApproval;
@@ -593,6 +616,7 @@ pub(crate) fn largest_summary(s: &RunSummary, longest_agent: usize, output_limit
         attempts: u32::MAX,
         duration_ms: Some(u64::MAX),
         reason: Some("x".repeat(SUMMARY_REASON_KEPT)),
+        iterations: Some(u32::MAX),
     };
     let mut bare = RunSummary {
         schema: s.schema,
@@ -827,6 +851,7 @@ mod tests {
             st.attempts = u32::MAX;
             st.duration_ms = Some(u64::MAX);
             st.reason = Some("x".repeat(SUMMARY_REASON_KEPT));
+            st.iterations = Some(u32::MAX);
         }
         wide.status = RunStatus::CompletedWithFailures;
         wide.started = jiff::Timestamp::MAX;
@@ -844,6 +869,7 @@ mod tests {
             attempts: 0,
             duration_ms: None,
             reason: None,
+            iterations: None,
         };
         let mut s = RunSummary {
             schema: 1,
@@ -892,6 +918,7 @@ mod tests {
                 finished: Some(ts),
                 timeout_ms: u64::MAX,
                 detail: Some(wide(DETAIL_KEPT)),
+                iteration: Some(u32::MAX),
             };
             let mut rec = StepRecord::new(step);
             rec.status = StepStatus::AwaitingApproval;

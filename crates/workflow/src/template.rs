@@ -3,9 +3,12 @@
 //! A template is parsed once, at load time, into literal text and
 //! references: `{{ inputs.X }}`, `{{ steps.ID.FIELD }}` (FIELD one of
 //! `result`, `status`, `confidence`, `notes`, `artifacts`) and
-//! `{{ run.id }}`; spaces inside the braces are optional. There is no
-//! escape: every `{{` opens a reference. Rendering fails on a missing value
-//! rather than printing an empty string.
+//! `{{ run.id }}`; in the task of a step with `repeat`, also
+//! `{{ previous.result }}`, `{{ previous.reason }}`, `{{ previous.status }}`
+//! and `{{ previous.confidence }}`: the iteration before this one, empty on
+//! the first. Spaces inside the braces are optional. There is no escape:
+//! every `{{` opens a reference. Rendering fails on a missing value rather
+//! than printing an empty string (`previous` aside).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -68,6 +71,52 @@ pub enum Ref {
     },
     /// `{{ run.id }}`: the workflow run id.
     RunId,
+    /// `{{ previous.FIELD }}`: the last iteration of a `repeat` step (empty
+    /// on the first).
+    Previous(PreviousField),
+}
+
+/// What `{{ previous.FIELD }}` reads of the iteration before this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PreviousField {
+    /// Its handoff's `result`.
+    Result,
+    /// Why it was not good enough: the `until` condition and what came.
+    Reason,
+    /// Its handoff's status.
+    Status,
+    /// Its handoff's confidence (`unstated` when it had none).
+    Confidence,
+}
+
+impl PreviousField {
+    /// Every field, in the order error messages list them.
+    pub const ALL: [PreviousField; 4] = [
+        PreviousField::Result,
+        PreviousField::Reason,
+        PreviousField::Status,
+        PreviousField::Confidence,
+    ];
+
+    /// The name used in templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreviousField::Result => "result",
+            PreviousField::Reason => "reason",
+            PreviousField::Status => "status",
+            PreviousField::Confidence => "confidence",
+        }
+    }
+}
+
+/// The iteration before this one of a `repeat` step, as
+/// `{{ previous.FIELD }}` reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Previous {
+    /// What it produced.
+    pub output: StepOutput,
+    /// Why another iteration was asked for.
+    pub reason: String,
 }
 
 impl fmt::Display for Ref {
@@ -76,6 +125,7 @@ impl fmt::Display for Ref {
             Ref::Input(name) => write!(f, "inputs.{name}"),
             Ref::Step { id, field } => write!(f, "steps.{id}.{}", field.as_str()),
             Ref::RunId => f.write_str("run.id"),
+            Ref::Previous(field) => write!(f, "previous.{}", field.as_str()),
         }
     }
 }
@@ -150,6 +200,10 @@ pub trait RenderContext {
     fn step(&self, id: &str) -> Option<&StepOutput>;
     /// The workflow run id.
     fn run_id(&self) -> Option<&str>;
+    /// The iteration before this one, for a `repeat` step past its first.
+    fn previous(&self) -> Option<&Previous> {
+        None
+    }
 }
 
 /// A plain [`RenderContext`] built from maps.
@@ -161,6 +215,8 @@ pub struct Context {
     pub steps: std::collections::BTreeMap<String, StepOutput>,
     /// The run id, once there is one.
     pub run_id: Option<String>,
+    /// The iteration before this one of a `repeat` step.
+    pub previous: Option<Previous>,
 }
 
 impl RenderContext for Context {
@@ -172,6 +228,9 @@ impl RenderContext for Context {
     }
     fn run_id(&self) -> Option<&str> {
         self.run_id.as_deref()
+    }
+    fn previous(&self) -> Option<&Previous> {
+        self.previous.as_ref()
     }
 }
 
@@ -200,11 +259,25 @@ pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
             "`{expr}` is not a reference: write `steps.ID.FIELD`"
         )),
         ["run", "id"] => Ok(Ref::RunId),
+        ["previous", field] => PreviousField::ALL
+            .into_iter()
+            .find(|f| f.as_str() == *field)
+            .map(Ref::Previous)
+            .ok_or_else(|| {
+                format!(
+                    "unknown field `{field}` in `{expr}`: expected one of {}",
+                    PreviousField::ALL
+                        .iter()
+                        .map(|f| format!("`{}`", f.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }),
         ["run", ..] => Err(format!(
             "`{expr}` is not a reference: the only run field is `run.id`"
         )),
         _ => Err(format!(
-            "unknown reference `{expr}`: references start with `inputs.`, `steps.` or `run.`"
+            "unknown reference `{expr}`: references start with `inputs.`, `steps.`, `run.` or `previous.`"
         )),
     }
 }
@@ -398,6 +471,19 @@ pub(crate) fn lookup<'a>(r: &Ref, ctx: &'a dyn RenderContext) -> Result<Cow<'a, 
     match r {
         Ref::Input(name) => ctx.input(name).map(Cow::Borrowed).ok_or_else(missing),
         Ref::RunId => ctx.run_id().map(Cow::Borrowed).ok_or_else(missing),
+        // Empty on a repeat step's first iteration (validation keeps
+        // `previous` to the tasks of repeat steps).
+        Ref::Previous(field) => Ok(match ctx.previous() {
+            None => Cow::Borrowed(""),
+            Some(p) => match field {
+                PreviousField::Result => Cow::Borrowed(p.output.result.as_str()),
+                PreviousField::Reason => Cow::Borrowed(p.reason.as_str()),
+                PreviousField::Status => Cow::Borrowed(p.output.status.as_str()),
+                PreviousField::Confidence => {
+                    Cow::Borrowed(p.output.confidence.map_or("unstated", Confidence::as_str))
+                }
+            },
+        }),
         Ref::Step { id, field } => {
             let out = ctx.step(id).ok_or_else(|| {
                 RenderError::Missing(format!("`{r}` has no value: step `{id}` has not finished"))

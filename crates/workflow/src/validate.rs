@@ -9,8 +9,8 @@ use orch_delegate::orch_acl::Policy;
 use crate::condition::Condition;
 use crate::error::{ErrorKind, WorkflowError};
 use crate::model::{
-    Gate, InputSpec, MAX_RETRIES, MAX_TIMEOUT, OnFailure, RawStep, RawWorkflow, RouteMode, Step,
-    StepDefaults, Target, Workflow,
+    Gate, InputSpec, MAX_REPEAT, MAX_RETRIES, MAX_TIMEOUT, OnFailure, RawRepeat, RawStep,
+    RawWorkflow, Repeat, RouteMode, Step, StepDefaults, Target, Workflow,
 };
 use crate::plan::{Plan, arrows};
 use crate::source::SourceMap;
@@ -224,9 +224,16 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
         None => None,
         Some(text) => {
             let t = parse_template(text, "output", &source)?;
-            check_refs(&t, "output", text, &index, &inputs, &source, |_, _, _| {
-                Ok(())
-            })?;
+            check_refs(
+                &t,
+                "output",
+                text,
+                &index,
+                &inputs,
+                &source,
+                false,
+                |_, _, _| Ok(()),
+            )?;
             Some(t)
         }
     };
@@ -326,6 +333,7 @@ fn parse_template(text: &str, path: &str, source: &SourceMap) -> Result<Template
 
 /// Checks every reference of `t` against the steps and inputs, and hands
 /// each step reference (index, offset, len) to `on_step`.
+#[allow(clippy::too_many_arguments)]
 fn check_refs(
     t: &Template,
     path: &str,
@@ -333,6 +341,7 @@ fn check_refs(
     index: &BTreeMap<&str, usize>,
     inputs: &BTreeMap<String, InputSpec>,
     source: &SourceMap,
+    previous_ok: bool,
     mut on_step: impl FnMut(usize, usize, usize) -> Result<(), WorkflowError>,
 ) -> Result<(), WorkflowError> {
     for (r, offset, len) in t.refs_with_offsets() {
@@ -363,6 +372,16 @@ fn check_refs(
                     ));
                 }
             },
+            Ref::Previous(_) if !previous_ok => {
+                return Err(source.error_at(
+                    ErrorKind::Template,
+                    path,
+                    at(),
+                    format!(
+                        "`{{{{ {r} }}}}` reads the iteration before this one: only the task of a step with `repeat` has one"
+                    ),
+                ));
+            }
             _ => {}
         }
     }
@@ -462,6 +481,7 @@ fn build_step(
         index,
         inputs,
         source,
+        rs.repeat.is_some(),
         |j, offset, len| {
             add(
                 j,
@@ -524,6 +544,11 @@ fn build_step(
         }
     };
 
+    let repeat = match &rs.repeat {
+        None => None,
+        Some(r) => Some(build_repeat(id, &at("repeat"), r, inputs, source)?),
+    };
+
     let gate = rs.gate.as_ref().map(|g| Gate {
         status: g.status.clone(),
         min_confidence: g.min_confidence,
@@ -558,10 +583,81 @@ fn build_step(
             gate,
             on_failure: rs.on_failure,
             context: rs.context.clone(),
+            repeat,
         },
         deps,
         mentions,
     ))
+}
+
+/// Step `id`'s `repeat` (at `path`): `until` in the `when` language,
+/// reading only this step's status and confidence and the inputs; `max`
+/// from 1 to [`MAX_REPEAT`].
+fn build_repeat(
+    id: &str,
+    path: &str,
+    r: &RawRepeat,
+    inputs: &BTreeMap<String, InputSpec>,
+    source: &SourceMap,
+) -> Result<Repeat, WorkflowError> {
+    if !(1..=MAX_REPEAT).contains(&r.max) {
+        return Err(source.error(
+            ErrorKind::Schema,
+            format!("{path}.max"),
+            format!(
+                "`repeat.max` is {}: a step may be asked 1 to {MAX_REPEAT} times",
+                r.max
+            ),
+        ));
+    }
+    let upath = format!("{path}.until");
+    let text = &r.until;
+    let until = Condition::parse_until(text, id).map_err(|e| {
+        let pos = source.locate(&upath, text, e.offset, e.len);
+        source.error_at(
+            ErrorKind::Condition,
+            upath.clone(),
+            pos,
+            format!("bad `repeat.until`: {}", e.message),
+        )
+    })?;
+    let mut refs = Vec::new();
+    until.refs(&mut refs);
+    for r in refs {
+        // Bare `status`/`confidence` (this step) need no position.
+        let piece = r.to_string();
+        let offset = text.find(&piece).unwrap_or(0);
+        let pos = source.locate(&upath, text, offset, piece.len());
+        match &r {
+            Ref::Step { id: sid, .. } if sid != id => {
+                return Err(source.error_at(
+                    ErrorKind::Condition,
+                    upath,
+                    pos,
+                    format!(
+                        "`repeat.until` reads step `{sid}`: it judges this step's own answer (`status`, `confidence`) and the inputs"
+                    ),
+                ));
+            }
+            Ref::Input(name) if !inputs.contains_key(name) => {
+                return Err(source.error_at(
+                    ErrorKind::Condition,
+                    upath,
+                    pos,
+                    format!(
+                        "`repeat.until` reads an unknown input `{name}`{}",
+                        known(inputs.keys())
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(Repeat {
+        until,
+        until_text: text.clone(),
+        max: r.max,
+    })
 }
 
 /// Checks a run request against a loaded workflow: every `agent` is one of

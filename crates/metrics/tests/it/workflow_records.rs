@@ -48,6 +48,7 @@ fn step(status: StepStatus, agent: &str, attempts: u32) -> StepSummary {
         attempts,
         duration_ms: None,
         reason: None,
+        iterations: None,
     }
 }
 
@@ -59,6 +60,7 @@ fn attempt(run: &RunId, step: &str, n: u32, status: AttemptStatus) -> Attempt {
         finished: Some(t0() + SignedDuration::from_secs(30)),
         timeout_ms: 30_000,
         detail: None,
+        iteration: None,
     }
 }
 
@@ -312,4 +314,54 @@ fn records_in_another_shape_are_problems() {
     assert_eq!(wf.statuses.failed, 1);
     assert_eq!(wf.failing_steps[0].failed, 1);
     assert_eq!(wf.failing_steps[0].timed_out, 0);
+}
+
+#[test]
+fn repeat_steps_count_their_iterations_and_iterations_are_not_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (run_id(1), run_id(2));
+    let mut first = summary(&a, RunStatus::Completed, t0());
+    // Three iterations, one of them retried once: 4 delegations.
+    let mut review = step(StepStatus::Completed, "tech-lead", 4);
+    review.iterations = Some(3);
+    first.steps = BTreeMap::from([
+        ("review".to_owned(), review),
+        (
+            "minutes".to_owned(),
+            step(StepStatus::Completed, "secretary", 1),
+        ),
+    ]);
+    let mut second = summary(
+        &b,
+        RunStatus::Completed,
+        t0() + SignedDuration::from_mins(5),
+    );
+    let mut review = step(StepStatus::Failed, "tech-lead", 1);
+    review.iterations = Some(1);
+    second.steps = BTreeMap::from([("review".to_owned(), review)]);
+    put(dir.path(), &[first, second], &[]);
+
+    let report = scan(dir.path(), &options());
+    let [wf] = report.workflows.as_slice() else {
+        panic!("{:#?}", report.workflows)
+    };
+    assert_eq!(
+        wf.repeated_steps,
+        [orch_metrics::RepeatStats {
+            step: "review".to_owned(),
+            runs: 2,
+            iterations: 4,
+        }]
+    );
+    let review = wf
+        .failing_steps
+        .iter()
+        .find(|s| s.step == "review")
+        .unwrap();
+    assert_eq!((review.failed, review.retries), (1, 1), "{review:?}");
+    let prom = orch_metrics::render_prometheus(&report);
+    assert!(
+        prom.contains("orch_workflow_step_iterations_total{workflow=\"review\",step=\"review\"} 4"),
+        "{prom}"
+    );
 }

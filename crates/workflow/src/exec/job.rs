@@ -169,6 +169,21 @@ pub(super) struct Job {
     /// [`REASK_HEADROOM`].
     max_message: Option<u64>,
     cancel: CancellationToken,
+    /// A `repeat` step's loop; `None` for every other step.
+    repeat: Option<Repeating>,
+}
+
+/// What a `repeat` step's job needs to ask again.
+struct Repeating {
+    spec: crate::model::Repeat,
+    task: crate::template::Template,
+    /// Its dependencies' outputs and the inputs; `previous` set per
+    /// iteration.
+    ctx: Context,
+    /// The largest task its agent takes.
+    limit: u64,
+    /// The iteration the next delegation belongs to (from 1).
+    iteration: u32,
 }
 
 impl Job {
@@ -213,7 +228,31 @@ impl Job {
             transport: transport_name,
             max_message,
             cancel: scope.cancel.clone(),
+            repeat: None,
         }
+    }
+
+    /// A `repeat` step: its later iterations are rendered from `step`'s
+    /// task in `ctx` (its dependencies' outputs), with the last iteration
+    /// as `previous`. On resume the iteration goes on from the record.
+    pub(super) fn render_with(&mut self, step: &Step, ctx: Context) {
+        let Some(spec) = step.repeat.clone() else {
+            return;
+        };
+        let limit = match &self.rec.agent {
+            Some(a) => budgets(&self.delegator, &self.wf_run, step, &self.caller)
+                .iter()
+                .find(|b| &b.agent == a)
+                .map_or(orch_delegate::DEFAULT_MAX_TASK_BYTES, Budget::task),
+            None => orch_delegate::DEFAULT_MAX_TASK_BYTES,
+        };
+        self.repeat = Some(Repeating {
+            spec,
+            task: step.task.clone(),
+            ctx,
+            limit,
+            iteration: self.rec.iterations().unwrap_or(1),
+        });
     }
 }
 
@@ -268,10 +307,10 @@ impl Job {
         if self.reawait {
             last = self.reawait_last().await;
         }
-        let tries_made = |rec: &StepRecord| {
+        let tries_made = |rec: &StepRecord, iteration: Option<u32>| {
             rec.attempts
                 .iter()
-                .filter(|a| a.status != AttemptStatus::Lost)
+                .filter(|a| a.status != AttemptStatus::Lost && a.iteration == iteration)
                 .count() as u64
         };
         let mut context: Option<Option<String>> = None;
@@ -279,7 +318,7 @@ impl Job {
             let tried = match last.take() {
                 Some(t) => t,
                 None => {
-                    let n = tries_made(&self.rec);
+                    let n = tries_made(&self.rec, self.iteration());
                     if n > 0 {
                         let delay = self.retry_base.saturating_mul(1u32 << (n - 1).min(16));
                         self.emit(ProgressEvent::Retrying {
@@ -309,17 +348,26 @@ impl Job {
                             }
                         });
                     }
+                    if let Err(detail) = self.render_iteration().await {
+                        self.rec.status = StepStatus::Failed;
+                        self.rec.reason = Some(detail);
+                        self.rec.finished = Some(jiff::Timestamp::now());
+                        return self.done(false);
+                    }
                     self.attempt(context.clone().flatten()).await
                 }
             };
             match tried {
                 Tried::Cancelled => return self.done(true),
                 Tried::Answer(h) => {
+                    if self.ask_again(&h) {
+                        continue;
+                    }
                     self.judge(*h);
                     return self.done(false);
                 }
                 Tried::Failed { detail, retry } => {
-                    if retry && tries_made(&self.rec) <= u64::from(self.retries) {
+                    if retry && tries_made(&self.rec, self.iteration()) <= u64::from(self.retries) {
                         continue;
                     }
                     self.rec.status = StepStatus::Failed;
@@ -328,6 +376,139 @@ impl Job {
                     return self.done(false);
                 }
             }
+        }
+    }
+
+    /// The iteration the next delegation belongs to, for a `repeat` step.
+    fn iteration(&self) -> Option<u32> {
+        self.repeat.as_ref().map(|r| r.iteration)
+    }
+
+    /// A `repeat` step's answer `h` (of its current iteration): if `until`
+    /// is false of it and iterations are left, the next iteration is set
+    /// up (`previous` is `h`, the task rendered again when it is sent) and
+    /// `true` is returned. At `max`, the last answer stands and goes to the
+    /// gate; its attempt says that `until` never held.
+    fn ask_again(&mut self, h: &Handoff) -> bool {
+        let Some(r) = &mut self.repeat else {
+            return false;
+        };
+        let output = crate::template::StepOutput::from_handoff(h);
+        let mut ctx = Context {
+            previous: None,
+            ..r.ctx.clone()
+        };
+        ctx.steps.insert(self.rec.step.clone(), output.clone());
+        let (good, why) = match r.spec.until.eval(&ctx) {
+            Ok(true) => (true, None),
+            Ok(false) => (
+                false,
+                Some(format!(
+                    "`{}` is false: status {}, confidence {}",
+                    r.spec.until_text,
+                    h.status.as_str(),
+                    h.confidence.map_or("unstated", Confidence::as_str)
+                )),
+            ),
+            Err(e) => (false, Some(format!("`{}`: {e}", r.spec.until_text))),
+        };
+        if good {
+            return false;
+        }
+        let reason = why.unwrap_or_default();
+        if r.iteration >= r.spec.max {
+            let note = format!(
+                "until {reason}, after {} iterations (the most `repeat.max` allows)",
+                r.spec.max
+            );
+            if let Some(a) = self.rec.attempts.last_mut() {
+                a.detail = Some(note);
+            }
+            return false;
+        }
+        if let Some(a) = self.rec.attempts.last_mut() {
+            a.detail = Some(format!("until {reason}: asked again"));
+        }
+        r.iteration += 1;
+        r.ctx.previous = Some(crate::template::Previous {
+            output,
+            reason: format!("until {reason}"),
+        });
+        let (iteration, max) = (r.iteration, r.spec.max);
+        self.rec.rendered_task = None;
+        self.emit(ProgressEvent::Repeating {
+            step: self.rec.step.clone(),
+            iteration,
+            max,
+            reason,
+        });
+        true
+    }
+
+    /// Before a `repeat` step's iteration past the first is sent: its task,
+    /// rendered with the iteration before it as `previous`. On resume that
+    /// answer is read back from the store (the last attempt of the
+    /// iteration before that answered). `Err`: why nothing can be sent.
+    async fn render_iteration(&mut self) -> Result<(), String> {
+        let Some(r) = &self.repeat else {
+            return Ok(());
+        };
+        if r.iteration <= 1 || (self.rec.rendered_task.is_some() && self.rec.has_whole_task()) {
+            return Ok(());
+        }
+        if r.ctx.previous.is_none() {
+            let before = r.iteration - 1;
+            let answered = self.rec.attempts.iter().rev().find(|a| {
+                a.iteration == Some(before)
+                    && matches!(
+                        a.status,
+                        AttemptStatus::Complete | AttemptStatus::Partial | AttemptStatus::Blocked
+                    )
+            });
+            let Some(a) = answered else {
+                return Err(format!(
+                    "iteration {before}'s answer is not in the record: iteration {} cannot be rendered",
+                    r.iteration
+                ));
+            };
+            let key = HandoffKey::top(a.run_id.clone());
+            let reason = a
+                .detail
+                .as_deref()
+                .and_then(|d| d.strip_suffix(": asked again"))
+                .unwrap_or("until was false")
+                .to_owned();
+            let h = match self.store.get(&key).await {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    return Err(format!(
+                        "iteration {before}'s handoff ({}) is gone from the store",
+                        a.run_id
+                    ));
+                }
+                Err(e) => return Err(format!("iteration {before}'s handoff: {e}")),
+            };
+            if let Some(r) = &mut self.repeat {
+                r.ctx.previous = Some(crate::template::Previous {
+                    output: crate::template::StepOutput::from_handoff(&h),
+                    reason,
+                });
+            }
+        }
+        let Some(r) = &self.repeat else {
+            return Ok(());
+        };
+        match r.task.render_within(&r.ctx, r.limit) {
+            Ok(task) => {
+                self.rec.set_rendered_task(task);
+                Ok(())
+            }
+            Err(RenderError::TooLarge(e)) => Err(format!(
+                "iteration {}'s task is too large for `{}`: {e}",
+                r.iteration,
+                self.rec.agent.as_deref().unwrap_or("its agent")
+            )),
+            Err(e) => Err(format!("iteration {}'s task: {e}", r.iteration)),
         }
     }
 
@@ -506,6 +687,7 @@ impl Job {
             finished: None,
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
             detail: None,
+            iteration: self.iteration(),
         });
         self.rec.delegation_run_id = Some(run_id.clone());
         self.rec.status = StepStatus::Running;
@@ -538,6 +720,7 @@ impl Job {
             finished: None,
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
             detail: None,
+            iteration: self.iteration(),
         });
         self.rec.delegation_run_id = Some(run_id.clone());
         self.rec.status = StepStatus::Running;

@@ -197,6 +197,18 @@ pub enum ProgressEvent {
         /// The backoff.
         delay: Duration,
     },
+    /// A `repeat` step's answer was not good enough: the next iteration is
+    /// sent (a new delegation, with the last answer in its task).
+    Repeating {
+        /// The step.
+        step: String,
+        /// The iteration that follows (2 for the second).
+        iteration: u32,
+        /// The most the step may have.
+        max: u32,
+        /// Why: the `until` condition and what came.
+        reason: String,
+    },
     /// The step ended (completed, failed or rejected).
     Finished {
         /// The step.

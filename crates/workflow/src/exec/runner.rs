@@ -441,6 +441,7 @@ impl Runner<'_> {
                 })
                 .collect(),
             run_id: Some(self.summary.run_id.as_str().to_owned()),
+            previous: None,
         }
     }
 
@@ -465,6 +466,7 @@ impl Runner<'_> {
             inputs: self.summary.inputs.clone(),
             steps,
             run_id: Some(self.summary.run_id.as_str().to_owned()),
+            previous: None,
         }
     }
 
@@ -671,7 +673,11 @@ impl Runner<'_> {
         let (Some(step), Some(rec)) = (self.wf.step(id), self.recs.get(id)) else {
             return;
         };
-        let job = Job::new(&self.scope(), step, rec, reawait);
+        let mut job = Job::new(&self.scope(), step, rec, reawait);
+        if step.repeat.is_some() {
+            // Its next iterations are rendered with the last one's answer.
+            job.render_with(step, self.context_for(p));
+        }
         let tx = self.tx.clone();
         let store = Arc::clone(&self.exec.store);
         let wf_run = self.summary.run_id.clone();

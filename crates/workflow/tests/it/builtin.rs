@@ -22,11 +22,20 @@ fn every_builtin_loads_and_passes_the_run_checks_for_manager() {
     let names: Vec<_> = builtin_names().collect();
     assert_eq!(
         names,
-        ["design-review", "material-trade-study", "quick-research"]
+        [
+            "design-review",
+            "design-review-until-confident",
+            "material-trade-study",
+            "quick-research"
+        ]
     );
     let given = [
         (
             "design-review",
+            inputs(&[("design", "Primary mirror mount, rev C")]),
+        ),
+        (
+            "design-review-until-confident",
             inputs(&[("design", "Primary mirror mount, rev C")]),
         ),
         (
@@ -46,6 +55,24 @@ fn every_builtin_loads_and_passes_the_run_checks_for_manager() {
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
     assert!(builtin("nope").is_none());
+}
+
+#[test]
+fn design_review_until_confident_repeats_its_review() {
+    let wf = load(
+        builtin("design-review-until-confident").unwrap(),
+        "builtin:design-review-until-confident",
+    )
+    .unwrap();
+    assert_eq!(wf.plan().order(), ["review", "sign-off"]);
+    let review = wf.step("review").unwrap();
+    let repeat = review.repeat.as_ref().unwrap();
+    assert_eq!(repeat.max, 3);
+    assert_eq!(
+        repeat.until_text,
+        "status == complete and confidence >= high"
+    );
+    assert!(wf.step("sign-off").unwrap().repeat.is_none());
 }
 
 #[test]
@@ -92,6 +119,7 @@ fn material_trade_study_plan_gate_and_defaults() {
         ]
         .into(),
         run_id: Some("wf-test".into()),
+        previous: None,
     };
     let task = wf.step("audit").unwrap().task.render(&ctx).unwrap();
     assert!(task.contains("Requirements: CTE < 0.01 ppm/K"));

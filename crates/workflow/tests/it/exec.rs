@@ -221,6 +221,9 @@ impl Progress for Log {
             ProgressEvent::Retrying { step, .. } => format!("retry:{step}"),
             ProgressEvent::Reawaiting { step, .. } => format!("reawait:{step}"),
             ProgressEvent::Lost { step, .. } => format!("lost:{step}"),
+            ProgressEvent::Repeating {
+                step, iteration, ..
+            } => format!("repeat:{step}:{iteration}"),
         };
         self.0.lock().unwrap().push(s);
     }
@@ -1631,4 +1634,217 @@ steps:
         reason(&done, "h"),
         "timed out (recorded in the ledger by the process that sent it)"
     );
+}
+
+// ---------------------------------------------------------------------------
+// `repeat`.
+
+/// `r` answers low confidence while its task says `[c=low]`; from the
+/// second iteration on, `{{ previous.confidence }}` spoils the marker and
+/// the fake answers high.
+const REPEAT: &str = r#"
+name: rep
+steps:
+  - { id: a, agent: webster, task: "[id=a]" }
+  - id: r
+    agent: tech-lead
+    task: "[id=r] [c=low{{ previous.confidence }}] on {{ steps.a.result }}; last: {{ previous.result }} / {{ previous.reason }}"
+    repeat: { until: "confidence >= high and status == complete", max: 3 }
+  - { id: z, agent: auditor, task: "[id=z] {{ steps.r.confidence }}" }
+"#;
+
+#[tokio::test]
+async fn repeat_asks_again_with_the_last_answer_until_good_enough() {
+    let rig = rig();
+    let s = rig.run(REPEAT).await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert_eq!(rig.fake.count("r"), 2, "asked twice");
+    assert_eq!(s.steps["r"].iterations, Some(2));
+    assert_eq!(s.steps["r"].attempts, 2);
+    assert_eq!(s.steps["a"].iterations, None, "not a repeat step");
+    let r = read_step(&*rig.store, &s.run_id, "r")
+        .await
+        .unwrap()
+        .unwrap();
+    let tried: Vec<(String, Option<u32>)> = r
+        .attempts
+        .iter()
+        .map(|a| (a.run_id.to_string(), a.iteration))
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            (attempt_run_id(&s.run_id, "r", 1).to_string(), Some(1)),
+            (attempt_run_id(&s.run_id, "r", 2).to_string(), Some(2)),
+        ],
+        "each iteration is its own delegation"
+    );
+    let why = "until `confidence >= high and status == complete` is false: status complete, confidence low";
+    assert_eq!(
+        r.attempts[0].detail.as_deref(),
+        Some(format!("{why}: asked again").as_str())
+    );
+    // The second iteration's task reads the first's answer (the record
+    // keeps the task last sent).
+    assert_eq!(
+        r.rendered_task.as_deref(),
+        Some(format!("[id=r] [c=lowlow] on result of a; last: result of r / {why}").as_str())
+    );
+    assert_eq!(
+        r.handoff.as_ref().unwrap().confidence,
+        Some(Confidence::High)
+    );
+    // The step's outcome is its last iteration's.
+    assert!(rig.fake.last("z").1.contains("[id=z] high"));
+    assert!(rig.log.pos("repeat:r:2") > rig.log.pos("start:r"));
+    assert!(rig.log.pos("repeat:r:2") < rig.log.pos("end:r"));
+}
+
+#[tokio::test]
+async fn repeat_renders_previous_empty_on_the_first_iteration() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: rep1
+steps:
+  - id: r
+    agent: tech-lead
+    task: "[id=r] <{{ previous.result }}|{{ previous.reason }}|{{ previous.status }}|{{ previous.confidence }}>"
+    repeat: { until: "status == complete", max: 3 }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Completed);
+    assert_eq!(rig.fake.count("r"), 1, "good enough at once");
+    assert_eq!(s.steps["r"].iterations, Some(1));
+    assert!(rig.fake.last("r").1.contains("[id=r] <|||>"));
+}
+
+#[tokio::test]
+async fn repeat_stops_at_max_and_the_last_answer_goes_to_the_gate() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: repmax
+steps:
+  - id: r
+    agent: tech-lead
+    task: "[id=r] [c=low] {{ previous.result }}"
+    repeat: { until: "confidence >= high", max: 2 }
+  - id: g
+    agent: tech-lead
+    task: "[id=g] [c=low] {{ previous.result }}"
+    repeat: { until: "confidence >= high", max: 2 }
+    gate: { min_confidence: medium }
+    on_failure: continue
+"#,
+        )
+        .await;
+    assert_eq!(rig.fake.count("r"), 2, "at most `max`");
+    assert_eq!(rig.fake.count("g"), 2);
+    // No gate: the last answer stands.
+    assert_eq!(status(&s, "r"), StepStatus::Completed);
+    let r = read_step(&*rig.store, &s.run_id, "r")
+        .await
+        .unwrap()
+        .unwrap();
+    let last = r.attempts.last().unwrap().detail.clone().unwrap();
+    assert!(last.contains("after 2 iterations"), "{last}");
+    // A gate judges the last answer as it would any.
+    assert_eq!(status(&s, "g"), StepStatus::Failed);
+    assert!(
+        reason(&s, "g").contains("confidence"),
+        "{}",
+        reason(&s, "g")
+    );
+    assert_eq!(s.status, RunStatus::CompletedWithFailures);
+}
+
+#[tokio::test]
+async fn retries_are_counted_per_iteration() {
+    let rig = rig();
+    let s = rig
+        .run(
+            r#"
+name: reptry
+steps:
+  - id: r
+    agent: tech-lead
+    retries: 1
+    task: "[id=r] [failfirst=1] [c=low{{ previous.status }}]"
+    repeat: { until: "confidence >= high", max: 3 }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Completed);
+    let r = read_step(&*rig.store, &s.run_id, "r")
+        .await
+        .unwrap()
+        .unwrap();
+    let tried: Vec<(&str, Option<u32>)> = r
+        .attempts
+        .iter()
+        .map(|a| (a.status.as_str(), a.iteration))
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            ("failed", Some(1)),
+            ("complete", Some(1)),
+            ("complete", Some(2))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn resume_of_a_repeat_step_sends_no_iteration_twice() {
+    // With the step records as written, and the worst case: none lands.
+    for forget in [false, true] {
+        resume_of_a_repeat_step(forget).await;
+    }
+}
+
+async fn resume_of_a_repeat_step(forget: bool) {
+    let rig = rig();
+    // The second iteration's delegation dies with the process (its
+    // transport does not outlive it).
+    rig.forgetful.forget_steps.store(forget, Ordering::SeqCst);
+    rig.fake.dies_with_sender.store(true, Ordering::SeqCst);
+    let yaml = REPEAT.replace("[id=r]", "[id=r] [hangnth=2]");
+    let run_id = rig.run_until_hung(&yaml, "wf-rep-crash").await;
+    rig.forgetful.forget_steps.store(false, Ordering::SeqCst);
+    assert_eq!(rig.fake.count("r"), 2);
+
+    let done = rig
+        .exec()
+        .resume(&run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    // Iteration 1 answered before the crash: kept or re-derived, never
+    // sent again; iteration 2 died with its sender: sent once more, as
+    // delegation 3, with iteration 1's answer in its task.
+    assert_eq!((rig.fake.count("a"), rig.fake.count("r")), (1, 3));
+    let r = read_step(&*rig.store, &run_id, "r").await.unwrap().unwrap();
+    let tried: Vec<(&str, Option<u32>)> = r
+        .attempts
+        .iter()
+        .map(|a| (a.status.as_str(), a.iteration))
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            ("complete", Some(1)),
+            ("lost", Some(2)),
+            ("complete", Some(2))
+        ]
+    );
+    let sent = rig.fake.last("r").1;
+    assert!(
+        sent.contains("[c=lowlow] on result of a; last: result of r / until `confidence"),
+        "forget {forget}: {sent}"
+    );
+    assert_eq!(done.steps["r"].iterations, Some(2));
 }

@@ -602,6 +602,7 @@ fn templates_parse_and_render_within_their_limit() {
             inputs,
             steps,
             run_id,
+            previous: None,
         });
     check(
         "templates_parse_and_render_within_their_limit",

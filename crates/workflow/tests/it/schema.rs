@@ -79,6 +79,7 @@ fn a_summary_uses_the_run_schema_keys() {
                 attempts: 1,
                 duration_ms: Some(5),
                 reason: None,
+                iterations: None,
             },
         )]
         .into(),

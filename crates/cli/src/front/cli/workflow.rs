@@ -174,6 +174,9 @@ fn mermaid(wf: &Workflow) -> String {
         if step.when.is_some() {
             label.push_str("<br/>when");
         }
+        if let Some(r) = &step.repeat {
+            label.push_str(&format!("<br/>↻ until good, ≤{}", r.max));
+        }
         s.push_str(&format!("  {}[\"{}\"]\n", step.id, label.replace('"', "'")));
     }
     for (from, to) in wf.plan().edges() {
@@ -230,6 +233,13 @@ fn describe(wf: &Workflow, origin: &str) -> String {
                 parts.push("human approval".to_owned());
             }
             line.push_str(&format!("  gate: {}", parts.join(", ")));
+        }
+        if let Some(r) = &step.repeat {
+            line.push_str(&format!(
+                "  repeat: until {}, ≤{}",
+                out::one_line(&r.until_text),
+                r.max
+            ));
         }
         s.push_str(&line);
         s.push('\n');

@@ -255,11 +255,20 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
         .map(|st| width(&agent(st)))
         .max()
         .unwrap_or(1);
-    let attempts = |n: u32| format!("{n} attempt{}", if n == 1 { "" } else { "s" });
+    let plural = |n: u32, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    // A repeat step says how many iterations its attempts made.
+    let attempts = |st: &orch_workflow::StepSummary| match st.iterations {
+        Some(i) => format!(
+            "{} ({})",
+            plural(st.attempts, "attempt"),
+            plural(i, "iteration")
+        ),
+        None => plural(st.attempts, "attempt"),
+    };
     let w_attempts = s
         .steps
         .values()
-        .map(|st| attempts(st.attempts).len())
+        .map(|st| attempts(st).len())
         .max()
         .unwrap_or(0);
     for id in &order {
@@ -268,7 +277,7 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
             "  {id:<w_step$}  {:<17}  {:<w_agent$}  {:<w_attempts$}  {:>7}{}\n",
             word(st.status),
             agent(st),
-            attempts(st.attempts),
+            attempts(st),
             secs(st.duration_ms),
             st.reason
                 .as_deref()
@@ -461,7 +470,9 @@ impl Progress for Bars {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar.set_message(text);
             }
-            ProgressEvent::Retrying { .. } | ProgressEvent::Lost { .. } => bar.set_message(text),
+            ProgressEvent::Retrying { .. }
+            | ProgressEvent::Lost { .. }
+            | ProgressEvent::Repeating { .. } => bar.set_message(text),
         });
     }
 }
@@ -487,6 +498,18 @@ fn event_text(e: &ProgressEvent) -> (&str, String) {
             format!(
                 "retrying in {} (attempt {attempt})",
                 format_duration(*delay)
+            ),
+        ),
+        ProgressEvent::Repeating {
+            step,
+            iteration,
+            max,
+            reason,
+        } => (
+            step,
+            format!(
+                "asked again (iteration {iteration} of at most {max}): until {}",
+                out::one_line(reason)
             ),
         ),
         ProgressEvent::Finished {
@@ -698,6 +721,13 @@ fn render_preview_step(text: &mut String, step: &PreviewStep) {
     if let Some((channel, messages)) = &step.context {
         text.push_str(&format!(
             "  context: the last {messages} messages of {channel} (fetched at run time)\n"
+        ));
+    }
+    if let Some(r) = &step.repeat {
+        text.push_str(&format!(
+            "  repeat: until {}, at most {} iterations (`previous` is empty on the first)\n",
+            out::one_line(&r.until),
+            r.max
         ));
     }
     text.push_str("  task:\n");
