@@ -248,11 +248,7 @@ pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
             }),
             None => Err(format!(
                 "unknown step field `{field}` in `{expr}`: expected one of {}",
-                Field::ALL
-                    .iter()
-                    .map(|f| format!("`{}`", f.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                one_of(Field::ALL.iter().map(|f| f.as_str()))
             )),
         },
         ["steps", ..] => Err(format!(
@@ -266,11 +262,7 @@ pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
             .ok_or_else(|| {
                 format!(
                     "unknown field `{field}` in `{expr}`: expected one of {}",
-                    PreviousField::ALL
-                        .iter()
-                        .map(|f| format!("`{}`", f.as_str()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    one_of(PreviousField::ALL.iter().map(|f| f.as_str()))
                 )
             }),
         ["run", ..] => Err(format!(
@@ -280,6 +272,14 @@ pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
             "unknown reference `{expr}`: references start with `inputs.`, `steps.`, `run.` or `previous.`"
         )),
     }
+}
+
+/// `` `a`, `b`, `c` ``: the names a reference may take.
+fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Template {

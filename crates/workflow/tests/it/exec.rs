@@ -1653,6 +1653,19 @@ steps:
   - { id: z, agent: auditor, task: "[id=z] {{ steps.r.confidence }}" }
 "#;
 
+/// How each attempt of `step` ended, with its iteration.
+async fn iterations(
+    store: &dyn HandoffStore,
+    run: &RunId,
+    step: &str,
+) -> Vec<(&'static str, Option<u32>)> {
+    let rec = read_step(store, run, step).await.unwrap().unwrap();
+    rec.attempts
+        .iter()
+        .map(|a| (a.status.as_str(), a.iteration))
+        .collect()
+}
+
 #[tokio::test]
 async fn repeat_asks_again_with_the_last_answer_until_good_enough() {
     let rig = rig();
@@ -1779,17 +1792,8 @@ steps:
         )
         .await;
     assert_eq!(s.status, RunStatus::Completed);
-    let r = read_step(&*rig.store, &s.run_id, "r")
-        .await
-        .unwrap()
-        .unwrap();
-    let tried: Vec<(&str, Option<u32>)> = r
-        .attempts
-        .iter()
-        .map(|a| (a.status.as_str(), a.iteration))
-        .collect();
     assert_eq!(
-        tried,
+        iterations(&*rig.store, &s.run_id, "r").await,
         [
             ("failed", Some(1)),
             ("complete", Some(1)),
@@ -1827,14 +1831,8 @@ async fn resume_of_a_repeat_step(forget: bool) {
     // sent again; iteration 2 died with its sender: sent once more, as
     // delegation 3, with iteration 1's answer in its task.
     assert_eq!((rig.fake.count("a"), rig.fake.count("r")), (1, 3));
-    let r = read_step(&*rig.store, &run_id, "r").await.unwrap().unwrap();
-    let tried: Vec<(&str, Option<u32>)> = r
-        .attempts
-        .iter()
-        .map(|a| (a.status.as_str(), a.iteration))
-        .collect();
     assert_eq!(
-        tried,
+        iterations(&*rig.store, &run_id, "r").await,
         [
             ("complete", Some(1)),
             ("lost", Some(2)),
