@@ -862,6 +862,32 @@ mod tests {
     }
 
     #[test]
+    fn a_repeat_steps_earlier_iterations_are_compacted_oldest_first() {
+        let mut rec = StepRecord::new("review");
+        let attempt = |n: usize, iteration: u32| Attempt {
+            run_id: RunId::new(format!("wf-x.review.{n}")).unwrap(),
+            status: AttemptStatus::Partial,
+            started: jiff::Timestamp::UNIX_EPOCH,
+            finished: None,
+            timeout_ms: 1,
+            detail: None,
+            iteration: Some(iteration),
+        };
+        // 20 iterations of 7 attempts: 140 delegations.
+        for n in 0..140 {
+            rec.push_attempt(attempt(n + 1, u32::try_from(n / 7 + 1).unwrap()));
+        }
+        assert_eq!(rec.attempts.len(), ATTEMPTS_KEPT);
+        assert_eq!(rec.dropped_attempts, 12);
+        assert_eq!(rec.delegations(), 140, "ids keep counting up");
+        // Iteration 1 (7) and the first 5 of iteration 2 went.
+        assert_eq!(rec.attempts[0].run_id.as_str(), "wf-x.review.13");
+        assert_eq!(rec.iterations(), Some(20));
+        let current = rec.attempts.iter().filter(|a| a.iteration == Some(20));
+        assert_eq!(current.count(), 7, "the current iteration's are kept");
+    }
+
+    #[test]
     fn the_largest_summary_adds_up_to_the_whole_serialized() {
         let step = |agent: Option<&str>| StepSummary {
             status: StepStatus::Pending,

@@ -186,6 +186,31 @@ struct Repeating {
     iteration: u32,
 }
 
+impl Repeating {
+    /// Why answer `h` of step `step` is not good enough (`until` is false
+    /// of it, or cannot be judged), or `None` if it is.
+    fn not_good_enough(&self, step: &str, h: &Handoff) -> Option<String> {
+        let mut ctx = Context {
+            previous: None,
+            ..self.ctx.clone()
+        };
+        ctx.steps.insert(
+            step.to_owned(),
+            crate::template::StepOutput::from_handoff(h),
+        );
+        match self.spec.until.eval(&ctx) {
+            Ok(true) => None,
+            Ok(false) => Some(format!(
+                "`{}` is false: status {}, confidence {}",
+                self.spec.until_text,
+                h.status.as_str(),
+                h.confidence.map_or("unstated", Confidence::as_str)
+            )),
+            Err(e) => Some(format!("`{}`: {e}", self.spec.until_text)),
+        }
+    }
+}
+
 impl Job {
     /// The task of `step`, whose record `rec` has its agent and rendered
     /// task. `reawait`: on resume, the last attempt may still answer and is
@@ -390,32 +415,13 @@ impl Job {
     /// `true` is returned. At `max`, the last answer stands and goes to the
     /// gate; its attempt says that `until` never held.
     fn ask_again(&mut self, h: &Handoff) -> bool {
+        let step = self.rec.step.clone();
         let Some(r) = &mut self.repeat else {
             return false;
         };
-        let output = crate::template::StepOutput::from_handoff(h);
-        let mut ctx = Context {
-            previous: None,
-            ..r.ctx.clone()
-        };
-        ctx.steps.insert(self.rec.step.clone(), output.clone());
-        let (good, why) = match r.spec.until.eval(&ctx) {
-            Ok(true) => (true, None),
-            Ok(false) => (
-                false,
-                Some(format!(
-                    "`{}` is false: status {}, confidence {}",
-                    r.spec.until_text,
-                    h.status.as_str(),
-                    h.confidence.map_or("unstated", Confidence::as_str)
-                )),
-            ),
-            Err(e) => (false, Some(format!("`{}`: {e}", r.spec.until_text))),
-        };
-        if good {
+        let Some(reason) = r.not_good_enough(&step, h) else {
             return false;
-        }
-        let reason = why.unwrap_or_default();
+        };
         if r.iteration >= r.spec.max {
             let note = format!(
                 "until {reason}, after {} iterations (the most `repeat.max` allows)",
@@ -431,7 +437,7 @@ impl Job {
         }
         r.iteration += 1;
         r.ctx.previous = Some(crate::template::Previous {
-            output,
+            output: crate::template::StepOutput::from_handoff(h),
             reason: format!("until {reason}"),
         });
         let (iteration, max) = (r.iteration, r.spec.max);
@@ -472,12 +478,6 @@ impl Job {
                 ));
             };
             let key = HandoffKey::top(a.run_id.clone());
-            let reason = a
-                .detail
-                .as_deref()
-                .and_then(|d| d.strip_suffix(": asked again"))
-                .unwrap_or("until was false")
-                .to_owned();
             let h = match self.store.get(&key).await {
                 Ok(Some(h)) => h,
                 Ok(None) => {
@@ -488,10 +488,13 @@ impl Job {
                 }
                 Err(e) => return Err(format!("iteration {before}'s handoff: {e}")),
             };
+            let step = self.rec.step.clone();
             if let Some(r) = &mut self.repeat {
+                // Why it was asked again, judged again as it was then.
+                let reason = r.not_good_enough(&step, &h).unwrap_or_default();
                 r.ctx.previous = Some(crate::template::Previous {
                     output: crate::template::StepOutput::from_handoff(&h),
-                    reason,
+                    reason: format!("until {reason}"),
                 });
             }
         }
