@@ -496,51 +496,29 @@ fn build_step(
         None => None,
         Some(text) => {
             let path = at("when");
-            let c = Condition::parse(text).map_err(|e| {
-                let pos = source.locate(&path, text, e.offset, e.len);
-                source.error_at(
-                    ErrorKind::Condition,
-                    path.clone(),
-                    pos,
-                    format!("bad `when`: {}", e.message),
-                )
-            })?;
-            let mut refs = Vec::new();
-            c.refs(&mut refs);
-            for r in refs {
-                let piece = r.to_string();
-                let offset = text.find(&piece).unwrap_or(0);
-                let pos = source.locate(&path, text, offset, piece.len());
-                match &r {
-                    Ref::Step { id: sid, .. } => match index.get(sid.as_str()) {
-                        Some(&j) => add(j, path.clone(), pos),
-                        None => {
-                            return Err(source.error_at(
-                                ErrorKind::Condition,
-                                path,
-                                pos,
-                                format!(
-                                    "`when` reads an unknown step `{sid}`{}",
-                                    known(index.keys())
-                                ),
-                            ));
-                        }
-                    },
-                    Ref::Input(name) if !inputs.contains_key(name) => {
-                        return Err(source.error_at(
-                            ErrorKind::Condition,
-                            path,
-                            pos,
-                            format!(
-                                "`when` reads an unknown input `{name}`{}",
-                                known(inputs.keys())
-                            ),
-                        ));
+            Some(parse_condition(
+                text,
+                &path,
+                "when",
+                None,
+                inputs,
+                source,
+                |sid, pos| match index.get(sid) {
+                    Some(&j) => {
+                        add(j, path.clone(), pos);
+                        Ok(())
                     }
-                    _ => {}
-                }
-            }
-            Some(c)
+                    None => Err(source.error_at(
+                        ErrorKind::Condition,
+                        path.clone(),
+                        pos,
+                        format!(
+                            "`when` reads an unknown step `{sid}`{}",
+                            known(index.keys())
+                        ),
+                    )),
+                },
+            )?)
         }
     };
 
@@ -590,6 +568,57 @@ fn build_step(
     ))
 }
 
+/// Parses condition `text` at `path` (`what` names it in messages:
+/// `when`, `repeat.until`; `this`: the step whose own `status` and
+/// `confidence` an `until` reads bare), checks the inputs it compares, and
+/// hands each step it reads, with where it is read, to `on_step`.
+fn parse_condition(
+    text: &str,
+    path: &str,
+    what: &str,
+    this: Option<&str>,
+    inputs: &BTreeMap<String, InputSpec>,
+    source: &SourceMap,
+    mut on_step: impl FnMut(&str, (usize, usize)) -> Result<(), WorkflowError>,
+) -> Result<Condition, WorkflowError> {
+    let parsed = match this {
+        Some(id) => Condition::parse_until(text, id),
+        None => Condition::parse(text),
+    };
+    let c = parsed.map_err(|e| {
+        let pos = source.locate(path, text, e.offset, e.len);
+        source.error_at(
+            ErrorKind::Condition,
+            path,
+            pos,
+            format!("bad `{what}`: {}", e.message),
+        )
+    })?;
+    let mut refs = Vec::new();
+    c.refs(&mut refs);
+    for r in refs {
+        let piece = r.to_string();
+        let offset = text.find(&piece).unwrap_or(0);
+        let pos = source.locate(path, text, offset, piece.len());
+        match &r {
+            Ref::Step { id, .. } => on_step(id, pos)?,
+            Ref::Input(name) if !inputs.contains_key(name) => {
+                return Err(source.error_at(
+                    ErrorKind::Condition,
+                    path,
+                    pos,
+                    format!(
+                        "`{what}` reads an unknown input `{name}`{}",
+                        known(inputs.keys())
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
 /// Step `id`'s `repeat` (at `path`): `until` in the `when` language,
 /// reading only this step's status and confidence and the inputs; `max`
 /// from 1 to [`MAX_REPEAT`].
@@ -612,47 +641,27 @@ fn build_repeat(
     }
     let upath = format!("{path}.until");
     let text = &r.until;
-    let until = Condition::parse_until(text, id).map_err(|e| {
-        let pos = source.locate(&upath, text, e.offset, e.len);
-        source.error_at(
-            ErrorKind::Condition,
-            upath.clone(),
-            pos,
-            format!("bad `repeat.until`: {}", e.message),
-        )
-    })?;
-    let mut refs = Vec::new();
-    until.refs(&mut refs);
-    for r in refs {
-        // Bare `status`/`confidence` (this step) need no position.
-        let piece = r.to_string();
-        let offset = text.find(&piece).unwrap_or(0);
-        let pos = source.locate(&upath, text, offset, piece.len());
-        match &r {
-            Ref::Step { id: sid, .. } if sid != id => {
-                return Err(source.error_at(
-                    ErrorKind::Condition,
-                    upath,
-                    pos,
-                    format!(
-                        "`repeat.until` reads step `{sid}`: it judges this step's own answer (`status`, `confidence`) and the inputs"
-                    ),
-                ));
+    let until = parse_condition(
+        text,
+        &upath,
+        "repeat.until",
+        Some(id),
+        inputs,
+        source,
+        |sid, pos| {
+            if sid == id {
+                return Ok(());
             }
-            Ref::Input(name) if !inputs.contains_key(name) => {
-                return Err(source.error_at(
-                    ErrorKind::Condition,
-                    upath,
-                    pos,
-                    format!(
-                        "`repeat.until` reads an unknown input `{name}`{}",
-                        known(inputs.keys())
-                    ),
-                ));
-            }
-            _ => {}
-        }
-    }
+            Err(source.error_at(
+                ErrorKind::Condition,
+                upath.clone(),
+                pos,
+                format!(
+                    "`repeat.until` reads step `{sid}`: it judges this step's own answer (`status`, `confidence`) and the inputs"
+                ),
+            ))
+        },
+    )?;
     Ok(Repeat {
         until,
         until_text: text.clone(),
