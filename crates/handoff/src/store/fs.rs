@@ -241,7 +241,17 @@ struct Inner {
     incomplete_reads: AtomicU64,
     /// The writer of every run's journal (group commit).
     journal: Journal,
+    /// Run directories this store made or found (at most
+    /// [`RUN_DIRS_KEPT`]): a run's later records skip the trip to the
+    /// blocking pool that checking for its directory costs. A directory
+    /// removed under a live run makes that run's next write fail (and
+    /// leaves this set).
+    run_dirs: Mutex<std::collections::HashSet<PathBuf>>,
 }
+
+/// Most run directories [`Inner::run_dirs`] remembers (then it starts
+/// again empty).
+const RUN_DIRS_KEPT: usize = 4096;
 
 impl fmt::Debug for FsStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -286,6 +296,7 @@ impl FsStore {
                 watchers_created: AtomicUsize::new(0),
                 incomplete_reads: AtomicU64::new(0),
                 journal: Journal::start()?,
+                run_dirs: Mutex::default(),
             }),
         })
     }
@@ -592,6 +603,10 @@ impl Handoffs for FsStore {
         self.inner.ensure_watcher()?;
         Ok(Box::new(subscription))
     }
+    async fn prepare_waits(&self) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(&self.inner.root.clone(), move || inner.ensure_watcher()).await
+    }
     async fn quarantine(&self, key: &HandoffKey) -> Result<Option<String>, StoreError> {
         let path = self.path_of(key);
         let moved = blocking(&path.clone(), move || files::quarantine(&path)).await?;
@@ -648,6 +663,35 @@ impl FsStore {
     }
 }
 
+impl FsStore {
+    /// Makes sure the run directory `dir` exists (once per run and store:
+    /// see [`Inner::run_dirs`]); whether this call created it.
+    async fn ensure_run_dir(&self, dir: &Path) -> Result<bool, StoreError> {
+        if self.run_dirs().contains(dir) {
+            return Ok(false);
+        }
+        let run_dir = dir.to_owned();
+        let created = blocking(dir, move || files::ensure_dir(&run_dir)).await?;
+        let mut known = self.run_dirs();
+        if known.len() >= RUN_DIRS_KEPT {
+            known.clear();
+        }
+        known.insert(dir.to_owned());
+        Ok(created)
+    }
+
+    fn forget_run_dir(&self, dir: &Path) {
+        self.run_dirs().remove(dir);
+    }
+
+    fn run_dirs(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
+        self.inner
+            .run_dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Writes a workflow record's view `name` in `dir`: whole (temp file and
 /// rename) but without `fsync`, since the run's journal holds its truth.
 async fn write_view(dir: PathBuf, name: String, bytes: Vec<u8>) -> Result<(), StoreError> {
@@ -667,38 +711,47 @@ impl WorkflowRecords for FsStore {
         value: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let (dir, name, bytes) = self.encode_record(run, record, value)?;
-        let run_dir = dir.clone();
-        let created = blocking(&dir, move || files::ensure_dir(&run_dir)).await?;
+        let created = self.ensure_run_dir(&dir).await?;
         // The journal is the record's durable truth: appended and synced,
-        // with every record that arrived meanwhile, before the view. A new
-        // run's directory is synced into `workflows/` by the same batch,
-        // after the journal's own sync (one flush on a journalling file
-        // system, where the first sync commits the directories too).
+        // with every record that arrived meanwhile. A new run's directory
+        // is synced into `workflows/` by the same batch, after the
+        // journal's own sync (one flush on a journalling file system,
+        // where the first sync commits the directories too). The view is
+        // written meanwhile, without a sync: a view may be ahead of the
+        // journal until the append returns (a crash there leaves a view
+        // that `rebuild_workflow_views` rewrites, or the record of an
+        // answer the agent's durable handoff already holds).
         let journal = dir.join(JOURNAL);
         let new_dir = created.then(|| self.inner.workflows.clone());
-        // The error names the record (`<step>.json`), then the journal.
-        let appended = self
+        let append = self
             .inner
             .journal
-            .append(journal.clone(), &name, value, new_dir)
-            .await
-            .map_err(|e| StoreError::Io {
-                op: "store the record",
-                path: dir.join(&name),
-                source: std::io::Error::other(e.to_string()),
-            });
+            .append(journal.clone(), &name, value, new_dir);
+        let view = write_view(dir.clone(), name.clone(), bytes);
+        let (appended, viewed) = tokio::join!(append, view);
+        // The error names the record (`<step>.json`), then the journal.
         if let Err(e) = appended {
             if created {
                 // The first record of a run failed (a full disk): leave no
-                // empty run directory behind. Only an empty one goes.
+                // run directory behind, only ever removing what this put
+                // made.
+                let _ = std::fs::remove_file(dir.join(&name));
                 if std::fs::metadata(&journal).is_ok_and(|m| m.len() == 0) {
                     let _ = std::fs::remove_file(&journal);
                 }
                 let _ = std::fs::remove_dir(&dir);
             }
-            return Err(e);
+            self.forget_run_dir(&dir);
+            return Err(StoreError::Io {
+                op: "store the record",
+                path: dir.join(&name),
+                source: std::io::Error::other(e.to_string()),
+            });
         }
-        write_view(dir, name, bytes).await
+        if viewed.is_err() {
+            self.forget_run_dir(&dir);
+        }
+        viewed
     }
     async fn put_workflow_view(
         &self,

@@ -8,9 +8,9 @@
 //! `fdatasync` was in flight, writes them, and syncs each journal it
 //! touched once (and, for a journal it created, the run's directory), then
 //! answers every writer of the batch. A record is durable when its batch is
-//! synced; the per-step files beside the journal are views, written after
-//! without `fsync`, and [`rebuild`] makes them agree with the journal again
-//! after a crash.
+//! synced; the per-step files beside the journal are views, written
+//! without `fsync` while the batch syncs, and `rebuild` makes them agree
+//! with the journal again after a crash.
 //!
 //! A crash can leave the last line cut off: a line without its newline, or
 //! one that does not parse, is ignored when it is the last one (it was

@@ -309,6 +309,15 @@ pub trait Handoffs: Send + Sync {
     /// Registers interest in `key` (see [`Subscription`]).
     async fn subscribe(&self, key: &HandoffKey) -> Result<Box<dyn Subscription>, StoreError>;
 
+    /// Starts ahead of time what the first [`subscribe`](Self::subscribe)
+    /// would start (the file store's watcher: a thread and its inotify
+    /// watches), so that a workflow run pays for it while its first
+    /// record is stored, not on its first step's way out. The default
+    /// does nothing; an error here is the one `subscribe` would give.
+    async fn prepare_waits(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Subscribes and waits until `deadline`.
     async fn wait(&self, key: &HandoffKey, deadline: Instant) -> Result<WaitOutcome, StoreError> {
         self.subscribe(key).await?.wait(deadline).await

@@ -1096,3 +1096,28 @@ async fn an_append_after_a_cut_off_line_keeps_the_journal_readable() {
     let text = fs::read_to_string(&journal).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");
 }
+
+/// A store checks for a run's directory once: a directory removed under a
+/// live run makes the run's next write fail, not quietly start a new one.
+#[tokio::test]
+async fn a_run_directory_removed_under_a_live_run_fails_its_next_write() {
+    let (dir, store) = store();
+    let run = id("wf-removed");
+    let step = WorkflowRecord::Step("a".into());
+    store
+        .put_workflow_record(&run, &step, &serde_json::json!({ "n": 1 }))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_workflow_record(&run, &step).await.unwrap(),
+        Some(serde_json::json!({ "n": 1 })),
+        "the view is in place when the put returns"
+    );
+    fs::remove_dir_all(dir.path().join("workflows/wf-removed")).unwrap();
+    assert!(
+        store
+            .put_workflow_record(&run, &step, &serde_json::json!({ "n": 2 }))
+            .await
+            .is_err()
+    );
+}

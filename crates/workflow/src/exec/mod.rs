@@ -449,8 +449,14 @@ impl Executor {
         }
         self.check_record_sizes(wf, &summary)?;
         // Stored before anything is sent: without it there is no run to
-        // resume.
-        put_summary(&*self.store, &summary).await?;
+        // resume. Meanwhile the store gets ready to wait (a watcher that
+        // fails to start fails the first step's subscription, which says
+        // so).
+        let (stored, _) = tokio::join!(
+            put_summary(&*self.store, &summary),
+            self.store.prepare_waits()
+        );
+        stored?;
         runner::drive(self, wf, summary, recs, None, cancel).await
     }
 

@@ -125,8 +125,21 @@ pub(super) async fn drive(
         writer,
         dispatched,
     };
-    r.go(rx, cancel).await
+    r.go(rx, cancel).await?;
+    let Runner { recs, summary, .. } = r;
+    // Freeing a large run's state (every step's handoff, attempts and
+    // task) takes a millisecond or two that nobody should wait for: it
+    // goes to a short-lived thread of its own (inline if none starts).
+    if recs.len() > FREE_ASIDE {
+        let _ = std::thread::Builder::new()
+            .name("orch-free".into())
+            .spawn(move || drop(recs));
+    }
+    Ok(summary)
 }
+
+/// Runs with more steps than this free their state on another thread.
+const FREE_ASIDE: usize = 64;
 
 struct Runner<'a> {
     exec: &'a Executor,
@@ -173,7 +186,7 @@ impl Runner<'_> {
         &mut self,
         mut rx: mpsc::UnboundedReceiver<Event>,
         cancel: &CancellationToken,
-    ) -> Result<RunSummary, ExecError> {
+    ) -> Result<(), ExecError> {
         self.carry_over().await?;
         loop {
             if cancel.is_cancelled() {
@@ -306,9 +319,9 @@ impl Runner<'_> {
         }
     }
 
-    /// Stores the final summary (with the run's `output` if it ended) and
-    /// returns it, once every step task has written its last record.
-    async fn finish(&mut self, status: RunStatus) -> Result<RunSummary, ExecError> {
+    /// Stores the final summary (with the run's `output` if it ended),
+    /// once every step task has written its last record.
+    async fn finish(&mut self, status: RunStatus) -> Result<(), ExecError> {
         self.summary.output_note = None;
         if matches!(
             status,
@@ -339,7 +352,7 @@ impl Runner<'_> {
         let (steps, summary) = tokio::join!(steps, put_summary(&*self.exec.store, &self.summary));
         steps?;
         summary?;
-        Ok(self.summary.clone())
+        Ok(())
     }
 
     /// The run's `output`, or why there is none: a step it reads did not
