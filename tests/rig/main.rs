@@ -99,7 +99,7 @@ agents:
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cases: [Case; 11] = [
+    let cases: [Case; 12] = [
         // First: nothing has reached the gateway yet.
         (
             "an_acl_denial_reaches_the_gateway_zero_times",
@@ -134,6 +134,10 @@ fn main() -> ExitCode {
         (
             "design_review_until_confident_asks_again_through_the_gateway",
             design_review_until_confident_asks_again_through_the_gateway,
+        ),
+        (
+            "a_trade_study_fans_out_one_run_per_material",
+            a_trade_study_fans_out_one_run_per_material,
         ),
         (
             "the_skill_is_accepted_by_openclaw",
@@ -551,6 +555,87 @@ fn design_review_until_confident_asks_again_through_the_gateway(ctx: &Ctx) {
         "the second round carries the first answer: {}",
         messages[1]
     );
+}
+
+/// `material-trade-study` fans its research out over `materials`: one
+/// webster run on the gateway per material, each its own delegation,
+/// in flight together; the evaluation reads every answer under its
+/// material's heading.
+fn a_trade_study_fans_out_one_run_per_material(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let before = ctx.proxy.exchanges().len();
+    let out = ctx.orch_ok(
+        &orch,
+        &[
+            "workflow",
+            "material-trade-study",
+            "--input",
+            "materials=Zerodur, ULE, Invar 36",
+            "--caller",
+            "manager",
+            "--non-interactive",
+            "--json",
+        ],
+    );
+    assert_eq!(out["status"], "completed", "{out}");
+    assert_eq!(out["steps"]["research"]["instances"]["total"], 3, "{out}");
+    assert_eq!(
+        out["steps"]["research"]["instances"]["completed"], 3,
+        "{out}"
+    );
+    let exchanges = &ctx.proxy.exchanges()[before..];
+    let agents: Vec<String> = exchanges
+        .iter()
+        .map(|e| e.json()["agentId"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        agents,
+        ["webster", "webster", "webster", "tech-lead", "auditor"],
+        "{agents:?}"
+    );
+    // Each material went out once, in its own message.
+    let messages: Vec<String> = exchanges
+        .iter()
+        .map(|e| e.json()["message"].as_str().unwrap_or("").to_owned())
+        .collect();
+    for material in ["Zerodur", "ULE", "Invar 36"] {
+        let n = messages[..3]
+            .iter()
+            .filter(|m| m.contains(&format!("Candidate: {material}\n")))
+            .count();
+        assert_eq!(n, 1, "{material}: {messages:?}");
+    }
+    // The research was in flight together: every webster run was
+    // dispatched before the first one's handoff came back.
+    let ledger = orch.ledger();
+    let ts = |l: &serde_json::Value| {
+        l["ts"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    let dispatched: Vec<_> = ledger
+        .iter()
+        .filter(|l| l["event"] == "dispatched" && l["agent"] == "webster")
+        .map(ts)
+        .collect();
+    let first_back = ledger
+        .iter()
+        .filter(|l| l["event"] == "handoff" && l["agent"] == "webster")
+        .map(ts)
+        .min()
+        .unwrap();
+    assert_eq!(dispatched.len(), 3);
+    assert!(dispatched.iter().all(|d| *d < first_back), "{ledger:?}");
+    // The evaluation read each answer under its material.
+    for material in ["Zerodur", "ULE", "Invar 36"] {
+        assert!(
+            messages[3].contains(&format!("### {material}\nFake model answer to:")),
+            "{material}: {}",
+            messages[3]
+        );
+    }
 }
 
 fn design_review_runs_its_reviews_in_parallel(ctx: &Ctx) {

@@ -6,7 +6,8 @@
 //! (delegations, outcome and confidence mix, dispatch → handoff latency
 //! p50/p90/p99/max, timeouts, re-asks, ACL denials, sub-delegations), per
 //! caller, per workflow (runs by status, durations, the steps that fail or
-//! time out most) and totals, over an optional window ([`Since`]) and
+//! time out most, `repeat` steps' iterations, `for_each` steps' instances)
+//! and totals, over an optional window ([`Since`]) and
 //! `agent` / `workflow` filters. The report renders as aligned text
 //! ([`render_text`]), JSON ([`render_json`], schema [`SCHEMA_VERSION`],
 //! `schema/metrics.schema.json`) or the Prometheus text exposition format
@@ -78,9 +79,9 @@ mod workflows;
 
 pub use prom::render_prometheus;
 pub use report::{
-    AgentStats, Bucket, CallerStats, ConfidenceMix, DURATION_BUCKETS_MS, Distribution, FileProblem,
-    Filters, LATENCY_BUCKETS_MS, LineProblem, MAX_LISTED_PROBLEMS, Mode, Outcomes, Problems,
-    RepeatStats, Report, RunStatuses, SCHEMA_VERSION, Source, StepStats, Totals, Window,
+    AgentStats, Bucket, CallerStats, ConfidenceMix, DURATION_BUCKETS_MS, Distribution, FanOutStats,
+    FileProblem, Filters, LATENCY_BUCKETS_MS, LineProblem, MAX_LISTED_PROBLEMS, Mode, Outcomes,
+    Problems, RepeatStats, Report, RunStatuses, SCHEMA_VERSION, Source, StepStats, Totals, Window,
     WorkflowStats, nearest_rank, report_json_schema,
 };
 pub use scan::{Options, scan};

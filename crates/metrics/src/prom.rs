@@ -186,6 +186,31 @@ pub fn render_prometheus(report: &Report) -> String {
         }
     }
 
+    w.family(
+        "orch_workflow_step_instances_total",
+        "Instances of workflow `for_each` steps by outcome: completed, failed, cancelled (no longer needed by the step's join; not a failure).",
+        "counter",
+    );
+    for wf in &report.workflows {
+        for s in &wf.fanned_steps {
+            for (outcome, n) in [
+                ("completed", s.completed),
+                ("failed", s.failed),
+                ("cancelled", s.cancelled),
+            ] {
+                w.sample(
+                    "orch_workflow_step_instances_total",
+                    &[
+                        ("workflow", &wf.workflow),
+                        ("step", &s.step),
+                        ("outcome", outcome),
+                    ],
+                    n,
+                );
+            }
+        }
+    }
+
     let p = &report.problems;
     for (name, help, n) in [
         (

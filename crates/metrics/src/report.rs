@@ -435,6 +435,9 @@ pub struct WorkflowStats {
     /// Its `repeat` steps, by step id: how often they were asked.
     #[serde(default)]
     pub repeated_steps: Vec<RepeatStats>,
+    /// Its `for_each` steps, by step id: how their instances ended.
+    #[serde(default)]
+    pub fanned_steps: Vec<FanOutStats>,
 }
 
 /// How often a `repeat` step of a workflow was asked over its runs.
@@ -448,6 +451,27 @@ pub struct RepeatStats {
     /// Iterations over those runs (one per run when the first answer was
     /// good enough).
     pub iterations: u64,
+}
+
+/// How the instances of a `for_each` step of a workflow ended over its
+/// runs (one instance per item).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FanOutStats {
+    /// The step id.
+    pub step: String,
+    /// Runs in which it fanned out.
+    pub runs: u64,
+    /// Its instances over those runs (one per item).
+    pub instances: u64,
+    /// Instances that completed (passed the step's gate).
+    pub completed: u64,
+    /// Instances that failed (no answer, or one that did not pass the
+    /// gate).
+    pub failed: u64,
+    /// Instances stopped or never sent because the step's `join` no longer
+    /// needed them: not failures.
+    pub cancelled: u64,
 }
 
 /// Workflow runs by status.
@@ -501,7 +525,8 @@ pub struct StepStats {
     pub failed: u64,
     /// Runs in which a human rejected its result.
     pub rejected: u64,
-    /// Its attempts that timed out.
+    /// Its attempts that timed out (of a `for_each` step: those of its
+    /// instances that failed).
     pub timed_out: u64,
     /// Attempts beyond the first (of each iteration, for a `repeat` step).
     pub retries: u64,

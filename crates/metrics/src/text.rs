@@ -49,8 +49,8 @@ impl Style {
 }
 
 /// Renders `report` as text: a summary, then tables of agents (outcomes;
-/// latency and quality), callers, workflows and their failing steps, then
-/// what could not be read.
+/// latency and quality), callers, workflows (their failing, `repeat` and
+/// `for_each` steps), then what could not be read.
 pub fn render_text(report: &Report, options: &TextOptions) -> String {
     let st = Style { on: options.colour };
     let mut out = String::new();
@@ -312,6 +312,40 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
                 "Repeat steps (asked until good enough)",
                 &repeats,
             );
+        }
+        let mut fans = Table::new(&[
+            ("workflow", false),
+            ("step", false),
+            ("runs", true),
+            ("instances", true),
+            ("completed", true),
+            ("failed", true),
+            ("cancelled", true),
+        ]);
+        for w in &report.workflows {
+            for f in &w.fanned_steps {
+                fans.row(vec![
+                    w.workflow.clone(),
+                    f.step.clone(),
+                    f.runs.to_string(),
+                    f.instances.to_string(),
+                    f.completed.to_string(),
+                    f.failed.to_string(),
+                    f.cancelled.to_string(),
+                ]);
+            }
+        }
+        if !fans.rows.is_empty() {
+            section(
+                &mut out,
+                &st,
+                "Fanned-out steps (one instance per item)",
+                &fans,
+            );
+            out.push_str(&st.dim(
+                "cancelled: no longer needed once the step's join was met (not a failure); the rest had not ended",
+            ));
+            out.push('\n');
         }
     }
 

@@ -10,24 +10,36 @@
 //! counted (the workflow's source, inputs, output, rendered tasks) is
 //! dropped on the thread that read it.
 //!
-//! Summaries give runs by status, durations, and per step its status and
-//! attempt count. A step record is read only when the summary cannot tell
+//! Summaries give runs by status, durations, and per step its status,
+//! attempt count, a `repeat` step's iterations and a `for_each` step's
+//! instance counts. A step record is read only when the summary cannot tell
 //! the answer: a step that failed or was retried (how many attempts timed
 //! out), and every step of the runs a `--workflow` filter selects (their
 //! delegation run ids, so that the agent tables can be filtered too).
+//!
+//! A `for_each` step makes no delegations of its own: each of its instances
+//! has a record `<step>.<N>` (delegations `<wfRun>.<step>.<N>.<n>`). Those
+//! records are read, and counted for the `for_each` step, when the summary
+//! says some instances failed (the timed-out attempts of the failed ones)
+//! and for a `--workflow` filter (their delegation run ids). An instance
+//! its step's `join` no longer needed (`skipped`, its delegation
+//! `cancelled`) is never a failure.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use jiff::Timestamp;
 use orch_handoff::{HandoffStore, RunId, WorkflowRecord};
-use orch_workflow::{AttemptStatus, RunStatus, RunSummary, StepRecord, StepStatus, StepSummary};
+use orch_workflow::{
+    AttemptStatus, RunStatus, RunSummary, StepRecord, StepStatus, StepSummary, instance_record_id,
+};
 
 use crate::filter::Filter;
 use crate::par::Exec;
 use crate::par::par_map;
 use crate::problems::{ProblemList, store_reason};
 use crate::report::{
-    DURATION_BUCKETS_MS, Distribution, RepeatStats, RunStatuses, StepStats, WorkflowStats,
+    DURATION_BUCKETS_MS, Distribution, FanOutStats, RepeatStats, RunStatuses, StepStats,
+    WorkflowStats,
 };
 
 /// The result of reading the workflow runs.
@@ -59,7 +71,8 @@ struct Run {
     started: Timestamp,
     finished: Option<Timestamp>,
     steps: BTreeMap<String, StepSummary>,
-    /// Attempts that timed out, per step (from its record).
+    /// Attempts that timed out, per step (from its record; of a `for_each`
+    /// step, from its failed instances' records).
     timed_out: BTreeMap<String, u64>,
 }
 
@@ -96,13 +109,61 @@ struct Attempts {
     run_ids: Vec<String>,
 }
 
+/// A step record to read: the step it counts for, and which record.
+struct Wanted {
+    /// The run (its index in the runs read).
+    run: usize,
+    /// The step id in the summary.
+    step: String,
+    /// `None`: the step's own record; `Some(n)`: its `for_each` instance
+    /// `n` (record `<step>.<n>`).
+    instance: Option<u32>,
+}
+
+impl Wanted {
+    fn record_id(&self) -> String {
+        match self.instance {
+            None => self.step.clone(),
+            Some(n) => instance_record_id(&self.step, n as usize),
+        }
+    }
+}
+
+/// Whether an attempt timed out. Every status is named, so one that
+/// orch-workflow adds is decided here rather than counted by default: a
+/// `cancelled` attempt was stopped because its `for_each` step's `join` no
+/// longer needed it, and a `lost` one was sent again; neither is a timeout.
+fn timed_out(status: AttemptStatus) -> bool {
+    match status {
+        AttemptStatus::TimedOut => true,
+        AttemptStatus::Running
+        | AttemptStatus::Complete
+        | AttemptStatus::Partial
+        | AttemptStatus::Blocked
+        | AttemptStatus::Failed
+        | AttemptStatus::Error
+        | AttemptStatus::Lost
+        | AttemptStatus::Cancelled => false,
+    }
+}
+
 impl Attempts {
-    fn of(record: StepRecord, with_ids: bool) -> Self {
-        let timed_out = record
-            .attempts
-            .iter()
-            .filter(|a| a.status == AttemptStatus::TimedOut)
-            .count() as u64;
+    /// What `record` gives; `instance`: it is a `for_each` instance's, whose
+    /// timeouts count only if the instance failed (one its step's `join` no
+    /// longer needed is `skipped`, even when its step's deadline stopped it
+    /// as a timeout).
+    fn of(record: StepRecord, with_ids: bool, instance: bool) -> Self {
+        let counted =
+            !instance || matches!(record.status, StepStatus::Failed | StepStatus::Rejected);
+        let timed_out = if counted {
+            record
+                .attempts
+                .iter()
+                .filter(|a| timed_out(a.status))
+                .count() as u64
+        } else {
+            0
+        };
         let run_ids = if with_ids {
             record
                 .attempts
@@ -155,33 +216,55 @@ pub(crate) fn read(
 
     // Step records: the ones whose attempts matter.
     let mut members = filter.workflows.as_ref().map(|_| Members::default());
-    let wanted: Vec<(usize, String)> = runs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, run)| {
-            run.steps
-                .iter()
-                .filter(|(_, s)| {
-                    members.is_some() || s.status == StepStatus::Failed || s.attempts > 1
-                })
-                .map(move |(step, _)| (i, step.clone()))
-        })
-        .collect();
     let with_ids = members.is_some();
-    let records = par_map(&wanted, threads, |(i, step)| {
-        let run = &runs[*i].id;
-        let path = || format!("workflows/{run}/{step}.json");
-        match exec.block(store.get_workflow_record(run, &WorkflowRecord::Step(step.clone()))) {
+    // Most instance records read for one `for_each` step of a run: the
+    // engine never fans out more (a summary that says so is not read
+    // further).
+    let most_instances = u32::try_from(orch_workflow::MAX_ITEMS).unwrap_or(u32::MAX);
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        for (step, s) in &run.steps {
+            match s.instances {
+                // A `for_each` step: its own record has no attempts; its
+                // instances' records do.
+                Some(counts) => {
+                    if with_ids || counts.failed > 0 {
+                        let total = counts.total.min(most_instances);
+                        wanted.extend((0..total).map(|n| Wanted {
+                            run: i,
+                            step: step.clone(),
+                            instance: Some(n),
+                        }));
+                    }
+                }
+                None => {
+                    if with_ids || s.status == StepStatus::Failed || s.attempts > 1 {
+                        wanted.push(Wanted {
+                            run: i,
+                            step: step.clone(),
+                            instance: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let records = par_map(&wanted, threads, |w| {
+        let run = &runs[w.run].id;
+        let id = w.record_id();
+        let path = || format!("workflows/{run}/{id}.json");
+        match exec.block(store.get_workflow_record(run, &WorkflowRecord::Step(id.clone()))) {
             Ok(Some(value)) => match typed::<StepRecord>(value) {
                 // Taken here, so the record is dropped on the thread that
                 // read it.
-                Ok(record) => Some(Attempts::of(record, with_ids)),
+                Ok(record) => Some(Attempts::of(record, with_ids, w.instance.is_some())),
                 Err(e) => {
                     problems.file(path(), format!("not a workflow step record: {e}"));
                     None
                 }
             },
-            // A step listed in the summary before its record was written.
+            // A step listed in the summary before its record was written,
+            // or an instance that was never sent.
             Ok(None) => None,
             Err(e) => {
                 problems.file(path(), store_reason(&e));
@@ -189,12 +272,13 @@ pub(crate) fn read(
             }
         }
     });
-    for ((i, step), attempts) in wanted.into_iter().zip(records) {
+    for (w, attempts) in wanted.into_iter().zip(records) {
         let Some(attempts) = attempts else { continue };
         if let Some(m) = &mut members {
             m.delegations.extend(attempts.run_ids);
         }
-        runs[i].timed_out.insert(step, attempts.timed_out);
+        // An instance's count goes to its `for_each` step.
+        *runs[w.run].timed_out.entry(w.step).or_default() += attempts.timed_out;
     }
     if let Some(m) = &mut members {
         m.runs.extend(runs.iter().map(|r| r.id.to_string()));
@@ -250,6 +334,13 @@ struct StepAcc {
     /// Runs in which it is a `repeat` step, and their iterations.
     repeated: u64,
     iterations: u64,
+    /// Runs in which it fanned out (a `for_each` step), and how its
+    /// instances ended.
+    fanned: u64,
+    instances: u64,
+    instances_completed: u64,
+    instances_failed: u64,
+    instances_cancelled: u64,
 }
 
 fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
@@ -305,6 +396,16 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
                 sa.repeated += 1;
                 sa.iterations += u64::from(n);
             }
+            // Its instances' failures are counted here, not as the step's:
+            // the step failed only if its summary says so, and a cancelled
+            // instance (its `join` was met without it) is not a failure.
+            if let Some(c) = step.instances {
+                sa.fanned += 1;
+                sa.instances += u64::from(c.total);
+                sa.instances_completed += u64::from(c.completed);
+                sa.instances_failed += u64::from(c.failed);
+                sa.instances_cancelled += u64::from(c.cancelled);
+            }
             sa.timed_out += run.timed_out.get(id).copied().unwrap_or(0);
         }
     }
@@ -319,6 +420,19 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
                     step: step.clone(),
                     runs: s.repeated,
                     iterations: s.iterations,
+                })
+                .collect();
+            let fanned_steps: Vec<FanOutStats> = acc
+                .steps
+                .iter()
+                .filter(|(_, s)| s.fanned > 0)
+                .map(|(step, s)| FanOutStats {
+                    step: step.clone(),
+                    runs: s.fanned,
+                    instances: s.instances,
+                    completed: s.instances_completed,
+                    failed: s.instances_failed,
+                    cancelled: s.instances_cancelled,
                 })
                 .collect();
             let mut failing: Vec<StepStats> = acc
@@ -346,6 +460,7 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
                 duration: Distribution::of(&mut acc.durations, DURATION_BUCKETS_MS),
                 failing_steps: failing,
                 repeated_steps,
+                fanned_steps,
             }
         })
         .collect()

@@ -520,6 +520,7 @@ mod tests {
                 result: String::new(),
                 notes: String::new(),
                 artifacts: vec![],
+                instances: Vec::new(),
             },
         );
         c

@@ -38,6 +38,9 @@ pub enum ErrorKind {
     UnknownInput,
     /// A step's task is larger than its agent's transport delivers.
     TaskTooLarge,
+    /// A `for_each` step has no items, more than its `max_items`, or fewer
+    /// than its `join` needs.
+    Items,
 }
 
 /// An error in a workflow file, or in a run request against it.

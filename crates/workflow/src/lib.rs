@@ -133,19 +133,21 @@ pub use exec::{
     StepRouter,
 };
 pub use model::{
-    ContextSpec, DEFAULT_CONTEXT_MESSAGES, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Gate, InputSpec,
-    MAX_REPEAT, MAX_RETRIES, MAX_TIMEOUT, OnFailure, Repeat, Step, StepDefaults, Target, Workflow,
-    workflow_json_schema,
+    ContextSpec, DEFAULT_CONTEXT_MESSAGES, DEFAULT_ITEM_NAME, DEFAULT_MAX_ITEMS, DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT, ForEach, Gate, InputSpec, Items, Join, MAX_ITEMS, MAX_REPEAT, MAX_RETRIES,
+    MAX_TIMEOUT, OnFailure, Repeat, Step, StepDefaults, Target, Workflow, workflow_json_schema,
 };
 pub use plan::Plan;
-pub use preview::{Preview, PreviewGate, PreviewRepeat, PreviewStep};
+pub use preview::{Preview, PreviewForEach, PreviewGate, PreviewRepeat, PreviewStep};
 pub use run::{
-    ATTEMPTS_KEPT, ApprovalDecision, Attempt, AttemptStatus, DETAIL_KEPT, GateDecision,
-    REASON_KEPT, RunStatus, RunSummary, SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary,
-    TASK_KEPT, approve, attempt_run_id, read_step, read_summary, run_json_schema,
+    ATTEMPTS_KEPT, ApprovalDecision, Attempt, AttemptStatus, DETAIL_KEPT, FanOutRecord,
+    GateDecision, InstanceCounts, InstanceOf, REASON_KEPT, RunStatus, RunSummary,
+    SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary, TASK_KEPT, approve, attempt_run_id,
+    instance_label, instance_record_id, read_step, read_summary, run_json_schema,
 };
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES, check_file_size};
 pub use template::{
-    Context, Field, Previous, PreviousField, Ref, RenderContext, Segment, StepOutput, Template,
+    Context, Field, Instance, Previous, PreviousField, Ref, RenderContext, Segment, StepOutput,
+    Template,
 };
 pub use validate::{ResolvedInputs, check_run, check_task_sizes, load, warnings};

@@ -13,9 +13,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
 use crate::condition::Condition;
+use crate::error::RenderError;
 use crate::plan::Plan;
 use crate::source::SourceMap;
-use crate::template::Template;
+use crate::template::{Field, Ref, RenderContext, Template};
 
 /// Built-in step timeout when neither the step nor `defaults` gives one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -27,6 +28,12 @@ pub const MAX_RETRIES: u32 = 100;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Most iterations a `repeat` step may ask for.
 pub const MAX_REPEAT: u32 = 20;
+/// Most items a `for_each` step takes when it gives no `max_items`.
+pub const DEFAULT_MAX_ITEMS: usize = 1000;
+/// The highest `max_items` a `for_each` step may give.
+pub const MAX_ITEMS: usize = 100_000;
+/// The name of a `for_each` step's item when it gives no `as`.
+pub const DEFAULT_ITEM_NAME: &str = "item";
 /// Messages read from a step's `context` channel when `messages` is not given.
 pub const DEFAULT_CONTEXT_MESSAGES: usize = 20;
 
@@ -156,6 +163,164 @@ pub struct Step {
     pub context: Option<ContextSpec>,
     /// Ask again, with the last answer, until it is good enough.
     pub repeat: Option<Repeat>,
+    /// One delegation per item of a list (an instance each).
+    pub for_each: Option<ForEach>,
+}
+
+/// `for_each`: the step is delegated once per item of a list, each an
+/// *instance* (`research[0]`, `research[1]`, …) with its own attempts,
+/// retries, timeout, gate and record; the step ends by its `join`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForEach {
+    /// Where the items come from.
+    pub items: Items,
+    /// The name the task reads the item by (`{{ NAME }}`; default `item`).
+    pub name: String,
+    /// At most this many of the step's instances run at once (`None`: no
+    /// cap but the workflow's `max_parallel`).
+    pub max_parallel: Option<usize>,
+    /// When the step is done.
+    pub join: Join,
+    /// The most items the step takes; a longer list is refused.
+    pub max_items: usize,
+}
+
+/// The items of a `for_each` step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Items {
+    /// A YAML list: one item per element (each a template).
+    List(Vec<Template>),
+    /// One template whose text is split into items: a JSON array of
+    /// strings as is, else one item per line if it has several lines,
+    /// else one per comma; each trimmed, empty ones dropped. A template
+    /// that is only `{{ steps.ID.artifacts }}` gives that step's artifacts.
+    Split(Template),
+}
+
+/// When a `for_each` step is done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Join {
+    /// Every instance ended; the step's outcome is the worst of theirs.
+    #[default]
+    All,
+    /// The first instance that completes: the others are cancelled.
+    Any,
+    /// `N` instances completed (the others are cancelled); at the step's
+    /// deadline, what arrived (partial if fewer than `N`).
+    Min(usize),
+}
+
+/// The most bytes a `for_each` template may render to before it is split
+/// into items.
+pub(crate) const ITEMS_TEXT_MAX: u64 = 16 * 1024 * 1024;
+
+impl ForEach {
+    /// The items in `ctx` (see [`Items`]), or why there are none to take;
+    /// the count is the caller's to check against `max_items` and `join`.
+    pub fn items_in(&self, ctx: &dyn RenderContext) -> Result<Vec<String>, RenderError> {
+        let items = match &self.items {
+            Items::List(list) => list
+                .iter()
+                .map(|t| t.render_within(ctx, ITEMS_TEXT_MAX))
+                .collect::<Result<Vec<_>, _>>()?,
+            Items::Split(t) => match t.only_ref() {
+                // A list already: taken as it is, so an item may hold a
+                // comma or a line break.
+                Some(r @ Ref::Step { id, field })
+                    if matches!(field, Field::Artifacts | Field::Results) =>
+                {
+                    let out = ctx.step(id).ok_or_else(|| {
+                        RenderError::Missing(format!(
+                            "`{r}` has no value: step `{id}` has not finished"
+                        ))
+                    })?;
+                    match field {
+                        Field::Artifacts => out.artifacts.clone(),
+                        _ if out.instances.is_empty() => vec![out.result.clone()],
+                        _ => out
+                            .instances
+                            .iter()
+                            .filter_map(|i| i.output.as_ref().map(|o| o.result.clone()))
+                            .collect(),
+                    }
+                }
+                _ => split_items(&t.render_within(ctx, ITEMS_TEXT_MAX)?),
+            },
+        };
+        Ok(items
+            .into_iter()
+            .map(|i| i.trim().to_owned())
+            .filter(|i| !i.is_empty())
+            .collect())
+    }
+
+    /// Where the items come from, as written: the template, or the list
+    /// (`[a, b, c]`).
+    pub fn source(&self) -> String {
+        match &self.items {
+            Items::Split(t) => t.source().to_owned(),
+            Items::List(list) => format!(
+                "[{}]",
+                list.iter()
+                    .map(Template::source)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// How many items a list written in the file has (`None`: they come
+    /// from a template).
+    pub fn listed(&self) -> Option<usize> {
+        match &self.items {
+            Items::List(list) => Some(list.len()),
+            Items::Split(_) => None,
+        }
+    }
+
+    /// Whether the items read another step's output (else they are known
+    /// from the inputs when the run starts).
+    pub fn reads_steps(&self) -> bool {
+        let reads = |t: &Template| t.refs().any(|r| !matches!(r, Ref::Input(_)));
+        match &self.items {
+            Items::List(list) => list.iter().any(reads),
+            Items::Split(t) => reads(t),
+        }
+    }
+}
+
+/// A text split into items: a JSON array of strings (or numbers) as it is;
+/// else one item per line if it has several lines; else one per comma.
+fn split_items(text: &str) -> Vec<String> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('[')
+        && let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(trimmed)
+    {
+        let items: Option<Vec<String>> = values
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Some(s),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect();
+        if let Some(items) = items {
+            return items;
+        }
+    }
+    let sep = if trimmed.contains('\n') { '\n' } else { ',' };
+    trimmed.split(sep).map(str::to_owned).collect()
+}
+
+impl Join {
+    /// As written in a workflow file: `all`, `any`, `min 3`.
+    pub fn describe(self) -> String {
+        match self {
+            Join::All => "all".to_owned(),
+            Join::Any => "any".to_owned(),
+            Join::Min(n) => format!("min {n}"),
+        }
+    }
 }
 
 /// `repeat: { until, max }`: the step is delegated again (a new
@@ -243,7 +408,7 @@ pub(crate) enum RouteMode {
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "orch workflow",
-    description = "A reusable pipeline of delegations (DESIGN §8). Templates: {{ inputs.X }}, {{ steps.ID.result|status|confidence|notes|artifacts }}, {{ run.id }}; in the task of a step with `repeat`, {{ previous.result|reason|status|confidence }} (empty on its first iteration)."
+    description = "A reusable pipeline of delegations (DESIGN §8). Templates: {{ inputs.X }}, {{ steps.ID.result|status|confidence|notes|artifacts }}, {{ run.id }}; in the task of a step with `repeat`, {{ previous.result|reason|status|confidence }} (empty on its first iteration); in the task of a step with `for_each`, its item ({{ item }}, or the name `as` gives); of a `for_each` step, {{ steps.ID.results|statuses }} (JSON arrays, in item order) and {{ steps.ID[N].FIELD }} (one instance)."
 )]
 pub(crate) struct RawWorkflow {
     /// The workflow's name.
@@ -333,6 +498,155 @@ pub(crate) struct RawStep {
     /// Delegate the step again while `until` is false of its last handoff;
     /// its task may read `{{ previous.result|reason|status|confidence }}`.
     pub(crate) repeat: Option<RawRepeat>,
+    /// Delegate the step once per item: a YAML list, or a template split
+    /// into items (a JSON array of strings, else one per line, else one
+    /// per comma), e.g. `{{ inputs.materials }}` or
+    /// `{{ steps.gather.artifacts }}`. The task reads the item as
+    /// `{{ item }}` (or the name `as` gives).
+    pub(crate) for_each: Option<RawItems>,
+    /// The name of the item in the task (default `item`).
+    #[serde(rename = "as")]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"))]
+    pub(crate) item_name: Option<String>,
+    /// Of a `for_each` step: at most this many of its instances at once
+    /// (the workflow's `max_parallel` still caps the total).
+    #[schemars(range(min = 1))]
+    pub(crate) max_parallel: Option<u64>,
+    /// Of a `for_each` step: when it is done: `all` (default), `any`, or
+    /// `{ min: N }`.
+    pub(crate) join: Option<RawJoin>,
+    /// Of a `for_each` step: the most items it takes (default 1000, at
+    /// most 100000).
+    #[schemars(range(min = 1, max = 100_000))]
+    pub(crate) max_items: Option<u64>,
+}
+
+/// `for_each`: a list, or a template split into items.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "ForEach")]
+pub(crate) enum RawItems {
+    /// One item per element (each a template).
+    List(Vec<String>),
+    /// A template whose text is split into items.
+    Split(String),
+}
+
+/// `join: all`, `join: any`, `join: { min: 3 }`.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "Join")]
+pub(crate) enum RawJoin {
+    /// `all` or `any`.
+    Word(JoinWord),
+    /// `{ min: N }`: done when N instances completed.
+    Min(RawJoinMin),
+}
+
+/// `all` or `any`.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum JoinWord {
+    /// Every instance.
+    All,
+    /// The first that completes.
+    Any,
+}
+
+/// `{ min: N }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "JoinMin")]
+pub(crate) struct RawJoinMin {
+    /// How many instances must complete.
+    #[schemars(range(min = 1))]
+    pub(crate) min: u64,
+}
+
+// By hand, for messages that say what is expected (an untagged enum's
+// only says that nothing matched).
+impl<'de> Deserialize<'de> for RawItems {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawItems;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of items or a template such as \"{{ inputs.materials }}\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawItems, E> {
+                Ok(RawItems::Split(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawItems, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<ItemText>()? {
+                    items.push(item.0);
+                }
+                Ok(RawItems::List(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One element of a `for_each` list: text (a number or a boolean is taken
+/// as written).
+struct ItemText(String);
+
+impl<'de> Deserialize<'de> for ItemText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ItemText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an item: text, a number or a boolean")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ItemText, E> {
+                Ok(ItemText(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ItemText, E> {
+                Ok(ItemText(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ItemText, E> {
+                Ok(ItemText(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ItemText, E> {
+                Ok(ItemText(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ItemText, E> {
+                Ok(ItemText(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJoin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawJoin;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`all`, `any` or `{ min: N }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawJoin, E> {
+                match v {
+                    "all" => Ok(RawJoin::Word(JoinWord::All)),
+                    "any" => Ok(RawJoin::Word(JoinWord::Any)),
+                    other => Err(E::custom(format!(
+                        "unknown join `{other}`: expected `all`, `any` or `{{ min: N }}`"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawJoin, A::Error> {
+                RawJoinMin::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawJoin::Min)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `repeat: { until: "confidence >= high", max: 3 }`.

@@ -7,7 +7,7 @@ use orch_delegate::orch_handoff::{Confidence, Status};
 use serde::Serialize;
 
 use crate::exec::StepRouter;
-use crate::model::{OnFailure, Target, Workflow};
+use crate::model::{ForEach, OnFailure, Target, Workflow};
 use crate::template::{Ref, Segment, Template};
 use crate::validate::ResolvedInputs;
 
@@ -66,10 +66,36 @@ pub struct PreviewStep {
     /// times in all; left out for other steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeat: Option<PreviewRepeat>,
+    /// Its `for_each`: the items and each instance's task; left out for
+    /// other steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<PreviewForEach>,
     /// The task with the inputs filled in; the steps' results it reads
     /// show as `⟨steps.X.result⟩` (and a repeat step's last iteration as
     /// `⟨previous.result⟩`: empty on the first).
     pub task: String,
+}
+
+/// A step's `for_each` in a [`Preview`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewForEach {
+    /// Where the items come from, as written.
+    pub source: String,
+    /// The name the task reads the item by.
+    #[serde(rename = "as")]
+    pub name: String,
+    /// When the step is done: `all`, `any`, `min N`.
+    pub join: String,
+    /// At most this many instances at once (`None`: no cap of its own).
+    pub max_parallel: Option<usize>,
+    /// The most items it takes.
+    pub max_items: usize,
+    /// The items, when the inputs give them (`None`: another step's
+    /// output does, at run time).
+    pub items: Option<Vec<String>>,
+    /// Each instance's task, in item order, when the items are known.
+    pub tasks: Vec<String>,
 }
 
 /// A step's `repeat` in a [`Preview`].
@@ -106,7 +132,7 @@ impl Preview {
             .steps
             .iter()
             .map(|step| {
-                let task = fill_inputs(&step.task, inputs);
+                let task = fill_inputs(&step.task, inputs, None);
                 let agent = match &step.target {
                     Target::Agent(a) => a.clone(),
                     Target::Route => match router.route(&task, caller) {
@@ -135,6 +161,7 @@ impl Preview {
                         until: r.until_text.clone(),
                         max: r.max,
                     }),
+                    for_each: step.for_each.as_ref().map(|f| fan_out(step, f, inputs)),
                     task,
                 }
             })
@@ -151,14 +178,43 @@ impl Preview {
                 .collect(),
             max_parallel: wf.max_parallel,
             steps,
-            output: wf.output.as_ref().map(|t| fill_inputs(t, inputs)),
+            output: wf.output.as_ref().map(|t| fill_inputs(t, inputs, None)),
         }
     }
 }
 
-/// `t` with its inputs filled in and every other reference shown as
-/// `⟨steps.X.result⟩` (a missing input as `⟨inputs.X⟩`).
-fn fill_inputs(t: &Template, inputs: &ResolvedInputs) -> String {
+/// A `for_each` step's preview: its items and each instance's task when
+/// the inputs give them.
+fn fan_out(step: &crate::model::Step, f: &ForEach, inputs: &ResolvedInputs) -> PreviewForEach {
+    let items = (!f.reads_steps())
+        .then(|| {
+            let ctx = crate::template::Context {
+                inputs: inputs.as_map().clone(),
+                ..Default::default()
+            };
+            f.items_in(&ctx).ok()
+        })
+        .flatten();
+    let tasks = items
+        .iter()
+        .flatten()
+        .map(|item| fill_inputs(&step.task, inputs, Some(item)))
+        .collect();
+    PreviewForEach {
+        source: f.source(),
+        name: f.name.clone(),
+        join: f.join.describe(),
+        max_parallel: f.max_parallel,
+        max_items: f.max_items,
+        items,
+        tasks,
+    }
+}
+
+/// `t` with its inputs (and an instance's `item`) filled in and every
+/// other reference shown as `⟨steps.X.result⟩` (a missing input as
+/// `⟨inputs.X⟩`).
+fn fill_inputs(t: &Template, inputs: &ResolvedInputs, item: Option<&str>) -> String {
     let mut s = String::new();
     for seg in t.segments() {
         match seg {
@@ -166,6 +222,10 @@ fn fill_inputs(t: &Template, inputs: &ResolvedInputs) -> String {
             Segment::Ref(Ref::Input(name)) => match inputs.get(name) {
                 Some(v) => s.push_str(v),
                 None => s.push_str(&format!("⟨inputs.{name}⟩")),
+            },
+            Segment::Ref(r @ Ref::Item(_)) => match item {
+                Some(item) => s.push_str(item),
+                None => s.push_str(&format!("⟨{r}⟩")),
             },
             Segment::Ref(r) => s.push_str(&format!("⟨{r}⟩")),
         }

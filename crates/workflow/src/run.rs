@@ -220,6 +220,8 @@ pub enum AttemptStatus {
     Error,
     /// Found dead on resume (its agent can no longer answer); sent again.
     Lost,
+    /// Stopped: its `for_each` step's `join` no longer needed it.
+    Cancelled,
 }
 
 impl AttemptStatus {
@@ -234,6 +236,7 @@ impl AttemptStatus {
             Self::TimedOut => "timed-out",
             Self::Error => "error",
             Self::Lost => "lost",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -347,6 +350,85 @@ pub struct StepRecord {
     /// Why it was skipped or failed (stored cut to [`REASON_KEPT`] bytes).
     #[serde(serialize_with = "cut_reason_opt")]
     pub reason: Option<String>,
+    /// Of a `for_each` step: its items and how its instances ended (each
+    /// instance has a record of its own, `<step>.<N>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOutRecord>,
+    /// Of an instance of a `for_each` step (record `<step>.<N>`): which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceOf>,
+    /// Of a `for_each` step: what its instances produced together, for the
+    /// steps that read it. Not stored (built from the instances' records
+    /// and handoffs).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub fanned: Option<crate::template::StepOutput>,
+}
+
+/// A `for_each` step's items and its instances' ends, in its record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FanOutRecord {
+    /// The SHA-256 (hex) of the items as a JSON array: on resume, the
+    /// items are rendered again and must be the same.
+    pub items_sha256: String,
+    /// How the instances stand.
+    pub instances: InstanceCounts,
+}
+
+/// How a `for_each` step's instances stand.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceCounts {
+    /// One per item.
+    pub total: u32,
+    /// Completed (passed the step's gate).
+    pub completed: u32,
+    /// Failed (no answer, or one that did not pass the gate).
+    pub failed: u32,
+    /// Stopped or never sent: the `join` no longer needed them.
+    pub cancelled: u32,
+}
+
+impl InstanceCounts {
+    /// Instances not ended yet (pending or running).
+    pub fn open(&self) -> u32 {
+        self.total
+            .saturating_sub(self.completed)
+            .saturating_sub(self.failed)
+            .saturating_sub(self.cancelled)
+    }
+}
+
+/// Which instance of a `for_each` step a record is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceOf {
+    /// The `for_each` step.
+    pub step: String,
+    /// Its place in item order, from 0 (`step[index]`).
+    pub index: u32,
+    /// Its item (stored cut to [`DETAIL_KEPT`] bytes; the task has it
+    /// whole).
+    #[serde(serialize_with = "cut_item")]
+    pub item: String,
+}
+
+fn cut_item<S: Serializer>(s: &str, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&cut(s, DETAIL_KEPT))
+}
+
+/// The record id of instance `index` of `for_each` step `step`:
+/// `<step>.<index>` (a step id has no `.`, so it never names a step).
+pub fn instance_record_id(step: &str, index: usize) -> String {
+    format!("{step}.{index}")
+}
+
+/// How instance `index` of `step` is shown: `step[index]`.
+pub fn instance_label(step: &str, index: usize) -> String {
+    format!("{step}[{index}]")
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -479,6 +561,19 @@ impl StepRecord {
             started: None,
             finished: None,
             reason: None,
+            fan_out: None,
+            instance: None,
+            fanned: None,
+        }
+    }
+
+    /// What the steps that read this one see: its handoff, or what a
+    /// `for_each` step's instances produced together.
+    pub fn output(&self) -> Option<crate::template::StepOutput> {
+        match (&self.fanned, &self.handoff) {
+            (Some(out), _) => Some(out.clone()),
+            (None, Some(h)) => Some(crate::template::StepOutput::from_handoff(h)),
+            (None, None) => None,
         }
     }
 }
@@ -500,6 +595,9 @@ pub struct StepSummary {
     /// Of a `repeat` step: how many iterations were asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u32>,
+    /// Of a `for_each` step: how its instances stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstanceCounts>,
 }
 
 /// `workflows/<wfRunId>/summary.json`.
@@ -554,6 +652,7 @@ impl StepSummary {
                 .as_deref()
                 .map(|r| cut(r, SUMMARY_REASON_KEPT).into_owned()),
             iterations: r.iterations(),
+            instances: r.fan_out.as_ref().map(|f| f.instances),
         }
     }
 }
@@ -593,7 +692,14 @@ pub(crate) fn largest_step_record(step: &str, longest_agent: usize) -> u64 {
     rec.started = Some(ts);
     rec.finished = Some(ts);
     rec.reason = Some(String::new());
-    let plain = ATTEMPTS_KEPT * DETAIL_KEPT + 2 * REASON_KEPT;
+    // A record is a `for_each` step's or an instance's, never both; the
+    // instance's part is the larger.
+    rec.instance = Some(InstanceOf {
+        step: step.to_owned(),
+        index: u32::MAX,
+        item: String::new(),
+    });
+    let plain = ATTEMPTS_KEPT * DETAIL_KEPT + 2 * REASON_KEPT + DETAIL_KEPT;
     pretty_len(&rec) + plain as u64
 }
 
@@ -617,6 +723,12 @@ pub(crate) fn largest_summary(s: &RunSummary, longest_agent: usize, output_limit
         duration_ms: Some(u64::MAX),
         reason: Some("x".repeat(SUMMARY_REASON_KEPT)),
         iterations: Some(u32::MAX),
+        instances: Some(InstanceCounts {
+            total: u32::MAX,
+            completed: u32::MAX,
+            failed: u32::MAX,
+            cancelled: u32::MAX,
+        }),
     };
     let mut bare = RunSummary {
         schema: s.schema,
@@ -852,6 +964,12 @@ mod tests {
             st.duration_ms = Some(u64::MAX);
             st.reason = Some("x".repeat(SUMMARY_REASON_KEPT));
             st.iterations = Some(u32::MAX);
+            st.instances = Some(InstanceCounts {
+                total: u32::MAX,
+                completed: u32::MAX,
+                failed: u32::MAX,
+                cancelled: u32::MAX,
+            });
         }
         wide.status = RunStatus::CompletedWithFailures;
         wide.started = jiff::Timestamp::MAX;
@@ -896,6 +1014,7 @@ mod tests {
             duration_ms: None,
             reason: None,
             iterations: None,
+            instances: None,
         };
         let mut s = RunSummary {
             schema: 1,
@@ -964,7 +1083,25 @@ mod tests {
             rec.started = Some(ts);
             rec.finished = Some(ts);
             rec.reason = Some(wide(REASON_KEPT));
+            rec.instance = Some(InstanceOf {
+                step: step.to_owned(),
+                index: u32::MAX,
+                item: wide(DETAIL_KEPT),
+            });
             let whole = serde_json::to_vec_pretty(&rec).unwrap().len() as u64 + 1;
+            // A `for_each` step's own part is smaller than an instance's.
+            let mut fan = rec.clone();
+            fan.instance = None;
+            fan.fan_out = Some(FanOutRecord {
+                items_sha256: "f".repeat(64),
+                instances: InstanceCounts {
+                    total: u32::MAX,
+                    completed: u32::MAX,
+                    failed: u32::MAX,
+                    cancelled: u32::MAX,
+                },
+            });
+            assert!(serde_json::to_vec_pretty(&fan).unwrap().len() as u64 + 1 < whole);
             assert_eq!(largest_step_record(step, agent), whole, "{step}");
         }
     }

@@ -29,16 +29,25 @@ pub enum Field {
     Notes,
     /// The artifacts, one per line.
     Artifacts,
+    /// Of a `for_each` step: every instance's result, in item order, as a
+    /// JSON array of strings (`""` for an instance without one).
+    Results,
+    /// Of a `for_each` step: every instance's outcome, in item order, as a
+    /// JSON array: its handoff's status, or `failed`, `cancelled` (no longer
+    /// needed by the join) or `pending`.
+    Statuses,
 }
 
 impl Field {
     /// Every field, in the order error messages list them.
-    pub const ALL: [Field; 5] = [
+    pub const ALL: [Field; 7] = [
         Field::Result,
         Field::Status,
         Field::Confidence,
         Field::Notes,
         Field::Artifacts,
+        Field::Results,
+        Field::Statuses,
     ];
 
     /// The name used in templates.
@@ -49,7 +58,14 @@ impl Field {
             Field::Confidence => "confidence",
             Field::Notes => "notes",
             Field::Artifacts => "artifacts",
+            Field::Results => "results",
+            Field::Statuses => "statuses",
         }
+    }
+
+    /// Whether only a `for_each` step has this field.
+    pub fn is_fan_out(self) -> bool {
+        matches!(self, Field::Results | Field::Statuses)
     }
 
     fn parse(s: &str) -> Option<Self> {
@@ -74,6 +90,19 @@ pub enum Ref {
     /// `{{ previous.FIELD }}`: the last iteration of a `repeat` step (empty
     /// on the first).
     Previous(PreviousField),
+    /// `{{ NAME }}`: the item of a `for_each` step's instance (`NAME` is
+    /// the step's `as`, by default `item`).
+    Item(String),
+    /// `{{ steps.ID[N].FIELD }}`: instance `N` (from 0) of `for_each` step
+    /// `ID`.
+    Instance {
+        /// The step id.
+        id: String,
+        /// The instance, from 0 in item order.
+        index: usize,
+        /// The field read.
+        field: Field,
+    },
 }
 
 /// What `{{ previous.FIELD }}` reads of the iteration before this one.
@@ -126,6 +155,10 @@ impl fmt::Display for Ref {
             Ref::Step { id, field } => write!(f, "steps.{id}.{}", field.as_str()),
             Ref::RunId => f.write_str("run.id"),
             Ref::Previous(field) => write!(f, "previous.{}", field.as_str()),
+            Ref::Item(name) => f.write_str(name),
+            Ref::Instance { id, index, field } => {
+                write!(f, "steps.{id}[{index}].{}", field.as_str())
+            }
         }
     }
 }
@@ -156,7 +189,8 @@ pub(crate) struct SyntaxError {
 }
 
 /// What the finished step `id` produced, as templates and conditions see
-/// it.
+/// it. Of a `for_each` step: what its instances produced together (see
+/// [`StepOutput::fan_in`]), and each of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepOutput {
     /// The handoff status.
@@ -169,6 +203,21 @@ pub struct StepOutput {
     pub notes: String,
     /// Paths or URLs of the artifacts.
     pub artifacts: Vec<String>,
+    /// Of a `for_each` step: each instance, in item order (empty for
+    /// other steps).
+    pub instances: Vec<Instance>,
+}
+
+/// One instance of a `for_each` step, as templates see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// Its item.
+    pub item: String,
+    /// How it ended: its handoff's status, or `failed`, `cancelled`,
+    /// `pending` (see [`Field::Statuses`]).
+    pub outcome: String,
+    /// Its answer, when it has one.
+    pub output: Option<StepOutput>,
 }
 
 impl StepOutput {
@@ -188,8 +237,88 @@ impl StepOutput {
             result: h.result.clone(),
             notes: h.notes.clone(),
             artifacts,
+            instances: Vec::new(),
         }
     }
+
+    /// What the instances of a `for_each` step produced together: each
+    /// answer's result (and notes) under a `### ITEM` heading, in item
+    /// order (an instance without an answer says why); every artifact;
+    /// the worst status and the lowest confidence of the answers the step
+    /// counts (`counted`: for `join: any` / `min`, the completed ones);
+    /// `partial` over them when `short` (a `min` join that met fewer than
+    /// its `N` by the step's deadline).
+    pub fn fan_in(instances: Vec<Instance>, counted: &[bool], short: bool) -> Self {
+        let mut result = String::new();
+        let mut notes = String::new();
+        let mut artifacts = Vec::new();
+        let mut status: Option<Status> = None;
+        let mut confidence: Option<Confidence> = None;
+        let mut any_confidence = true;
+        for (i, inst) in instances.iter().enumerate() {
+            if !result.is_empty() {
+                result.push_str("\n\n");
+            }
+            result.push_str("### ");
+            result.push_str(&inst.item);
+            result.push('\n');
+            match &inst.output {
+                Some(out) => {
+                    result.push_str(&out.result);
+                    if !out.notes.is_empty() {
+                        if !notes.is_empty() {
+                            notes.push_str("\n\n");
+                        }
+                        notes.push_str("### ");
+                        notes.push_str(&inst.item);
+                        notes.push('\n');
+                        notes.push_str(&out.notes);
+                    }
+                    artifacts.extend(out.artifacts.iter().cloned());
+                    if counted.get(i).copied().unwrap_or(true) {
+                        status = Some(status.map_or(out.status, |s| worst(s, out.status)));
+                        match (out.confidence, any_confidence) {
+                            (Some(c), true) => {
+                                confidence = Some(confidence.map_or(c, |m| m.min(c)));
+                            }
+                            _ => {
+                                any_confidence = false;
+                                confidence = None;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    result.push('(');
+                    result.push_str(&inst.outcome);
+                    result.push_str(", no result)");
+                }
+            }
+        }
+        let mut status = status.unwrap_or(Status::Failed);
+        if short && status == Status::Complete {
+            status = Status::Partial;
+        }
+        Self {
+            status,
+            confidence,
+            result,
+            notes,
+            artifacts,
+            instances,
+        }
+    }
+}
+
+/// The worse of two statuses: complete < partial < blocked < failed.
+fn worst(a: Status, b: Status) -> Status {
+    let rank = |s: Status| match s {
+        Status::Complete => 0,
+        Status::Partial => 1,
+        Status::Blocked => 2,
+        Status::Failed => 3,
+    };
+    if rank(b) > rank(a) { b } else { a }
 }
 
 /// The values a template or condition is evaluated against.
@@ -202,6 +331,11 @@ pub trait RenderContext {
     fn run_id(&self) -> Option<&str>;
     /// The iteration before this one, for a `repeat` step past its first.
     fn previous(&self) -> Option<&Previous> {
+        None
+    }
+    /// The item of a `for_each` step's instance, by the step's name for
+    /// it.
+    fn item(&self, _name: &str) -> Option<&str> {
         None
     }
 }
@@ -217,6 +351,8 @@ pub struct Context {
     pub run_id: Option<String>,
     /// The iteration before this one of a `repeat` step.
     pub previous: Option<Previous>,
+    /// The item of a `for_each` step's instance: (its name, its value).
+    pub item: Option<(String, String)>,
 }
 
 impl RenderContext for Context {
@@ -232,6 +368,12 @@ impl RenderContext for Context {
     fn previous(&self) -> Option<&Previous> {
         self.previous.as_ref()
     }
+    fn item(&self, name: &str) -> Option<&str> {
+        self.item
+            .as_ref()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Parses the inside of `{{ … }}` or a condition operand: `inputs.X`,
@@ -242,10 +384,20 @@ pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
         ["inputs", name] if !name.is_empty() => Ok(Ref::Input((*name).to_owned())),
         ["inputs", ..] => Err(format!("`{expr}` is not a reference: write `inputs.NAME`")),
         ["steps", id, field] if !id.is_empty() => match Field::parse(field) {
-            Some(field) => Ok(Ref::Step {
-                id: (*id).to_owned(),
-                field,
-            }),
+            Some(field) => match instance_of(id) {
+                Some(Ok((id, index))) => Ok(Ref::Instance {
+                    id: id.to_owned(),
+                    index,
+                    field,
+                }),
+                Some(Err(())) => Err(format!(
+                    "`{expr}` is not a reference: one instance is `steps.ID[N].FIELD`, N a number from 0"
+                )),
+                None => Ok(Ref::Step {
+                    id: (*id).to_owned(),
+                    field,
+                }),
+            },
             None => Err(format!(
                 "unknown step field `{field}` in `{expr}`: expected one of {}",
                 one_of(Field::ALL.iter().map(|f| f.as_str()))
@@ -268,10 +420,34 @@ pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
         ["run", ..] => Err(format!(
             "`{expr}` is not a reference: the only run field is `run.id`"
         )),
+        [name] if is_item_name(name) => Ok(Ref::Item((*name).to_owned())),
         _ => Err(format!(
             "unknown reference `{expr}`: references start with `inputs.`, `steps.`, `run.` or `previous.`"
         )),
     }
+}
+
+/// `ID[N]`: `Some(Ok((ID, N)))`; `Some(Err(()))` if it has a `[` but is
+/// not of that shape; `None` without a `[`.
+fn instance_of(s: &str) -> Option<Result<(&str, usize), ()>> {
+    let open = s.find('[')?;
+    let inner = s[open + 1..].strip_suffix(']');
+    Some(match inner.map(|n| (n, n.parse::<usize>())) {
+        Some((n, Ok(index))) if open > 0 && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok((&s[..open], index))
+        }
+        _ => Err(()),
+    })
+}
+
+/// Whether `s` can name a `for_each` step's item: `[A-Za-z_][A-Za-z0-9_]*`,
+/// at most 64 characters.
+pub(crate) fn is_item_name(s: &str) -> bool {
+    s.len() <= 64
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `` `a`, `b`, `c` ``: the names a reference may take.
@@ -358,10 +534,24 @@ impl Template {
         })
     }
 
+    /// The one reference this template is made of (spaces around it
+    /// aside), if it is only that.
+    pub(crate) fn only_ref(&self) -> Option<&Ref> {
+        let mut found = None;
+        for seg in &self.segments {
+            match seg {
+                Segment::Text(t) if t.trim().is_empty() => {}
+                Segment::Ref(r) if found.is_none() => found = Some(r),
+                _ => return None,
+            }
+        }
+        found
+    }
+
     /// The ids of the steps this template reads, in order, with repeats.
     pub fn step_refs(&self) -> impl Iterator<Item = &str> {
         self.refs().filter_map(|r| match r {
-            Ref::Step { id, .. } => Some(id.as_str()),
+            Ref::Step { id, .. } | Ref::Instance { id, .. } => Some(id.as_str()),
             _ => None,
         })
     }
@@ -484,22 +674,65 @@ pub(crate) fn lookup<'a>(r: &Ref, ctx: &'a dyn RenderContext) -> Result<Cow<'a, 
                 }
             },
         }),
+        Ref::Item(name) => ctx.item(name).map(Cow::Borrowed).ok_or_else(missing),
         Ref::Step { id, field } => {
             let out = ctx.step(id).ok_or_else(|| {
                 RenderError::Missing(format!("`{r}` has no value: step `{id}` has not finished"))
             })?;
-            Ok(match field {
-                Field::Result => Cow::Borrowed(out.result.as_str()),
-                Field::Status => Cow::Borrowed(out.status.as_str()),
-                // The handoff field is optional: say so rather than fail.
-                Field::Confidence => {
-                    Cow::Borrowed(out.confidence.map_or("unstated", Confidence::as_str))
-                }
-                Field::Notes => Cow::Borrowed(out.notes.as_str()),
-                Field::Artifacts => Cow::Owned(out.artifacts.join("\n")),
-            })
+            Ok(field_of(out, *field))
+        }
+        Ref::Instance { id, index, field } => {
+            let out = ctx.step(id).ok_or_else(|| {
+                RenderError::Missing(format!("`{r}` has no value: step `{id}` has not finished"))
+            })?;
+            let inst = out.instances.get(*index).ok_or_else(|| {
+                RenderError::Missing(format!(
+                    "`{r}` has no value: step `{id}` has {} instance{}",
+                    out.instances.len(),
+                    if out.instances.len() == 1 { "" } else { "s" }
+                ))
+            })?;
+            let answer = inst.output.as_ref().ok_or_else(|| {
+                RenderError::Missing(format!(
+                    "`{r}` has no value: instance {index} ({}) has no answer ({})",
+                    inst.item, inst.outcome
+                ))
+            })?;
+            Ok(field_of(answer, *field))
         }
     }
+}
+
+/// The text of `field` of a step's output.
+fn field_of(out: &StepOutput, field: Field) -> Cow<'_, str> {
+    match field {
+        Field::Result => Cow::Borrowed(out.result.as_str()),
+        Field::Status => Cow::Borrowed(out.status.as_str()),
+        // The handoff field is optional: say so rather than fail.
+        Field::Confidence => Cow::Borrowed(out.confidence.map_or("unstated", Confidence::as_str)),
+        Field::Notes => Cow::Borrowed(out.notes.as_str()),
+        Field::Artifacts => Cow::Owned(out.artifacts.join("\n")),
+        // A step that is not a `for_each` step is its own only instance.
+        Field::Results if out.instances.is_empty() => Cow::Owned(json(&[out.result.as_str()])),
+        Field::Statuses if out.instances.is_empty() => Cow::Owned(json(&[out.status.as_str()])),
+        Field::Results => Cow::Owned(json(
+            &out.instances
+                .iter()
+                .map(|i| i.output.as_ref().map_or("", |o| o.result.as_str()))
+                .collect::<Vec<_>>(),
+        )),
+        Field::Statuses => Cow::Owned(json(
+            &out.instances
+                .iter()
+                .map(|i| i.outcome.as_str())
+                .collect::<Vec<_>>(),
+        )),
+    }
+}
+
+/// A JSON array of strings.
+fn json(items: &[&str]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
 impl fmt::Display for Template {
@@ -524,6 +757,7 @@ mod tests {
                 result: "R".into(),
                 notes: String::new(),
                 artifacts: vec!["a.md".into(), "b.csv".into()],
+                instances: Vec::new(),
             },
         );
         c.run_id = Some("wf-1".into());

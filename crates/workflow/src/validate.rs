@@ -9,15 +9,28 @@ use orch_delegate::orch_acl::Policy;
 use crate::condition::Condition;
 use crate::error::{ErrorKind, WorkflowError};
 use crate::model::{
-    Gate, InputSpec, MAX_REPEAT, MAX_RETRIES, MAX_TIMEOUT, OnFailure, RawRepeat, RawStep,
-    RawWorkflow, Repeat, RouteMode, Step, StepDefaults, Target, Workflow,
+    DEFAULT_ITEM_NAME, DEFAULT_MAX_ITEMS, ForEach, Gate, InputSpec, Items, Join, JoinWord,
+    MAX_ITEMS, MAX_REPEAT, MAX_RETRIES, MAX_TIMEOUT, OnFailure, RawItems, RawJoin, RawRepeat,
+    RawStep, RawWorkflow, Repeat, RouteMode, Step, StepDefaults, Target, Workflow,
 };
 use crate::plan::{Plan, arrows};
 use crate::source::SourceMap;
-use crate::template::{Ref, Template};
+use crate::template::{Field, Ref, Template, is_item_name};
 
 /// Step ids the run store keeps for itself.
 const RESERVED_STEP_IDS: &[&str] = &["summary"];
+
+/// Names a `for_each` item may not take: they start the other references.
+const RESERVED_ITEM_NAMES: &[&str] = &["inputs", "steps", "run", "previous"];
+
+/// What a template may read beyond inputs, steps and `run.id`.
+#[derive(Clone, Copy, Default)]
+struct Reads<'a> {
+    /// `{{ previous.… }}`: the task of a `repeat` step.
+    previous: bool,
+    /// `{{ NAME }}`: the task of a `for_each` step whose item is `NAME`.
+    item: Option<&'a str>,
+}
 
 /// Input values of a run, with defaults applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -210,11 +223,24 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
         index.insert(&step.id, i);
     }
 
+    // The `for_each` steps: only they have instances to read.
+    let fans: BTreeSet<usize> = raw
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.for_each.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    let known = Known {
+        index: &index,
+        fans: &fans,
+        inputs: &inputs,
+    };
     let mut steps = Vec::with_capacity(raw.steps.len());
     let mut deps: Vec<Vec<usize>> = Vec::with_capacity(raw.steps.len());
     let mut mentions: Vec<Mentions> = Vec::with_capacity(raw.steps.len());
     for (i, rs) in raw.steps.iter().enumerate() {
-        let (step, step_deps, step_mentions) = build_step(i, rs, &index, &inputs, &source)?;
+        let (step, step_deps, step_mentions) = build_step(i, rs, &known, &source)?;
         steps.push(step);
         deps.push(step_deps);
         mentions.push(step_mentions);
@@ -228,10 +254,9 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
                 &t,
                 "output",
                 text,
-                &index,
-                &inputs,
+                &known,
                 &source,
-                false,
+                Reads::default(),
                 |_, _, _| Ok(()),
             )?;
             Some(t)
@@ -331,21 +356,44 @@ fn parse_template(text: &str, path: &str, source: &SourceMap) -> Result<Template
     })
 }
 
-/// Checks every reference of `t` against the steps and inputs, and hands
-/// each step reference (index, offset, len) to `on_step`.
-#[allow(clippy::too_many_arguments)]
+/// What a reference may name: the steps (by id, with their place in the
+/// file), which of them are `for_each` steps, and the inputs.
+struct Known<'a> {
+    index: &'a BTreeMap<&'a str, usize>,
+    fans: &'a BTreeSet<usize>,
+    inputs: &'a BTreeMap<String, InputSpec>,
+}
+
+/// Checks every reference of `t` against the steps and inputs (and what
+/// else the template may read: `reads`), and hands each step reference
+/// (index, offset, len) to `on_step`.
 fn check_refs(
     t: &Template,
     path: &str,
     text: &str,
-    index: &BTreeMap<&str, usize>,
-    inputs: &BTreeMap<String, InputSpec>,
+    known_names: &Known<'_>,
     source: &SourceMap,
-    previous_ok: bool,
+    reads: Reads<'_>,
     mut on_step: impl FnMut(usize, usize, usize) -> Result<(), WorkflowError>,
 ) -> Result<(), WorkflowError> {
+    let Known {
+        index,
+        fans,
+        inputs,
+    } = known_names;
     for (r, offset, len) in t.refs_with_offsets() {
         let at = || source.locate(path, text, offset, len);
+        let step_error = |id: &str| {
+            source.error_at(
+                ErrorKind::UnknownStep,
+                path,
+                at(),
+                format!(
+                    "`{{{{ {r} }}}}` names an unknown step `{id}`{}",
+                    known(index.keys())
+                ),
+            )
+        };
         match r {
             Ref::Input(name) if !inputs.contains_key(name) => {
                 return Err(source.error_at(
@@ -358,21 +406,36 @@ fn check_refs(
                     ),
                 ));
             }
-            Ref::Step { id, .. } => match index.get(id.as_str()) {
-                Some(&j) => on_step(j, offset, len)?,
-                None => {
+            Ref::Step { id, field } => match index.get(id.as_str()) {
+                Some(&j) if field.is_fan_out() && !fans.contains(&j) => {
                     return Err(source.error_at(
-                        ErrorKind::UnknownStep,
+                        ErrorKind::Template,
                         path,
                         at(),
                         format!(
-                            "`{{{{ {r} }}}}` names an unknown step `{id}`{}",
-                            known(index.keys())
+                            "`{{{{ {r} }}}}` reads the instances of a `for_each` step, and step `{id}` has no `for_each`: read `steps.{id}.{}`",
+                            if *field == Field::Results { "result" } else { "status" }
                         ),
                     ));
                 }
+                Some(&j) => on_step(j, offset, len)?,
+                None => return Err(step_error(id)),
             },
-            Ref::Previous(_) if !previous_ok => {
+            Ref::Instance { id, .. } => match index.get(id.as_str()) {
+                Some(&j) if !fans.contains(&j) => {
+                    return Err(source.error_at(
+                        ErrorKind::Template,
+                        path,
+                        at(),
+                        format!(
+                            "`{{{{ {r} }}}}` reads one instance of a `for_each` step, and step `{id}` has no `for_each`"
+                        ),
+                    ));
+                }
+                Some(&j) => on_step(j, offset, len)?,
+                None => return Err(step_error(id)),
+            },
+            Ref::Previous(_) if !reads.previous => {
                 return Err(source.error_at(
                     ErrorKind::Template,
                     path,
@@ -381,6 +444,17 @@ fn check_refs(
                         "`{{{{ {r} }}}}` reads the iteration before this one: only the task of a step with `repeat` has one"
                     ),
                 ));
+            }
+            Ref::Item(name) if reads.item != Some(name.as_str()) => {
+                let message = match reads.item {
+                    Some(item) => format!(
+                        "unknown reference `{name}`: this step's item is `{{{{ {item} }}}}` (`as` names it)"
+                    ),
+                    None => format!(
+                        "unknown reference `{name}`: references start with `inputs.`, `steps.`, `run.` or `previous.` (a bare name is the item of a `for_each` step, in its task)"
+                    ),
+                };
+                return Err(source.error_at(ErrorKind::Template, path, at(), message));
             }
             _ => {}
         }
@@ -401,10 +475,10 @@ fn known<S: AsRef<str>>(names: impl Iterator<Item = S>) -> String {
 fn build_step(
     i: usize,
     rs: &RawStep,
-    index: &BTreeMap<&str, usize>,
-    inputs: &BTreeMap<String, InputSpec>,
+    known_names: &Known<'_>,
     source: &SourceMap,
 ) -> Result<(Step, Vec<usize>, Mentions), WorkflowError> {
+    let (index, inputs) = (known_names.index, known_names.inputs);
     let at = |field: &str| format!("steps[{i}].{field}");
     let err = |kind, path: String, message: String| source.error(kind, path, message);
     let id = rs.id.as_str();
@@ -472,16 +546,20 @@ fn build_step(
         }
     }
 
+    let for_each = build_for_each(i, rs, known_names, source, &mut add)?;
+
     let task_path = at("task");
     let task = parse_template(&rs.task, &task_path, source)?;
     check_refs(
         &task,
         &task_path,
         &rs.task,
-        index,
-        inputs,
+        known_names,
         source,
-        rs.repeat.is_some(),
+        Reads {
+            previous: rs.repeat.is_some(),
+            item: for_each.as_ref().map(|f| f.name.as_str()),
+        },
         |j, offset, len| {
             add(
                 j,
@@ -562,10 +640,192 @@ fn build_step(
             on_failure: rs.on_failure,
             context: rs.context.clone(),
             repeat,
+            for_each,
         },
         deps,
         mentions,
     ))
+}
+
+/// Step `i`'s `for_each` and the keys that go with it (`as`,
+/// `max_parallel`, `join`, `max_items`); the steps its items read are
+/// handed to `add` as dependencies. A list written in the file is checked
+/// now (not empty, at most `max_items`, at least `join.min`); items that
+/// come from inputs are checked with the run (`check_run`), from other
+/// steps when the step starts.
+fn build_for_each(
+    i: usize,
+    rs: &RawStep,
+    known_names: &Known<'_>,
+    source: &SourceMap,
+    add: &mut impl FnMut(usize, String, (usize, usize)),
+) -> Result<Option<ForEach>, WorkflowError> {
+    let at = |field: &str| format!("steps[{i}].{field}");
+    let id = rs.id.as_str();
+    let Some(raw) = &rs.for_each else {
+        let keys = [
+            ("as", rs.item_name.is_some()),
+            ("max_parallel", rs.max_parallel.is_some()),
+            ("join", rs.join.is_some()),
+            ("max_items", rs.max_items.is_some()),
+        ];
+        if let Some((key, _)) = keys.iter().find(|(_, given)| *given) {
+            return Err(source.error(
+                ErrorKind::Schema,
+                at(key),
+                format!("step `{id}`: `{key}` goes with `for_each`, which this step does not have"),
+            ));
+        }
+        return Ok(None);
+    };
+    let name = rs
+        .item_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ITEM_NAME.to_owned());
+    if !is_item_name(&name) {
+        return Err(source.error(
+            ErrorKind::Schema,
+            at("as"),
+            format!(
+                "step `{id}`: `as: {name}` cannot name an item: use letters, digits and `_`, starting with a letter or `_`"
+            ),
+        ));
+    }
+    if RESERVED_ITEM_NAMES.contains(&name.as_str()) {
+        return Err(source.error(
+            ErrorKind::Schema,
+            at("as"),
+            format!("step `{id}`: `as: {name}` is taken by the `{name}.` references: choose another name"),
+        ));
+    }
+    let max_parallel = match rs.max_parallel {
+        Some(0) => {
+            return Err(source.error(
+                ErrorKind::Schema,
+                at("max_parallel"),
+                format!("step `{id}`: `max_parallel` must be at least 1 (leave it out for no cap)"),
+            ));
+        }
+        m => m.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+    };
+    let max_items = match rs.max_items {
+        None => DEFAULT_MAX_ITEMS,
+        Some(m) if (1..=MAX_ITEMS as u64).contains(&m) => usize::try_from(m).unwrap_or(MAX_ITEMS),
+        Some(m) => {
+            return Err(source.error(
+                ErrorKind::Schema,
+                at("max_items"),
+                format!("step `{id}`: `max_items` is {m}: a step may take 1 to {MAX_ITEMS} items"),
+            ));
+        }
+    };
+    let join = match &rs.join {
+        None | Some(RawJoin::Word(JoinWord::All)) => Join::All,
+        Some(RawJoin::Word(JoinWord::Any)) => Join::Any,
+        Some(RawJoin::Min(m)) if m.min == 0 => {
+            return Err(source.error(
+                ErrorKind::Schema,
+                at("join.min"),
+                format!(
+                    "step `{id}`: `join: {{ min: 0 }}` would need nothing: `min` is at least 1"
+                ),
+            ));
+        }
+        Some(RawJoin::Min(m)) => Join::Min(usize::try_from(m.min).unwrap_or(usize::MAX)),
+    };
+    // The items: each element of a list, or one template to split. They
+    // may read inputs, steps (which become dependencies) and `run.id`,
+    // never their own item.
+    let path = at("for_each");
+    let mut check = |text: &str, path: &str| -> Result<Template, WorkflowError> {
+        let t = parse_template(text, path, source)?;
+        check_refs(
+            &t,
+            path,
+            text,
+            known_names,
+            source,
+            Reads::default(),
+            |j, offset, len| {
+                add(j, path.to_owned(), source.locate(path, text, offset, len));
+                Ok(())
+            },
+        )?;
+        Ok(t)
+    };
+    let items = match raw {
+        RawItems::Split(text) => {
+            if text.trim().is_empty() {
+                return Err(source.error(
+                    ErrorKind::Items,
+                    path,
+                    format!("step `{id}`: `for_each` is empty: give a list or a template such as \"{{{{ inputs.materials }}}}\""),
+                ));
+            }
+            Items::Split(check(text, &path)?)
+        }
+        RawItems::List(list) => {
+            let mut items = Vec::with_capacity(list.len());
+            for (k, text) in list.iter().enumerate() {
+                items.push(check(text, &format!("{path}[{k}]"))?);
+            }
+            Items::List(items)
+        }
+    };
+    let fan = ForEach {
+        items,
+        name,
+        max_parallel,
+        join,
+        max_items,
+    };
+    if let Items::List(list) = &fan.items {
+        check_item_count(&fan, list.len(), id, &path, &at("join.min"), source)?;
+    }
+    Ok(Some(fan))
+}
+
+/// Whether `count` items suit step `id`'s `for_each`: at least one, at
+/// most `max_items`, at least `join.min`. `path` locates the items,
+/// `min_path` the `join.min`.
+fn check_item_count(
+    fan: &ForEach,
+    count: usize,
+    id: &str,
+    path: &str,
+    min_path: &str,
+    source: &SourceMap,
+) -> Result<(), WorkflowError> {
+    if count == 0 {
+        return Err(source.error(
+            ErrorKind::Items,
+            path,
+            format!("step `{id}`: `for_each` gives no items: a step needs at least one"),
+        ));
+    }
+    if count > fan.max_items {
+        return Err(source.error(
+            ErrorKind::Items,
+            path,
+            format!(
+                "step `{id}`: `for_each` gives {count} items, more than its `max_items` of {} (raise it, up to {MAX_ITEMS})",
+                fan.max_items
+            ),
+        ));
+    }
+    if let Join::Min(n) = fan.join
+        && n > count
+    {
+        return Err(source.error(
+            ErrorKind::Items,
+            min_path,
+            format!(
+                "step `{id}`: `join: {{ min: {n} }}` needs {n} instances to complete, and `for_each` gives {count} item{}",
+                if count == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses condition `text` at `path` (`what` names it in messages:
@@ -744,6 +1004,39 @@ pub fn check_run(
             "inputs",
             format!("unknown input `{name}`{}", known(declared.iter())),
         ));
+    }
+    // Items that come from the inputs are known now: none, too many, or
+    // fewer than the join needs is an error before anything is sent.
+    if errors.is_empty() {
+        let ctx = crate::template::Context {
+            inputs: resolved.clone(),
+            ..Default::default()
+        };
+        for (i, step) in wf.steps.iter().enumerate() {
+            let Some(fan) = step.for_each.as_ref().filter(|f| !f.reads_steps()) else {
+                continue;
+            };
+            let path = format!("steps[{i}].for_each");
+            match fan.items_in(&ctx) {
+                Ok(items) => {
+                    if let Err(e) = check_item_count(
+                        fan,
+                        items.len(),
+                        &step.id,
+                        &path,
+                        &format!("steps[{i}].join.min"),
+                        src,
+                    ) {
+                        errors.push(e);
+                    }
+                }
+                Err(e) => errors.push(src.error(
+                    ErrorKind::Items,
+                    path,
+                    format!("step `{}`: `for_each`: {e}", step.id),
+                )),
+            }
+        }
     }
     if errors.is_empty() {
         Ok(ResolvedInputs(resolved))

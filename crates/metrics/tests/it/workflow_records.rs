@@ -7,10 +7,10 @@ use std::path::Path;
 
 use jiff::{SignedDuration, Timestamp};
 use orch_handoff::{RunId, WorkflowRecord};
-use orch_metrics::{Options, RunStatuses};
+use orch_metrics::{FanOutStats, Options, RunStatuses};
 use orch_workflow::{
-    Attempt, AttemptStatus, RunStatus, RunSummary, StepRecord, StepStatus, StepSummary,
-    attempt_run_id,
+    Attempt, AttemptStatus, FanOutRecord, InstanceCounts, InstanceOf, RunStatus, RunSummary,
+    StepRecord, StepStatus, StepSummary, attempt_run_id, instance_record_id,
 };
 
 use crate::{open, options, scan};
@@ -49,6 +49,7 @@ fn step(status: StepStatus, agent: &str, attempts: u32) -> StepSummary {
         duration_ms: None,
         reason: None,
         iterations: None,
+        instances: None,
     }
 }
 
@@ -364,4 +365,199 @@ fn repeat_steps_count_their_iterations_and_iterations_are_not_retries() {
         prom.contains("orch_workflow_step_iterations_total{workflow=\"review\",step=\"review\"} 4"),
         "{prom}"
     );
+}
+
+/// The record of instance `index` of `for_each` step `step` in run `run`,
+/// ended `status` after delegations of `attempts`.
+fn instance(
+    run: &RunId,
+    step: &str,
+    index: u32,
+    status: StepStatus,
+    attempts: &[AttemptStatus],
+) -> (RunId, StepRecord) {
+    let id = instance_record_id(step, index as usize);
+    let mut rec = StepRecord::new(&id);
+    rec.status = status;
+    rec.agent = Some("webster".to_owned());
+    rec.instance = Some(InstanceOf {
+        step: step.to_owned(),
+        index,
+        item: format!("item {index}"),
+    });
+    rec.attempts = (1..)
+        .zip(attempts)
+        .map(|(n, s)| attempt(run, &id, n, *s))
+        .collect();
+    rec.started = Some(t0());
+    rec.finished = Some(t0() + SignedDuration::from_secs(60));
+    (run.clone(), rec)
+}
+
+/// A `for_each` step's summary entry: no delegations of its own.
+fn fanned(status: StepStatus, instances: InstanceCounts) -> StepSummary {
+    StepSummary {
+        instances: Some(instances),
+        ..step(status, "webster", 0)
+    }
+}
+
+#[test]
+fn fan_out_steps_count_their_instances_and_cancelled_ones_never_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (run_id(1), run_id(2));
+    // `join: any` over 3 items: two completed, the third stopped in flight
+    // once the join was met (its delegation `cancelled`).
+    let mut first = summary(&a, RunStatus::Completed, t0());
+    first.finished = Some(t0() + SignedDuration::from_secs(90));
+    first.steps = BTreeMap::from([
+        (
+            "research".to_owned(),
+            fanned(
+                StepStatus::Completed,
+                InstanceCounts {
+                    total: 3,
+                    completed: 2,
+                    failed: 0,
+                    cancelled: 1,
+                },
+            ),
+        ),
+        (
+            "write".to_owned(),
+            step(StepStatus::Completed, "secretary", 1),
+        ),
+    ]);
+    // `join: { min: 3 }` over 4 items: one completed, one failed after two
+    // timeouts, one failed with a failed handoff, and one its step's
+    // deadline stopped as it timed out (skipped: not a failure); the gate
+    // refused the partial result.
+    let mut second = summary(&b, RunStatus::Failed, t0() + SignedDuration::from_mins(5));
+    second.finished = Some(t0() + SignedDuration::from_mins(7));
+    second.steps = BTreeMap::from([(
+        "research".to_owned(),
+        fanned(
+            StepStatus::Failed,
+            InstanceCounts {
+                total: 4,
+                completed: 1,
+                failed: 2,
+                cancelled: 1,
+            },
+        ),
+    )]);
+    let mut fan = StepRecord::new("research");
+    fan.status = StepStatus::Failed;
+    fan.fan_out = Some(FanOutRecord {
+        items_sha256: "0".repeat(64),
+        instances: second.steps["research"].instances.unwrap(),
+    });
+    use AttemptStatus as A;
+    use StepStatus as S;
+    let records = [
+        instance(&a, "research", 0, S::Completed, &[A::Complete]),
+        instance(&a, "research", 1, S::Completed, &[A::Partial]),
+        instance(&a, "research", 2, S::Skipped, &[A::TimedOut, A::Cancelled]),
+        (b.clone(), fan),
+        instance(&b, "research", 0, S::Completed, &[A::Complete]),
+        instance(&b, "research", 1, S::Failed, &[A::TimedOut, A::TimedOut]),
+        instance(&b, "research", 2, S::Failed, &[A::Failed]),
+        instance(&b, "research", 3, S::Skipped, &[A::TimedOut]),
+    ];
+    put(dir.path(), &[first, second], &records);
+    // Every instance delegation is in the ledger (as the executor leaves
+    // it: no `workflow` field, only its derived run id), and one more
+    // delegation of no workflow.
+    let mut ledger = String::new();
+    let mut delegations = 0;
+    for (_, rec) in &records {
+        for att in &rec.attempts {
+            delegations += 1;
+            ledger.push_str(&format!(
+                "{{\"ts\":\"{}\",\"event\":\"dispatched\",\"runId\":\"{}\",\"agent\":\"webster\",\"caller\":\"manager\"}}\n",
+                att.started, att.run_id
+            ));
+        }
+    }
+    ledger.push_str("{\"ts\":\"2026-11-20T10:00:00Z\",\"event\":\"dispatched\",\"runId\":\"orch-20261120T100000Z-00000001\",\"agent\":\"webster\",\"caller\":\"manager\"}\n");
+    std::fs::write(dir.path().join("ledger.jsonl"), ledger).unwrap();
+
+    let report = scan(dir.path(), &options());
+    assert_eq!(report.problems, orch_metrics::Problems::default());
+    assert_eq!(report.totals.delegations, delegations + 1);
+    let [wf] = report.workflows.as_slice() else {
+        panic!("{:#?}", report.workflows)
+    };
+    assert_eq!(
+        wf.fanned_steps,
+        [FanOutStats {
+            step: "research".to_owned(),
+            runs: 2,
+            instances: 7,
+            completed: 3,
+            failed: 2,
+            cancelled: 2,
+        }]
+    );
+    assert_eq!(wf.repeated_steps, []);
+    // The step failed once (its own status); its timed-out attempts are
+    // those of its failed instances: not the one its deadline stopped, nor
+    // the cancelled one's earlier timeout.
+    assert_eq!(
+        wf.failing_steps,
+        [orch_metrics::StepStats {
+            step: "research".to_owned(),
+            agents: vec!["webster".to_owned()],
+            runs: 2,
+            failed: 1,
+            rejected: 0,
+            timed_out: 2,
+            retries: 0,
+        }]
+    );
+
+    let text = orch_metrics::render_text(&report, &orch_metrics::TextOptions::default());
+    let table = [
+        "Fanned-out steps (one instance per item)",
+        "workflow  step      runs  instances  completed  failed  cancelled",
+        "review    research     2          7          3       2          2",
+        "cancelled: no longer needed once the step's join was met (not a failure); the rest had not ended",
+    ]
+    .join("\n");
+    assert!(text.contains(&table), "{text}");
+
+    let prom = orch_metrics::render_prometheus(&report);
+    let lines: Vec<&str> = prom
+        .lines()
+        .filter(|l| l.contains("orch_workflow_step_instances_total"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "# HELP orch_workflow_step_instances_total Instances of workflow `for_each` steps by outcome: completed, failed, cancelled (no longer needed by the step's join; not a failure).",
+            "# TYPE orch_workflow_step_instances_total counter",
+            "orch_workflow_step_instances_total{workflow=\"review\",step=\"research\",outcome=\"completed\"} 3",
+            "orch_workflow_step_instances_total{workflow=\"review\",step=\"research\",outcome=\"failed\"} 2",
+            "orch_workflow_step_instances_total{workflow=\"review\",step=\"research\",outcome=\"cancelled\"} 2",
+        ]
+    );
+    assert!(
+        prom.contains("orch_workflow_step_failures_total{workflow=\"review\",step=\"research\",kind=\"timed-out\"} 2"),
+        "{prom}"
+    );
+
+    // A `--workflow` filter reads every instance's record: their
+    // delegations (`<run>.<step>.<N>.<n>`) are the workflow's, and the
+    // figures stay the same.
+    let selected = scan(
+        dir.path(),
+        &Options {
+            workflows: vec!["review".to_owned()],
+            ..options()
+        },
+    );
+    assert_eq!(selected.workflows, report.workflows);
+    assert_eq!(selected.problems, report.problems);
+    assert_eq!(selected.totals.delegations, delegations);
+    assert_eq!(selected.agents[0].delegations, delegations);
 }

@@ -46,14 +46,14 @@ pub(super) struct EndsEarly {
 }
 
 impl EndsEarly {
-    fn skipped(reason: String) -> Self {
+    pub(super) fn skipped(reason: String) -> Self {
         Self {
             status: StepStatus::Skipped,
             reason,
         }
     }
 
-    fn failed(reason: String) -> Self {
+    pub(super) fn failed(reason: String) -> Self {
         Self {
             status: StepStatus::Failed,
             reason,
@@ -171,6 +171,10 @@ pub(super) struct Job {
     cancel: CancellationToken,
     /// A `repeat` step's loop; `None` for every other step.
     repeat: Option<Repeating>,
+    /// The workflow step (of an instance: its `for_each` step).
+    step_id: String,
+    /// How events name it: the step, or an instance as `step[N]`.
+    label: String,
 }
 
 /// What a `repeat` step's job needs to ask again.
@@ -235,6 +239,16 @@ impl Job {
             // choice, and the delegation itself will say what is wrong.
             None => (true, "unknown".to_owned(), None),
         };
+        let mut gate = step.gate.clone().unwrap_or_default();
+        let label = match &rec.instance {
+            // An instance is judged by the step's gate; a human approves
+            // the step once, when its instances have joined.
+            Some(inst) => {
+                gate.approval = false;
+                crate::run::instance_label(&inst.step, inst.index as usize)
+            }
+            None => rec.step.clone(),
+        };
         Self {
             delegator: Arc::clone(&exec.delegator),
             store: Arc::clone(&exec.store),
@@ -245,7 +259,7 @@ impl Job {
             timeout: scope.wf.timeout_of(step),
             retries: scope.wf.retries_of(step),
             retry_base: exec.retry_base,
-            gate: step.gate.clone().unwrap_or_default(),
+            gate,
             context,
             reawait,
             dispatched: scope.dispatched.cloned(),
@@ -254,7 +268,20 @@ impl Job {
             max_message,
             cancel: scope.cancel.clone(),
             repeat: None,
+            step_id: step.id.clone(),
+            label,
         }
+    }
+
+    /// The step's record as the job holds it.
+    pub(super) fn record(&self) -> &StepRecord {
+        &self.rec
+    }
+
+    /// Cancelled by `token` instead of the run's (an instance: by its
+    /// `for_each` step's, a child of the run's).
+    pub(super) fn cancel_with(&mut self, token: CancellationToken) {
+        self.cancel = token;
     }
 
     /// A `repeat` step: its later iterations are rendered from `step`'s
@@ -347,7 +374,7 @@ impl Job {
                     if n > 0 {
                         let delay = self.retry_base.saturating_mul(1u32 << (n - 1).min(16));
                         self.emit(ProgressEvent::Retrying {
-                            step: self.rec.step.clone(),
+                            step: self.label.clone(),
                             attempt: u32::try_from(n + 1).unwrap_or(u32::MAX),
                             delay,
                         });
@@ -415,7 +442,7 @@ impl Job {
     /// `true` is returned. At `max`, the last answer stands and goes to the
     /// gate; its attempt says that `until` never held.
     fn ask_again(&mut self, h: &Handoff) -> bool {
-        let step = self.rec.step.clone();
+        let step = self.step_id.clone();
         let Some(r) = &mut self.repeat else {
             return false;
         };
@@ -443,7 +470,7 @@ impl Job {
         let (iteration, max) = (r.iteration, r.spec.max);
         self.rec.rendered_task = None;
         self.emit(ProgressEvent::Repeating {
-            step: self.rec.step.clone(),
+            step: self.label.clone(),
             iteration,
             max,
             reason,
@@ -488,7 +515,7 @@ impl Job {
                 }
                 Err(e) => return Err(format!("iteration {before}'s handoff: {e}")),
             };
-            let step = self.rec.step.clone();
+            let step = self.step_id.clone();
             if let Some(r) = &mut self.repeat {
                 // Why it was asked again, judged again as it was then.
                 let reason = r.not_good_enough(&step, &h).unwrap_or_default();
@@ -564,7 +591,7 @@ impl Job {
                 .await;
         }
         self.emit(ProgressEvent::Reawaiting {
-            step: self.rec.step.clone(),
+            step: self.label.clone(),
             agent: self.rec.agent.clone().unwrap_or_default(),
             attempt: n,
             since: a.started,
@@ -636,7 +663,7 @@ impl Job {
     async fn lose(&mut self, attempt: u32, reason: String) -> Option<Tried> {
         self.end_attempt(AttemptStatus::Lost, Some(format!("{reason}; sent again")));
         self.emit(ProgressEvent::Lost {
-            step: self.rec.step.clone(),
+            step: self.label.clone(),
             attempt,
             reason,
         });
@@ -728,7 +755,7 @@ impl Job {
         self.rec.delegation_run_id = Some(run_id.clone());
         self.rec.status = StepStatus::Running;
         self.emit(ProgressEvent::Started {
-            step: self.rec.step.clone(),
+            step: self.label.clone(),
             agent: agent.clone(),
             attempt: u32::try_from(self.rec.delegations()).unwrap_or(u32::MAX),
         });

@@ -134,7 +134,7 @@
 //! [`Transport::max_task_bytes`]: orch_delegate::Transport::max_task_bytes
 //! [`Template::render_within`]: crate::Template::render_within
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,6 +152,7 @@ use crate::run::{
 use crate::template::StepOutput;
 use crate::validate::ResolvedInputs;
 
+mod fan;
 mod job;
 mod runner;
 
@@ -208,6 +209,23 @@ pub enum ProgressEvent {
         max: u32,
         /// Why: the `until` condition and what came.
         reason: String,
+    },
+    /// A `for_each` step sends its instances (`step[0]`, `step[1]`, …:
+    /// their events name them so).
+    FannedOut {
+        /// The step.
+        step: String,
+        /// How many items (instances).
+        items: usize,
+        /// Its `join`: `all`, `any`, `min N`.
+        join: String,
+    },
+    /// How a `for_each` step's instances stand, when one ends.
+    Instances {
+        /// The step.
+        step: String,
+        /// The counts.
+        counts: crate::run::InstanceCounts,
     },
     /// The step ended (completed, failed or rejected).
     Finished {
@@ -457,7 +475,7 @@ impl Executor {
             self.store.prepare_waits()
         );
         stored?;
-        runner::drive(self, wf, summary, recs, None, cancel).await
+        runner::drive(self, wf, summary, recs, None, BTreeSet::new(), cancel).await
     }
 
     /// Continues run `run_id` (killed, cancelled or paused): finished steps
@@ -497,10 +515,12 @@ impl Executor {
                 .unwrap_or_else(|| StepRecord::new(&s.id));
             recs.insert(s.id.clone(), rec);
         }
+        let mut restarted = BTreeSet::new();
         if opts.retry_failed {
             for rec in recs.values_mut() {
                 if rec.retryable() {
                     rec.restart();
+                    restarted.insert(rec.step.clone());
                 }
             }
         }
@@ -542,7 +562,16 @@ impl Executor {
         summary.status = RunStatus::Running;
         summary.finished = None;
         let dispatched = self.dispatched_before(run_id).await?;
-        runner::drive(self, &wf, summary, recs, Some(dispatched), cancel).await
+        runner::drive(
+            self,
+            &wf,
+            summary,
+            recs,
+            Some(dispatched),
+            restarted,
+            cancel,
+        )
+        .await
     }
 
     /// The largest `output` a summary of this store keeps.
@@ -576,7 +605,18 @@ impl Executor {
                 if wf.steps.len() == 1 { "" } else { "s" }
             )));
         }
-        let longest_step = wf.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
+        // An instance's record is `<step>.<N>`.
+        let longest_step = wf
+            .steps
+            .iter()
+            .map(|s| {
+                s.id.len()
+                    + s.for_each.as_ref().map_or(0, |f| {
+                        1 + f.max_items.saturating_sub(1).max(1).to_string().len()
+                    })
+            })
+            .max()
+            .unwrap_or(0);
         let largest = crate::run::largest_step_record(&"x".repeat(longest_step), longest_agent);
         if largest > cap {
             return Err(ExecError::Usage(format!(

@@ -9,27 +9,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_delegate::orch_handoff::HandoffStore;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::fan::{self, Fan};
 use super::job::{self, EndsEarly, Job, Scope, StepDone};
 use super::{Dispatched, Executor, ProgressEvent};
 use crate::error::{ExecError, RenderError};
 use crate::model::{OnFailure, Workflow};
 use crate::plan::Plan;
 use crate::run::{
-    ApprovalDecision, REASON_KEPT, RunStatus, RunSummary, SUMMARY_REASON_KEPT, StepRecord,
-    StepStatus, StepSummary, put_step, put_summary, put_summary_view,
+    ApprovalDecision, InstanceCounts, REASON_KEPT, RunStatus, RunSummary, SUMMARY_REASON_KEPT,
+    StepRecord, StepStatus, StepSummary, put_step, put_summary, put_summary_view,
 };
-use crate::template::{Context, StepOutput};
+use crate::template::Context;
 
 /// The closed set of things the run loop reacts to. Steps are named by
 /// their position in the plan's order.
 #[derive(Debug)]
-enum Event {
+pub(super) enum Event {
     /// A step task ended (or was cancelled).
     StepFinished { at: usize, done: Box<StepDone> },
+    /// An instance of the `for_each` step at `at` ended.
+    Instances { at: usize, counts: InstanceCounts },
     /// The approver decided on a step.
     ApprovalArrived {
         at: usize,
@@ -93,6 +96,7 @@ pub(super) async fn drive(
     summary: RunSummary,
     recs: BTreeMap<String, StepRecord>,
     dispatched: Option<Dispatched>,
+    restarted: BTreeSet<String>,
     cancel: &CancellationToken,
 ) -> Result<RunSummary, ExecError> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -124,6 +128,10 @@ pub(super) async fn drive(
         summary_dirty: true,
         writer,
         dispatched,
+        restarted,
+        slots: wf
+            .max_parallel
+            .map(|n| Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS)))),
     };
     r.go(rx, cancel).await?;
     let Runner { recs, summary, .. } = r;
@@ -171,6 +179,12 @@ struct Runner<'a> {
     writer: JoinSet<Result<(), ExecError>>,
     /// On resume: what earlier processes dispatched.
     dispatched: Option<Dispatched>,
+    /// Steps `resume --retry-failed` started afresh (a `for_each` step's
+    /// failed instances start again too).
+    restarted: BTreeSet<String>,
+    /// The workflow's `max_parallel`: a slot per running delegation (a
+    /// step, or an instance of a `for_each` step).
+    slots: Option<Arc<Semaphore>>,
 }
 
 fn elapsed(rec: &StepRecord) -> Duration {
@@ -187,6 +201,7 @@ impl Runner<'_> {
         mut rx: mpsc::UnboundedReceiver<Event>,
         cancel: &CancellationToken,
     ) -> Result<(), ExecError> {
+        self.restore_fans().await?;
         self.carry_over().await?;
         loop {
             if cancel.is_cancelled() {
@@ -232,9 +247,13 @@ impl Runner<'_> {
                 self.stop = true;
             }
             match status {
+                StepStatus::Running if self.wf.step(id).is_some_and(|s| s.for_each.is_some()) => {
+                    self.start_fan(p).await?;
+                }
                 StepStatus::Running => {
                     self.restore_task(p);
-                    self.spawn_step(p, true);
+                    let permit = self.slot();
+                    self.spawn_step(p, true, permit);
                 }
                 StepStatus::AwaitingApproval => {
                     match self.recs.get(id).and_then(|r| r.approval.clone()) {
@@ -283,6 +302,12 @@ impl Runner<'_> {
                 self.step_finished(at, *done)?;
             }
             Event::SummaryDue => self.summary_due = true,
+            Event::Instances { at, counts } => {
+                let id = self.plan.id_at(at);
+                if let Some(f) = self.recs.get_mut(id).and_then(|r| r.fan_out.as_mut()) {
+                    f.instances = counts;
+                }
+            }
             Event::ApprovalArrived { at, decision } => {
                 if let Some(rec) = self.recs.get_mut(self.plan.id_at(at)) {
                     rec.approval = Some(decision.clone());
@@ -447,14 +472,11 @@ impl Runner<'_> {
                 .recs
                 .iter()
                 .filter(|(_, r)| r.status == StepStatus::Completed)
-                .filter_map(|(k, r)| {
-                    r.handoff
-                        .as_ref()
-                        .map(|h| (k.clone(), StepOutput::from_handoff(h)))
-                })
+                .filter_map(|(k, r)| r.output().map(|o| (k.clone(), o)))
                 .collect(),
             run_id: Some(self.summary.run_id.as_str().to_owned()),
             previous: None,
+            item: None,
         }
     }
 
@@ -471,8 +493,7 @@ impl Runner<'_> {
                 if r.status != StepStatus::Completed {
                     return None;
                 }
-                let h = r.handoff.as_ref()?;
-                Some((dep.to_owned(), StepOutput::from_handoff(h)))
+                Some((dep.to_owned(), r.output()?))
             })
             .collect();
         Context {
@@ -480,6 +501,7 @@ impl Runner<'_> {
             steps,
             run_id: Some(self.summary.run_id.as_str().to_owned()),
             previous: None,
+            item: None,
         }
     }
 
@@ -578,14 +600,13 @@ impl Runner<'_> {
     /// that cannot run, until a pass ends none (an ended step may make its
     /// dependents ready).
     async fn start_ready(&mut self) -> Result<(), ExecError> {
-        let cap = self.wf.max_parallel.unwrap_or(usize::MAX).max(1);
         loop {
             let mut changed = false;
             for p in self.take_ready() {
                 if self.stop {
                     return Ok(());
                 }
-                changed |= self.try_start(p, cap).await?;
+                changed |= self.try_start(p).await?;
             }
             if !changed {
                 return Ok(());
@@ -634,7 +655,7 @@ impl Runner<'_> {
     /// The ready step at position `p`: skipped or failed at once if it
     /// cannot run, else started if fewer than `cap` steps run. Whether it
     /// ended (so its dependents may have become ready).
-    async fn try_start(&mut self, p: usize, cap: usize) -> Result<bool, ExecError> {
+    async fn try_start(&mut self, p: usize) -> Result<bool, ExecError> {
         let (plan, wf) = (self.plan, self.wf);
         let id = plan.id_at(p);
         let Some(step) = wf.step(id) else {
@@ -658,9 +679,17 @@ impl Runner<'_> {
             self.end_early(p, end).await?;
             return Ok(true);
         }
-        if self.running >= cap {
-            return Ok(false);
+        if step.for_each.is_some() {
+            // Its instances take the run's slots, each when it sends.
+            return self.start_fan(p).await;
         }
+        let permit = match &self.slots {
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return Ok(false),
+            },
+            None => None,
+        };
         let (agent, task) = match job::agent_and_task(&self.scope(), step, &ctx) {
             Ok(found) => found,
             Err(end) => {
@@ -675,13 +704,123 @@ impl Runner<'_> {
             rec.started = Some(jiff::Timestamp::now());
         }
         self.candidates.remove(&p);
-        self.spawn_step(p, false);
+        self.spawn_step(p, false, permit);
         Ok(false)
+    }
+
+    /// A free slot of the workflow's `max_parallel`, if it has one (on
+    /// resume, steps in flight are taken up with one or without).
+    fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots
+            .as_ref()
+            .and_then(|s| Arc::clone(s).try_acquire_owned().ok())
+    }
+
+    /// Starts (or, on resume, takes up) the `for_each` step at position
+    /// `p`; ends it early if it cannot run. Whether it ended.
+    async fn start_fan(&mut self, p: usize) -> Result<bool, ExecError> {
+        let (plan, wf) = (self.plan, self.wf);
+        let id = plan.id_at(p);
+        let (Some(step), Some(rec)) = (wf.step(id), self.recs.get(id)) else {
+            return Ok(false);
+        };
+        let Some(for_each) = &step.for_each else {
+            return Ok(false);
+        };
+        let start = fan::Start {
+            scope: self.scope(),
+            step,
+            fan: for_each,
+            at: p,
+            rec,
+            ctx: self.context_for(p),
+            resume: self.dispatched.is_some(),
+            restarted: self.restarted.contains(id),
+            events: self.tx.clone(),
+            run_slots: self.slots.clone(),
+        };
+        let (fan, rec) = match fan::prepare(start).await? {
+            Ok(prepared) => prepared,
+            Err(end) => {
+                self.end_early(p, end).await?;
+                return Ok(true);
+            }
+        };
+        self.recs.insert(id.to_owned(), rec);
+        self.candidates.remove(&p);
+        self.spawn_fan(p, fan);
+        Ok(false)
+    }
+
+    /// Starts the task of the `for_each` step at position `p`.
+    fn spawn_fan(&mut self, p: usize, fan: Fan) {
+        let tx = self.tx.clone();
+        let store = Arc::clone(&self.exec.store);
+        let wf_run = self.summary.run_id.clone();
+        self.running += 1;
+        self.steps.spawn(async move {
+            let (done, mut writes) = fan.run().await;
+            let rec = done.rec.clone();
+            let finished = Event::StepFinished {
+                at: p,
+                done: Box::new(done),
+            };
+            let drain = async move {
+                while let Some(r) = writes.join_next().await {
+                    task_result(r)?;
+                }
+                Ok::<(), ExecError>(())
+            };
+            if rec.status == StepStatus::AwaitingApproval {
+                // As for any step: this write goes before the decision's.
+                let (wrote, drained) = tokio::join!(put_step(&*store, &wf_run, &rec), drain);
+                wrote?;
+                drained?;
+                let _ = tx.send(finished);
+                return Ok(());
+            }
+            // The loop hears first; the step's and its instances' records
+            // are written while its dependents start.
+            let _ = tx.send(finished);
+            let (wrote, drained) = tokio::join!(put_step(&*store, &wf_run, &rec), drain);
+            wrote?;
+            drained
+        });
+    }
+
+    /// On resume: each `for_each` step an earlier process ended (completed,
+    /// or awaiting approval) gets back what its instances produced
+    /// together, in plan order (its items may read an earlier one's).
+    async fn restore_fans(&mut self) -> Result<(), ExecError> {
+        if self.dispatched.is_none() {
+            return Ok(());
+        }
+        for p in 0..self.plan.len() {
+            let id = self.plan.id_at(p);
+            let (Some(step), Some(rec)) = (self.wf.step(id), self.recs.get(id)) else {
+                continue;
+            };
+            let Some(for_each) = &step.for_each else {
+                continue;
+            };
+            if !matches!(
+                rec.status,
+                StepStatus::Completed | StepStatus::AwaitingApproval
+            ) {
+                continue;
+            }
+            let ctx = self.context_for(p);
+            let out = fan::restore(&self.scope(), step, for_each, &ctx).await?;
+            if let Some(rec) = self.recs.get_mut(id) {
+                rec.fanned = out;
+            }
+        }
+        Ok(())
     }
 
     /// Starts the task of the step at position `p` (`reawait`: on resume,
     /// its last delegation may still answer).
-    fn spawn_step(&mut self, p: usize, reawait: bool) {
+    fn spawn_step(&mut self, p: usize, reawait: bool, permit: Option<OwnedSemaphorePermit>) {
         let id = self.plan.id_at(p);
         let (Some(step), Some(rec)) = (self.wf.step(id), self.recs.get(id)) else {
             return;
@@ -697,6 +836,7 @@ impl Runner<'_> {
         self.running += 1;
         self.steps.spawn(async move {
             let done = job.run().await;
+            drop(permit);
             let rec = done.rec.clone();
             let finished = Event::StepFinished {
                 at: p,
@@ -727,7 +867,7 @@ impl Runner<'_> {
             });
             return;
         };
-        let Some(h) = self.recs.get(id).and_then(|r| r.handoff.clone()) else {
+        let Some(output) = self.recs.get(id).and_then(StepRecord::output) else {
             return;
         };
         self.exec.emit(ProgressEvent::AwaitingApproval {
@@ -736,7 +876,7 @@ impl Runner<'_> {
         let tx = self.tx.clone();
         let id = id.to_owned();
         self.approvals.spawn(async move {
-            let decision = approver.approve(&id, &StepOutput::from_handoff(&h)).await;
+            let decision = approver.approve(&id, &output).await;
             let _ = tx.send(Event::ApprovalArrived { at: p, decision });
         });
     }

@@ -110,6 +110,7 @@ fn material_trade_study_plan_gate_and_defaults() {
         result: result.into(),
         notes: String::new(),
         artifacts: vec![],
+        instances: Vec::new(),
     };
     let ctx = Context {
         inputs: resolved.into_map(),
@@ -120,6 +121,7 @@ fn material_trade_study_plan_gate_and_defaults() {
         .into(),
         run_id: Some("wf-test".into()),
         previous: None,
+        item: None,
     };
     let task = wf.step("audit").unwrap().task.render(&ctx).unwrap();
     assert!(task.contains("Requirements: CTE < 0.01 ppm/K"));

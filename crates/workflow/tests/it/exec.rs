@@ -41,22 +41,22 @@ use crate::AGENTS;
 // The fake agent fleet.
 
 #[derive(Default)]
-struct Fake {
-    store: Mutex<Option<FsStore>>,
+pub(crate) struct Fake {
+    pub(crate) store: Mutex<Option<FsStore>>,
     /// Dispatches per step id.
-    dispatches: Mutex<BTreeMap<String, usize>>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    per_agent: Mutex<BTreeMap<String, (usize, usize)>>,
+    pub(crate) dispatches: Mutex<BTreeMap<String, usize>>,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) max_in_flight: AtomicUsize,
+    pub(crate) per_agent: Mutex<BTreeMap<String, (usize, usize)>>,
     /// The last message and agent each step id was sent.
-    last: Mutex<BTreeMap<String, (String, String)>>,
-    hung: Notify,
+    pub(crate) last: Mutex<BTreeMap<String, (String, String)>>,
+    pub(crate) hung: Notify,
     /// `Transport::max_task_bytes` (0: the default).
-    max_task: AtomicU64,
+    pub(crate) max_task: AtomicU64,
     /// `Transport::outlives_sender` is false (like sim and exec).
-    dies_with_sender: AtomicBool,
+    pub(crate) dies_with_sender: AtomicBool,
     /// The longest message dispatched.
-    longest: AtomicUsize,
+    pub(crate) longest: AtomicUsize,
 }
 
 /// The timestamp of a `[big]` handoff (fixed, so its size is exact).
@@ -72,15 +72,25 @@ fn largest_result(run_id: &RunId, agent: &str) -> String {
     "R".repeat(room)
 }
 
+/// The value of marker `[KEY=VALUE]` in `msg` (a value may hold
+/// bracketed markers of its own: `[id=r-x [d=40]]`).
 fn marker<'a>(msg: &'a str, key: &str) -> Option<&'a str> {
     let open = format!("[{key}=");
     let at = msg.find(&open)? + open.len();
-    let end = msg[at..].find(']')? + at;
-    Some(&msg[at..end])
+    let mut depth = 0usize;
+    for (i, c) in msg[at..].char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' if depth == 0 => return Some(&msg[at..at + i]),
+            ']' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 impl Fake {
-    fn count(&self, step: &str) -> usize {
+    pub(crate) fn count(&self, step: &str) -> usize {
         self.dispatches
             .lock()
             .unwrap()
@@ -90,7 +100,7 @@ impl Fake {
     }
 
     /// (agent, message) of the last dispatch of `step`.
-    fn last(&self, step: &str) -> (String, String) {
+    pub(crate) fn last(&self, step: &str) -> (String, String) {
         self.last.lock().unwrap().get(step).cloned().unwrap()
     }
 
@@ -209,7 +219,7 @@ impl Transport for Fake {
 /// Records progress events as `start:X`, `end:X`, `skip:X`, `wait:X`,
 /// `retry:X`.
 #[derive(Default)]
-struct Log(Mutex<Vec<String>>);
+pub(crate) struct Log(Mutex<Vec<String>>);
 
 impl Progress for Log {
     fn event(&self, e: &ProgressEvent) {
@@ -224,13 +234,18 @@ impl Progress for Log {
             ProgressEvent::Repeating {
                 step, iteration, ..
             } => format!("repeat:{step}:{iteration}"),
+            ProgressEvent::FannedOut { step, items, .. } => format!("fan:{step}:{items}"),
+            ProgressEvent::Instances { step, counts } => format!(
+                "inst:{step}:{}/{}/{}",
+                counts.completed, counts.failed, counts.cancelled
+            ),
         };
         self.0.lock().unwrap().push(s);
     }
 }
 
 impl Log {
-    fn events(&self) -> Vec<String> {
+    pub(crate) fn events(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
     fn pos(&self, e: &str) -> usize {
@@ -244,9 +259,9 @@ impl Log {
 /// The store as the executor sees it: while `forget_steps` is set, step
 /// records are acknowledged but never written, as when the process dies
 /// before those writes land.
-struct Forgetful {
+pub(crate) struct Forgetful {
     inner: FsStore,
-    forget_steps: AtomicBool,
+    pub(crate) forget_steps: AtomicBool,
     /// The largest workflow record written (as the store writes it).
     largest_record: AtomicUsize,
 }
@@ -327,16 +342,16 @@ impl Ledger for Forgetful {
     }
 }
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    forgetful: Arc<Forgetful>,
-    store: Arc<dyn HandoffStore>,
-    delegator: Arc<Delegator>,
-    fake: Arc<Fake>,
-    log: Arc<Log>,
+pub(crate) struct Rig {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) forgetful: Arc<Forgetful>,
+    pub(crate) store: Arc<dyn HandoffStore>,
+    pub(crate) delegator: Arc<Delegator>,
+    pub(crate) fake: Arc<Fake>,
+    pub(crate) log: Arc<Log>,
 }
 
-fn rig() -> Rig {
+pub(crate) fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let fs = FsStore::open(FsStoreConfig::new(dir.path().join("store"))).unwrap();
     let fake = Arc::new(Fake::default());
@@ -359,7 +374,7 @@ fn rig() -> Rig {
 }
 
 impl Rig {
-    fn exec(&self) -> Executor {
+    pub(crate) fn exec(&self) -> Executor {
         Executor::new(Arc::clone(&self.delegator))
             .with_progress(Arc::clone(&self.log) as Arc<dyn Progress>)
             .with_retry_base(Duration::from_millis(10))
@@ -368,7 +383,7 @@ impl Rig {
     /// Runs `yaml` as run `run_id` until the fake hangs on a task marked
     /// `[hangfirst]`, then drops the run: like a kill -9 of orch with that
     /// delegation in flight.
-    async fn run_until_hung(&self, yaml: &str, run_id: &str) -> RunId {
+    pub(crate) async fn run_until_hung(&self, yaml: &str, run_id: &str) -> RunId {
         let wf = load(yaml, "hung.yaml").unwrap();
         let run_id = RunId::new(run_id).unwrap();
         let mut o = opts(&wf);
@@ -382,19 +397,19 @@ impl Rig {
         run_id
     }
 
-    async fn run_with(&self, exec: &Executor, yaml: &str) -> RunSummary {
+    pub(crate) async fn run_with(&self, exec: &Executor, yaml: &str) -> RunSummary {
         let wf = load(yaml, "test.yaml").unwrap();
         exec.run(&wf, yaml, opts(&wf), &CancellationToken::new())
             .await
             .unwrap()
     }
 
-    async fn run(&self, yaml: &str) -> RunSummary {
+    pub(crate) async fn run(&self, yaml: &str) -> RunSummary {
         self.run_with(&self.exec(), yaml).await
     }
 }
 
-fn opts(wf: &Workflow) -> RunOptions {
+pub(crate) fn opts(wf: &Workflow) -> RunOptions {
     let inputs = check_run(
         wf,
         AGENTS,
@@ -410,11 +425,11 @@ fn opts(wf: &Workflow) -> RunOptions {
     }
 }
 
-fn status(s: &RunSummary, step: &str) -> StepStatus {
+pub(crate) fn status(s: &RunSummary, step: &str) -> StepStatus {
     s.steps[step].status
 }
 
-fn reason(s: &RunSummary, step: &str) -> String {
+pub(crate) fn reason(s: &RunSummary, step: &str) -> String {
     s.steps[step].reason.clone().unwrap_or_default()
 }
 

@@ -3,6 +3,7 @@
 mod builtin;
 mod corpus;
 mod exec;
+mod fan;
 mod paused;
 mod props;
 mod schema;

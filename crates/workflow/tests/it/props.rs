@@ -331,6 +331,7 @@ fn outputs() -> impl Strategy<Value = StepOutput> {
                 result,
                 notes,
                 artifacts,
+                instances: Vec::new(),
             },
         )
 }
@@ -603,6 +604,7 @@ fn templates_parse_and_render_within_their_limit() {
             steps,
             run_id,
             previous: None,
+            item: None,
         });
     check(
         "templates_parse_and_render_within_their_limit",

@@ -80,6 +80,7 @@ fn a_summary_uses_the_run_schema_keys() {
                 duration_ms: Some(5),
                 reason: None,
                 iterations: None,
+                instances: None,
             },
         )]
         .into(),

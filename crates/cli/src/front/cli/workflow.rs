@@ -177,7 +177,27 @@ fn mermaid(wf: &Workflow) -> String {
         if let Some(r) = &step.repeat {
             label.push_str(&format!("<br/>↻ until good, ≤{}", r.max));
         }
-        s.push_str(&format!("  {}[\"{}\"]\n", step.id, label.replace('"', "'")));
+        let label = label.replace('"', "'");
+        match &step.for_each {
+            // A fan-out is one node, drawn stacked: ×N, or × each of what
+            // its items come from.
+            Some(f) => {
+                let times = match f.listed() {
+                    Some(n) => format!("×{n}"),
+                    None => format!("× each of {}", f.source()),
+                };
+                let join = match f.join {
+                    orch_workflow::Join::All => String::new(),
+                    j => format!(", join {}", j.describe()),
+                };
+                s.push_str(&format!(
+                    "  {}[[\"{label}<br/>{}{join}\"]]\n",
+                    step.id,
+                    out::one_line(&times).replace('"', "'")
+                ));
+            }
+            None => s.push_str(&format!("  {}[\"{label}\"]\n", step.id)),
+        }
     }
     for (from, to) in wf.plan().edges() {
         s.push_str(&format!("  {from} --> {to}\n"));
@@ -240,6 +260,17 @@ fn describe(wf: &Workflow, origin: &str) -> String {
                 out::one_line(&r.until_text),
                 r.max
             ));
+        }
+        if let Some(f) = &step.for_each {
+            line.push_str(&format!(
+                "  for each {} of {}, join {}",
+                f.name,
+                out::one_line(&f.source()),
+                f.join.describe()
+            ));
+            if let Some(n) = f.max_parallel {
+                line.push_str(&format!(", ≤{n} at once"));
+            }
         }
         s.push_str(&line);
         s.push('\n');

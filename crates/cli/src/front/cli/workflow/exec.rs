@@ -256,14 +256,26 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
         .max()
         .unwrap_or(1);
     let plural = |n: u32, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-    // A repeat step says how many iterations its attempts made.
-    let attempts = |st: &orch_workflow::StepSummary| match st.iterations {
-        Some(i) => format!(
+    // A repeat step says how many iterations its attempts made; a
+    // `for_each` step how its instances ended.
+    let attempts = |st: &orch_workflow::StepSummary| match (st.instances, st.iterations) {
+        (Some(c), _) => {
+            let mut s = format!("{} ({} completed", plural(c.total, "instance"), c.completed);
+            if c.failed > 0 {
+                s.push_str(&format!(", {} failed", c.failed));
+            }
+            if c.cancelled > 0 {
+                s.push_str(&format!(", {} cancelled", c.cancelled));
+            }
+            s.push(')');
+            s
+        }
+        (None, Some(i)) => format!(
             "{} ({})",
             plural(st.attempts, "attempt"),
             plural(i, "iteration")
         ),
-        None => plural(st.attempts, "attempt"),
+        (None, None) => plural(st.attempts, "attempt"),
     };
     let w_attempts = s
         .steps
@@ -373,12 +385,31 @@ impl Retries {
         }
     }
 
-    /// The step whose attempt `id` is (`attempt_run_id` of this run), if any.
+    /// The step whose attempt `id` is (`attempt_run_id` of this run), if
+    /// any: a step's own, or one of a `for_each` step's instances
+    /// (`<step>.<N>`).
     fn step_of(&self, id: &RunId) -> Option<&str> {
-        let n: u32 = id.as_str().rsplit_once('.')?.1.parse().ok()?;
-        self.steps
+        let (rest, n) = id.as_str().rsplit_once('.')?;
+        let n: u32 = n.parse().ok()?;
+        if let Some(step) = self
+            .steps
             .iter()
             .find(|s| orch_workflow::attempt_run_id(&self.run, s, n) == *id)
+        {
+            return Some(step);
+        }
+        // An instance: `<run>.<step>.<N>.<n>` (long ids are hashed, so the
+        // id is rebuilt and compared, never only parsed).
+        let (rest, index) = rest.rsplit_once('.')?;
+        let index: usize = index.parse().ok()?;
+        let step = rest.rsplit_once('.').map_or(rest, |(_, s)| s);
+        self.steps
+            .iter()
+            .filter(|s| s.as_str() == step || id.as_str().len() >= orch_handoff::MAX_ID_LEN)
+            .find(|s| {
+                let record = orch_workflow::instance_record_id(s, index);
+                orch_workflow::attempt_run_id(&self.run, &record, n) == *id
+            })
             .map(String::as_str)
     }
 }
@@ -449,6 +480,11 @@ impl Bars {
 impl Progress for Bars {
     fn event(&self, e: &ProgressEvent) {
         let (step, text) = event_text(e);
+        if step.contains('[') {
+            // An instance of a `for_each` step: its step's line counts
+            // them (`Instances`), one line per instance would be too many.
+            return;
+        }
         self.with_bar(step, |bar| match e {
             ProgressEvent::Started { agent, attempt, .. } => {
                 bar.reset_elapsed();
@@ -470,9 +506,15 @@ impl Progress for Bars {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar.set_message(text);
             }
+            ProgressEvent::FannedOut { .. } => {
+                bar.reset_elapsed();
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar.set_message(text);
+            }
             ProgressEvent::Retrying { .. }
             | ProgressEvent::Lost { .. }
-            | ProgressEvent::Repeating { .. } => bar.set_message(text),
+            | ProgressEvent::Repeating { .. }
+            | ProgressEvent::Instances { .. } => bar.set_message(text),
         });
     }
 }
@@ -550,7 +592,32 @@ fn event_text(e: &ProgressEvent) -> (&str, String) {
                 out::one_line(reason)
             ),
         ),
+        ProgressEvent::FannedOut { step, items, join } => (
+            step,
+            format!(
+                "fanned out: {items} instance{} (join: {join})",
+                if *items == 1 { "" } else { "s" }
+            ),
+        ),
+        ProgressEvent::Instances { step, counts } => (step, instances_text(counts)),
     }
+}
+
+/// `4 of 10 instances ended: 3 completed, 1 failed` (cancelled ones when
+/// there are any).
+fn instances_text(c: &orch_workflow::InstanceCounts) -> String {
+    let ended = c.completed + c.failed + c.cancelled;
+    let mut text = format!(
+        "{ended} of {} instance{} ended: {} completed, {} failed",
+        c.total,
+        if c.total == 1 { "" } else { "s" },
+        c.completed,
+        c.failed
+    );
+    if c.cancelled > 0 {
+        text.push_str(&format!(", {} cancelled", c.cancelled));
+    }
+    text
 }
 
 /// One line per event on stderr: `[12:03:04] research started (webster, attempt 1)`.
@@ -558,6 +625,11 @@ struct Lines;
 
 impl Progress for Lines {
     fn event(&self, e: &ProgressEvent) {
+        // Each instance says when it starts and ends; counting them after
+        // each end as well would double the lines.
+        if matches!(e, ProgressEvent::Instances { .. }) {
+            return;
+        }
         let (step, text) = event_text(e);
         Self::line(&format!("{step} {text}"));
     }
@@ -733,6 +805,51 @@ fn render_preview_step(text: &mut String, step: &PreviewStep) {
     text.push_str("  task:\n");
     for line in out::terminal(&step.task).lines() {
         text.push_str(&format!("    {line}\n"));
+    }
+    if let Some(f) = &step.for_each {
+        render_preview_fan(text, f);
+    }
+}
+
+/// Instance tasks shown in a dry run's text (all of them in `--json`).
+const PREVIEW_INSTANCES: usize = 10;
+
+/// A `for_each` step in a dry run: where its items come from, the items
+/// and the first instances' tasks.
+fn render_preview_fan(text: &mut String, f: &orch_workflow::PreviewForEach) {
+    let mut how = format!("join {}", f.join);
+    if let Some(n) = f.max_parallel {
+        how.push_str(&format!(", at most {n} at once"));
+    }
+    text.push_str(&format!(
+        "  for each {} of {} ({how}, at most {} items)\n",
+        f.name,
+        out::one_line(&f.source),
+        f.max_items
+    ));
+    let Some(items) = &f.items else {
+        text.push_str("  items: from a step's result, known when it has run\n");
+        return;
+    };
+    text.push_str(&format!(
+        "  {} item{}:\n",
+        items.len(),
+        if items.len() == 1 { "" } else { "s" }
+    ));
+    for (i, item) in items.iter().enumerate() {
+        text.push_str(&format!("    [{i}] {}\n", out::one_line(item)));
+    }
+    for (i, task) in f.tasks.iter().enumerate().take(PREVIEW_INSTANCES) {
+        text.push_str(&format!("  task of [{i}]:\n"));
+        for line in out::terminal(task).lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
+    }
+    if f.tasks.len() > PREVIEW_INSTANCES {
+        text.push_str(&format!(
+            "  … and {} more instance tasks (all of them with --json)\n",
+            f.tasks.len() - PREVIEW_INSTANCES
+        ));
     }
 }
 
