@@ -1079,3 +1079,163 @@ fn a_repeat_step_asks_again_until_good_enough_on_the_sim_fleet() {
         insta::assert_snapshot!("summary_loop-review", summary_json(&orch, &id));
     });
 }
+
+/// kill -9 at several points of a fan-out whose agent is on a gateway (it
+/// outlives orch), then resume: every instance is sent to the gateway
+/// exactly once, whether it had answered, was in flight or was not yet
+/// sent when orch died; the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_points_of_a_fan_out_then_resume_sends_no_instance_twice() {
+    const TOKEN_VAR: &str = "ORCH_E2E_HOOK_TOKEN";
+    for answered_before_kill in [0usize, 2, 4] {
+        let mut options =
+            orch_delegate::testing::FakeGatewayOptions::new("e2e-secret-token-fa9", ["tech-lead"]);
+        // The test answers for the gateway's agent.
+        options.answer_delay = std::time::Duration::from_secs(3600);
+        let gw = orch_delegate::testing::FakeGateway::start(options)
+            .await
+            .expect("fake gateway");
+        let orch = Orch::new();
+        orch.write_config(&format!(
+            "
+transports:
+  sim: {{ kind: sim, delay: 20ms, slow_delay: 1h }}
+  gateway: {{ kind: openclaw, url: '{}', token_env: {TOKEN_VAR} }}
+agents:
+  manager:   {{ transport: sim }}
+  webster:   {{ transport: sim }}
+  tech-lead: {{ transport: gateway }}
+",
+            gw.url()
+        ));
+        std::fs::write(
+            orch.path("fan.yaml"),
+            "name: fan\nsteps:\n  - id: survey\n    agent: tech-lead\n    for_each: [a, b, c, d, e, f]\n    max_parallel: 3\n    task: \"Survey {{ item }}\"\n  - id: sum\n    agent: webster\n    task: \"Sum: {{ steps.survey.statuses }}\"\n",
+        )
+        .unwrap();
+        let mut child = orch
+            .command()
+            .env(TOKEN_VAR, gw.token())
+            .args([
+                "workflow",
+                "fan.yaml",
+                "--caller",
+                "manager",
+                "--non-interactive",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Answer `answered_before_kill` instances, then kill orch once it
+        // heard them and has the next ones acknowledged by the gateway.
+        let mut answered = std::collections::BTreeSet::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let ledger = orch.ledger();
+            let ids = |event: &str| -> Vec<String> {
+                ledger
+                    .iter()
+                    .filter(|l| l["event"] == event)
+                    .filter_map(|l| l["runId"].as_str())
+                    .filter(|id| id.contains(".survey."))
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let heard = ids("handoff").len();
+            let acked = ids("acked").len();
+            if heard == answered_before_kill && acked == (answered_before_kill + 3).min(6) {
+                break;
+            }
+            if answered.len() < answered_before_kill
+                && let Some(id) = ids("acked").into_iter().find(|id| !answered.contains(id))
+            {
+                answer(&orch, &id);
+                answered.insert(id);
+            }
+            assert!(std::time::Instant::now() < deadline, "stuck: {ledger:?}");
+            assert!(child.try_wait().unwrap().is_none(), "orch ended early");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let id = only_run(&orch);
+
+        // Resume, answering every instance the gateway has as it goes.
+        let mut resume = orch
+            .command()
+            .env(TOKEN_VAR, gw.token())
+            .args(["workflow", "resume", &id, "--non-interactive"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = resume.try_wait().unwrap() {
+                break status;
+            }
+            for line in orch.ledger() {
+                let Some(run) = line["runId"].as_str() else {
+                    continue;
+                };
+                if line["event"] == "acked" && run.contains(".survey.") && !answered.contains(run) {
+                    answer(&orch, run);
+                    answered.insert(run.to_owned());
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "resume is stuck");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut resume.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(
+            status.success(),
+            "killed after {answered_before_kill}: {stderr}"
+        );
+        assert_eq!(
+            gw.runs_started(),
+            6,
+            "killed after {answered_before_kill}: each instance sent once: {stderr}"
+        );
+        let dispatched: Vec<String> = orch
+            .ledger()
+            .iter()
+            .filter(|l| l["event"] == "dispatched")
+            .filter_map(|l| l["runId"].as_str())
+            .filter(|r| r.contains(".survey."))
+            .map(str::to_owned)
+            .collect();
+        let mut expect: Vec<String> = (0..6).map(|i| format!("{id}.survey.{i}.1")).collect();
+        let mut got = dispatched.clone();
+        got.sort();
+        expect.sort();
+        assert_eq!(got, expect, "killed after {answered_before_kill}");
+        let done: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(
+            done["steps"]["survey"]["instances"]["completed"], 6,
+            "{done}"
+        );
+    }
+
+    /// Answers delegation `id` as the gateway's agent.
+    fn answer(orch: &Orch, id: &str) {
+        orch.ok(&[
+            "handoff",
+            "submit",
+            "--run-id",
+            id,
+            "--agent",
+            "tech-lead",
+            "--status",
+            "complete",
+            "--confidence",
+            "high",
+            "--result",
+            "surveyed",
+        ]);
+    }
+}

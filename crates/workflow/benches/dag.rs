@@ -32,6 +32,12 @@
 //! 3. A chain of N steps with delay 0: pure sequential per-step overhead,
 //!    split into the agents' handoff writes and orch's own (goal < 0.5 ms).
 //!
+//! 4. One `for_each` step over N items with random delays (issue 16), with
+//!    `max_parallel` unlimited and 8: makespan against what the delays
+//!    allow (the longest; the list schedule of 8 slots in item order) plus
+//!    the engine's floor (the same fan-out with every delay 0), the engine
+//!    per instance, what orch adds after the last agent's work, and RSS.
+//!
 //! Every run goes through a timing wrapper around the store that counts
 //! and times summary writes, step-record writes, agent handoff writes and
 //! ledger appends, so the report says where the time goes.
@@ -587,6 +593,10 @@ enum Backend {
 }
 
 async fn run_dag(root: &Path, backend: &Backend, dag: &Dag, name: &str, ablate: u8) -> Measured {
+    run_yaml(root, backend, &dag.yaml(name), name, ablate).await
+}
+
+async fn run_yaml(root: &Path, backend: &Backend, yaml: &str, name: &str, ablate: u8) -> Measured {
     let inner: Arc<dyn HandoffStore> = match backend {
         Backend::Fs => Arc::new(FsStore::open(FsStoreConfig::new(root)).unwrap()),
         Backend::Nats(url) => {
@@ -624,9 +634,8 @@ async fn run_dag(root: &Path, backend: &Backend, dag: &Dag, name: &str, ablate: 
     );
     let exec = Executor::new(delegator);
 
-    let yaml = dag.yaml(name);
     let t = Instant::now();
-    let wf = load(&yaml, &format!("{name}.yaml")).unwrap();
+    let wf = load(yaml, &format!("{name}.yaml")).unwrap();
     let load_time = t.elapsed();
     let inputs = check_run(
         &wf,
@@ -644,7 +653,7 @@ async fn run_dag(root: &Path, backend: &Backend, dag: &Dag, name: &str, ablate: 
     let t0 = Instant::now();
     *fleet.t0.lock().unwrap() = Some(t0);
     let summary = exec
-        .run(&wf, &yaml, opts, &CancellationToken::new())
+        .run(&wf, yaml, opts, &CancellationToken::new())
         .await
         .unwrap();
     let wall = t0.elapsed();
@@ -1162,9 +1171,121 @@ fn main() {
         wall - m.spans.values().map(Span::ready).fold(0.0f64, f64::max),
     );
     print_stats(&m);
+
+    fan_out(
+        &runtime,
+        dir.path(),
+        &backend,
+        n,
+        seed,
+        min_ms,
+        max_ms,
+        ablate,
+    );
     if a.keep {
         println!("\n(stores kept in {})", dir.keep().display());
     }
+}
+
+/// A `for_each` step over `n` items with random delays (section 4):
+/// with `max_parallel` unlimited and 8, each against what the delays
+/// allow (the longest one; the list schedule of 8 slots in item order)
+/// plus the engine's floor (the same fan-out with every delay 0: sending,
+/// hearing and recording every instance), and per instance.
+#[allow(clippy::too_many_arguments)]
+fn fan_out(
+    runtime: &tokio::runtime::Runtime,
+    root: &Path,
+    backend: &Backend,
+    n: usize,
+    seed: u64,
+    min_ms: u64,
+    max_ms: u64,
+    ablate: u8,
+) {
+    let mut rng = Rng(seed ^ 0xfa9 | 1);
+    let delays: Vec<u64> = (0..n).map(|_| rng.range(min_ms, max_ms)).collect();
+    let yaml = |delays: &[u64], cap: Option<usize>| {
+        let mut y = format!(
+            "name: bench-fan\nsteps:\n  - id: fan\n    agent: webster\n    max_items: {}\n",
+            n.max(1)
+        );
+        if let Some(cap) = cap {
+            let _ = writeln!(y, "    max_parallel: {cap}");
+        }
+        y.push_str("    task: \"{{ item }}\"\n    for_each:\n");
+        for (i, d) in delays.iter().enumerate() {
+            let _ = writeln!(y, "      - \"[delay:{d}ms] item {i}\"");
+        }
+        y
+    };
+    let zero = vec![0; n];
+    let longest = delays.iter().copied().max().unwrap_or(0) as f64;
+    println!();
+    println!(
+        "4. one for_each step over {n} items, durations {min_ms}–{max_ms} ms (longest {longest} ms, sum {:.1} s)",
+        delays.iter().sum::<u64>() as f64 / 1e3
+    );
+    for (cap, ideal) in [(None, longest), (Some(8usize), list_schedule(&delays, 8))] {
+        let label = cap.map_or("unlimited".to_owned(), |c| c.to_string());
+        let floor = runtime.block_on(run_yaml(
+            &root.join(format!("fan0-{label}")),
+            backend,
+            &yaml(&zero, cap),
+            "bench-fan-zero",
+            ablate,
+        ));
+        let m = runtime.block_on(run_yaml(
+            &root.join(format!("fan-{label}")),
+            backend,
+            &yaml(&delays, cap),
+            "bench-fan",
+            ablate,
+        ));
+        let (makespan, floor_ms) = (ms(m.wall), ms(floor.wall));
+        let bound = ideal + floor_ms;
+        let ratio = makespan / bound;
+        let last_sent = m.spans.values().map(|s| s.received).fold(0.0f64, f64::max);
+        let last_worked = m.spans.values().map(|s| s.worked).fold(0.0f64, f64::max);
+        println!(
+            "   max_parallel {label}: makespan {makespan:.1} ms / (what the delays allow {ideal:.1} ms{} + engine floor {floor_ms:.1} ms) = {ratio:.4} (goal ≤ 1.02: {})",
+            if cap.is_some() {
+                ", 8 slots in item order"
+            } else {
+                ", the longest"
+            },
+            if ratio <= 1.02 { "PASS" } else { "FAIL" }
+        );
+        println!(
+            "     the last agent was done working at {last_worked:.1} ms (the last instance was sent at {last_sent:.1} ms): its handoff write, orch hearing it and storing the step took {:.1} ms more",
+            makespan - last_worked
+        );
+        println!(
+            "     engine per instance (the zero-delay fan-out / {n}): {:.3} ms (goal < 1 ms: {}); all completed: {} / {}; VmHWM {}",
+            floor_ms / n.max(1) as f64,
+            if floor_ms / (n.max(1) as f64) < 1.0 {
+                "PASS"
+            } else {
+                "FAIL"
+            },
+            floor.ok,
+            m.ok,
+            status_field("VmHWM")
+        );
+    }
+}
+
+/// The makespan of `delays` run in order on `slots` slots, each item
+/// taking the first slot free (what `max_parallel` does with instant
+/// dispatch).
+fn list_schedule(delays: &[u64], slots: usize) -> f64 {
+    let mut free = vec![0u64; slots.max(1)];
+    for d in delays {
+        if let Some(slot) = free.iter_mut().min() {
+            *slot += d;
+        }
+    }
+    free.into_iter().max().unwrap_or(0) as f64
 }
 
 fn ms(d: Duration) -> f64 {
