@@ -1239,3 +1239,119 @@ agents:
         ]);
     }
 }
+
+/// `orch workflow cancel` from another process: the running `orch
+/// workflow` stops its delegation (a `cancelled` ledger line) and exits
+/// 130, the summary says who cancelled and why; a second cancel, and one
+/// of a run that ended, are usage errors (exit 2).
+#[test]
+fn cancel_from_another_process_stops_the_run_and_says_who_and_why() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    std::fs::write(
+        orch.path("two.yaml"),
+        "name: two\nsteps:\n  - id: wait\n    agent: secretary\n    task: \"[sim:silent] wait for me\"\n    timeout: 10m\n  - id: after\n    agent: webster\n    task: \"then {{ steps.wait.result }}\"\n",
+    )
+    .unwrap();
+    let child = orch
+        .command()
+        .args([
+            "workflow",
+            "two.yaml",
+            "--caller",
+            "manager",
+            "--non-interactive",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !orch.ledger().iter().any(|l| l["event"] == "dispatched") {
+        assert!(std::time::Instant::now() < deadline, "never dispatched");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let id = only_run(&orch);
+    let asked = orch.ok(&[
+        "workflow",
+        "cancel",
+        &id,
+        "--reason",
+        "the design changed",
+        "--caller",
+        "manager",
+    ]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
+    assert_eq!(summary["status"], "cancelled");
+    assert_eq!(summary["cancelled"]["by"], "manager");
+    assert_eq!(summary["cancelled"]["reason"], "the design changed");
+    assert_eq!(summary["steps"]["after"]["status"], "pending");
+    assert!(
+        orch.ledger()
+            .iter()
+            .any(|l| l["event"] == "cancelled" && l["runId"] == format!("{id}.wait.1").as_str()),
+        "{:?}",
+        orch.ledger()
+    );
+    let again = orch.run(&["workflow", "cancel", &id], None);
+    assert_eq!(again.code, 2, "{}", again.transcript(&orch));
+    let mut transcript = asked.transcript(&orch);
+    transcript.push_str(&again.transcript(&orch));
+    wf_settings().bind(|| insta::assert_snapshot!(transcript));
+}
+
+/// A run paused at an approval gate has no process running it: `cancel`
+/// ends it there and prints its summary; a run that completed cannot be
+/// cancelled.
+#[test]
+fn cancel_ends_a_paused_run_and_refuses_one_that_ended() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    std::fs::write(
+        orch.path("gate.yaml"),
+        "name: gate\nsteps:\n  - id: draft\n    agent: webster\n    task: Draft it\n    gate: { approval: true }\n  - id: publish\n    agent: secretary\n    task: \"Publish {{ steps.draft.result }}\"\n",
+    )
+    .unwrap();
+    let paused = orch.run(
+        &[
+            "workflow",
+            "gate.yaml",
+            "--caller",
+            "manager",
+            "--non-interactive",
+        ],
+        None,
+    );
+    assert_eq!(paused.code, 20, "{}", paused.transcript(&orch));
+    let id = only_run(&orch);
+    let cancelled = orch.ok(&["workflow", "cancel", &id, "--reason", "no longer needed"]);
+    let summary: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
+    assert_eq!(summary["status"], "cancelled");
+    assert_eq!(summary["cancelled"]["by"], "cli");
+    assert_eq!(
+        dispatches(&orch).get("secretary"),
+        None,
+        "publish never sent"
+    );
+
+    let done = Orch::new();
+    done.write_config(FAST_SIM);
+    done.ok(&[
+        "workflow",
+        "quick-research",
+        "--input",
+        "query=CTE of ULE",
+        "--caller",
+        "manager",
+        "--non-interactive",
+    ]);
+    let ended = done.run(&["workflow", "cancel", &only_run(&done)], None);
+    assert_eq!(ended.code, 2, "{}", ended.transcript(&done));
+    let mut transcript = cancelled.transcript(&orch);
+    transcript.push_str(&ended.transcript(&done));
+    wf_settings().bind(|| insta::assert_snapshot!(transcript));
+}

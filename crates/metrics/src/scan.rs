@@ -132,6 +132,7 @@ fn handoff_path(key: &HandoffKey) -> String {
     match key.scope {
         Scope::Top => format!("{}.json", key.run_id),
         Scope::Sub => format!("sub/{}.json", key.run_id),
+        Scope::Control => format!("control/{}.json", key.run_id),
     }
 }
 

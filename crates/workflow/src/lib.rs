@@ -114,6 +114,7 @@
 
 mod budget;
 mod builtin;
+mod cancel;
 mod condition;
 mod error;
 mod exec;
@@ -126,6 +127,7 @@ mod template;
 mod validate;
 
 pub use builtin::{builtin, builtin_names};
+pub use cancel::{CancelRequest, cancel_key, cancel_requested, request_cancel};
 pub use condition::{Condition, Op};
 pub use error::{ErrorKind, ExecError, Growth, RenderError, TooLarge, Warning, WorkflowError};
 pub use exec::{

@@ -634,6 +634,9 @@ pub struct RunSummary {
     /// (a step it reads was skipped or failed; it was too large to store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_note: Option<String>,
+    /// Who asked to cancel the run (`orch workflow cancel`), why and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<crate::cancel::CancelRequest>,
 }
 
 impl StepSummary {
@@ -745,6 +748,12 @@ pub(crate) fn largest_summary(s: &RunSummary, longest_agent: usize, output_limit
         finished: Some(jiff::Timestamp::MAX),
         output: None,
         output_note: Some("x".repeat(REASON_KEPT)),
+        // Its reason's plain letters are added below.
+        cancelled: Some(crate::cancel::CancelRequest {
+            by: "x".repeat(MAX_ID_LEN),
+            reason: String::new(),
+            at: jiff::Timestamp::MAX,
+        }),
     };
     // The output's plain letters are added, not written out.
     let mut wide = RunSummary {
@@ -757,7 +766,8 @@ pub(crate) fn largest_summary(s: &RunSummary, longest_agent: usize, output_limit
         ..bare.clone()
     };
     let mut entries = s.steps.iter();
-    let output = output_limit as u64;
+    // The output and a cancel's reason, as plain letters.
+    let output = output_limit as u64 + REASON_KEPT as u64;
     let Some((first_id, first)) = entries.next() else {
         return pretty_len(&wide) + output;
     };
@@ -976,6 +986,11 @@ mod tests {
         wide.finished = Some(jiff::Timestamp::MAX);
         wide.output = Some("x".repeat(output_limit));
         wide.output_note = Some("x".repeat(REASON_KEPT));
+        wide.cancelled = Some(crate::cancel::CancelRequest {
+            by: "x".repeat(MAX_ID_LEN),
+            reason: "x".repeat(REASON_KEPT),
+            at: jiff::Timestamp::MAX,
+        });
         serde_json::to_vec_pretty(&wide).unwrap().len() as u64 + 1
     }
 
@@ -1030,6 +1045,7 @@ mod tests {
             finished: None,
             output: None,
             output_note: None,
+            cancelled: None,
         };
         assert_eq!(largest_summary(&s, 9, 100), widest_whole(&s, 9, 100));
         for (i, id) in ["a", "draft", "b_2", "review-all", "x"].iter().enumerate() {

@@ -331,6 +331,65 @@ pub(crate) async fn approve(
         .map_err(map_exec)
 }
 
+/// What `cancel` did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Cancelling {
+    /// The run.
+    pub(crate) run_id: RunId,
+    /// The request written.
+    pub(crate) request: orch_workflow::CancelRequest,
+    /// How the run stood when asked.
+    pub(crate) was: RunStatus,
+    /// No process runs it (paused, or interrupted): it is for the caller
+    /// to take it up (`resume`), which ends it as cancelled.
+    pub(crate) paused: bool,
+}
+
+/// Asks whoever runs `id` to cancel it (`by`, `reason`): a request in the
+/// store that the running executor hears through its watcher. A run that
+/// ended cannot be cancelled; a paused or interrupted one (no process
+/// runs it) is reported so, for the front end to take it up.
+pub(crate) async fn cancel(
+    setup: &Setup,
+    id: &RunId,
+    by: &str,
+    reason: &str,
+) -> Result<Cancelling, AppError> {
+    let store = setup.open_store().await?;
+    let summary = orch_workflow::read_summary(&*store, id)
+        .await
+        .map_err(map_exec)?;
+    let was = summary.status;
+    let word = |s: RunStatus| {
+        serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    match was {
+        RunStatus::Completed | RunStatus::CompletedWithFailures | RunStatus::Failed => {
+            return Err(AppError::Usage(format!(
+                "run {id} already ended ({}): there is nothing to cancel",
+                word(was)
+            )));
+        }
+        RunStatus::Cancelled if summary.cancelled.is_some() => {
+            return Err(AppError::Usage(format!("run {id} is already cancelled")));
+        }
+        RunStatus::Running | RunStatus::AwaitingApproval | RunStatus::Cancelled => {}
+    }
+    let request = orch_workflow::request_cancel(&*store, id, by, reason)
+        .await
+        .map_err(map_exec)?;
+    Ok(Cancelling {
+        run_id: id.clone(),
+        request,
+        was,
+        paused: matches!(was, RunStatus::AwaitingApproval | RunStatus::Cancelled),
+    })
+}
+
 /// One stored run, as `orch workflow runs` lists it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

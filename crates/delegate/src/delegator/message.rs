@@ -56,8 +56,9 @@ pub(crate) fn task_message(input: &MessageInput<'_>) -> String {
     let (run_id, agent, caller) = (who.run_id(), who.agent, who.caller);
     let (scope, handoff_path) = (who.scope(), who.handoff_path.as_str());
     let mut m = String::with_capacity(task.len() + context.map_or(0, str::len) + 2048);
+    // A delegation is never in `Control` (requests to workflow runs).
     let kind = match scope {
-        Scope::Top => "task",
+        Scope::Top | Scope::Control => "task",
         Scope::Sub => "sub-task",
     };
     // A file store hands out an absolute path the agent can write; another

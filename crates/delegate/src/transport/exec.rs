@@ -258,6 +258,7 @@ impl ExecTransport {
         let scope = match envelope.scope {
             Scope::Top => "top",
             Scope::Sub => "sub",
+            Scope::Control => "control",
         };
         command
             .env("ORCH_RUN_ID", envelope.run_id.as_str())

@@ -55,7 +55,7 @@ impl Rig {
             message: message.into(),
             timeout: Duration::from_secs(60),
             parent: match scope {
-                Scope::Top => None,
+                Scope::Top | Scope::Control => None,
                 Scope::Sub => Some(RunId::new("orch-20261123T224400Z-00000001").unwrap()),
             },
             scope,

@@ -230,6 +230,8 @@ pub struct FsStore {
 struct Inner {
     root: PathBuf,
     sub: PathBuf,
+    /// Requests to workflow runs ([`Scope::Control`]).
+    control: PathBuf,
     workflows: PathBuf,
     ledger: PathBuf,
     watch: WatchMode,
@@ -279,15 +281,18 @@ impl FsStore {
         let root = std::fs::canonicalize(&root).map_err(|e| io_err("resolve", &root, e))?;
         files::check_dir(&root)?;
         let sub = root.join("sub");
+        let control = root.join("control");
         let workflows = root.join("workflows");
         files::ensure_dir(&sub)?;
+        files::ensure_dir(&control)?;
         files::ensure_dir(&workflows)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 ledger: root.join("ledger.jsonl"),
-                dispatch: Arc::new(Dispatch::new(root.clone(), sub.clone())),
+                dispatch: Arc::new(Dispatch::new(root.clone(), sub.clone(), control.clone())),
                 root,
                 sub,
+                control,
                 workflows,
                 watch,
                 poll_interval: poll_interval.max(Duration::from_millis(1)),
@@ -377,6 +382,7 @@ impl FsStore {
         let dir = match key.scope {
             Scope::Top => self.inner.root.clone(),
             Scope::Sub => self.inner.sub.clone(),
+            Scope::Control => self.inner.control.clone(),
         };
         let name = format!("{}.json", key.run_id);
         let publish = match mode {
@@ -621,6 +627,7 @@ impl Handoffs for FsStore {
         let dir = match scope {
             Scope::Top => self.inner.root.clone(),
             Scope::Sub => self.inner.sub.clone(),
+            Scope::Control => self.inner.control.clone(),
         };
         let ids = blocking(&dir.clone(), move || {
             files::list_ids_unordered(&dir, Entries::JsonFiles)

@@ -23,12 +23,17 @@ pub use nats_config::{DEFAULT_NATS_URL, NatsAuth, NatsStoreConfig, NatsToken};
 
 /// Where a handoff lives: top-level delegations at the store root, handoffs
 /// of sub-delegations (the caller is itself a delegated agent) under `sub/`.
+/// `Control` holds no delegation's answer: requests to a workflow run (a
+/// cancel, `<wfRunId>.cancel`), written and watched like handoffs so that
+/// a running executor hears them through the store's one watcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// `<root>/<runId>.json`
     Top,
     /// `<root>/sub/<runId>.json`
     Sub,
+    /// `<root>/control/<id>.json`: a request to a workflow run.
+    Control,
 }
 
 /// The address of one handoff.

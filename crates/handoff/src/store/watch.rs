@@ -108,6 +108,7 @@ pub(crate) type Waiter = Arc<Notify>;
 pub(crate) struct Dispatch {
     top: PathBuf,
     sub: PathBuf,
+    control: PathBuf,
     waiters: Mutex<HashMap<HandoffKey, Vec<Waiter>>>,
     /// Tells the inotify backend's re-arm thread that a watched directory
     /// went away (`None` without one).
@@ -121,12 +122,14 @@ pub(crate) struct Dispatch {
 }
 
 impl Dispatch {
-    /// A dispatcher for a store whose top-level handoffs live in `top` and
-    /// sub-delegation handoffs in `sub` (both as the watcher reports them).
-    pub(crate) fn new(top: PathBuf, sub: PathBuf) -> Self {
+    /// A dispatcher for a store whose top-level handoffs live in `top`,
+    /// sub-delegation handoffs in `sub` and requests to workflow runs in
+    /// `control` (all as the watcher reports them).
+    pub(crate) fn new(top: PathBuf, sub: PathBuf, control: PathBuf) -> Self {
         Self {
             top,
             sub,
+            control,
             waiters: Mutex::new(HashMap::new()),
             lost: Mutex::new(None),
             rearms: AtomicU64::new(0),
@@ -203,6 +206,7 @@ impl Dispatch {
         let dir = match key.scope {
             Scope::Top => &self.top,
             Scope::Sub => &self.sub,
+            Scope::Control => &self.control,
         };
         dir.join(format!("{}.json", key.run_id))
     }
@@ -217,6 +221,8 @@ impl Dispatch {
             Scope::Top
         } else if parent == self.sub {
             Scope::Sub
+        } else if parent == self.control {
+            Scope::Control
         } else {
             return None;
         };
@@ -241,7 +247,7 @@ impl Dispatch {
             Ok(event) => {
                 if means_directory_gone(&event.kind) {
                     for path in &event.paths {
-                        if *path == self.top || *path == self.sub {
+                        if *path == self.top || *path == self.sub || *path == self.control {
                             // The watch died with the directory: the re-arm
                             // thread watches it again once it is back.
                             if let Some(lost) = &*self.lost_sender() {
@@ -363,7 +369,7 @@ impl Backend {
             path: dispatch.top.clone(),
             message: e.to_string(),
         })?;
-        for dir in [&dispatch.top, &dispatch.sub] {
+        for dir in [&dispatch.top, &dispatch.sub, &dispatch.control] {
             watcher
                 .watch(dir, RecursiveMode::NonRecursive)
                 .map_err(|e| StoreError::Watch {
@@ -448,7 +454,11 @@ fn rearm_loop(
     interval: Duration,
     lost: &mpsc::Receiver<PathBuf>,
 ) {
-    let dirs = [dispatch.top.clone(), dispatch.sub.clone()];
+    let dirs = [
+        dispatch.top.clone(),
+        dispatch.sub.clone(),
+        dispatch.control.clone(),
+    ];
     // Blocks until a directory is reported gone, or the store stops.
     while let Ok(gone) = lost.recv() {
         tracing::warn!(
@@ -602,7 +612,11 @@ mod tests {
     use super::*;
 
     fn dispatch() -> Dispatch {
-        Dispatch::new(PathBuf::from("/s"), PathBuf::from("/s/sub"))
+        Dispatch::new(
+            PathBuf::from("/s"),
+            PathBuf::from("/s/sub"),
+            PathBuf::from("/s/control"),
+        )
     }
 
     fn key(scope: Scope, id: &str) -> HandoffKey {
@@ -737,7 +751,11 @@ mod tests {
         // (it just sees nothing yet). The same path to failure as a full
         // inotify instance or watch table.
         let gone = tempfile::tempdir().unwrap().path().join("gone");
-        let d = Arc::new(Dispatch::new(gone.clone(), gone.join("sub")));
+        let d = Arc::new(Dispatch::new(
+            gone.clone(),
+            gone.join("sub"),
+            gone.join("control"),
+        ));
         let interval = Duration::from_millis(5);
         let err = Backend::start(WatchMode::Inotify, &d, interval)
             .err()
@@ -749,7 +767,11 @@ mod tests {
         let auto = Backend::start(WatchMode::Auto, &d, interval).unwrap();
         assert_eq!(auto.mode(), WatchMode::Poll);
         drop(auto); // joins the polling thread
-        let ok = Dispatch::new(std::env::temp_dir(), std::env::temp_dir());
+        let ok = Dispatch::new(
+            std::env::temp_dir(),
+            std::env::temp_dir(),
+            std::env::temp_dir(),
+        );
         let auto = Backend::start(WatchMode::Auto, &Arc::new(ok), interval).unwrap();
         assert_eq!(auto.mode(), WatchMode::Inotify);
     }
@@ -757,7 +779,11 @@ mod tests {
     #[tokio::test]
     async fn the_poller_wakes_on_a_change_within_one_second() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Arc::new(Dispatch::new(dir.path().to_owned(), dir.path().join("s")));
+        let d = Arc::new(Dispatch::new(
+            dir.path().to_owned(),
+            dir.path().join("s"),
+            dir.path().join("c"),
+        ));
         let k = key(Scope::Top, "p");
         let w = d.register(&k);
         let _poller = Backend::start(WatchMode::Poll, &d, Duration::from_millis(1)).unwrap();

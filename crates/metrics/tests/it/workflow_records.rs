@@ -38,6 +38,7 @@ fn summary(id: &RunId, status: RunStatus, started: Timestamp) -> RunSummary {
         finished: None,
         output: None,
         output_note: None,
+        cancelled: None,
     }
 }
 

@@ -453,6 +453,7 @@ impl Executor {
             finished: None,
             output: None,
             output_note: None,
+            cancelled: None,
         };
         // Nothing is sent for a task that can never fit, nor for a run
         // whose records could outgrow what the store reads back.

@@ -42,6 +42,8 @@ pub(super) enum Event {
     SummaryDue,
     /// The run's cancel token fired.
     Cancelled,
+    /// Someone asked to cancel the run (`orch workflow cancel`).
+    CancelRequested(crate::cancel::CancelRequest),
 }
 
 /// The latest summary to store, with its version.
@@ -107,6 +109,18 @@ pub(super) async fn drive(
         published,
         tx.clone(),
     ));
+    // A request to cancel the run, from any process, through the store's
+    // watcher; a resumed run may find one already there.
+    let mut watch = JoinSet::new();
+    watch.spawn(watch_cancel(
+        Arc::clone(&exec.store),
+        summary.run_id.clone(),
+        tx.clone(),
+    ));
+    let requested = match &dispatched {
+        Some(_) => crate::cancel::cancel_requested(&*exec.store, &summary.run_id).await?,
+        None => None,
+    };
     let plan = wf.plan();
     let mut r = Runner {
         exec,
@@ -132,7 +146,11 @@ pub(super) async fn drive(
         slots: wf
             .max_parallel
             .map(|n| Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS)))),
+        _watch: watch,
     };
+    if let Some(request) = requested {
+        r.apply(Event::CancelRequested(request)).await?;
+    }
     r.go(rx, cancel).await?;
     let Runner { recs, summary, .. } = r;
     // Freeing a large run's state (every step's handoff, attempts and
@@ -185,6 +203,37 @@ struct Runner<'a> {
     /// The workflow's `max_parallel`: a slot per running delegation (a
     /// step, or an instance of a `for_each` step).
     slots: Option<Arc<Semaphore>>,
+    /// The task that waits for a cancel request (dropped with the run).
+    _watch: JoinSet<()>,
+}
+
+/// Waits for a request to cancel run `run` (see `crate::cancel`) and tells
+/// the loop; ends with the run (its task is dropped) or on a store error.
+async fn watch_cancel(
+    store: Arc<dyn HandoffStore>,
+    run: orch_delegate::orch_handoff::RunId,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    use orch_delegate::orch_handoff::WaitOutcome;
+    let key = crate::cancel::cancel_key(&run);
+    loop {
+        let until = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
+        match store.wait(&key, until).await {
+            Ok(WaitOutcome::Landed(h)) => {
+                let _ = tx.send(Event::CancelRequested(crate::cancel::CancelRequest::of(&h)));
+                return;
+            }
+            Ok(WaitOutcome::TimedOut | WaitOutcome::TimedOutIncomplete(_)) => {}
+            Ok(WaitOutcome::Invalid(e)) => {
+                tracing::warn!(run = %run, error = %e, "a cancel request that does not read is ignored");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run = %run, error = %e, "cannot watch for a cancel request");
+                return;
+            }
+        }
+    }
 }
 
 fn elapsed(rec: &StepRecord) -> Duration {
@@ -292,6 +341,14 @@ impl Runner<'_> {
         }
         match ev {
             Event::Cancelled => {
+                self.cancelled = true;
+                self.token.cancel();
+                self.approvals.abort_all();
+                while self.approvals.join_next().await.is_some() {}
+            }
+            Event::CancelRequested(request) => {
+                tracing::info!(run = %self.summary.run_id, by = %request.by, "cancel requested");
+                self.summary.cancelled = Some(request);
                 self.cancelled = true;
                 self.token.cancel();
                 self.approvals.abort_all();

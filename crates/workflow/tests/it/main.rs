@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod builtin;
+mod cancel;
 mod corpus;
 mod exec;
 mod fan;

@@ -88,6 +88,11 @@ fn a_summary_uses_the_run_schema_keys() {
         finished: Some(jiff::Timestamp::UNIX_EPOCH),
         output: Some("done".into()),
         output_note: Some("n".into()),
+        cancelled: Some(orch_workflow::CancelRequest {
+            by: "manager".into(),
+            reason: "r".into(),
+            at: jiff::Timestamp::UNIX_EPOCH,
+        }),
     };
     let value = serde_json::to_value(&summary).unwrap();
     let declared = schema["$defs"]["RunSummary"]["properties"]

@@ -297,6 +297,26 @@ pub(crate) enum WorkflowCmd {
         #[arg(long, value_name = "TEXT", requires = "reject")]
         reason: Option<String>,
     },
+    /// Cancel a run: the process running it stops its delegations (each a
+    /// `cancelled` ledger line) and ends it as cancelled, saying who and
+    /// why; a paused run is ended here
+    Cancel {
+        /// The workflow run id
+        run_id: String,
+        /// Why (stored in the run summary)
+        #[arg(
+            long,
+            value_name = "TEXT",
+            default_value = "cancelled from the command line"
+        )]
+        reason: String,
+        /// Who cancels (default $ORCH_AGENT, else `cli`)
+        #[arg(long, env = "ORCH_AGENT", hide_env_values = true, value_name = "ID")]
+        caller: Option<String>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a workflow: the file alone, or with --caller also its agents,
     /// the ACL of every step and the inputs
     Validate {
@@ -588,7 +608,8 @@ impl Cli {
                 (Some(WorkflowCmd::Run(r)), _) | (None, Some(r)) => {
                     ids.push(("--caller", &r.caller));
                 }
-                (Some(WorkflowCmd::Validate { caller, .. }), _) => {
+                (Some(WorkflowCmd::Validate { caller, .. }), _)
+                | (Some(WorkflowCmd::Cancel { caller, .. }), _) => {
                     ids.extend(caller.as_deref().map(|v| ("--caller", v)));
                 }
                 _ => {}

@@ -1,4 +1,4 @@
-//! `orch workflow <NAME>` (run, dry-run), `run|resume|approve|runs|status`
+//! `orch workflow <NAME>` (run, dry-run), `run|resume|approve|cancel|runs|status`
 //! and `validate|graph|list|show`.
 
 mod exec;
@@ -45,6 +45,15 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowArgs) -> Result<ExitC
             }),
             _,
         ) => exec::approve(global, &run_id, &step, reject, reason).await,
+        (
+            Some(WorkflowCmd::Cancel {
+                run_id,
+                reason,
+                caller,
+                json,
+            }),
+            _,
+        ) => exec::cancel(global, &run_id, caller.as_deref(), &reason, json).await,
         (Some(cmd), _) => inspect(global, cmd).map(ExitCode::from),
         (None, None) => Err(AppError::Usage(
             "name a workflow to run (`orch workflow <NAME> --caller X`) or a subcommand (see `orch workflow --help`)".into(),
@@ -73,7 +82,8 @@ fn inspect(global: &GlobalArgs, cmd: WorkflowCmd) -> Result<Exit, AppError> {
         | WorkflowCmd::Runs { .. }
         | WorkflowCmd::Status { .. }
         | WorkflowCmd::Resume { .. }
-        | WorkflowCmd::Approve { .. } => Err(AppError::Internal(
+        | WorkflowCmd::Approve { .. }
+        | WorkflowCmd::Cancel { .. } => Err(AppError::Internal(
             "workflow subcommand dispatched to the wrong handler".into(),
         )),
     }

@@ -44,6 +44,7 @@ fn scope_part(scope: Scope) -> &'static str {
     match scope {
         Scope::Top => "h",
         Scope::Sub => "s",
+        Scope::Control => "c",
     }
 }
 
@@ -136,7 +137,7 @@ mod tests {
                 assert_eq!(parse_handoff(scope, &key), Some(id(run)), "{key}");
                 let other = match scope {
                     Scope::Top => Scope::Sub,
-                    Scope::Sub => Scope::Top,
+                    Scope::Sub | Scope::Control => Scope::Top,
                 };
                 assert_eq!(parse_handoff(other, &key), None);
             }

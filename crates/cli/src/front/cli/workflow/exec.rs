@@ -129,6 +129,46 @@ pub(crate) async fn approve(
     Ok(Exit::Ok.into())
 }
 
+/// `orch workflow cancel <RUN> [--reason R] [--caller ID]`: asks the
+/// process running it to cancel it; a paused (or interrupted) run, which
+/// no process runs, is taken up here and ends as cancelled.
+pub(crate) async fn cancel(
+    global: &GlobalArgs,
+    id: &str,
+    caller: Option<&str>,
+    reason: &str,
+    json: bool,
+) -> Result<ExitCode, AppError> {
+    let id = app::workflow::run_id(id)?;
+    // Checked against the id rule with the other callers (`check_ids`).
+    let by = caller.unwrap_or("cli");
+    let setup = Setup::load(&global.settings())?;
+    let asked = app::workflow::cancel(&setup, &id, by, reason).await?;
+    if !asked.paused {
+        if json {
+            out::print_json(&asked)?;
+        } else {
+            out::print(&format!(
+                "asked to cancel {id}: the process running it stops its delegations and ends the run as cancelled (`orch workflow status {id}` shows it; if no process runs it any more, `orch workflow resume {id}` ends it)\n"
+            ))?;
+        }
+        return Ok(Exit::Ok.into());
+    }
+    // Nobody runs it: end it here, as its resume would.
+    let registry = setup.registry()?;
+    let exec = app::workflow::executor(setup, registry, |_| {}).await?;
+    let summary = crate::front::cli::with_ctrl_c(|token| async move {
+        app::workflow::resume(&exec, &id, &orch_workflow::ResumeOptions::default(), &token).await
+    })
+    .await?;
+    if json {
+        out::print_json(&summary)?;
+    } else {
+        out::print(&render_summary(&summary))?;
+    }
+    Ok(Exit::Ok.into())
+}
+
 /// `orch workflow runs`.
 pub(crate) async fn runs(global: &GlobalArgs, json: bool) -> Result<ExitCode, AppError> {
     let summaries = app::workflow::runs(&Setup::load(&global.settings())?).await?;
@@ -197,6 +237,7 @@ fn finish(summary: &RunSummary, json: bool) -> Result<ExitCode, AppError> {
             "paused for approval: `orch workflow approve {id} <step>` (or `--reject --reason …`), then `orch workflow resume {id}`",
             id = summary.run_id
         )),
+        RunStatus::Cancelled if summary.cancelled.is_some() => {}
         RunStatus::Cancelled => out::note(&format!(
             "cancelled: `orch workflow resume {}` continues it",
             summary.run_id
@@ -228,6 +269,17 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
     row("run", s.run_id.as_str());
     row("caller", &s.caller);
     row("from", &s.origin);
+    if let Some(c) = &s.cancelled {
+        row(
+            "cancel",
+            &format!(
+                "by {} at {}: {}",
+                c.by,
+                c.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                c.reason
+            ),
+        );
+    }
     if !s.inputs.is_empty() {
         text.push_str("\ninputs:\n");
         let inputs: Vec<_> = s
