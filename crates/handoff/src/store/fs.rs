@@ -382,7 +382,13 @@ impl FsStore {
         let dir = match key.scope {
             Scope::Top => self.inner.root.clone(),
             Scope::Sub => self.inner.sub.clone(),
-            Scope::Control => self.inner.control.clone(),
+            Scope::Control => {
+                // Made at open; again if the store was recreated without
+                // it (the watcher takes it up once it is back).
+                let control = self.inner.control.clone();
+                blocking(&control.clone(), move || files::ensure_dir(&control)).await?;
+                self.inner.control.clone()
+            }
         };
         let name = format!("{}.json", key.run_id);
         let publish = match mode {

@@ -454,13 +454,36 @@ fn rearm_loop(
     interval: Duration,
     lost: &mpsc::Receiver<PathBuf>,
 ) {
-    let dirs = [
-        dispatch.top.clone(),
-        dispatch.sub.clone(),
-        dispatch.control.clone(),
-    ];
-    // Blocks until a directory is reported gone, or the store stops.
-    while let Ok(gone) = lost.recv() {
+    let handoff_dirs = [dispatch.top.clone(), dispatch.sub.clone()];
+    let is_dir = |d: &Path| std::fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_dir());
+    // `control/` (requests to workflow runs) may come back after the
+    // handoff directories, or only when the next request is written: the
+    // handoffs are watched again without waiting for it.
+    let mut control_missing = false;
+    loop {
+        let gone = if control_missing {
+            match lost.recv_timeout(interval) {
+                Ok(gone) => gone,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if is_dir(&dispatch.control)
+                        && watcher
+                            .watch(&dispatch.control, RecursiveMode::NonRecursive)
+                            .is_ok()
+                    {
+                        control_missing = false;
+                        dispatch.wake_all();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            // Blocks until a directory is reported gone, or the store stops.
+            match lost.recv() {
+                Ok(gone) => gone,
+                Err(_) => return,
+            }
+        };
         tracing::warn!(
             dir = %gone.display(),
             "a store directory was removed or moved away; its inotify watch is gone: \
@@ -472,24 +495,25 @@ fn rearm_loop(
                 Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            let back = dirs
-                .iter()
-                .all(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_dir()));
-            if !back {
+            if !handoff_dirs.iter().all(|d| is_dir(d)) {
                 continue;
             }
             // Reports of this loss that are still queued.
             while lost.try_recv().is_ok() {}
             // Stale watches (a moved directory) go first; a deleted one is
             // already gone, and unwatching it fails harmlessly.
-            for dir in &dirs {
+            for dir in handoff_dirs.iter().chain([&dispatch.control]) {
                 let _ = watcher.unwatch(dir);
             }
-            let armed = dirs
+            let armed = handoff_dirs
                 .iter()
                 .try_for_each(|d| watcher.watch(d, RecursiveMode::NonRecursive));
             match armed {
                 Ok(()) => {
+                    control_missing = !(is_dir(&dispatch.control)
+                        && watcher
+                            .watch(&dispatch.control, RecursiveMode::NonRecursive)
+                            .is_ok());
                     dispatch.rearms.fetch_add(1, Ordering::Relaxed);
                     // Files written before the watch was back.
                     dispatch.wake_all();
