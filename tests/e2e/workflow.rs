@@ -1355,3 +1355,45 @@ fn cancel_ends_a_paused_run_and_refuses_one_that_ended() {
     transcript.push_str(&ended.transcript(&done));
     wf_settings().bind(|| insta::assert_snapshot!(transcript));
 }
+
+/// A `finally` step runs after a failed step stopped the run, reads how it
+/// ended, and the run stays failed (exit 12); dry-run and graph show it
+/// apart from the other steps.
+#[test]
+fn a_finally_step_runs_after_a_failure_and_dry_run_and_graph_show_it() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    std::fs::write(
+        orch.path("tidy.yaml"),
+        "name: tidy\nsteps:\n  - id: research\n    agent: webster\n    task: \"[sim:partial] look it up\"\n    gate: { status: [complete] }\n  - id: evaluate\n    agent: tech-lead\n    task: \"Evaluate {{ steps.research.result }}\"\nfinally:\n  - id: minutes\n    agent: secretary\n    task: \"Minutes. Run {{ run.status }}:\\n{{ run.steps }}\"\n",
+    )
+    .unwrap();
+    let run = orch.run(
+        &[
+            "workflow",
+            "tidy.yaml",
+            "--caller",
+            "manager",
+            "--non-interactive",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 12, "{}", run.transcript(&orch));
+    let id = only_run(&orch);
+    let summary: serde_json::Value = serde_json::from_str(&summary_json(&orch, &id)).unwrap();
+    assert_eq!(summary["status"], "failed");
+    assert_eq!(summary["steps"]["minutes"]["status"], "completed");
+    assert_eq!(summary["steps"]["evaluate"]["status"], "skipped");
+    let minutes = orch
+        .ledger()
+        .iter()
+        .filter(|l| l["event"] == "dispatched" && l["agent"] == "secretary")
+        .count();
+    assert_eq!(minutes, 1);
+    let dry = orch.ok(&["workflow", "tidy.yaml", "--caller", "manager", "--dry-run"]);
+    let graph = orch.ok(&["workflow", "graph", "tidy.yaml"]);
+    let mut transcript = run.transcript(&orch);
+    transcript.push_str(&dry.transcript(&orch));
+    transcript.push_str(&graph.transcript(&orch));
+    wf_settings().bind(|| insta::assert_snapshot!(transcript));
+}

@@ -149,7 +149,7 @@ pub use run::{
 };
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES, check_file_size};
 pub use template::{
-    Context, Field, Instance, Previous, PreviousField, Ref, RenderContext, Segment, StepOutput,
-    Template,
+    Context, Field, Instance, Previous, PreviousField, Ref, RenderContext, RunOutcome, Segment,
+    StepOutput, Template,
 };
 pub use validate::{ResolvedInputs, check_run, check_task_sizes, load, warnings};

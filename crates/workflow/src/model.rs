@@ -48,7 +48,8 @@ pub struct Workflow {
     pub inputs: BTreeMap<String, InputSpec>,
     /// Step settings used where a step gives none.
     pub defaults: StepDefaults,
-    /// The steps, in file order.
+    /// The steps in file order, then the `finally` steps in file order
+    /// ([`Step::finally`]).
     pub steps: Vec<Step>,
     /// At most this many steps run at once (`None`: no cap).
     pub max_parallel: Option<usize>,
@@ -56,6 +57,9 @@ pub struct Workflow {
     pub output: Option<Template>,
     pub(crate) plan: Plan,
     pub(crate) source: SourceMap,
+    /// `steps[..main]` are the workflow's steps, the rest its `finally`
+    /// steps.
+    pub(crate) main: usize,
 }
 
 impl Workflow {
@@ -67,6 +71,15 @@ impl Workflow {
     /// Where the workflow came from (a path or `builtin:<name>`).
     pub fn origin(&self) -> &str {
         self.source.origin()
+    }
+
+    /// Where step `i` of [`steps`](Self::steps) is written: `steps[i]`, or
+    /// `finally[j]`.
+    pub fn step_path(&self, i: usize) -> String {
+        match i.checked_sub(self.main) {
+            Some(j) => format!("finally[{j}]"),
+            None => format!("steps[{i}]"),
+        }
     }
 
     /// The step with this id.
@@ -165,6 +178,12 @@ pub struct Step {
     pub repeat: Option<Repeat>,
     /// One delegation per item of a list (an instance each).
     pub for_each: Option<ForEach>,
+    /// One of the workflow's `finally` steps: it runs once every other
+    /// step has ended (completed, failed, skipped or cancelled), reads
+    /// `{{ run.status }}` and `{{ run.steps }}`, and changes the run's
+    /// status only by failing (a completed run then ends
+    /// `completed-with-failures`).
+    pub finally: bool,
 }
 
 /// `for_each`: the step is delegated once per item of a list, each an
@@ -426,6 +445,12 @@ pub(crate) struct RawWorkflow {
     /// The steps; a step starts as soon as the steps it depends on finish.
     #[schemars(length(min = 1))]
     pub(crate) steps: Vec<RawStep>,
+    /// Steps that always run once every other step has ended (completed,
+    /// failed, skipped or cancelled): minutes, clean-up, notifications.
+    /// They read `{{ run.status }}` and `{{ run.steps }}`; the others may
+    /// not read them.
+    #[serde(default)]
+    pub(crate) finally: Vec<RawStep>,
     /// At most this many steps run at once.
     #[schemars(range(min = 1))]
     pub(crate) max_parallel: Option<u64>,

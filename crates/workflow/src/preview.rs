@@ -70,6 +70,9 @@ pub struct PreviewStep {
     /// other steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub for_each: Option<PreviewForEach>,
+    /// A `finally` step: it runs once every other step has ended.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub finally: bool,
     /// The task with the inputs filled in; the steps' results it reads
     /// show as `⟨steps.X.result⟩` (and a repeat step's last iteration as
     /// `⟨previous.result⟩`: empty on the first).
@@ -162,6 +165,7 @@ impl Preview {
                         max: r.max,
                     }),
                     for_each: step.for_each.as_ref().map(|f| fan_out(step, f, inputs)),
+                    finally: step.finally,
                     task,
                 }
             })
@@ -171,10 +175,17 @@ impl Preview {
             origin: wf.origin().to_owned(),
             caller: caller.to_owned(),
             inputs: inputs.as_map().clone(),
+            // The `finally` steps are not levels of the run: they come last.
             levels: plan
                 .levels()
                 .into_iter()
-                .map(|l| l.into_iter().map(str::to_owned).collect())
+                .map(|l| {
+                    l.into_iter()
+                        .filter(|id| wf.step(id).is_some_and(|s| !s.finally))
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|l| !l.is_empty())
                 .collect(),
             max_parallel: wf.max_parallel,
             steps,

@@ -87,6 +87,12 @@ pub enum Ref {
     },
     /// `{{ run.id }}`: the workflow run id.
     RunId,
+    /// `{{ run.status }}`: how the run ended (`completed`, `failed`,
+    /// `completed-with-failures`, `cancelled`), in a `finally` step.
+    RunStatus,
+    /// `{{ run.steps }}`: every step's outcome, one per line
+    /// (`research: completed`, `audit: skipped (…)`), in a `finally` step.
+    RunSteps,
     /// `{{ previous.FIELD }}`: the last iteration of a `repeat` step (empty
     /// on the first).
     Previous(PreviousField),
@@ -154,6 +160,8 @@ impl fmt::Display for Ref {
             Ref::Input(name) => write!(f, "inputs.{name}"),
             Ref::Step { id, field } => write!(f, "steps.{id}.{}", field.as_str()),
             Ref::RunId => f.write_str("run.id"),
+            Ref::RunStatus => f.write_str("run.status"),
+            Ref::RunSteps => f.write_str("run.steps"),
             Ref::Previous(field) => write!(f, "previous.{}", field.as_str()),
             Ref::Item(name) => f.write_str(name),
             Ref::Instance { id, index, field } => {
@@ -338,6 +346,19 @@ pub trait RenderContext {
     fn item(&self, _name: &str) -> Option<&str> {
         None
     }
+    /// How the run ended, for a `finally` step.
+    fn outcome(&self) -> Option<&RunOutcome> {
+        None
+    }
+}
+
+/// How the run ended, as a `finally` step reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// `{{ run.status }}`.
+    pub status: String,
+    /// `{{ run.steps }}`.
+    pub steps: String,
 }
 
 /// A plain [`RenderContext`] built from maps.
@@ -353,6 +374,8 @@ pub struct Context {
     pub previous: Option<Previous>,
     /// The item of a `for_each` step's instance: (its name, its value).
     pub item: Option<(String, String)>,
+    /// How the run ended, for a `finally` step.
+    pub outcome: Option<RunOutcome>,
 }
 
 impl RenderContext for Context {
@@ -373,6 +396,9 @@ impl RenderContext for Context {
             .as_ref()
             .filter(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+    fn outcome(&self) -> Option<&RunOutcome> {
+        self.outcome.as_ref()
     }
 }
 
@@ -407,6 +433,8 @@ pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
             "`{expr}` is not a reference: write `steps.ID.FIELD`"
         )),
         ["run", "id"] => Ok(Ref::RunId),
+        ["run", "status"] => Ok(Ref::RunStatus),
+        ["run", "steps"] => Ok(Ref::RunSteps),
         ["previous", field] => PreviousField::ALL
             .into_iter()
             .find(|f| f.as_str() == *field)
@@ -418,7 +446,7 @@ pub(crate) fn parse_ref(expr: &str) -> Result<Ref, String> {
                 )
             }),
         ["run", ..] => Err(format!(
-            "`{expr}` is not a reference: the only run field is `run.id`"
+            "`{expr}` is not a reference: the run's fields are `run.id`, and in a `finally` step `run.status` and `run.steps`"
         )),
         [name] if is_item_name(name) => Ok(Ref::Item((*name).to_owned())),
         _ => Err(format!(
@@ -661,6 +689,14 @@ pub(crate) fn lookup<'a>(r: &Ref, ctx: &'a dyn RenderContext) -> Result<Cow<'a, 
     match r {
         Ref::Input(name) => ctx.input(name).map(Cow::Borrowed).ok_or_else(missing),
         Ref::RunId => ctx.run_id().map(Cow::Borrowed).ok_or_else(missing),
+        Ref::RunStatus => ctx
+            .outcome()
+            .map(|o| Cow::Borrowed(o.status.as_str()))
+            .ok_or_else(missing),
+        Ref::RunSteps => ctx
+            .outcome()
+            .map(|o| Cow::Borrowed(o.steps.as_str()))
+            .ok_or_else(missing),
         // Empty on a repeat step's first iteration (validation keeps
         // `previous` to the tasks of repeat steps).
         Ref::Previous(field) => Ok(match ctx.previous() {

@@ -30,6 +30,11 @@ struct Reads<'a> {
     previous: bool,
     /// `{{ NAME }}`: the task of a `for_each` step whose item is `NAME`.
     item: Option<&'a str>,
+    /// `{{ run.status }}` and `{{ run.steps }}`: the task of a `finally`
+    /// step.
+    finally: bool,
+    /// The `finally` steps: their own tasks, and the run's `output`.
+    finally_steps: bool,
 }
 
 /// Input values of a run, with defaults applied.
@@ -188,10 +193,26 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
     check_timeout(defaults.timeout, "defaults.timeout", &source)?;
     check_retries(defaults.retries, "defaults.retries", &source)?;
 
+    // The steps, then the `finally` steps: one list, each with where it
+    // is written (`steps[2]`, `finally[0]`).
+    let main = raw.steps.len();
+    let all: Vec<(String, &RawStep)> = raw
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("steps[{i}]"), s))
+        .chain(
+            raw.finally
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("finally[{i}]"), s)),
+        )
+        .collect();
+
     // Ids first: references need to know every step.
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, step) in raw.steps.iter().enumerate() {
-        let path = format!("steps[{i}].id");
+    for (i, (at, step)) in all.iter().enumerate() {
+        let path = format!("{at}.id");
         if !is_name(&step.id) {
             return Err(err(
                 ErrorKind::StepId,
@@ -210,7 +231,7 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
             ));
         }
         if let Some(&first) = index.get(step.id.as_str()) {
-            let at = source.node(&format!("steps[{first}].id"));
+            let at = source.node(&format!("{}.id", all[first].0));
             return Err(err(
                 ErrorKind::StepId,
                 path,
@@ -224,23 +245,23 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
     }
 
     // The `for_each` steps: only they have instances to read.
-    let fans: BTreeSet<usize> = raw
-        .steps
+    let fans: BTreeSet<usize> = all
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.for_each.is_some())
+        .filter(|(_, (_, s))| s.for_each.is_some())
         .map(|(i, _)| i)
         .collect();
     let known = Known {
         index: &index,
         fans: &fans,
         inputs: &inputs,
+        main,
     };
-    let mut steps = Vec::with_capacity(raw.steps.len());
-    let mut deps: Vec<Vec<usize>> = Vec::with_capacity(raw.steps.len());
-    let mut mentions: Vec<Mentions> = Vec::with_capacity(raw.steps.len());
-    for (i, rs) in raw.steps.iter().enumerate() {
-        let (step, step_deps, step_mentions) = build_step(i, rs, &known, &source)?;
+    let mut steps = Vec::with_capacity(all.len());
+    let mut deps: Vec<Vec<usize>> = Vec::with_capacity(all.len());
+    let mut mentions: Vec<Mentions> = Vec::with_capacity(all.len());
+    for (i, (at, rs)) in all.iter().enumerate() {
+        let (step, step_deps, step_mentions) = build_step(i, at, rs, &known, &source)?;
         steps.push(step);
         deps.push(step_deps);
         mentions.push(step_mentions);
@@ -256,7 +277,10 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
                 text,
                 &known,
                 &source,
-                Reads::default(),
+                Reads {
+                    finally_steps: true,
+                    ..Reads::default()
+                },
                 |_, _, _| Ok(()),
             )?;
             Some(t)
@@ -268,7 +292,7 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
         // Point at where the first step of the cycle reads the last one.
         let (first, last) = (cycle[0], cycle[cycle.len() - 2]);
         let (path, at) = mentions[first].get(&last).cloned().unwrap_or_else(|| {
-            let p = format!("steps[{first}].id");
+            let p = format!("{}.id", all[first].0);
             let n = source.node(&p);
             (p, (n.line, n.column))
         });
@@ -290,6 +314,7 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
         output,
         plan,
         source,
+        main,
     })
 }
 
@@ -362,6 +387,9 @@ struct Known<'a> {
     index: &'a BTreeMap<&'a str, usize>,
     fans: &'a BTreeSet<usize>,
     inputs: &'a BTreeMap<String, InputSpec>,
+    /// The steps before this index are the workflow's; from it on, its
+    /// `finally` steps (which the others may not read).
+    main: usize,
 }
 
 /// Checks every reference of `t` against the steps and inputs (and what
@@ -380,9 +408,20 @@ fn check_refs(
         index,
         fans,
         inputs,
+        main,
     } = known_names;
     for (r, offset, len) in t.refs_with_offsets() {
         let at = || source.locate(path, text, offset, len);
+        let finally_error = |id: &str| {
+            source.error_at(
+                ErrorKind::Template,
+                path,
+                at(),
+                format!(
+                    "`{{{{ {r} }}}}` reads `{id}`, a `finally` step: they run after every other step has ended, so only another `finally` step can read one"
+                ),
+            )
+        };
         let step_error = |id: &str| {
             source.error_at(
                 ErrorKind::UnknownStep,
@@ -418,10 +457,16 @@ fn check_refs(
                         ),
                     ));
                 }
+                Some(&j) if j >= *main && !reads.finally_steps => {
+                    return Err(finally_error(id));
+                }
                 Some(&j) => on_step(j, offset, len)?,
                 None => return Err(step_error(id)),
             },
             Ref::Instance { id, .. } => match index.get(id.as_str()) {
+                Some(&j) if j >= *main && !reads.finally_steps => {
+                    return Err(finally_error(id));
+                }
                 Some(&j) if !fans.contains(&j) => {
                     return Err(source.error_at(
                         ErrorKind::Template,
@@ -442,6 +487,16 @@ fn check_refs(
                     at(),
                     format!(
                         "`{{{{ {r} }}}}` reads the iteration before this one: only the task of a step with `repeat` has one"
+                    ),
+                ));
+            }
+            Ref::RunStatus | Ref::RunSteps if !reads.finally => {
+                return Err(source.error_at(
+                    ErrorKind::Template,
+                    path,
+                    at(),
+                    format!(
+                        "`{{{{ {r} }}}}` is how the run ended: only the task of a `finally` step reads it"
                     ),
                 ));
             }
@@ -472,14 +527,18 @@ fn known<S: AsRef<str>>(names: impl Iterator<Item = S>) -> String {
     }
 }
 
+/// Step `i` of the combined list (the steps, then the `finally` steps),
+/// written at `prefix` (`steps[2]`, `finally[0]`).
 fn build_step(
     i: usize,
+    prefix: &str,
     rs: &RawStep,
     known_names: &Known<'_>,
     source: &SourceMap,
 ) -> Result<(Step, Vec<usize>, Mentions), WorkflowError> {
     let (index, inputs) = (known_names.index, known_names.inputs);
-    let at = |field: &str| format!("steps[{i}].{field}");
+    let finally = i >= known_names.main;
+    let at = |field: &str| format!("{prefix}.{field}");
     let err = |kind, path: String, message: String| source.error(kind, path, message);
     let id = rs.id.as_str();
     let target = match (&rs.agent, rs.route) {
@@ -493,7 +552,7 @@ fn build_step(
         (None, None) => {
             return Err(err(
                 ErrorKind::Schema,
-                format!("steps[{i}]"),
+                prefix.to_owned(),
                 format!("step `{id}` needs `agent: NAME` or `route: auto`"),
             ));
         }
@@ -529,6 +588,15 @@ fn build_step(
     for (k, need) in rs.needs.iter().enumerate() {
         let path = at(&format!("needs[{k}]"));
         match index.get(need.as_str()) {
+            Some(&j) if j >= known_names.main && !finally => {
+                return Err(err(
+                    ErrorKind::UnknownStep,
+                    path,
+                    format!(
+                        "step `{id}` needs `{need}`, a `finally` step: they run after every other step has ended"
+                    ),
+                ));
+            }
             Some(&j) => {
                 let n = source.node(&path);
                 add(j, path, (n.line, n.column));
@@ -546,7 +614,7 @@ fn build_step(
         }
     }
 
-    let for_each = build_for_each(i, rs, known_names, source, &mut add)?;
+    let for_each = build_for_each(prefix, rs, known_names, source, &mut add)?;
 
     let task_path = at("task");
     let task = parse_template(&rs.task, &task_path, source)?;
@@ -559,6 +627,8 @@ fn build_step(
         Reads {
             previous: rs.repeat.is_some(),
             item: for_each.as_ref().map(|f| f.name.as_str()),
+            finally,
+            finally_steps: finally,
         },
         |j, offset, len| {
             add(
@@ -581,7 +651,16 @@ fn build_step(
                 None,
                 inputs,
                 source,
-                |sid, pos| match index.get(sid) {
+                |sid, pos| {
+                    match index.get(sid) {
+                    Some(&j) if j >= known_names.main && !finally => Err(source.error_at(
+                        ErrorKind::Condition,
+                        path.clone(),
+                        pos,
+                        format!(
+                            "`when` reads `{sid}`, a `finally` step: they run after every other step has ended"
+                        ),
+                    )),
                     Some(&j) => {
                         add(j, path.clone(), pos);
                         Ok(())
@@ -595,6 +674,7 @@ fn build_step(
                             known(index.keys())
                         ),
                     )),
+                }
                 },
             )?)
         }
@@ -605,6 +685,15 @@ fn build_step(
         Some(r) => Some(build_repeat(id, &at("repeat"), r, inputs, source)?),
     };
 
+    if finally && rs.gate.as_ref().is_some_and(|g| g.approval) {
+        return Err(err(
+            ErrorKind::Schema,
+            at("gate.approval"),
+            format!(
+                "`finally` step `{id}` cannot wait for approval: the run is ending when it runs"
+            ),
+        ));
+    }
     let gate = rs.gate.as_ref().map(|g| Gate {
         status: g.status.clone(),
         min_confidence: g.min_confidence,
@@ -641,6 +730,7 @@ fn build_step(
             context: rs.context.clone(),
             repeat,
             for_each,
+            finally,
         },
         deps,
         mentions,
@@ -654,13 +744,13 @@ fn build_step(
 /// come from inputs are checked with the run (`check_run`), from other
 /// steps when the step starts.
 fn build_for_each(
-    i: usize,
+    prefix: &str,
     rs: &RawStep,
     known_names: &Known<'_>,
     source: &SourceMap,
     add: &mut impl FnMut(usize, String, (usize, usize)),
 ) -> Result<Option<ForEach>, WorkflowError> {
-    let at = |field: &str| format!("steps[{i}].{field}");
+    let at = |field: &str| format!("{prefix}.{field}");
     let id = rs.id.as_str();
     let Some(raw) = &rs.for_each else {
         let keys = [
@@ -947,7 +1037,7 @@ pub fn check_run(
     for (i, step) in wf.steps.iter().enumerate() {
         match &step.target {
             Target::Agent(agent) => {
-                let path = format!("steps[{i}].agent");
+                let path = format!("{}.agent", wf.step_path(i));
                 if !agents.contains(&agent.as_str()) {
                     errors.push(src.error(
                         ErrorKind::UnknownAgent,
@@ -973,7 +1063,7 @@ pub fn check_run(
                 {
                     errors.push(src.error(
                         ErrorKind::Denied,
-                        format!("steps[{i}].route"),
+                        format!("{}.route", wf.step_path(i)),
                         format!("step `{}` routes automatically, but `{caller}` may not delegate to any agent", step.id),
                     ));
                 }
@@ -1016,7 +1106,7 @@ pub fn check_run(
             let Some(fan) = step.for_each.as_ref().filter(|f| !f.reads_steps()) else {
                 continue;
             };
-            let path = format!("steps[{i}].for_each");
+            let path = format!("{}.for_each", wf.step_path(i));
             match fan.items_in(&ctx) {
                 Ok(items) => {
                     if let Err(e) = check_item_count(
@@ -1024,7 +1114,7 @@ pub fn check_run(
                         items.len(),
                         &step.id,
                         &path,
-                        &format!("steps[{i}].join.min"),
+                        &format!("{}.join.min", wf.step_path(i)),
                         src,
                     ) {
                         errors.push(e);
@@ -1090,7 +1180,7 @@ pub(crate) fn check_task_sizes_for(
         known.limit = budget.task();
         errors.push(wf.source.error(
             ErrorKind::TaskTooLarge,
-            format!("steps[{i}].task"),
+            format!("{}.task", wf.step_path(i)),
             format!(
                 "step `{}`: {}",
                 step.id,

@@ -147,6 +147,12 @@ pub(super) async fn drive(
             .max_parallel
             .map(|n| Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS)))),
         _watch: watch,
+        finally: (0..plan.len())
+            .filter(|&p| wf.step(plan.id_at(p)).is_some_and(|s| s.finally))
+            .collect(),
+        finally_phase: false,
+        finally_token: CancellationToken::new(),
+        outcome: None,
     };
     if let Some(request) = requested {
         r.apply(Event::CancelRequested(request)).await?;
@@ -205,6 +211,15 @@ struct Runner<'a> {
     slots: Option<Arc<Semaphore>>,
     /// The task that waits for a cancel request (dropped with the run).
     _watch: JoinSet<()>,
+    /// Positions of the `finally` steps.
+    finally: BTreeSet<usize>,
+    /// Every other step has ended: the `finally` steps run.
+    finally_phase: bool,
+    /// What the `finally` steps' delegations are cancelled by (never the
+    /// run's token: they run after a cancellation too).
+    finally_token: CancellationToken,
+    /// How the run ended before its `finally` steps.
+    outcome: Option<RunStatus>,
 }
 
 /// Waits for a request to cancel run `run` (see `crate::cancel`) and tells
@@ -256,11 +271,23 @@ impl Runner<'_> {
             if cancel.is_cancelled() {
                 self.cancelled = true;
             }
-            if !self.stop && !self.cancelled {
+            if self.finally_phase || (!self.stop && !self.cancelled) {
                 self.start_ready().await?;
             }
             self.save(RunStatus::Running)?;
             if self.running == 0 && self.approvals.is_empty() {
+                // Every other step ended: the `finally` steps run (not for
+                // a run that pauses for approval: it has not ended).
+                let status = self.main_status();
+                if !self.finally_phase
+                    && !self.finally.is_empty()
+                    && status != RunStatus::AwaitingApproval
+                {
+                    self.finally_phase = true;
+                    self.outcome = Some(status);
+                    self.candidates.extend(self.finally.iter().copied());
+                    continue;
+                }
                 break;
             }
             let Some(events) = self.next_events(&mut rx, cancel).await else {
@@ -385,9 +412,33 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// How the run ended, once the loop is over.
+    /// How the run ended, once the loop is over: as its other steps left
+    /// it, and a failed `finally` step turns `completed` into
+    /// `completed-with-failures`.
     fn final_status(&self) -> RunStatus {
-        let any = |st: &[StepStatus]| self.recs.values().any(|r| st.contains(&r.status));
+        let Some(base) = self.outcome.filter(|_| self.finally_phase) else {
+            return self.main_status();
+        };
+        let finally_failed = self.finally.iter().any(|&p| {
+            self.recs
+                .get(self.plan.id_at(p))
+                .is_some_and(|r| matches!(r.status, StepStatus::Failed | StepStatus::Rejected))
+        });
+        if base == RunStatus::Completed && finally_failed {
+            RunStatus::CompletedWithFailures
+        } else {
+            base
+        }
+    }
+
+    /// How the run stands by its steps other than the `finally` ones.
+    fn main_status(&self) -> RunStatus {
+        let any = |st: &[StepStatus]| {
+            (0..self.plan.len())
+                .filter(|p| !self.finally.contains(p))
+                .filter_map(|p| self.recs.get(self.plan.id_at(p)))
+                .any(|r| st.contains(&r.status))
+        };
         if self.cancelled {
             RunStatus::Cancelled
         } else if self.stop {
@@ -534,6 +585,7 @@ impl Runner<'_> {
             run_id: Some(self.summary.run_id.as_str().to_owned()),
             previous: None,
             item: None,
+            outcome: None,
         }
     }
 
@@ -559,7 +611,42 @@ impl Runner<'_> {
             run_id: Some(self.summary.run_id.as_str().to_owned()),
             previous: None,
             item: None,
+            outcome: self.finally.contains(&p).then(|| self.outcome_text()),
         }
+    }
+
+    /// How the run ended, as its `finally` steps read it.
+    fn outcome_text(&self) -> crate::template::RunOutcome {
+        let word = |v: serde_json::Result<serde_json::Value>| {
+            v.ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        let status = word(serde_json::to_value(
+            self.outcome.unwrap_or_else(|| self.main_status()),
+        ));
+        let mut steps = String::new();
+        for p in 0..self.plan.len() {
+            if self.finally.contains(&p) {
+                continue;
+            }
+            let id = self.plan.id_at(p);
+            let Some(rec) = self.recs.get(id) else {
+                continue;
+            };
+            if !steps.is_empty() {
+                steps.push('\n');
+            }
+            steps.push_str(id);
+            steps.push_str(": ");
+            steps.push_str(&word(serde_json::to_value(rec.status)));
+            if let Some(reason) = &rec.reason {
+                steps.push_str(" (");
+                steps.push_str(&crate::run::cut(reason, SUMMARY_REASON_KEPT));
+                steps.push(')');
+            }
+        }
+        crate::template::RunOutcome { status, steps }
     }
 
     /// What the steps of this run share, for preparing and starting one.
@@ -570,7 +657,11 @@ impl Runner<'_> {
             wf_run: &self.summary.run_id,
             caller: &self.summary.caller,
             dispatched: self.dispatched.as_ref(),
-            cancel: &self.token,
+            cancel: if self.finally_phase {
+                &self.finally_token
+            } else {
+                &self.token
+            },
         }
     }
 
@@ -648,6 +739,10 @@ impl Runner<'_> {
     }
 
     fn failed(&mut self, id: &str) {
+        if self.wf.step(id).is_some_and(|s| s.finally) {
+            // A `finally` step's failure stops nothing: the run is ending.
+            return;
+        }
         if self.on_failure(id) == OnFailure::Stop {
             self.stop = true;
         }
@@ -660,7 +755,7 @@ impl Runner<'_> {
         loop {
             let mut changed = false;
             for p in self.take_ready() {
-                if self.stop {
+                if self.stop && !self.finally_phase {
                     return Ok(());
                 }
                 changed |= self.try_start(p).await?;
@@ -687,15 +782,21 @@ impl Runner<'_> {
         let mut ready = Vec::new();
         let candidates = std::mem::take(&mut self.candidates);
         for p in candidates {
+            let finally = self.finally.contains(&p);
+            if finally && !self.finally_phase {
+                // Added again when every other step has ended.
+                continue;
+            }
             let id = self.plan.id_at(p);
             if self.recs.get(id).map(|r| r.status) != Some(StepStatus::Pending) {
                 continue;
             }
-            let all_ended = self
-                .plan
-                .deps_at(p)
-                .iter()
-                .all(|&d| self.recs.get(self.plan.id_at(d)).is_some_and(is_ended));
+            // For a `finally` step, the other steps have all ended (or
+            // will never start: a stopped or cancelled run).
+            let all_ended = self.plan.deps_at(p).iter().all(|&d| {
+                (finally && !self.finally.contains(&d))
+                    || self.recs.get(self.plan.id_at(d)).is_some_and(is_ended)
+            });
             if all_ended {
                 self.candidates.insert(p);
                 ready.push(p);
@@ -719,9 +820,13 @@ impl Runner<'_> {
             self.candidates.remove(&p);
             return Ok(false);
         };
+        // A `finally` step runs whatever became of the other steps; only
+        // another `finally` step it reads can keep it from running.
+        let finally = self.finally.contains(&p);
         let deps: Vec<(&str, StepStatus)> = plan
             .deps_at(p)
             .iter()
+            .filter(|d| !finally || self.finally.contains(d))
             .filter_map(|&d| {
                 let dep = plan.id_at(d);
                 Some((dep, self.recs.get(dep)?.status))

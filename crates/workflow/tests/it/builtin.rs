@@ -122,6 +122,7 @@ fn material_trade_study_plan_gate_and_defaults() {
         run_id: Some("wf-test".into()),
         previous: None,
         item: None,
+        outcome: None,
     };
     let task = wf.step("audit").unwrap().task.render(&ctx).unwrap();
     assert!(task.contains("Requirements: CTE < 0.01 ppm/K"));

@@ -104,3 +104,100 @@ steps:
     .unwrap_err();
     assert!(err.to_string().contains("no workflow run wf-nope"), "{err}");
 }
+
+#[tokio::test]
+async fn finally_steps_run_after_the_others_whatever_became_of_them() {
+    let rig = rig();
+    // Completed: the minutes see it so; they read the run's outcome.
+    let s = rig
+        .run(
+            r#"
+name: minutes
+steps:
+  - { id: a, agent: webster, task: "[id=a]" }
+  - { id: b, agent: auditor, task: "[id=b] {{ steps.a.result }}" }
+finally:
+  - { id: minutes, agent: tech-lead, task: "[id=minutes] {{ run.status }} | {{ run.steps }} | {{ steps.b.result }}" }
+output: "{{ steps.minutes.result }}"
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Completed, "{s:?}");
+    assert_eq!(status(&s, "minutes"), StepStatus::Completed);
+    let (_, task) = rig.fake.last("minutes");
+    assert!(
+        task.contains("[id=minutes] completed | a: completed\nb: completed | result of b"),
+        "{task}"
+    );
+    assert_eq!(s.output.as_deref(), Some("result of minutes"));
+    assert!(rig.log.pos("end:b") < rig.log.pos("start:minutes"));
+
+    // Failed under `on_failure: stop`: nothing new starts, but the
+    // finally steps do, and the run stays failed.
+    let s = rig
+        .run(
+            r#"
+name: stopped
+steps:
+  - { id: a, agent: webster, task: "[id=fa] [s=failed]" }
+  - { id: b, agent: auditor, task: "[id=fb] {{ steps.a.result }}" }
+finally:
+  - { id: tidy, agent: tech-lead, task: "[id=tidy] {{ run.status }}: {{ run.steps }}" }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(rig.fake.count("fb"), 0);
+    let (_, task) = rig.fake.last("tidy");
+    assert!(task.contains("[id=tidy] failed: a: failed ("), "{task}");
+
+    // A finally step that fails turns `completed` into
+    // `completed-with-failures`, and stops nothing.
+    let s = rig
+        .run(
+            r#"
+name: flaky-minutes
+steps:
+  - { id: a, agent: webster, task: "[id=ga]" }
+finally:
+  - { id: one, agent: tech-lead, task: "[id=one] [s=failed]" }
+  - { id: two, agent: auditor, task: "[id=two] {{ run.status }}" }
+"#,
+        )
+        .await;
+    assert_eq!(s.status, RunStatus::CompletedWithFailures);
+    assert_eq!(status(&s, "two"), StepStatus::Completed);
+}
+
+#[tokio::test]
+async fn finally_steps_run_after_a_cancel_request() {
+    let rig = rig();
+    let yaml = r#"
+name: cancel-then-tidy
+steps:
+  - { id: a, agent: auditor, task: "[id=ca] [hang]" }
+finally:
+  - { id: tidy, agent: tech-lead, task: "[id=ctidy] {{ run.status }}" }
+"#;
+    let wf = load(yaml, "c.yaml").unwrap();
+    let run_id = orch_delegate::orch_handoff::RunId::new("wf-cancel-tidy").unwrap();
+    let mut o = opts(&wf);
+    o.run_id = Some(run_id.clone());
+    let exec = rig.exec();
+    let ask = async {
+        rig.fake.hung.notified().await;
+        request_cancel(&*rig.store, &run_id, "manager", "stop")
+            .await
+            .unwrap();
+        std::future::pending::<()>().await;
+    };
+    let token = CancellationToken::new();
+    let s = tokio::select! {
+        r = exec.run(&wf, yaml, o, &token) => r.unwrap(),
+        () = ask => unreachable!(),
+    };
+    assert_eq!(s.status, RunStatus::Cancelled);
+    assert_eq!(status(&s, "tidy"), StepStatus::Completed);
+    let (_, task) = rig.fake.last("ctidy");
+    assert!(task.contains("[id=ctidy] cancelled"), "{task}");
+}

@@ -248,7 +248,7 @@ impl Log {
     pub(crate) fn events(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
-    fn pos(&self, e: &str) -> usize {
+    pub(crate) fn pos(&self, e: &str) -> usize {
         self.events()
             .iter()
             .position(|x| x == e)

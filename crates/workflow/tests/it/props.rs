@@ -605,6 +605,7 @@ fn templates_parse_and_render_within_their_limit() {
             run_id,
             previous: None,
             item: None,
+            outcome: None,
         });
     check(
         "templates_parse_and_render_within_their_limit",

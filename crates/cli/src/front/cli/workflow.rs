@@ -212,6 +212,20 @@ fn mermaid(wf: &Workflow) -> String {
     for (from, to) in wf.plan().edges() {
         s.push_str(&format!("  {from} --> {to}\n"));
     }
+    // The `finally` steps run once every other step has ended.
+    let finally: Vec<&str> = wf
+        .steps
+        .iter()
+        .filter(|st| st.finally)
+        .map(|st| st.id.as_str())
+        .collect();
+    if !finally.is_empty() {
+        s.push_str("  subgraph _finally[\"finally: once every other step has ended\"]\n");
+        for id in finally {
+            s.push_str(&format!("    {id}\n"));
+        }
+        s.push_str("  end\n");
+    }
     s
 }
 
@@ -270,6 +284,9 @@ fn describe(wf: &Workflow, origin: &str) -> String {
                 out::one_line(&r.until_text),
                 r.max
             ));
+        }
+        if step.finally {
+            line.push_str("  finally");
         }
         if let Some(f) = &step.for_each {
             line.push_str(&format!(

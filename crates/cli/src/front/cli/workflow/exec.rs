@@ -791,6 +791,18 @@ fn render_preview(p: &Preview) -> String {
     if let Some(n) = p.max_parallel {
         text.push_str(&format!("  (at most {n} at once)\n"));
     }
+    let finally: Vec<&str> = p
+        .steps
+        .iter()
+        .filter(|s| s.finally)
+        .map(|s| s.id.as_str())
+        .collect();
+    if !finally.is_empty() {
+        text.push_str(&format!(
+            "  finally, once every other step has ended: {}\n",
+            finally.join(", ")
+        ));
+    }
     for step in &p.steps {
         render_preview_step(&mut text, step);
     }
@@ -804,11 +816,12 @@ fn render_preview(p: &Preview) -> String {
 }
 
 fn render_preview_step(text: &mut String, step: &PreviewStep) {
-    text.push_str(&format!("\nstep {} → {}\n", step.id, step.agent));
-    let waits = if step.waits_for.is_empty() {
-        "nothing (starts at once)".to_owned()
-    } else {
-        step.waits_for.join(", ")
+    let what = if step.finally { "finally step" } else { "step" };
+    text.push_str(&format!("\n{what} {} → {}\n", step.id, step.agent));
+    let waits = match (step.finally, step.waits_for.is_empty()) {
+        (true, _) => "every other step to end".to_owned(),
+        (false, true) => "nothing (starts at once)".to_owned(),
+        (false, false) => step.waits_for.join(", "),
     };
     text.push_str(&format!("  waits for: {waits}\n"));
     text.push_str(&format!(
