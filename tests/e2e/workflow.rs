@@ -1397,3 +1397,151 @@ fn a_finally_step_runs_after_a_failure_and_dry_run_and_graph_show_it() {
     transcript.push_str(&graph.transcript(&orch));
     wf_settings().bind(|| insta::assert_snapshot!(transcript));
 }
+
+/// The ids of every stored workflow run, sorted.
+fn all_runs(orch: &Orch) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(orch.store().join("workflows"))
+        .expect("workflows dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The shipped `research-brief` runs `quick-research` as a child run: two
+/// linked runs, the child's steps shown under its step (live lines,
+/// status, JSON), the dry run and the graph expand it.
+#[test]
+fn research_brief_runs_quick_research_as_a_linked_child_run() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    let args = [
+        "workflow",
+        "research-brief",
+        "--input",
+        "topic=CTE of ULE at 20 °C",
+        "--caller",
+        "manager",
+        "--non-interactive",
+    ];
+    let dry = orch.ok(&[&args[..], &["--dry-run"]].concat());
+    assert_eq!(
+        orch.store_files(),
+        Vec::<String>::new(),
+        "a dry run stores nothing"
+    );
+    let mut transcript = dry.transcript(&orch);
+    let run = orch.run(&args, None);
+    assert_eq!(run.code, 0, "{}", run.transcript(&orch));
+    let runs = all_runs(&orch);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (id, child) = (&runs[0], &runs[1]);
+    assert_eq!(child, &format!("{id}.background"));
+    transcript.push_str(&run.transcript(&orch));
+    transcript.push_str(&orch.ok(&["workflow", "status", id]).transcript(&orch));
+    transcript.push_str(
+        &orch
+            .ok(&["workflow", "graph", "research-brief"])
+            .transcript(&orch),
+    );
+    wf_settings().bind(|| insta::assert_snapshot!(transcript));
+
+    let status: serde_json::Value =
+        serde_json::from_str(&orch.ok(&["workflow", "status", id, "--json"]).stdout).unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["children"]["background"], child.as_str());
+    assert_eq!(status["uses"][0]["origin"], "<built-in quick-research>");
+    let inner = &status["childRuns"]["background"];
+    assert_eq!(inner["parent"]["runId"], id.as_str());
+    assert_eq!(inner["parent"]["step"], "background");
+    assert_eq!(inner["inputs"]["query"], "CTE of ULE at 20 °C");
+    assert_eq!(inner["steps"]["validate"]["status"], "completed");
+    // Its output was the brief's input.
+    let ledger = orch.ledger();
+    assert_eq!(
+        dispatches(&orch),
+        [
+            ("study-builder".to_owned(), 1),
+            ("tech-lead".to_owned(), 1),
+            ("webster".to_owned(), 1)
+        ]
+        .into()
+    );
+    assert!(
+        ledger
+            .iter()
+            .any(|l| l["event"] == "dispatched"
+                && l["runId"] == format!("{child}.research.1").as_str()),
+        "the child's delegations carry its run id"
+    );
+}
+
+/// Local workflows that use each other: a cycle names both files' `uses`;
+/// a child's approval gate pauses the parent, is approved from the
+/// parent's run id, and resume finishes both.
+#[test]
+fn local_sub_workflows_cycles_and_a_child_gate_approved_from_the_parent() {
+    let orch = Orch::new();
+    orch.write_config(FAST_SIM);
+    std::fs::create_dir_all(orch.path("flows")).unwrap();
+    std::fs::write(
+        orch.path("flows/a.yaml"),
+        "name: a\nsteps:\n  - id: x\n    uses: b.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        orch.path("flows/b.yaml"),
+        "name: b\nsteps:\n  - id: y\n    uses: ./a.yaml\noutput: \"{{ steps.y.result }}\"\n",
+    )
+    .unwrap();
+    let cycle = orch.run(&["workflow", "validate", "flows/a.yaml"], None);
+    assert_eq!(cycle.code, 2, "{}", cycle.transcript(&orch));
+    let mut transcript = cycle.transcript(&orch);
+
+    std::fs::write(
+        orch.path("flows/check.yaml"),
+        "name: check\ninputs:\n  draft: { required: true }\nsteps:\n  - id: review\n    agent: auditor\n    task: \"Review: {{ inputs.draft }}\"\n    gate: { approval: true }\noutput: \"{{ steps.review.result }}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        orch.path("flows/outer.yaml"),
+        "name: outer\nsteps:\n  - { id: draft, agent: webster, task: Draft the note }\n  - id: checked\n    uses: check.yaml\n    with: { draft: \"{{ steps.draft.result }}\" }\n  - { id: file, agent: secretary, task: \"File: {{ steps.checked.result }}\" }\noutput: \"{{ steps.file.result }}\"\n",
+    )
+    .unwrap();
+    let paused = orch.run(
+        &[
+            "workflow",
+            "flows/outer.yaml",
+            "--caller",
+            "manager",
+            "--non-interactive",
+        ],
+        None,
+    );
+    assert_eq!(paused.code, 20, "{}", paused.transcript(&orch));
+    transcript.push_str(&paused.transcript(&orch));
+    let id = all_runs(&orch).remove(0);
+    let wrong = orch.run(&["workflow", "approve", &id, "checked"], None);
+    assert_eq!(wrong.code, 2, "{}", wrong.transcript(&orch));
+    transcript.push_str(&wrong.transcript(&orch));
+    transcript.push_str(
+        &orch
+            .ok(&["workflow", "approve", &id, "checked/review"])
+            .transcript(&orch),
+    );
+    let resumed = orch.run(&["workflow", "resume", &id, "--non-interactive"], None);
+    assert_eq!(resumed.code, 0, "{}", resumed.transcript(&orch));
+    transcript.push_str(&resumed.transcript(&orch));
+    assert_eq!(
+        dispatches(&orch),
+        [
+            ("auditor".to_owned(), 1),
+            ("secretary".to_owned(), 1),
+            ("webster".to_owned(), 1)
+        ]
+        .into(),
+        "nothing was sent twice"
+    );
+    wf_settings().bind(|| insta::assert_snapshot!(transcript));
+}

@@ -94,6 +94,8 @@ pub(crate) fn budgets(
             .into_iter()
             .filter_map(|a| budget(delegator, wf_run, &step.id, a, caller))
             .collect(),
+        // Its child run's steps have budgets of their own.
+        Target::Workflow(_) => Vec::new(),
     };
     out.sort_by_key(|b| std::cmp::Reverse(b.task()));
     out

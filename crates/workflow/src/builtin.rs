@@ -18,6 +18,10 @@ const BUILTINS: &[(&str, &str)] = &[
         "quick-research",
         include_str!("../../../workflows/quick-research.yaml"),
     ),
+    (
+        "research-brief",
+        include_str!("../../../workflows/research-brief.yaml"),
+    ),
 ];
 
 /// The YAML text of the shipped workflow `name`.

@@ -41,6 +41,12 @@ pub enum ErrorKind {
     /// A `for_each` step has no items, more than its `max_items`, or fewer
     /// than its `join` needs.
     Items,
+    /// A `uses` step names a workflow that cannot be found or cannot be
+    /// run by `uses` (it has no `output`).
+    UnknownWorkflow,
+    /// Workflows use each other in a cycle, or nest deeper than
+    /// [`MAX_USES_DEPTH`](crate::MAX_USES_DEPTH).
+    WorkflowCycle,
 }
 
 /// An error in a workflow file, or in a run request against it.

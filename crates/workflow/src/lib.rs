@@ -124,6 +124,7 @@ mod preview;
 mod run;
 mod source;
 mod template;
+mod uses;
 mod validate;
 
 pub use builtin::{builtin, builtin_names};
@@ -137,19 +138,22 @@ pub use exec::{
 pub use model::{
     ContextSpec, DEFAULT_CONTEXT_MESSAGES, DEFAULT_ITEM_NAME, DEFAULT_MAX_ITEMS, DEFAULT_RETRIES,
     DEFAULT_TIMEOUT, ForEach, Gate, InputSpec, Items, Join, MAX_ITEMS, MAX_REPEAT, MAX_RETRIES,
-    MAX_TIMEOUT, OnFailure, Repeat, Step, StepDefaults, Target, Workflow, workflow_json_schema,
+    MAX_TIMEOUT, MAX_USES_DEPTH, OnFailure, Repeat, Step, StepDefaults, Target, UsedWorkflow, Uses,
+    Workflow, workflow_json_schema,
 };
 pub use plan::Plan;
-pub use preview::{Preview, PreviewForEach, PreviewGate, PreviewRepeat, PreviewStep};
+pub use preview::{Preview, PreviewForEach, PreviewGate, PreviewRepeat, PreviewStep, PreviewUses};
 pub use run::{
-    ATTEMPTS_KEPT, ApprovalDecision, Attempt, AttemptStatus, DETAIL_KEPT, FanOutRecord,
-    GateDecision, InstanceCounts, InstanceOf, REASON_KEPT, RunStatus, RunSummary,
+    ATTEMPTS_KEPT, ApprovalDecision, Attempt, AttemptStatus, ChildRun, DETAIL_KEPT, FanOutRecord,
+    GateDecision, InstanceCounts, InstanceOf, ParentLink, REASON_KEPT, RunStatus, RunSummary,
     SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary, TASK_KEPT, approve, attempt_run_id,
-    instance_label, instance_record_id, read_step, read_summary, run_json_schema,
+    awaiting_approval, child_run_id, instance_label, instance_record_id, read_step, read_summary,
+    run_json_schema,
 };
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES, check_file_size};
 pub use template::{
     Context, Field, Instance, Previous, PreviousField, Ref, RenderContext, RunOutcome, Segment,
     StepOutput, Template,
 };
-pub use validate::{ResolvedInputs, check_run, check_task_sizes, load, warnings};
+pub use uses::{Builtins, Resolve, Resolved, Stored, builtin_origin};
+pub use validate::{ResolvedInputs, check_run, check_task_sizes, load, load_with, warnings};

@@ -6,6 +6,7 @@
 //! and `agent` / `route` folded into one [`Target`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use orch_delegate::orch_handoff::{Confidence, Status};
@@ -36,6 +37,9 @@ pub const MAX_ITEMS: usize = 100_000;
 pub const DEFAULT_ITEM_NAME: &str = "item";
 /// Messages read from a step's `context` channel when `messages` is not given.
 pub const DEFAULT_CONTEXT_MESSAGES: usize = 20;
+/// How deep `uses` may nest: a workflow, a sub-workflow it uses, and so on,
+/// at most this many levels below the workflow that is run.
+pub const MAX_USES_DEPTH: usize = 5;
 
 /// A loaded and validated workflow.
 #[derive(Clone, Debug)]
@@ -107,6 +111,41 @@ impl Workflow {
             .or(self.defaults.on_failure)
             .unwrap_or_default()
     }
+
+    /// Every workflow file this one reaches through `uses`, at any depth,
+    /// each once per (file, name) pair: what a run stores so that resume
+    /// loads it without the files.
+    pub fn used(&self) -> Vec<UsedWorkflow> {
+        let mut out: Vec<UsedWorkflow> = Vec::new();
+        self.collect_used(&mut out);
+        out
+    }
+
+    fn collect_used(&self, out: &mut Vec<UsedWorkflow>) {
+        for step in &self.steps {
+            let Target::Workflow(u) = &step.target else {
+                continue;
+            };
+            let from = self.origin();
+            if !out.iter().any(|w| w.from == from && w.name == u.name) {
+                out.push(UsedWorkflow {
+                    from: from.to_owned(),
+                    name: u.name.clone(),
+                    origin: u.workflow.origin().to_owned(),
+                    source: u.source.clone(),
+                });
+                u.workflow.collect_used(out);
+            }
+        }
+    }
+
+    /// The `uses` steps' workflows, with the step that uses each.
+    pub fn children(&self) -> impl Iterator<Item = (&Step, &Uses)> {
+        self.steps.iter().filter_map(|s| match &s.target {
+            Target::Workflow(u) => Some((s, &**u)),
+            _ => None,
+        })
+    }
 }
 
 /// A declared input.
@@ -149,6 +188,52 @@ pub enum Target {
     Agent(String),
     /// `route: auto`: the router picks among the agents the caller may use.
     Route,
+    /// `uses: NAME`: another workflow, run as a child run of its own.
+    Workflow(Arc<Uses>),
+}
+
+/// A `uses` step: the workflow it runs as a child run, and that run's
+/// inputs. The child's `output` is the step's result; its outcome, the
+/// step's status (`completed` → `complete`, `completed-with-failures` →
+/// `partial`; a failed, rejected or cancelled child fails the step) and
+/// its confidence ([`RunSummary::confidence`](crate::RunSummary::confidence)).
+#[derive(Clone, Debug)]
+pub struct Uses {
+    /// The workflow as written after `uses:` (a name or a path).
+    pub name: String,
+    /// Its inputs (`with:`), templates read in the parent run.
+    pub with: BTreeMap<String, Template>,
+    /// The workflow, loaded and checked (its own `uses` too).
+    pub workflow: Workflow,
+    /// Its text, stored with the run so resume never depends on the file.
+    pub source: String,
+}
+
+impl PartialEq for Uses {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.with == other.with
+            && self.source == other.source
+            && self.workflow.origin() == other.workflow.origin()
+    }
+}
+
+impl Eq for Uses {}
+
+/// A workflow file one of a run's workflows reaches through `uses`, as
+/// stored in its summary ([`RunSummary::uses`](crate::RunSummary::uses)):
+/// resume loads the run from these, never from the files.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsedWorkflow {
+    /// The origin of the workflow whose step says `uses`.
+    pub from: String,
+    /// What that step's `uses` says.
+    pub name: String,
+    /// Where it was found (a path, or `<built-in NAME>`).
+    pub origin: String,
+    /// Its text.
+    pub source: String,
 }
 
 /// One step of a workflow.
@@ -487,11 +572,15 @@ pub(crate) struct RawDefaults {
     pub(crate) on_failure: Option<OnFailure>,
 }
 
-/// One step: exactly one of `agent` and `route`.
+/// One step: exactly one of `agent`, `route` and `uses`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Step")]
-#[schemars(extend("oneOf" = [{ "required": ["agent"] }, { "required": ["route"] }]))]
+#[schemars(extend("oneOf" = [
+    { "required": ["agent", "task"] },
+    { "required": ["route", "task"] },
+    { "required": ["uses"] }
+]))]
 pub(crate) struct RawStep {
     /// Unique id: letters, digits, `_` and `-`.
     #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"))]
@@ -501,9 +590,18 @@ pub(crate) struct RawStep {
     pub(crate) agent: Option<String>,
     /// `auto`: the router picks the agent.
     pub(crate) route: Option<RouteMode>,
-    /// The task (a template).
+    /// The task (a template); not for a `uses` step.
     #[schemars(length(min = 1))]
-    pub(crate) task: String,
+    pub(crate) task: Option<String>,
+    /// Run another workflow as a child run: a built-in's name, a name in
+    /// `./workflows/`, or a path (relative to this file). Its `output` is
+    /// the step's result.
+    #[schemars(length(min = 1))]
+    pub(crate) uses: Option<String>,
+    /// Of a `uses` step: the child run's inputs, each a template read in
+    /// this run (e.g. `query: "{{ inputs.topic }}"`).
+    #[serde(rename = "with")]
+    pub(crate) with: Option<BTreeMap<String, String>>,
     /// Steps that must finish first (template references add more).
     #[serde(default)]
     pub(crate) needs: Vec<String>,

@@ -73,6 +73,10 @@ pub struct PreviewStep {
     /// A `finally` step: it runs once every other step has ended.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub finally: bool,
+    /// Its `uses`: the workflow it runs as a child run, expanded; left out
+    /// for other steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uses: Option<Box<PreviewUses>>,
     /// The task with the inputs filled in; the steps' results it reads
     /// show as `⟨steps.X.result⟩` (and a repeat step's last iteration as
     /// `⟨previous.result⟩`: empty on the first).
@@ -99,6 +103,18 @@ pub struct PreviewForEach {
     pub items: Option<Vec<String>>,
     /// Each instance's task, in item order, when the items are known.
     pub tasks: Vec<String>,
+}
+
+/// A `uses` step in a [`Preview`]: the child run it would start.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewUses {
+    /// What `uses` says.
+    pub name: String,
+    /// The child run's preview: its inputs are the step's `with` (values
+    /// read from other steps shown as `⟨steps.X.result⟩`) and the child's
+    /// defaults.
+    pub run: Preview,
 }
 
 /// A step's `repeat` in a [`Preview`].
@@ -142,13 +158,41 @@ impl Preview {
                         Some(a) => format!("route: auto → {a} (chosen now; re-routed at run time)"),
                         None => "route: auto → no agent matches now".to_owned(),
                     },
+                    Target::Workflow(u) => format!("uses {}", u.name),
+                };
+                let uses = match &step.target {
+                    Target::Workflow(u) => {
+                        let mut values: BTreeMap<String, String> = u
+                            .with
+                            .iter()
+                            .map(|(k, t)| (k.clone(), fill_inputs(t, inputs, None)))
+                            .collect();
+                        for (name, spec) in &u.workflow.inputs {
+                            if let (false, Some(d)) = (values.contains_key(name), &spec.default) {
+                                values.insert(name.clone(), d.clone());
+                            }
+                        }
+                        let child = ResolvedInputs::from_map(values);
+                        Some(Box::new(PreviewUses {
+                            name: u.name.clone(),
+                            run: Preview::build(&u.workflow, &child, caller, router),
+                        }))
+                    }
+                    _ => None,
                 };
                 PreviewStep {
                     id: step.id.clone(),
                     agent,
                     waits_for: plan.deps(&step.id).into_iter().map(str::to_owned).collect(),
-                    timeout: orch_support::duration::format(wf.timeout_of(step)),
-                    retries: wf.retries_of(step),
+                    // A child run has no deadline but the step's own.
+                    timeout: match (&step.target, step.timeout) {
+                        (Target::Workflow(_), None) => "none (its steps' own)".to_owned(),
+                        _ => orch_support::duration::format(wf.timeout_of(step)),
+                    },
+                    retries: match &step.target {
+                        Target::Workflow(_) => 0,
+                        _ => wf.retries_of(step),
+                    },
                     on_failure: wf.on_failure_of(step),
                     when: step.when.as_ref().map(ToString::to_string),
                     gate: step.gate.as_ref().map(|g| PreviewGate {
@@ -166,6 +210,7 @@ impl Preview {
                     }),
                     for_each: step.for_each.as_ref().map(|f| fan_out(step, f, inputs)),
                     finally: step.finally,
+                    uses,
                     task,
                 }
             })

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use orch_delegate::orch_handoff::{
-    Expect, Handoff, HandoffKey, HandoffStore, MAX_ID_LEN, RunId, WorkflowRecord, parse_handoff,
+    Confidence, Expect, Handoff, HandoffKey, HandoffStore, MAX_ID_LEN, RunId, WorkflowRecord,
+    parse_handoff,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -177,6 +178,27 @@ pub fn attempt_run_id(wf: &RunId, step: &str, n: u32) -> RunId {
     };
     // Every part is in the id alphabet, so this holds; a random id is the
     // fallback that keeps a run going if it ever did not.
+    RunId::new(id).unwrap_or_else(|_| RunId::generate())
+}
+
+/// The run id of the child run of `uses` step `step` of workflow run `wf`:
+/// `<wfRunId>.<step>` (shortened with a hash as [`attempt_run_id`] does
+/// when it would pass the id's length).
+pub fn child_run_id(wf: &RunId, step: &str) -> RunId {
+    use std::hash::Hasher as _;
+
+    let tail = format!(".{step}");
+    let full = format!("{wf}{tail}");
+    let id = if full.len() <= MAX_ID_LEN {
+        full
+    } else {
+        let mut h = fnv::FnvHasher::default();
+        h.write(wf.as_str().as_bytes());
+        let hash = format!("-{:016x}", h.finish());
+        let keep = MAX_ID_LEN.saturating_sub(tail.len() + hash.len());
+        let prefix: String = wf.as_str().chars().take(keep).collect();
+        format!("{prefix}{hash}{tail}")
+    };
     RunId::new(id).unwrap_or_else(|_| RunId::generate())
 }
 
@@ -357,6 +379,9 @@ pub struct StepRecord {
     /// Of an instance of a `for_each` step (record `<step>.<N>`): which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<InstanceOf>,
+    /// Of a `uses` step: its child run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<ChildRun>,
     /// Of a `for_each` step: what its instances produced together, for the
     /// steps that read it. Not stored (built from the instances' records
     /// and handoffs).
@@ -563,6 +588,7 @@ impl StepRecord {
             reason: None,
             fan_out: None,
             instance: None,
+            child: None,
             fanned: None,
         }
     }
@@ -637,6 +663,47 @@ pub struct RunSummary {
     /// Who asked to cancel the run (`orch workflow cancel`), why and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<crate::cancel::CancelRequest>,
+    /// The lowest confidence of the handoffs its `output` reads (unstated
+    /// counts as low), once it has an output: a `uses` step's confidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
+    /// Of a child run (a `uses` step's): the run and step that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+    /// The child runs of its `uses` steps, by step (their ids are derived:
+    /// [`child_run_id`]), whether they started yet or not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub children: BTreeMap<String, RunId>,
+    /// Every workflow file its `uses` steps reach, at any depth, as they
+    /// were when the run started: resume loads them from here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uses: Vec<crate::model::UsedWorkflow>,
+}
+
+/// The run and step a child run belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentLink {
+    /// The parent run.
+    #[schemars(with = "String")]
+    pub run_id: RunId,
+    /// Its `uses` step.
+    pub step: String,
+}
+
+/// A `uses` step's child run, in the step's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildRun {
+    /// The child run ([`child_run_id`]).
+    #[schemars(with = "String")]
+    pub run_id: RunId,
+    /// The workflow it runs.
+    pub workflow: String,
+    /// How it stood when the step last heard of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RunStatus>,
 }
 
 impl StepSummary {
@@ -754,6 +821,10 @@ pub(crate) fn largest_summary(s: &RunSummary, longest_agent: usize, output_limit
             reason: String::new(),
             at: jiff::Timestamp::MAX,
         }),
+        confidence: None,
+        parent: None,
+        children: BTreeMap::new(),
+        uses: Vec::new(),
     };
     // The output's plain letters are added, not written out.
     let mut wide = RunSummary {
@@ -763,6 +834,11 @@ pub(crate) fn largest_summary(s: &RunSummary, longest_agent: usize, output_limit
         caller: s.caller.clone(),
         inputs: s.inputs.clone(),
         output: Some(String::new()),
+        // The longest confidence word.
+        confidence: Some(Confidence::Medium),
+        parent: s.parent.clone(),
+        children: s.children.clone(),
+        uses: s.uses.clone(),
         ..bare.clone()
     };
     let mut entries = s.steps.iter();
@@ -926,7 +1002,10 @@ pub async fn read_summary(store: &dyn HandoffStore, run: &RunId) -> Result<RunSu
 }
 
 /// Records a human's decision on a step awaiting approval; the run goes on
-/// with `resume`. Refused when the step is not awaiting approval.
+/// with `resume`. Refused when the step is not awaiting approval. A step
+/// of a child run (a `uses` step's) is named `uses-step/step` from the
+/// parent run, or by its id alone when only one child run has it
+/// awaiting approval.
 pub async fn approve(
     store: &dyn HandoffStore,
     run: &RunId,
@@ -934,11 +1013,59 @@ pub async fn approve(
     decision: ApprovalDecision,
 ) -> Result<(), ExecError> {
     let summary = read_summary(store, run).await?;
+    // `a/b`: step `b` of the child run of `uses` step `a` (at any depth).
+    if let Some((head, rest)) = step.split_once('/') {
+        let Some(child) = summary.children.get(head) else {
+            return Err(ExecError::Usage(format!(
+                "run {run} has no `uses` step `{head}`{}",
+                listed(summary.children.keys())
+            )));
+        };
+        return Box::pin(approve(store, child, rest, decision)).await;
+    }
     let Some(st) = summary.steps.get(step) else {
-        return Err(ExecError::Usage(format!("run {run} has no step `{step}`")));
+        // A step of a child run, named without its path: taken when
+        // exactly one child run has it awaiting approval.
+        let paths: Vec<String> = awaiting_approval(store, run)
+            .await?
+            .into_iter()
+            .filter(|p| p.rsplit('/').next() == Some(step) && p.contains('/'))
+            .collect();
+        return match paths.as_slice() {
+            [one] => Box::pin(approve(store, run, one, decision)).await,
+            [] => Err(ExecError::Usage(format!(
+                "run {run} has no step `{step}`{}",
+                listed(summary.steps.keys())
+            ))),
+            many => Err(ExecError::Usage(format!(
+                "step `{step}` awaits approval in several child runs of {run}: name one of {}",
+                many.join(", ")
+            ))),
+        };
     };
     let rec = read_step(store, run, step).await?;
     let mut rec = match rec {
+        Some(rec)
+            if rec.status == StepStatus::AwaitingApproval
+                && rec
+                    .child
+                    .as_ref()
+                    .is_some_and(|c| c.status == Some(RunStatus::AwaitingApproval)) =>
+        {
+            let inner = awaiting_approval(store, run)
+                .await?
+                .into_iter()
+                .filter(|p| p.starts_with(&format!("{step}/")))
+                .collect::<Vec<_>>();
+            return Err(ExecError::Usage(format!(
+                "step `{step}` of run {run} runs a sub-workflow that waits for approval: approve {}",
+                if inner.is_empty() {
+                    "its step".to_owned()
+                } else {
+                    inner.join(" or ")
+                }
+            )));
+        }
         Some(rec) if rec.status == StepStatus::AwaitingApproval => rec,
         other => {
             let status = other.map_or(st.status, |r| r.status);
@@ -953,6 +1080,52 @@ pub async fn approve(
     };
     rec.approval = Some(decision);
     put_step(store, run, &rec).await
+}
+
+/// The steps of run `run` that wait for a human's decision, with those of
+/// its child runs (at any depth) as `uses-step/step`; each has none yet.
+pub async fn awaiting_approval(
+    store: &dyn HandoffStore,
+    run: &RunId,
+) -> Result<Vec<String>, ExecError> {
+    let summary = read_summary(store, run).await?;
+    let mut out = Vec::new();
+    for (id, st) in &summary.steps {
+        if st.status != StepStatus::AwaitingApproval {
+            continue;
+        }
+        match summary.children.get(id) {
+            Some(child)
+                if read_step(store, run, id).await?.is_some_and(|r| {
+                    r.child
+                        .is_some_and(|c| c.status == Some(RunStatus::AwaitingApproval))
+                }) =>
+            {
+                for p in Box::pin(awaiting_approval(store, child)).await? {
+                    out.push(format!("{id}/{p}"));
+                }
+            }
+            _ => {
+                if read_step(store, run, id)
+                    .await?
+                    .is_some_and(|r| r.approval.is_none())
+                {
+                    out.push(id.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `" (known: a, b)"`, or nothing for none.
+fn listed<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (known: {})", names.join(", "))
+    }
 }
 
 #[cfg(test)]
@@ -986,6 +1159,7 @@ mod tests {
         wide.finished = Some(jiff::Timestamp::MAX);
         wide.output = Some("x".repeat(output_limit));
         wide.output_note = Some("x".repeat(REASON_KEPT));
+        wide.confidence = Some(Confidence::Medium);
         wide.cancelled = Some(crate::cancel::CancelRequest {
             by: "x".repeat(MAX_ID_LEN),
             reason: "x".repeat(REASON_KEPT),
@@ -1046,6 +1220,18 @@ mod tests {
             output: None,
             output_note: None,
             cancelled: None,
+            confidence: None,
+            parent: Some(ParentLink {
+                run_id: RunId::new("wf-parent").unwrap(),
+                step: "background".into(),
+            }),
+            children: [("a".to_owned(), RunId::new("wf-x.a").unwrap())].into(),
+            uses: vec![crate::model::UsedWorkflow {
+                from: "wf.yaml".into(),
+                name: "quick-research".into(),
+                origin: "<built-in quick-research>".into(),
+                source: "name: quick-research\n\"q\"".into(),
+            }],
         };
         assert_eq!(largest_summary(&s, 9, 100), widest_whole(&s, 9, 100));
         for (i, id) in ["a", "draft", "b_2", "review-all", "x"].iter().enumerate() {

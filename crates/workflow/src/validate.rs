@@ -10,12 +10,13 @@ use crate::condition::Condition;
 use crate::error::{ErrorKind, WorkflowError};
 use crate::model::{
     DEFAULT_ITEM_NAME, DEFAULT_MAX_ITEMS, ForEach, Gate, InputSpec, Items, Join, JoinWord,
-    MAX_ITEMS, MAX_REPEAT, MAX_RETRIES, MAX_TIMEOUT, OnFailure, RawItems, RawJoin, RawRepeat,
-    RawStep, RawWorkflow, Repeat, RouteMode, Step, StepDefaults, Target, Workflow,
+    MAX_ITEMS, MAX_REPEAT, MAX_RETRIES, MAX_TIMEOUT, MAX_USES_DEPTH, OnFailure, RawItems, RawJoin,
+    RawRepeat, RawStep, RawWorkflow, Repeat, RouteMode, Step, StepDefaults, Target, Uses, Workflow,
 };
 use crate::plan::{Plan, arrows};
 use crate::source::SourceMap;
 use crate::template::{Field, Ref, Template, is_item_name};
+use crate::uses::{Builtins, Resolve};
 
 /// Step ids the run store keeps for itself.
 const RESERVED_STEP_IDS: &[&str] = &["summary"];
@@ -42,6 +43,11 @@ struct Reads<'a> {
 pub struct ResolvedInputs(BTreeMap<String, String>);
 
 impl ResolvedInputs {
+    /// Values as they are (a child run's: its `with`, defaults applied).
+    pub(crate) fn from_map(values: BTreeMap<String, String>) -> Self {
+        Self(values)
+    }
+
     /// The value of input `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
@@ -75,14 +81,47 @@ fn strip_location(message: &str) -> String {
 }
 
 /// Loads a workflow from YAML `text`; `origin` names it in errors (a path,
-/// or `builtin:<name>`).
+/// or `<built-in NAME>`). A `uses` may name a built-in workflow only: see
+/// [`load_with`].
 ///
 /// Checks, in order: size cap, YAML syntax, no anchors or aliases, nesting
 /// depth, the shape (unknown keys, types, durations), then the meaning
-/// within the file: ids, `agent` xor `route: auto`, templates and
-/// conditions and what they reference, `needs`, and cycles. Returns the
-/// first error found.
+/// within the file: ids, one of `agent`, `route: auto` and `uses`,
+/// templates and conditions and what they reference, `needs`, and cycles.
+/// Returns the first error found.
 pub fn load(text: &str, origin: &str) -> Result<Workflow, WorkflowError> {
+    load_with(text, origin, &Builtins)
+}
+
+/// [`load`], with the workflows that `uses` names found by `resolver`, and
+/// each of them loaded and checked the same way (its inputs against
+/// `with`, its `output`), down to [`MAX_USES_DEPTH`] levels; a workflow
+/// that uses itself, directly or through others, is an error naming the
+/// `uses` of each file on the way (file, line and column).
+pub fn load_with(
+    text: &str,
+    origin: &str,
+    resolver: &dyn Resolve,
+) -> Result<Workflow, WorkflowError> {
+    load_nested(
+        text,
+        origin,
+        &Nest {
+            resolver,
+            chain: Vec::new(),
+        },
+    )
+}
+
+/// Where a workflow being loaded sits among the workflows that use it.
+struct Nest<'a> {
+    resolver: &'a dyn Resolve,
+    /// The workflows above it, outermost first: each one's origin and
+    /// where (`file:line:column`) its `uses` names the next.
+    chain: Vec<(String, String)>,
+}
+
+fn load_nested(text: &str, origin: &str, nest: &Nest<'_>) -> Result<Workflow, WorkflowError> {
     // A UTF-8 byte order mark (as some editors save) is not content; the
     // positions are those an editor shows, which hides it too.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -127,13 +166,13 @@ pub fn load(text: &str, origin: &str) -> Result<Workflow, WorkflowError> {
             None => source.error(ErrorKind::Schema, path, message),
         }
     })?;
-    build(raw, source)
+    build(raw, source, nest)
 }
 
 /// Where each dependency of a step was first mentioned: (path, line, column).
 type Mentions = BTreeMap<usize, (String, (usize, usize))>;
 
-fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError> {
+fn build(raw: RawWorkflow, source: SourceMap, nest: &Nest<'_>) -> Result<Workflow, WorkflowError> {
     let err = |kind, path: String, message: String| source.error(kind, path, message);
     if raw.name.trim().is_empty() {
         return Err(err(
@@ -261,7 +300,7 @@ fn build(raw: RawWorkflow, source: SourceMap) -> Result<Workflow, WorkflowError>
     let mut deps: Vec<Vec<usize>> = Vec::with_capacity(all.len());
     let mut mentions: Vec<Mentions> = Vec::with_capacity(all.len());
     for (i, (at, rs)) in all.iter().enumerate() {
-        let (step, step_deps, step_mentions) = build_step(i, at, rs, &known, &source)?;
+        let (step, step_deps, step_mentions) = build_step(i, at, rs, &known, &source, nest)?;
         steps.push(step);
         deps.push(step_deps);
         mentions.push(step_mentions);
@@ -535,13 +574,27 @@ fn build_step(
     rs: &RawStep,
     known_names: &Known<'_>,
     source: &SourceMap,
+    nest: &Nest<'_>,
 ) -> Result<(Step, Vec<usize>, Mentions), WorkflowError> {
     let (index, inputs) = (known_names.index, known_names.inputs);
     let finally = i >= known_names.main;
     let at = |field: &str| format!("{prefix}.{field}");
     let err = |kind, path: String, message: String| source.error(kind, path, message);
     let id = rs.id.as_str();
+    if rs.uses.is_some() {
+        refuse_with_uses(prefix, rs, source)?;
+    } else if rs.with.is_some() {
+        return Err(err(
+            ErrorKind::Schema,
+            at("with"),
+            format!(
+                "step `{id}` gives `with`, which is for a `uses` step: pass its values in the task"
+            ),
+        ));
+    }
     let target = match (&rs.agent, rs.route) {
+        // Built below, once its `with` templates are read.
+        _ if rs.uses.is_some() => Target::Route,
         (Some(_), Some(_)) => {
             return Err(err(
                 ErrorKind::Schema,
@@ -553,7 +606,7 @@ fn build_step(
             return Err(err(
                 ErrorKind::Schema,
                 prefix.to_owned(),
-                format!("step `{id}` needs `agent: NAME` or `route: auto`"),
+                format!("step `{id}` needs `agent: NAME`, `route: auto` or `uses: WORKFLOW`"),
             ));
         }
         (Some(agent), None) if agent.trim().is_empty() || agent.trim() != agent => {
@@ -566,7 +619,18 @@ fn build_step(
         (Some(agent), None) => Target::Agent(agent.clone()),
         (None, Some(RouteMode::Auto)) => Target::Route,
     };
-    if rs.task.trim().is_empty() {
+    let task_text = match (&rs.task, &rs.uses) {
+        (Some(t), _) => t,
+        (None, Some(_)) => "",
+        (None, None) => {
+            return Err(err(
+                ErrorKind::Schema,
+                prefix.to_owned(),
+                format!("step `{id}` has no `task`: say what the agent should do"),
+            ));
+        }
+    };
+    if rs.uses.is_none() && task_text.trim().is_empty() {
         return Err(err(
             ErrorKind::Schema,
             at("task"),
@@ -617,11 +681,11 @@ fn build_step(
     let for_each = build_for_each(prefix, rs, known_names, source, &mut add)?;
 
     let task_path = at("task");
-    let task = parse_template(&rs.task, &task_path, source)?;
+    let task = parse_template(task_text, &task_path, source)?;
     check_refs(
         &task,
         &task_path,
-        &rs.task,
+        task_text,
         known_names,
         source,
         Reads {
@@ -634,11 +698,24 @@ fn build_step(
             add(
                 j,
                 task_path.clone(),
-                source.locate(&task_path, &rs.task, offset, len),
+                source.locate(&task_path, task_text, offset, len),
             );
             Ok(())
         },
     )?;
+
+    let target = match &rs.uses {
+        Some(name) => Target::Workflow(std::sync::Arc::new(build_uses(
+            prefix,
+            rs,
+            name,
+            known_names,
+            source,
+            nest,
+            &mut add,
+        )?)),
+        None => target,
+    };
 
     let when = match &rs.when {
         None => None,
@@ -735,6 +812,224 @@ fn build_step(
         deps,
         mentions,
     ))
+}
+
+/// A `uses` step may not give what only a delegation has: each key is
+/// refused where it is written.
+fn refuse_with_uses(prefix: &str, rs: &RawStep, source: &SourceMap) -> Result<(), WorkflowError> {
+    let given = [
+        (
+            "agent",
+            rs.agent.is_some(),
+            "its steps name their own agents",
+        ),
+        (
+            "route",
+            rs.route.is_some(),
+            "its steps name their own agents",
+        ),
+        ("task", rs.task.is_some(), "pass values to it with `with`"),
+        (
+            "context",
+            rs.context.is_some(),
+            "give it to the step of the workflow that reads it",
+        ),
+        (
+            "retries",
+            rs.retries.is_some(),
+            "its steps retry by their own settings",
+        ),
+        (
+            "repeat",
+            rs.repeat.is_some(),
+            "repeat a step inside it instead",
+        ),
+        (
+            "for_each",
+            rs.for_each.is_some(),
+            "fan out a step inside it instead",
+        ),
+        ("as", rs.item_name.is_some(), "it is for a `for_each` step"),
+        (
+            "max_parallel",
+            rs.max_parallel.is_some(),
+            "it is for a `for_each` step",
+        ),
+        ("join", rs.join.is_some(), "it is for a `for_each` step"),
+        (
+            "max_items",
+            rs.max_items.is_some(),
+            "it is for a `for_each` step",
+        ),
+    ];
+    match given.iter().find(|(_, is, _)| *is) {
+        Some((key, _, hint)) => Err(source.error(
+            ErrorKind::Schema,
+            format!("{prefix}.{key}"),
+            format!(
+                "step `{}` uses a workflow: `{key}` does not apply ({hint})",
+                rs.id
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The workflow a `uses` step runs, found through `nest`'s resolver and
+/// loaded (its own `uses` too), with its `with` inputs checked against
+/// what it declares; the steps the `with` templates read are handed to
+/// `add` as dependencies.
+fn build_uses(
+    prefix: &str,
+    rs: &RawStep,
+    name: &str,
+    known_names: &Known<'_>,
+    source: &SourceMap,
+    nest: &Nest<'_>,
+    add: &mut impl FnMut(usize, String, (usize, usize)),
+) -> Result<Uses, WorkflowError> {
+    let id = rs.id.as_str();
+    let path = format!("{prefix}.uses");
+    let here = source.node(&path);
+    let here_at = format!("{}:{}:{}", source.origin(), here.line, here.column);
+    if name.trim().is_empty() || name.trim() != name {
+        return Err(source.error(
+            ErrorKind::Schema,
+            path,
+            format!("step `{id}`: `uses` must name a workflow, without spaces around it"),
+        ));
+    }
+    let found = nest.resolver.resolve(name, source.origin()).map_err(|m| {
+        source.error(
+            ErrorKind::UnknownWorkflow,
+            path.clone(),
+            format!("step `{id}`: {m}"),
+        )
+    })?;
+    if found.origin == source.origin() {
+        return Err(source.error(
+            ErrorKind::WorkflowCycle,
+            path,
+            format!("step `{id}`: workflow {} uses itself", found.origin),
+        ));
+    }
+    if let Some(k) = nest.chain.iter().position(|(o, _)| *o == found.origin) {
+        let mut files: Vec<&str> = nest.chain[k..].iter().map(|(o, _)| o.as_str()).collect();
+        files.push(source.origin());
+        files.push(&found.origin);
+        let mut uses: Vec<String> = nest.chain[k..]
+            .iter()
+            .enumerate()
+            .map(|(j, (_, at))| format!("{at} uses {}", files[j + 1]))
+            .collect();
+        uses.push(format!("{here_at} uses {}", found.origin));
+        return Err(source.error(
+            ErrorKind::WorkflowCycle,
+            path,
+            format!(
+                "step `{id}`: workflow cycle: {} ({})",
+                files.join(" → "),
+                uses.join("; ")
+            ),
+        ));
+    }
+    if nest.chain.len() >= MAX_USES_DEPTH {
+        let files: Vec<&str> = nest
+            .chain
+            .iter()
+            .map(|(o, _)| o.as_str())
+            .chain([source.origin(), found.origin.as_str()])
+            .collect();
+        return Err(source.error(
+            ErrorKind::WorkflowCycle,
+            path,
+            format!(
+                "step `{id}`: sub-workflows nest more than {MAX_USES_DEPTH} deep: {}",
+                files.join(" → ")
+            ),
+        ));
+    }
+    let mut chain = nest.chain.clone();
+    chain.push((source.origin().to_owned(), here_at.clone()));
+    let inner = Nest {
+        resolver: nest.resolver,
+        chain,
+    };
+    let workflow = load_nested(&found.text, &found.origin, &inner).map_err(|mut e| {
+        // A cycle's message names every file's `uses` already.
+        if e.kind != ErrorKind::WorkflowCycle && !e.message.contains(" (used by ") {
+            e.message = format!("{} (used by {here_at})", e.message);
+        }
+        e
+    })?;
+    if workflow.output.is_none() {
+        return Err(source.error(
+            ErrorKind::UnknownWorkflow,
+            path,
+            format!(
+                "step `{id}`: workflow `{}` ({}) has no `output`: a workflow run by `uses` must say what it returns",
+                workflow.name, found.origin
+            ),
+        ));
+    }
+    let mut with = BTreeMap::new();
+    for (key, text) in rs.with.iter().flatten() {
+        let wpath = format!("{prefix}.with.{key}");
+        if !workflow.inputs.contains_key(key) {
+            return Err(source.error(
+                ErrorKind::UnknownInput,
+                wpath,
+                format!(
+                    "step `{id}`: workflow `{}` has no input `{key}`{}",
+                    workflow.name,
+                    known(workflow.inputs.keys())
+                ),
+            ));
+        }
+        let t = parse_template(text, &wpath, source)?;
+        check_refs(
+            &t,
+            &wpath,
+            text,
+            known_names,
+            source,
+            Reads::default(),
+            |j, offset, len| {
+                add(j, wpath.clone(), source.locate(&wpath, text, offset, len));
+                Ok(())
+            },
+        )?;
+        with.insert(key.clone(), t);
+    }
+    let missing: Vec<&str> = workflow
+        .inputs
+        .iter()
+        .filter(|(k, spec)| spec.required && !with.contains_key(*k))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(source.error(
+            ErrorKind::MissingInput,
+            path,
+            format!(
+                "step `{id}`: workflow `{}` needs input{} {}: give {} in `with`",
+                workflow.name,
+                if missing.len() == 1 { "" } else { "s" },
+                missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if missing.len() == 1 { "it" } else { "them" }
+            ),
+        ));
+    }
+    Ok(Uses {
+        name: name.to_owned(),
+        with,
+        workflow,
+        source: found.text,
+    })
 }
 
 /// Step `i`'s `for_each` and the keys that go with it (`as`,
@@ -1034,42 +1329,7 @@ pub fn check_run(
 ) -> Result<ResolvedInputs, Vec<WorkflowError>> {
     let src = &wf.source;
     let mut errors = Vec::new();
-    for (i, step) in wf.steps.iter().enumerate() {
-        match &step.target {
-            Target::Agent(agent) => {
-                let path = format!("{}.agent", wf.step_path(i));
-                if !agents.contains(&agent.as_str()) {
-                    errors.push(src.error(
-                        ErrorKind::UnknownAgent,
-                        path,
-                        format!(
-                            "step `{}`: unknown agent `{agent}` (known: {})",
-                            step.id,
-                            agents.join(", ")
-                        ),
-                    ));
-                } else if let Err(e) = policy.check(caller, agent) {
-                    errors.push(src.error(
-                        ErrorKind::Denied,
-                        path,
-                        format!("step `{}`: {e}", step.id),
-                    ));
-                }
-            }
-            Target::Route => {
-                if policy
-                    .allowed_targets(caller, agents.iter().copied())
-                    .is_empty()
-                {
-                    errors.push(src.error(
-                        ErrorKind::Denied,
-                        format!("{}.route", wf.step_path(i)),
-                        format!("step `{}` routes automatically, but `{caller}` may not delegate to any agent", step.id),
-                    ));
-                }
-            }
-        }
-    }
+    check_targets(wf, agents, policy, caller, &mut errors);
     let mut resolved = BTreeMap::new();
     for (name, spec) in &wf.inputs {
         match (inputs.get(name), &spec.default) {
@@ -1132,6 +1392,70 @@ pub fn check_run(
         Ok(ResolvedInputs(resolved))
     } else {
         Err(errors)
+    }
+}
+
+/// The agents of `wf`'s steps and of every workflow its `uses` steps run
+/// (a child run acts for the same caller): known, and allowed for `caller`.
+fn check_targets(
+    wf: &Workflow,
+    agents: &[&str],
+    policy: &Policy,
+    caller: &str,
+    errors: &mut Vec<WorkflowError>,
+) {
+    let src = &wf.source;
+    for (i, step) in wf.steps.iter().enumerate() {
+        match &step.target {
+            Target::Agent(agent) => {
+                let path = format!("{}.agent", wf.step_path(i));
+                if !agents.contains(&agent.as_str()) {
+                    errors.push(src.error(
+                        ErrorKind::UnknownAgent,
+                        path,
+                        format!(
+                            "step `{}`: unknown agent `{agent}` (known: {})",
+                            step.id,
+                            agents.join(", ")
+                        ),
+                    ));
+                } else if let Err(e) = policy.check(caller, agent) {
+                    errors.push(src.error(
+                        ErrorKind::Denied,
+                        path,
+                        format!("step `{}`: {e}", step.id),
+                    ));
+                }
+            }
+            Target::Route => {
+                if policy
+                    .allowed_targets(caller, agents.iter().copied())
+                    .is_empty()
+                {
+                    errors.push(src.error(
+                        ErrorKind::Denied,
+                        format!("{}.route", wf.step_path(i)),
+                        format!("step `{}` routes automatically, but `{caller}` may not delegate to any agent", step.id),
+                    ));
+                }
+            }
+            Target::Workflow(u) => {
+                let from = errors.len();
+                check_targets(&u.workflow, agents, policy, caller, errors);
+                let node = src.node(&format!("{}.uses", wf.step_path(i)));
+                for e in &mut errors[from..] {
+                    if !e.message.contains(" (used by ") {
+                        e.message = format!(
+                            "{} (used by {}:{}:{})",
+                            e.message,
+                            wf.origin(),
+                            node.line,
+                            node.column
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -31,17 +31,92 @@ pub(crate) fn source_of(name: &str) -> Result<(String, String), AppError> {
     let local = Path::new("workflows").join(format!("{name}.yaml"));
     for candidate in [&path, &local] {
         if candidate.is_file() {
-            return read(candidate).map(|text| (text, candidate.display().to_string()));
+            return read(candidate).map(|text| (text, normalise(candidate).display().to_string()));
         }
     }
     if let Some(text) = orch_workflow::builtin(name) {
-        return Ok((text.to_owned(), format!("<built-in {name}>")));
+        return Ok((text.to_owned(), orch_workflow::builtin_origin(name)));
     }
     let known: Vec<&str> = orch_workflow::builtin_names().collect();
     Err(AppError::Usage(format!(
         "no workflow {name:?}: not a file, not in ./workflows/, and not built in ({})",
         known.join(", ")
     )))
+}
+
+/// Finds the workflows that `uses` names: a name with a `/` or ending in
+/// `.yaml`/`.yml` is a file, relative to the directory of the workflow
+/// that uses it (a built-in's: the current directory); any other name is
+/// `./workflows/<name>.yaml`, else a built-in. Paths are kept lexically
+/// normalised, so that one file always has one origin (cycles are found
+/// by it).
+pub(crate) struct FsResolver;
+
+impl orch_workflow::Resolve for FsResolver {
+    fn resolve(&self, name: &str, from: &str) -> Result<orch_workflow::Resolved, String> {
+        let is_path = name.contains('/') || name.ends_with(".yaml") || name.ends_with(".yml");
+        if is_path {
+            let base = if from.starts_with("<built-in ") {
+                PathBuf::new()
+            } else {
+                Path::new(from)
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default()
+            };
+            let path = normalise(&base.join(name));
+            if !path.is_file() {
+                return Err(format!("no workflow file {}", path.display()));
+            }
+            let text = read(&path).map_err(|e| e.to_string())?;
+            return Ok(orch_workflow::Resolved {
+                origin: path.display().to_string(),
+                text,
+            });
+        }
+        let local = Path::new("workflows").join(format!("{name}.yaml"));
+        if local.is_file() {
+            let text = read(&local).map_err(|e| e.to_string())?;
+            return Ok(orch_workflow::Resolved {
+                origin: local.display().to_string(),
+                text,
+            });
+        }
+        match orch_workflow::builtin(name) {
+            Some(text) => Ok(orch_workflow::Resolved {
+                origin: orch_workflow::builtin_origin(name),
+                text: text.to_owned(),
+            }),
+            None => Err(format!(
+                "unknown workflow `{name}`: not in ./workflows/, and not built in ({})",
+                orch_workflow::builtin_names()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+/// `path` without `.` components and with `..` taken against what comes
+/// before it (lexically: no file system access).
+fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if out
+                    .components()
+                    .next_back()
+                    .is_some_and(|l| matches!(l, Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn read(path: &Path) -> Result<String, AppError> {
@@ -85,8 +160,8 @@ pub(crate) struct Loaded {
 /// file).
 pub(crate) fn load(name: &str) -> Result<Loaded, AppError> {
     let (text, origin) = source_of(name)?;
-    let workflow =
-        orch_workflow::load(&text, &origin).map_err(|e| AppError::Usage(e.to_string()))?;
+    let workflow = orch_workflow::load_with(&text, &origin, &FsResolver)
+        .map_err(|e| AppError::Usage(e.to_string()))?;
     Ok(Loaded {
         workflow,
         text,
@@ -118,7 +193,8 @@ pub(crate) fn list() -> Vec<Listed> {
         for path in files {
             let origin = path.display().to_string();
             let description = match read(&path).and_then(|t| {
-                orch_workflow::load(&t, &origin).map_err(|e| AppError::Usage(e.to_string()))
+                orch_workflow::load_with(&t, &origin, &FsResolver)
+                    .map_err(|e| AppError::Usage(e.to_string()))
             }) {
                 Ok(wf) => wf.description,
                 Err(e) => format!("(invalid: {e})"),
@@ -139,7 +215,9 @@ pub(crate) fn list() -> Vec<Listed> {
             continue;
         }
         let description = orch_workflow::builtin(name)
-            .and_then(|t| orch_workflow::load(t, name).ok())
+            .and_then(|t| {
+                orch_workflow::load_with(t, &orch_workflow::builtin_origin(name), &FsResolver).ok()
+            })
             .map(|wf| wf.description)
             .unwrap_or_default();
         rows.push(Listed {
@@ -312,9 +390,80 @@ pub(crate) async fn steps_of(setup: &Setup, id: &RunId) -> Result<Vec<String>, A
     let summary = orch_workflow::read_summary(&*store, id)
         .await
         .map_err(map_exec)?;
-    Ok(orch_workflow::load(&summary.source, &summary.origin)
-        .map(|wf| wf.steps.iter().map(|st| st.id.clone()).collect())
+    Ok(stored_workflow(&summary)
+        .map(|wf| step_paths(&wf))
         .unwrap_or_default())
+}
+
+/// The workflow a stored run runs, as it was when the run started.
+pub(crate) fn stored_workflow(summary: &RunSummary) -> Result<Workflow, WorkflowError> {
+    orch_workflow::load_with(
+        &summary.source,
+        &summary.origin,
+        &orch_workflow::Stored(&summary.uses),
+    )
+}
+
+/// The ids of `wf`'s steps in its order, each `uses` step followed by its
+/// child workflow's as `step/child-step` (at any depth).
+pub(crate) fn step_paths(wf: &Workflow) -> Vec<String> {
+    let mut out = Vec::new();
+    for st in &wf.steps {
+        out.push(st.id.clone());
+        if let orch_workflow::Target::Workflow(u) = &st.target {
+            out.extend(
+                step_paths(&u.workflow)
+                    .into_iter()
+                    .map(|p| format!("{}/{p}", st.id)),
+            );
+        }
+    }
+    out
+}
+
+/// A stored run with its child runs (those that started), at any depth.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RunTree {
+    #[serde(flatten)]
+    pub(crate) summary: RunSummary,
+    /// The child runs of its `uses` steps, by step.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) child_runs: BTreeMap<String, RunTree>,
+}
+
+/// Run `id` and its child runs.
+pub(crate) async fn status_tree(setup: &Setup, id: &RunId) -> Result<RunTree, AppError> {
+    let store = setup.open_store().await?;
+    tree(
+        &*store,
+        orch_workflow::read_summary(&*store, id)
+            .await
+            .map_err(map_exec)?,
+    )
+    .await
+}
+
+/// `summary` with its child runs read from `store` (at any depth).
+pub(crate) async fn tree(
+    store: &dyn orch_handoff::HandoffStore,
+    summary: RunSummary,
+) -> Result<RunTree, AppError> {
+    let mut child_runs = BTreeMap::new();
+    for (step, child) in &summary.children {
+        match orch_workflow::read_summary(store, child).await {
+            Ok(s) => {
+                child_runs.insert(step.clone(), Box::pin(tree(store, s)).await?);
+            }
+            // Not started (yet).
+            Err(ExecError::NotFound { .. }) => {}
+            Err(e) => return Err(map_exec(e)),
+        }
+    }
+    Ok(RunTree {
+        summary,
+        child_runs,
+    })
 }
 
 /// Records a decision for a step paused at its approval gate; `resume`
@@ -423,12 +572,4 @@ pub(crate) async fn runs(setup: &Setup) -> Result<Vec<RunRow>, AppError> {
     }
     rows.sort_by(|a, b| a.started.cmp(&b.started).then(a.run_id.cmp(&b.run_id)));
     Ok(rows)
-}
-
-/// The stored summary of run `id`.
-pub(crate) async fn status(setup: &Setup, id: &RunId) -> Result<RunSummary, AppError> {
-    let store = setup.open_store().await?;
-    orch_workflow::read_summary(&*store, id)
-        .await
-        .map_err(map_exec)
 }

@@ -39,6 +39,10 @@ fn summary(id: &RunId, status: RunStatus, started: Timestamp) -> RunSummary {
         output: None,
         output_note: None,
         cancelled: None,
+        confidence: None,
+        parent: None,
+        children: BTreeMap::new(),
+        uses: Vec::new(),
     }
 }
 

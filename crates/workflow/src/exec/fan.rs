@@ -122,7 +122,7 @@ pub(super) async fn prepare(
     rec.status = StepStatus::Running;
     rec.agent = match &step.target {
         crate::model::Target::Agent(a) => Some(a.clone()),
-        crate::model::Target::Route => None,
+        crate::model::Target::Route | crate::model::Target::Workflow(_) => None,
     };
     let started = *rec.started.get_or_insert_with(jiff::Timestamp::now);
     let counts = InstanceCounts {

@@ -123,6 +123,8 @@ pub(super) fn agent_and_task(
             .router
             .as_ref()
             .and_then(|r| r.route(&task, scope.caller)),
+        // Started by the loop as a child run, never as a delegation.
+        Target::Workflow(_) => None,
     };
     let Some(agent) = agent else {
         return Err(EndsEarly::failed("no agent fits the task".to_owned()));
@@ -914,34 +916,7 @@ impl Job {
 
     /// The gate's verdict on `h`.
     fn judge(&mut self, h: Handoff) {
-        let ok_status = if self.gate.status.is_empty() {
-            matches!(h.status, Status::Complete | Status::Partial)
-        } else {
-            self.gate.status.contains(&h.status)
-        };
-        let conf = h.confidence.unwrap_or(Confidence::Low);
-        let ok_conf = self.gate.min_confidence.is_none_or(|m| conf >= m);
-        let passed = ok_status && ok_conf;
-        let reason = if !ok_status {
-            let want: Vec<&str> = if self.gate.status.is_empty() {
-                vec!["complete", "partial"]
-            } else {
-                self.gate.status.iter().map(|s| s.as_str()).collect()
-            };
-            format!(
-                "status {} is not one of {}",
-                h.status.as_str(),
-                want.join(", ")
-            )
-        } else if !ok_conf {
-            format!(
-                "confidence {} is below {}",
-                h.confidence.map_or("unstated", Confidence::as_str),
-                self.gate.min_confidence.map_or("", Confidence::as_str)
-            )
-        } else {
-            "passed".to_owned()
-        };
+        let (passed, reason) = super::child::gate_verdict(&self.gate, h.status, h.confidence);
         self.rec.gate = Some(GateDecision {
             passed,
             reason: reason.clone(),

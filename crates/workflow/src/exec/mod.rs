@@ -152,6 +152,7 @@ use crate::run::{
 use crate::template::StepOutput;
 use crate::validate::ResolvedInputs;
 
+mod child;
 mod fan;
 mod job;
 mod runner;
@@ -273,6 +274,43 @@ pub enum ProgressEvent {
         /// Why it cannot answer.
         reason: String,
     },
+}
+
+impl ProgressEvent {
+    /// The step it is about.
+    pub fn step(&self) -> &str {
+        match self {
+            Self::Started { step, .. }
+            | Self::Retrying { step, .. }
+            | Self::Repeating { step, .. }
+            | Self::FannedOut { step, .. }
+            | Self::Instances { step, .. }
+            | Self::Finished { step, .. }
+            | Self::Skipped { step, .. }
+            | Self::AwaitingApproval { step }
+            | Self::Reawaiting { step, .. }
+            | Self::Lost { step, .. } => step,
+        }
+    }
+
+    /// The same event of a child run's step, named `prefix/step` (a
+    /// `uses` step's child run reports so).
+    pub fn under(&self, prefix: &str) -> Self {
+        let mut e = self.clone();
+        match &mut e {
+            Self::Started { step, .. }
+            | Self::Retrying { step, .. }
+            | Self::Repeating { step, .. }
+            | Self::FannedOut { step, .. }
+            | Self::Instances { step, .. }
+            | Self::Finished { step, .. }
+            | Self::Skipped { step, .. }
+            | Self::AwaitingApproval { step }
+            | Self::Reawaiting { step, .. }
+            | Self::Lost { step, .. } => *step = format!("{prefix}/{step}"),
+        }
+        e
+    }
 }
 
 /// Observes a run (for a live view).
@@ -414,6 +452,18 @@ impl Executor {
         opts: RunOptions,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, ExecError> {
+        self.start(wf, source, opts, None, cancel).await
+    }
+
+    /// [`run`](Self::run), as the child run of `parent` when it has one.
+    async fn start(
+        &self,
+        wf: &Workflow,
+        source: &str,
+        opts: RunOptions,
+        parent: Option<crate::run::ParentLink>,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary, ExecError> {
         self.check_router(wf)?;
         let run_id = opts
             .run_id
@@ -438,7 +488,7 @@ impl Executor {
             .collect();
         let summary = RunSummary {
             schema: 1,
-            run_id,
+            run_id: run_id.clone(),
             workflow: wf.name.clone(),
             origin: wf.origin().to_owned(),
             source: source.to_owned(),
@@ -454,6 +504,13 @@ impl Executor {
             output: None,
             output_note: None,
             cancelled: None,
+            confidence: None,
+            parent,
+            children: wf
+                .children()
+                .map(|(s, _)| (s.id.clone(), crate::run::child_run_id(&run_id, &s.id)))
+                .collect(),
+            uses: wf.used(),
         };
         // Nothing is sent for a task that can never fit, nor for a run
         // whose records could outgrow what the store reads back.
@@ -507,7 +564,12 @@ impl Executor {
             tracing::debug!(run = %run_id, rebuilt, "workflow records rebuilt from the run's journal");
         }
         let mut summary = read_summary(&*self.store, run_id).await?;
-        let wf = crate::load(&summary.source, &summary.origin).map_err(ExecError::Workflow)?;
+        let wf = crate::load_with(
+            &summary.source,
+            &summary.origin,
+            &crate::uses::Stored(&summary.uses),
+        )
+        .map_err(ExecError::Workflow)?;
         self.check_router(&wf)?;
         let mut recs = BTreeMap::new();
         for s in &wf.steps {
@@ -592,7 +654,7 @@ impl Executor {
             .map(str::len)
             .chain(wf.steps.iter().map(|s| match &s.target {
                 Target::Agent(a) => a.len(),
-                Target::Route => 0,
+                Target::Route | Target::Workflow(_) => 0,
             }))
             .max()
             .unwrap_or(0);
@@ -628,14 +690,17 @@ impl Executor {
         Ok(())
     }
 
-    /// Refuses `wf` if it has a `route: auto` step and no router is set.
+    /// Refuses `wf` if it (or a workflow it uses) has a `route: auto` step
+    /// and no router is set.
     fn check_router(&self, wf: &Workflow) -> Result<(), ExecError> {
         match wf.steps.iter().find(|s| s.target == Target::Route) {
             Some(s) if self.router.is_none() => Err(ExecError::Usage(format!(
                 "step `{}` uses `route: auto`, but no router is configured",
                 s.id
             ))),
-            _ => Ok(()),
+            _ => wf
+                .children()
+                .try_for_each(|(_, u)| self.check_router(&u.workflow)),
         }
     }
 

@@ -13,17 +13,20 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::child;
 use super::fan::{self, Fan};
 use super::job::{self, EndsEarly, Job, Scope, StepDone};
 use super::{Dispatched, Executor, ProgressEvent};
 use crate::error::{ExecError, RenderError};
-use crate::model::{OnFailure, Workflow};
+use crate::model::{OnFailure, Target, Workflow};
 use crate::plan::Plan;
 use crate::run::{
-    ApprovalDecision, InstanceCounts, REASON_KEPT, RunStatus, RunSummary, SUMMARY_REASON_KEPT,
-    StepRecord, StepStatus, StepSummary, put_step, put_summary, put_summary_view,
+    ApprovalDecision, ChildRun, InstanceCounts, ParentLink, REASON_KEPT, RunStatus, RunSummary,
+    SUMMARY_REASON_KEPT, StepRecord, StepStatus, StepSummary, put_step, put_summary,
+    put_summary_view,
 };
 use crate::template::Context;
+use orch_delegate::orch_handoff::Confidence;
 
 /// The closed set of things the run loop reacts to. Steps are named by
 /// their position in the plan's order.
@@ -322,7 +325,27 @@ impl Runner<'_> {
             if fails && self.on_failure(id) == OnFailure::Stop {
                 self.stop = true;
             }
+            let uses = self.wf.step(id).and_then(|s| match &s.target {
+                Target::Workflow(u) => Some(Arc::clone(u)),
+                _ => None,
+            });
             match status {
+                StepStatus::Running | StepStatus::AwaitingApproval
+                    if uses.is_some()
+                        && (status == StepStatus::Running || self.child_awaits(id)) =>
+                {
+                    // Its child run is resumed (it applies its own recorded
+                    // decisions, or pauses again).
+                    let ctx = self.context_for(p);
+                    match uses
+                        .as_deref()
+                        .map(|u| render_with(u, &ctx, self.exec.store.max_record_bytes()))
+                    {
+                        Some(Ok(with)) => self.spawn_child(p, with),
+                        Some(Err(end)) => self.end_early(p, end).await?,
+                        None => {}
+                    }
+                }
                 StepStatus::Running if self.wf.step(id).is_some_and(|s| s.for_each.is_some()) => {
                     self.start_fan(p).await?;
                 }
@@ -462,6 +485,7 @@ impl Runner<'_> {
         ) && let Some(out) = &self.wf.output
         {
             let (output, note) = self.render_output(out);
+            self.summary.confidence = output.as_ref().map(|_| self.output_confidence(out));
             self.summary.output = output;
             self.summary.output_note = note.map(|n| crate::run::cut(&n, REASON_KEPT).into_owned());
         }
@@ -486,6 +510,17 @@ impl Runner<'_> {
         steps?;
         summary?;
         Ok(())
+    }
+
+    /// The lowest confidence among the steps `out` reads (unstated counts
+    /// as low; an output that reads no step is as sure as its inputs:
+    /// high).
+    fn output_confidence(&self, out: &crate::template::Template) -> Confidence {
+        out.step_refs()
+            .filter_map(|id| self.recs.get(id).and_then(StepRecord::output))
+            .map(|o| o.confidence.unwrap_or(Confidence::Low))
+            .min()
+            .unwrap_or(Confidence::High)
     }
 
     /// The run's `output`, or why there is none: a step it reads did not
@@ -845,6 +880,40 @@ impl Runner<'_> {
             // Its instances take the run's slots, each when it sends.
             return self.start_fan(p).await;
         }
+        if let Target::Workflow(uses) = &step.target {
+            // No slot: its child run's steps are capped by its own
+            // `max_parallel` (a slot held here could starve them).
+            let with = match render_with(uses, &ctx, self.exec.store.max_record_bytes()) {
+                Ok(with) => with,
+                Err(end) => {
+                    self.end_early(p, end).await?;
+                    return Ok(true);
+                }
+            };
+            let child = self
+                .summary
+                .children
+                .get(id)
+                .cloned()
+                .map(|run_id| ChildRun {
+                    run_id,
+                    workflow: uses.workflow.name.clone(),
+                    status: None,
+                });
+            if let Some(rec) = self.recs.get_mut(id) {
+                rec.status = StepStatus::Running;
+                rec.started = Some(jiff::Timestamp::now());
+                rec.child = child;
+            }
+            self.candidates.remove(&p);
+            self.exec.emit(ProgressEvent::Started {
+                step: id.to_owned(),
+                agent: format!("workflow {}", uses.workflow.name),
+                attempt: 1,
+            });
+            self.spawn_child(p, with);
+            return Ok(false);
+        }
         let permit = match &self.slots {
             Some(slots) => match Arc::clone(slots).try_acquire_owned() {
                 Ok(permit) => Some(permit),
@@ -952,7 +1021,8 @@ impl Runner<'_> {
 
     /// On resume: each `for_each` step an earlier process ended (completed,
     /// or awaiting approval) gets back what its instances produced
-    /// together, in plan order (its items may read an earlier one's).
+    /// together, in plan order (its items may read an earlier one's); each
+    /// such `uses` step, its child run's output.
     async fn restore_fans(&mut self) -> Result<(), ExecError> {
         if self.dispatched.is_none() {
             return Ok(());
@@ -962,15 +1032,25 @@ impl Runner<'_> {
             let (Some(step), Some(rec)) = (self.wf.step(id), self.recs.get(id)) else {
                 continue;
             };
-            let Some(for_each) = &step.for_each else {
-                continue;
-            };
             if !matches!(
                 rec.status,
                 StepStatus::Completed | StepStatus::AwaitingApproval
             ) {
                 continue;
             }
+            if matches!(step.target, Target::Workflow(_)) {
+                if self.child_awaits(id) {
+                    continue;
+                }
+                let out = child::restore(&*self.exec.store, rec).await?;
+                if let Some(rec) = self.recs.get_mut(id) {
+                    rec.fanned = out;
+                }
+                continue;
+            }
+            let Some(for_each) = &step.for_each else {
+                continue;
+            };
             let ctx = self.context_for(p);
             let out = fan::restore(&self.scope(), step, for_each, &ctx).await?;
             if let Some(rec) = self.recs.get_mut(id) {
@@ -1016,6 +1096,62 @@ impl Runner<'_> {
             // before the write lands, the record still says `running` and
             // resume re-derives the outcome from the handoff, which the
             // agent wrote durably: nothing is sent again.
+            let _ = tx.send(finished);
+            put_step(&*store, &wf_run, &rec).await
+        });
+    }
+
+    /// Starts (or, on resume, takes up) the child run of the `uses` step at
+    /// position `p`, whose inputs are `with`.
+    fn spawn_child(&mut self, p: usize, with: BTreeMap<String, String>) {
+        let id = self.plan.id_at(p);
+        let (Some(step), Some(rec)) = (self.wf.step(id), self.recs.get(id)) else {
+            return;
+        };
+        let Target::Workflow(uses) = &step.target else {
+            return;
+        };
+        let mut exec = self.exec.clone();
+        exec.progress = exec.progress.map(|inner| {
+            Arc::new(child::Prefixed {
+                inner,
+                prefix: id.to_owned(),
+            }) as Arc<dyn super::Progress>
+        });
+        let job = child::Child {
+            exec,
+            uses: Arc::clone(uses),
+            rec: rec.clone(),
+            parent: ParentLink {
+                run_id: self.summary.run_id.clone(),
+                step: id.to_owned(),
+            },
+            caller: self.summary.caller.clone(),
+            with,
+            gate: step.gate.clone().unwrap_or_default(),
+            timeout: step.timeout,
+            retry_failed: self.restarted.contains(id),
+            cancel: self.scope().cancel.clone(),
+        };
+        let tx = self.tx.clone();
+        let store = Arc::clone(&self.exec.store);
+        let wf_run = self.summary.run_id.clone();
+        self.running += 1;
+        self.steps.spawn(async move {
+            let done = job.run().await;
+            let rec = done.rec.clone();
+            let finished = Event::StepFinished {
+                at: p,
+                done: Box::new(done),
+            };
+            if rec.status == StepStatus::AwaitingApproval {
+                // As for any step: this write goes before the decision's.
+                put_step(&*store, &wf_run, &rec).await?;
+                let _ = tx.send(finished);
+                return Ok(());
+            }
+            // The child run's summary holds its outcome: a crash before
+            // this write is taken up by resuming the child.
             let _ = tx.send(finished);
             put_step(&*store, &wf_run, &rec).await
         });
@@ -1071,6 +1207,15 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Whether step `id` is a `uses` step whose child run waits for a
+    /// human (the approval is the child's, not the step's own).
+    fn child_awaits(&self, id: &str) -> bool {
+        self.recs
+            .get(id)
+            .and_then(|r| r.child.as_ref())
+            .is_some_and(|c| c.status == Some(RunStatus::AwaitingApproval))
+    }
+
     fn step_finished(&mut self, p: usize, done: StepDone) -> Result<(), ExecError> {
         let id = self.plan.id_at(p);
         let status = done.rec.status;
@@ -1081,6 +1226,8 @@ impl Runner<'_> {
         }
         self.ended(p);
         match status {
+            // A step of its child run waits: the child asked (or paused).
+            StepStatus::AwaitingApproval if self.child_awaits(id) => {}
             StepStatus::AwaitingApproval => self.ask_approval(p),
             StepStatus::Failed => {
                 self.failed(id);
@@ -1098,6 +1245,23 @@ impl Runner<'_> {
         }
         Ok(())
     }
+}
+
+/// The inputs of a `uses` step's child run: its `with` templates rendered
+/// in `ctx`, each within `limit` bytes (what the child's summary can
+/// hold); a value that cannot be rendered fails the step.
+fn render_with(
+    uses: &crate::model::Uses,
+    ctx: &Context,
+    limit: u64,
+) -> Result<BTreeMap<String, String>, EndsEarly> {
+    uses.with
+        .iter()
+        .map(|(k, t)| match t.render_within(ctx, limit) {
+            Ok(v) => Ok((k.clone(), v)),
+            Err(e) => Err(EndsEarly::failed(format!("`with.{k}`: {e}"))),
+        })
+        .collect()
 }
 
 /// A step or summary writer task's result; a panic is passed on.

@@ -26,7 +26,8 @@ fn every_builtin_loads_and_passes_the_run_checks_for_manager() {
             "design-review",
             "design-review-until-confident",
             "material-trade-study",
-            "quick-research"
+            "quick-research",
+            "research-brief"
         ]
     );
     let given = [
@@ -46,6 +47,7 @@ fn every_builtin_loads_and_passes_the_run_checks_for_manager() {
             "quick-research",
             inputs(&[("query", "CTE of Zerodur at 20 °C?")]),
         ),
+        ("research-brief", inputs(&[("topic", "CTE of ULE")])),
     ];
     for (name, given) in given {
         let text = builtin(name).unwrap();
@@ -55,6 +57,27 @@ fn every_builtin_loads_and_passes_the_run_checks_for_manager() {
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
     assert!(builtin("nope").is_none());
+}
+
+#[test]
+fn research_brief_runs_quick_research_as_a_child_run() {
+    let wf = load(
+        builtin("research-brief").unwrap(),
+        &orch_workflow::builtin_origin("research-brief"),
+    )
+    .unwrap();
+    assert_eq!(wf.plan().order(), ["background", "brief"]);
+    let Target::Workflow(uses) = &wf.step("background").unwrap().target else {
+        panic!("background is not a `uses` step");
+    };
+    assert_eq!(uses.name, "quick-research");
+    assert_eq!(uses.workflow.origin(), "<built-in quick-research>");
+    assert_eq!(uses.source, builtin("quick-research").unwrap());
+    let with: Vec<&String> = uses.with.keys().collect();
+    assert_eq!(with, ["context", "query"]);
+    let used = wf.used();
+    assert_eq!(used.len(), 1);
+    assert_eq!(used[0].from, "<built-in research-brief>");
 }
 
 #[test]

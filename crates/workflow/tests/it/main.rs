@@ -8,6 +8,7 @@ mod fan;
 mod paused;
 mod props;
 mod schema;
+mod uses;
 
 use std::sync::Arc;
 

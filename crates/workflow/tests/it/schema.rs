@@ -93,6 +93,22 @@ fn a_summary_uses_the_run_schema_keys() {
             reason: "r".into(),
             at: jiff::Timestamp::UNIX_EPOCH,
         }),
+        confidence: Some(orch_delegate::orch_handoff::Confidence::High),
+        parent: Some(orch_workflow::ParentLink {
+            run_id: orch_delegate::orch_handoff::RunId::new("wf-0").unwrap(),
+            step: "background".into(),
+        }),
+        children: [(
+            "b".to_owned(),
+            orch_delegate::orch_handoff::RunId::new("wf-1.b").unwrap(),
+        )]
+        .into(),
+        uses: vec![orch_workflow::UsedWorkflow {
+            from: "w.yaml".into(),
+            name: "quick-research".into(),
+            origin: "<built-in quick-research>".into(),
+            source: "name: quick-research\n".into(),
+        }],
     };
     let value = serde_json::to_value(&summary).unwrap();
     let declared = schema["$defs"]["RunSummary"]["properties"]

@@ -167,16 +167,46 @@ pub(crate) fn target(step: &orch_workflow::Step) -> String {
     match &step.target {
         Target::Agent(agent) => agent.clone(),
         Target::Route => "route: auto".to_owned(),
+        Target::Workflow(u) => format!("uses {}", u.name),
     }
 }
 
-/// The DAG as a Mermaid flowchart.
+/// The DAG as a Mermaid flowchart; a `uses` step is a subgraph of its
+/// child workflow's steps (node ids `step__child`, at any depth).
 fn mermaid(wf: &Workflow) -> String {
     let mut s = format!(
         "---\ntitle: {}\n---\nflowchart LR\n",
         out::one_line(&wf.name)
     );
+    mermaid_body(wf, "", "  ", &mut s);
+    s
+}
+
+/// The nodes and edges of `wf`, its node ids prefixed with `ns`, each
+/// line indented by `indent`.
+fn mermaid_body(wf: &Workflow, ns: &str, indent: &str, s: &mut String) {
+    // An edge from or to a `uses` step goes from or to its subgraph.
     for step in &wf.steps {
+        if let Target::Workflow(u) = &step.target {
+            let mut label = format!("{}: uses {}", step.id, u.name);
+            if step.gate.is_some() {
+                label.push_str(", gate");
+            }
+            if step.when.is_some() {
+                label.push_str(", when");
+            }
+            let label = out::one_line(&label).replace('"', "'");
+            s.push_str(&format!("{indent}subgraph {ns}{}[\"{label}\"]\n", step.id));
+            s.push_str(&format!("{indent}  direction LR\n"));
+            mermaid_body(
+                &u.workflow,
+                &format!("{ns}{}__", step.id),
+                &format!("{indent}  "),
+                s,
+            );
+            s.push_str(&format!("{indent}end\n"));
+            continue;
+        }
         let mut label = format!("{}<br/>{}", step.id, target(step));
         if step.gate.is_some() {
             label.push_str("<br/>gate");
@@ -187,7 +217,7 @@ fn mermaid(wf: &Workflow) -> String {
         if let Some(r) = &step.repeat {
             label.push_str(&format!("<br/>↻ until good, ≤{}", r.max));
         }
-        let label = label.replace('"', "'");
+        let label = out::one_line(&label).replace('"', "'");
         match &step.for_each {
             // A fan-out is one node, drawn stacked: ×N, or × each of what
             // its items come from.
@@ -201,16 +231,16 @@ fn mermaid(wf: &Workflow) -> String {
                     j => format!(", join {}", j.describe()),
                 };
                 s.push_str(&format!(
-                    "  {}[[\"{label}<br/>{}{join}\"]]\n",
+                    "{indent}{ns}{}[[\"{label}<br/>{}{join}\"]]\n",
                     step.id,
                     out::one_line(&times).replace('"', "'")
                 ));
             }
-            None => s.push_str(&format!("  {}[\"{label}\"]\n", step.id)),
+            None => s.push_str(&format!("{indent}{ns}{}[\"{label}\"]\n", step.id)),
         }
     }
     for (from, to) in wf.plan().edges() {
-        s.push_str(&format!("  {from} --> {to}\n"));
+        s.push_str(&format!("{indent}{ns}{from} --> {ns}{to}\n"));
     }
     // The `finally` steps run once every other step has ended.
     let finally: Vec<&str> = wf
@@ -220,13 +250,14 @@ fn mermaid(wf: &Workflow) -> String {
         .map(|st| st.id.as_str())
         .collect();
     if !finally.is_empty() {
-        s.push_str("  subgraph _finally[\"finally: once every other step has ended\"]\n");
+        s.push_str(&format!(
+            "{indent}subgraph {ns}_finally[\"finally: once every other step has ended\"]\n"
+        ));
         for id in finally {
-            s.push_str(&format!("    {id}\n"));
+            s.push_str(&format!("{indent}  {ns}{id}\n"));
         }
-        s.push_str("  end\n");
+        s.push_str(&format!("{indent}end\n"));
     }
-    s
 }
 
 fn describe(wf: &Workflow, origin: &str) -> String {

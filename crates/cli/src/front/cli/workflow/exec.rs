@@ -11,14 +11,14 @@ use orch_handoff::RunId;
 use orch_registry::Registry;
 use orch_workflow::{
     ApprovalDecision, Approver, Executor, Preview, PreviewStep, Progress, ProgressEvent, RunStatus,
-    RunSummary, StepOutput,
+    StepOutput,
 };
 
 use super::parse_inputs;
 use crate::app;
 use crate::app::error::{AppError, Exit};
 use crate::app::wiring::Setup;
-use crate::app::workflow::RunRequest;
+use crate::app::workflow::{RunRequest, RunTree};
 use crate::front::cli::args::{GlobalArgs, WorkflowRunArgs, format_duration};
 use crate::front::out;
 
@@ -67,18 +67,19 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> Result<Ex
     }
     let interactive = !args.non_interactive && std::io::stdin().is_terminal();
     let wf = &checked.loaded.workflow;
-    let steps: Vec<String> = wf.steps.iter().map(|s| s.id.clone()).collect();
+    let steps = app::workflow::step_paths(wf);
     // The run id is chosen here so the live view can place each dispatch
     // retry beside the step whose attempt it is.
     let run_id = RunId::generate_workflow(&wf.name);
     let registry = checked.registry.clone();
     let (executor, view) = executor(setup, registry, interactive, &steps, &run_id).await?;
+    let store = Arc::clone(executor.store());
     let summary = crate::front::cli::with_ctrl_c(|cancel| async move {
         app::workflow::run(&executor, checked, run_id, &cancel).await
     })
     .await;
     view.end();
-    finish(&summary?, args.json)
+    finish(&app::workflow::tree(&*store, summary?).await?, args.json)
 }
 
 /// `orch workflow resume <RUN> [--retry-failed]`.
@@ -96,12 +97,13 @@ pub(crate) async fn resume(
     // The steps in the workflow's order, for the live view.
     let steps = app::workflow::steps_of(&setup, &id).await?;
     let (executor, view) = executor(setup, registry, interactive, &steps, &id).await?;
+    let store = Arc::clone(executor.store());
     let summary = crate::front::cli::with_ctrl_c(|cancel| async move {
         app::workflow::resume(&executor, &id, opts, &cancel).await
     })
     .await;
     view.end();
-    finish(&summary?, json)
+    finish(&app::workflow::tree(&*store, summary?).await?, json)
 }
 
 /// `orch workflow approve <RUN> <STEP> [--reject --reason R]`.
@@ -157,14 +159,16 @@ pub(crate) async fn cancel(
     // Nobody runs it: end it here, as its resume would.
     let registry = setup.registry()?;
     let exec = app::workflow::executor(setup, registry, |_| {}).await?;
+    let store = Arc::clone(exec.store());
     let summary = crate::front::cli::with_ctrl_c(|token| async move {
         app::workflow::resume(&exec, &id, &orch_workflow::ResumeOptions::default(), &token).await
     })
     .await?;
+    let tree = app::workflow::tree(&*store, summary).await?;
     if json {
-        out::print_json(&summary)?;
+        out::print_json(&tree)?;
     } else {
-        out::print(&render_summary(&summary))?;
+        out::print(&render_summary(&tree))?;
     }
     Ok(Exit::Ok.into())
 }
@@ -216,27 +220,49 @@ pub(crate) async fn status(
     json: bool,
 ) -> Result<ExitCode, AppError> {
     let id = app::workflow::run_id(id)?;
-    let summary = app::workflow::status(&Setup::load(&global.settings())?, &id).await?;
+    let tree = app::workflow::status_tree(&Setup::load(&global.settings())?, &id).await?;
     if json {
-        out::print_json(&summary)?;
+        out::print_json(&tree)?;
     } else {
-        out::print(&render_summary(&summary))?;
+        out::print(&render_summary(&tree))?;
     }
     Ok(Exit::Ok.into())
 }
 
-/// Prints the summary and maps its status to the exit code.
-fn finish(summary: &RunSummary, json: bool) -> Result<ExitCode, AppError> {
+/// Prints the summary (with its child runs) and maps its status to the
+/// exit code.
+fn finish(tree: &RunTree, json: bool) -> Result<ExitCode, AppError> {
+    let summary = &tree.summary;
     if json {
-        out::print_json(summary)?;
+        out::print_json(tree)?;
     } else {
-        out::print(&render_summary(summary))?;
+        out::print(&render_summary(tree))?;
     }
     match summary.status {
-        RunStatus::AwaitingApproval => out::note(&format!(
-            "paused for approval: `orch workflow approve {id} <step>` (or `--reject --reason …`), then `orch workflow resume {id}`",
-            id = summary.run_id
-        )),
+        RunStatus::AwaitingApproval => {
+            // The steps that wait, a child run's as `uses-step/step`.
+            let mut rows = Vec::new();
+            step_rows(tree, "", &mut rows);
+            let waiting: Vec<String> = rows
+                .into_iter()
+                .filter(|r| r.st.status == orch_workflow::StepStatus::AwaitingApproval)
+                .filter(|r| r.uses.is_none())
+                .map(|r| out::one_line(&r.id).into_owned())
+                .collect();
+            let id = &summary.run_id;
+            let step = match waiting.as_slice() {
+                [one] => one.clone(),
+                _ => "<step>".to_owned(),
+            };
+            let each = if waiting.len() > 1 {
+                format!(" for each of {}", waiting.join(", "))
+            } else {
+                String::new()
+            };
+            out::note(&format!(
+                "paused for approval: `orch workflow approve {id} {step}`{each} (or `--reject --reason …`), then `orch workflow resume {id}`"
+            ));
+        }
         RunStatus::Cancelled if summary.cancelled.is_some() => {}
         RunStatus::Cancelled => out::note(&format!(
             "cancelled: `orch workflow resume {}` continues it",
@@ -258,8 +284,44 @@ fn secs(ms: Option<u64>) -> String {
     )
 }
 
-/// The human rendering of a run summary.
-pub(crate) fn render_summary(s: &RunSummary) -> String {
+/// One row of the steps table: a step of the run, or of a child run
+/// (`uses-step/step`).
+struct Row {
+    id: String,
+    st: orch_workflow::StepSummary,
+    /// A `uses` step: the workflow its child run runs.
+    uses: Option<String>,
+}
+
+/// The steps of `tree` in its workflow's order (when its stored source
+/// still loads), each `uses` step followed by its child run's, at any
+/// depth, named `prefix` + id.
+fn step_rows(tree: &RunTree, prefix: &str, rows: &mut Vec<Row>) {
+    let s = &tree.summary;
+    let order: Vec<String> = app::workflow::stored_workflow(s)
+        .map(|wf| wf.steps.iter().map(|st| st.id.clone()).collect())
+        .unwrap_or_else(|_| s.steps.keys().cloned().collect());
+    for id in &order {
+        let Some(st) = s.steps.get(id) else { continue };
+        let uses = s.children.get(id).map(|_| {
+            tree.child_runs
+                .get(id)
+                .map_or_else(|| "a workflow".to_owned(), |c| c.summary.workflow.clone())
+        });
+        rows.push(Row {
+            id: format!("{prefix}{id}"),
+            st: st.clone(),
+            uses,
+        });
+        if let Some(child) = tree.child_runs.get(id) {
+            step_rows(child, &format!("{prefix}{id}/"), rows);
+        }
+    }
+}
+
+/// The human rendering of a run summary, with its child runs' steps.
+pub(crate) fn render_summary(tree: &RunTree) -> String {
+    let s = &tree.summary;
     let mut text = format!(
         "workflow {}: {}\n",
         out::one_line(&s.workflow),
@@ -269,6 +331,14 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
     row("run", s.run_id.as_str());
     row("caller", &s.caller);
     row("from", &s.origin);
+    if let Some(p) = &s.parent {
+        row("parent", &format!("{} (step {})", p.run_id, p.step));
+    }
+    for (step, child) in &s.children {
+        if tree.child_runs.contains_key(step) {
+            row("child", &format!("{child} (step {step})"));
+        }
+    }
     if let Some(c) = &s.cancelled {
         row(
             "cancel",
@@ -293,24 +363,19 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
         }
     }
     text.push_str("\nsteps:\n");
-    // In the workflow's order when its stored source still loads.
-    let order: Vec<String> = orch_workflow::load(&s.source, &s.origin)
-        .map(|wf| wf.steps.iter().map(|st| st.id.clone()).collect())
-        .unwrap_or_else(|_| s.steps.keys().cloned().collect());
-    let w_step = s.steps.keys().map(String::len).max().unwrap_or(0);
-    let agent = |st: &orch_workflow::StepSummary| {
-        out::one_line(st.agent.as_deref().unwrap_or("-")).into_owned()
+    let mut rows = Vec::new();
+    step_rows(tree, "", &mut rows);
+    let w_step = rows.iter().map(|r| width(&r.id)).max().unwrap_or(0);
+    let agent = |r: &Row| match &r.uses {
+        Some(wf) => format!("uses {}", out::one_line(wf)),
+        None => out::one_line(r.st.agent.as_deref().unwrap_or("-")).into_owned(),
     };
-    let w_agent = s
-        .steps
-        .values()
-        .map(|st| width(&agent(st)))
-        .max()
-        .unwrap_or(1);
+    let w_agent = rows.iter().map(|r| width(&agent(r))).max().unwrap_or(1);
     let plural = |n: u32, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     // A repeat step says how many iterations its attempts made; a
     // `for_each` step how its instances ended.
-    let attempts = |st: &orch_workflow::StepSummary| match (st.instances, st.iterations) {
+    let attempts = |r: &Row| match (r.st.instances, r.st.iterations) {
+        _ if r.uses.is_some() => "child run".to_owned(),
         (Some(c), _) => {
             let mut s = format!("{} ({} completed", plural(c.total, "instance"), c.completed);
             if c.failed > 0 {
@@ -324,24 +389,19 @@ pub(crate) fn render_summary(s: &RunSummary) -> String {
         }
         (None, Some(i)) => format!(
             "{} ({})",
-            plural(st.attempts, "attempt"),
+            plural(r.st.attempts, "attempt"),
             plural(i, "iteration")
         ),
-        (None, None) => plural(st.attempts, "attempt"),
+        (None, None) => plural(r.st.attempts, "attempt"),
     };
-    let w_attempts = s
-        .steps
-        .values()
-        .map(|st| attempts(st).len())
-        .max()
-        .unwrap_or(0);
-    for id in &order {
-        let Some(st) = s.steps.get(id) else { continue };
+    let w_attempts = rows.iter().map(|r| attempts(r).len()).max().unwrap_or(0);
+    for r in &rows {
+        let (id, st) = (out::one_line(&r.id), &r.st);
         text.push_str(&format!(
             "  {id:<w_step$}  {:<17}  {:<w_agent$}  {:<w_attempts$}  {:>7}{}\n",
             word(st.status),
-            agent(st),
-            attempts(st),
+            agent(r),
+            attempts(r),
             secs(st.duration_ms),
             st.reason
                 .as_deref()
@@ -866,6 +926,22 @@ fn render_preview_step(text: &mut String, step: &PreviewStep) {
             out::one_line(&r.until),
             r.max
         ));
+    }
+    if let Some(u) = &step.uses {
+        // The child run, expanded: its own plan, steps and tasks.
+        text.push_str(&format!(
+            "  runs {} ({}) as a child run; its output is this step's result\n",
+            out::one_line(&u.name),
+            out::one_line(&u.run.origin)
+        ));
+        for line in render_preview(&u.run).lines().skip(1) {
+            if line.is_empty() {
+                text.push_str("  │\n");
+            } else {
+                text.push_str(&format!("  │ {line}\n"));
+            }
+        }
+        return;
     }
     text.push_str("  task:\n");
     for line in out::terminal(&step.task).lines() {
