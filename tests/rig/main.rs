@@ -33,7 +33,14 @@ use rig::{Exchange, Proxy, Rig};
 
 /// The rig's agents: `secretary` is left out, so the gateway does not know
 /// it (a 400 "unknown agentId").
-const AGENTS: [&str; 5] = ["manager", "webster", "tech-lead", "optimizer", "auditor"];
+const AGENTS: [&str; 6] = [
+    "manager",
+    "webster",
+    "tech-lead",
+    "optimizer",
+    "auditor",
+    "study-builder",
+];
 
 const TOKEN_VAR: &str = "OPENCLAW_HOOKS_TOKEN";
 
@@ -63,6 +70,7 @@ agents:
   optimizer: {{ transport: gw-wait }}
   auditor:   {{ transport: gw-wait }}
   secretary: {{ transport: gw-wait }}
+  study-builder: {{ transport: gw-wait }}
 ",
             url = self.proxy.url()
         ));
@@ -99,7 +107,7 @@ agents:
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cases: [Case; 12] = [
+    let cases: [Case; 13] = [
         // First: nothing has reached the gateway yet.
         (
             "an_acl_denial_reaches_the_gateway_zero_times",
@@ -138,6 +146,10 @@ fn main() -> ExitCode {
         (
             "a_trade_study_fans_out_one_run_per_material",
             a_trade_study_fans_out_one_run_per_material,
+        ),
+        (
+            "a_research_brief_runs_quick_research_as_a_child_run",
+            a_research_brief_runs_quick_research_as_a_child_run,
         ),
         (
             "the_skill_is_accepted_by_openclaw",
@@ -511,6 +523,53 @@ fn quick_research_runs_through_the_gateway(ctx: &Ctx) {
             .as_str()
             .is_some_and(|o| o.starts_with("Fake model answer to:")),
         "{out}"
+    );
+}
+
+/// `research-brief` runs the shipped quick-research as a child run: its
+/// two delegations go out under the child run's ids, then the brief reads
+/// the child's validated answer.
+fn a_research_brief_runs_quick_research_as_a_child_run(ctx: &Ctx) {
+    let orch = ctx.orch();
+    let before = ctx.proxy.exchanges().len();
+    let out = ctx.orch_ok(
+        &orch,
+        &[
+            "workflow",
+            "research-brief",
+            "--input",
+            "topic=What is the CTE of ULE at 20 °C?",
+            "--caller",
+            "manager",
+            "--non-interactive",
+            "--json",
+        ],
+    );
+    assert_eq!(out["status"], "completed", "{out}");
+    let child = &out["childRuns"]["background"];
+    assert_eq!(child["status"], "completed", "{out}");
+    assert_eq!(child["parent"]["step"], "background", "{out}");
+    for step in ["research", "validate"] {
+        assert_eq!(child["steps"][step]["status"], "completed", "{step}: {out}");
+    }
+    let exchanges = &ctx.proxy.exchanges()[before..];
+    let agents: Vec<_> = exchanges
+        .iter()
+        .map(|e| e.json()["agentId"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(agents, ["webster", "tech-lead", "study-builder"]);
+    // The child's delegations carry its run id; the brief read its output.
+    let child_id = child["runId"].as_str().unwrap();
+    let key = |e: &Exchange| e.json()["message"].as_str().unwrap_or("").to_owned();
+    assert!(
+        key(&exchanges[0]).contains(&format!("{child_id}.research.1")),
+        "{}",
+        key(&exchanges[0])
+    );
+    assert!(
+        key(&exchanges[2]).contains("Fake model answer to:"),
+        "{}",
+        key(&exchanges[2])
     );
 }
 

@@ -449,3 +449,59 @@ async fn cancelling_the_parent_cancels_the_delegations_of_its_child() {
         ledger.events
     );
 }
+
+#[tokio::test]
+async fn retry_failed_starts_the_childs_failed_steps_again() {
+    let rig = rig();
+    let child = "name: c\nsteps:\n  - { id: r, agent: webster, task: \"[id=r]\" }\n  - { id: w, agent: tech-lead, task: \"[id=w] [failfirst=1] {{ steps.r.result }}\" }\noutput: \"{{ steps.w.result }}\"\n";
+    let yaml = "name: p\nsteps:\n  - id: bg\n    uses: c.yaml\n  - { id: after, agent: auditor, task: \"[id=after] {{ steps.bg.result }}\" }\n";
+    let wf = load_with(yaml, "parent.yaml", &files(&[("c.yaml", child)])).unwrap();
+    let exec = rig.exec();
+    let s = exec
+        .run(&wf, yaml, opts(&wf), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(s.status, RunStatus::Failed);
+    let opts = orch_workflow::ResumeOptions { retry_failed: true };
+    let s = exec
+        .resume_with(&s.run_id, &opts, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(s.status, RunStatus::Completed, "{s:?}");
+    // Only the failed step of the child was sent again.
+    assert_eq!(
+        (
+            rig.fake.count("r"),
+            rig.fake.count("w"),
+            rig.fake.count("after")
+        ),
+        (1, 2, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_paused_parent_asked_to_cancel_ends_with_its_child_cancelled() {
+    let rig = rig();
+    let child = "name: c\nsteps:\n  - id: v\n    agent: tech-lead\n    task: \"[id=v]\"\n    gate: { approval: true }\noutput: \"{{ steps.v.result }}\"\n";
+    let yaml = "name: p\nsteps:\n  - id: bg\n    uses: c.yaml\n";
+    let wf = load_with(yaml, "parent.yaml", &files(&[("c.yaml", child)])).unwrap();
+    let exec = rig.exec();
+    let s = exec
+        .run(&wf, yaml, opts(&wf), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(s.status, RunStatus::AwaitingApproval);
+    request_cancel(&*rig.store, &s.run_id, "manager", "dropped")
+        .await
+        .unwrap();
+    let s = exec
+        .resume(&s.run_id, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(s.status, RunStatus::Cancelled);
+    let child = read_summary(&*rig.store, &child_run_id(&s.run_id, "bg"))
+        .await
+        .unwrap();
+    assert_eq!(child.status, RunStatus::Cancelled);
+    assert_eq!(rig.fake.count("v"), 1);
+}
