@@ -35,7 +35,8 @@
 //! What it holds:
 //!
 //! - the **model** of a workflow file ([`Workflow`], [`Step`], [`Target`]
-//!   — `agent: NAME` or `route: auto` —, [`Gate`], [`InputSpec`],
+//!   — `agent: NAME`, `route: auto`, or `uses: WORKFLOW` ([`Uses`]: another
+//!   workflow run as a child run) —, [`Gate`], [`InputSpec`],
 //!   [`StepDefaults`] with effective values via [`Workflow::timeout_of`] and
 //!   friends: the step's own value, else `defaults`, else 10 minutes, 0
 //!   retries, `on_failure: stop`);
@@ -51,7 +52,10 @@
 //!   (`{{ inputs.X }}`, `{{ steps.ID.result|status|confidence|notes|artifacts }}`,
 //!   `{{ run.id }}`) and `when` [`Condition`]s parsed once with their
 //!   references resolved, `needs`, and cycles, which are named
-//!   (`research → evaluate → audit → research`);
+//!   (`research → evaluate → audit → research`); [`load_with`] finds the
+//!   workflows `uses` names through a [`Resolve`] and loads them the same
+//!   way (cycles between files and nesting past [`MAX_USES_DEPTH`] are
+//!   errors naming every file's `uses`);
 //! - **run checks**: [`check_run`] tests agents, the ACL of every step for
 //!   the caller and the inputs, and reports every problem at once;
 //!   [`check_task_sizes`] finds the tasks that can never fit what their

@@ -55,6 +55,12 @@
 //!   of the attempts or of the gate applies `on_failure`: `stop` starts no
 //!   new step (running ones finish; the run ends `failed`), `continue` lets
 //!   independent steps go on (the run ends `completed-with-failures`).
+//! - **`uses`**: the step runs its workflow as a child run
+//!   ([`child_run_id`](crate::child_run_id)) on this executor, its `with`
+//!   rendered as the child's inputs; the child's output, status and
+//!   confidence are the step's, judged by the step's gate. A child paused
+//!   for approval pauses the step (the decision is the child's); resume
+//!   resumes the child. See `child.rs`.
 //! - **Approval** (`gate.approval`, after a passing gate): the [`Approver`]
 //!   is asked with the step's output; without one (non-interactive) the
 //!   step waits as `awaiting-approval`, and when nothing else can run the

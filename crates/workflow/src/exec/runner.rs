@@ -329,18 +329,17 @@ impl Runner<'_> {
                 Target::Workflow(u) => Some(Arc::clone(u)),
                 _ => None,
             });
+            // A `uses` step left running, or waiting on its child's gate.
+            let child_left = status == StepStatus::Running
+                || (status == StepStatus::AwaitingApproval && self.child_awaits(id));
             match status {
-                StepStatus::Running | StepStatus::AwaitingApproval
-                    if uses.is_some()
-                        && (status == StepStatus::Running || self.child_awaits(id)) =>
-                {
-                    // Its child run is resumed (it applies its own recorded
-                    // decisions, or pauses again).
+                _ if child_left && uses.is_some() => {
+                    // Its child run is resumed: it applies its own recorded
+                    // decisions, or pauses again.
                     let ctx = self.context_for(p);
-                    match uses
-                        .as_deref()
-                        .map(|u| render_with(u, &ctx, self.exec.store.max_record_bytes()))
-                    {
+                    let limit = self.exec.store.max_record_bytes();
+                    let with = uses.as_deref().map(|u| render_with(u, &ctx, limit));
+                    match with {
                         Some(Ok(with)) => self.spawn_child(p, with),
                         Some(Err(end)) => self.end_early(p, end).await?,
                         None => {}
