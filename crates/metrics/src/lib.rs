@@ -6,12 +6,12 @@
 //! (delegations, outcome and confidence mix, dispatch → handoff latency
 //! p50/p90/p99/max, timeouts, re-asks, ACL denials, sub-delegations), per
 //! caller, per workflow (runs by status, durations, the steps that fail or
-//! time out most, `repeat` steps' iterations, `for_each` steps' instances)
-//! and totals, over an optional window ([`Since`]) and
-//! `agent` / `workflow` filters. The report renders as aligned text
-//! ([`render_text`]), JSON ([`render_json`], schema [`SCHEMA_VERSION`],
-//! `schema/metrics.schema.json`) or the Prometheus text exposition format
-//! ([`render_prometheus`]).
+//! time out most, `repeat` steps' iterations, `for_each` steps' instances,
+//! `uses` steps' child runs, how many runs are child runs) and totals, over
+//! an optional window ([`Since`]) and `agent` / `workflow` filters. The
+//! report renders as aligned text ([`render_text`]), JSON ([`render_json`],
+//! schema [`SCHEMA_VERSION`], `schema/metrics.schema.json`) or the
+//! Prometheus text exposition format ([`render_prometheus`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -81,8 +81,8 @@ pub use prom::render_prometheus;
 pub use report::{
     AgentStats, Bucket, CallerStats, ConfidenceMix, DURATION_BUCKETS_MS, Distribution, FanOutStats,
     FileProblem, Filters, LATENCY_BUCKETS_MS, LineProblem, MAX_LISTED_PROBLEMS, Mode, Outcomes,
-    Problems, RepeatStats, Report, RunStatuses, SCHEMA_VERSION, Source, StepStats, Totals, Window,
-    WorkflowStats, nearest_rank, report_json_schema,
+    Problems, RepeatStats, Report, RunStatuses, SCHEMA_VERSION, Source, StepStats,
+    SubWorkflowStats, Totals, Window, WorkflowStats, nearest_rank, report_json_schema,
 };
 pub use scan::{Options, scan};
 pub use since::{Since, SinceError};

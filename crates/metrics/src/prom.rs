@@ -134,6 +134,19 @@ pub fn render_prometheus(report: &Report) -> String {
     }
 
     w.family(
+        "orch_workflow_child_runs_total",
+        "Workflow runs that are child runs (started by another run's `uses` step), by workflow; also counted in orch_workflow_runs_total.",
+        "counter",
+    );
+    for wf in &report.workflows {
+        w.sample(
+            "orch_workflow_child_runs_total",
+            &[("workflow", &wf.workflow)],
+            wf.child_runs,
+        );
+    }
+
+    w.family(
         "orch_workflow_duration_seconds",
         "Duration of finished workflow runs, by workflow.",
         "histogram",
@@ -200,6 +213,32 @@ pub fn render_prometheus(report: &Report) -> String {
             ] {
                 w.sample(
                     "orch_workflow_step_instances_total",
+                    &[
+                        ("workflow", &wf.workflow),
+                        ("step", &s.step),
+                        ("outcome", outcome),
+                    ],
+                    n,
+                );
+            }
+        }
+    }
+
+    w.family(
+        "orch_workflow_sub_workflow_steps_total",
+        "Runs of workflow `uses` steps (each a child run of another workflow) by outcome: completed, failed (failed or rejected), other (not ended).",
+        "counter",
+    );
+    for wf in &report.workflows {
+        for s in &wf.sub_workflow_steps {
+            let other = s.runs.saturating_sub(s.completed + s.failed);
+            for (outcome, n) in [
+                ("completed", s.completed),
+                ("failed", s.failed),
+                ("other", other),
+            ] {
+                w.sample(
+                    "orch_workflow_sub_workflow_steps_total",
                     &[
                         ("workflow", &wf.workflow),
                         ("step", &s.step),

@@ -425,6 +425,10 @@ pub struct WorkflowStats {
     pub workflow: String,
     /// Runs started in the window.
     pub runs: u64,
+    /// Of those runs, the child runs: started by a `uses` step of another
+    /// run (their summary names a `parent`). Also counted in `runs`.
+    #[serde(default)]
+    pub child_runs: u64,
     /// Runs by status.
     pub statuses: RunStatuses,
     /// Start → finish of the runs that finished.
@@ -438,6 +442,10 @@ pub struct WorkflowStats {
     /// Its `for_each` steps, by step id: how their instances ended.
     #[serde(default)]
     pub fanned_steps: Vec<FanOutStats>,
+    /// Its `uses` steps, by step id: how the sub-workflows they ran as
+    /// child runs ended.
+    #[serde(default)]
+    pub sub_workflow_steps: Vec<SubWorkflowStats>,
 }
 
 /// How often a `repeat` step of a workflow was asked over its runs.
@@ -472,6 +480,22 @@ pub struct FanOutStats {
     /// Instances stopped or never sent because the step's `join` no longer
     /// needed them: not failures.
     pub cancelled: u64,
+}
+
+/// How a `uses` step of a workflow (another workflow run as a child run,
+/// `<wfRunId>.<step>`) ended over its runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubWorkflowStats {
+    /// The step id.
+    pub step: String,
+    /// Runs in which it started (neither pending nor skipped): one child
+    /// run each.
+    pub runs: u64,
+    /// Runs in which it completed.
+    pub completed: u64,
+    /// Runs in which it failed or its result was rejected.
+    pub failed: u64,
 }
 
 /// Workflow runs by status.

@@ -49,8 +49,9 @@ impl Style {
 }
 
 /// Renders `report` as text: a summary, then tables of agents (outcomes;
-/// latency and quality), callers, workflows (their failing, `repeat` and
-/// `for_each` steps), then what could not be read.
+/// latency and quality), callers, workflows (their child runs; their
+/// failing, `repeat`, `for_each` and `uses` steps), then what could not be
+/// read.
 pub fn render_text(report: &Report, options: &TextOptions) -> String {
     let st = Style { on: options.colour };
     let mut out = String::new();
@@ -221,9 +222,13 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
     }
 
     if !report.workflows.is_empty() {
-        let mut runs = Table::new(&[
-            ("workflow", false),
-            ("runs", true),
+        // A `child` column only when some runs are child runs.
+        let with_child = report.workflows.iter().any(|w| w.child_runs > 0);
+        let mut columns = vec![("workflow", false), ("runs", true)];
+        if with_child {
+            columns.push(("child", true));
+        }
+        columns.extend([
             ("completed", true),
             ("with failures", true),
             ("failed", true),
@@ -232,6 +237,7 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
             ("p90", true),
             ("max", true),
         ]);
+        let mut runs = Table::new(&columns);
         let mut steps = Table::new(&[
             ("workflow", false),
             ("step", false),
@@ -244,9 +250,11 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
         ]);
         for w in &report.workflows {
             let s = &w.statuses;
-            runs.row(vec![
-                w.workflow.clone(),
-                w.runs.to_string(),
+            let mut row = vec![w.workflow.clone(), w.runs.to_string()];
+            if with_child {
+                row.push(w.child_runs.to_string());
+            }
+            row.extend([
                 s.completed.to_string(),
                 s.completed_with_failures.to_string(),
                 s.failed.to_string(),
@@ -255,6 +263,7 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
                 dur(w.duration.p90_ms),
                 dur(w.duration.max_ms),
             ]);
+            runs.row(row);
         }
         // The worst steps over all workflows (each list is sorted already).
         let mut failing: Vec<(&str, &crate::StepStats)> = report
@@ -284,6 +293,12 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
             &st.dim("other: running, awaiting approval or cancelled; durations of finished runs"),
         );
         out.push('\n');
+        if with_child {
+            out.push_str(
+                &st.dim("child: runs started by another run's `uses` step (also counted in runs)"),
+            );
+            out.push('\n');
+        }
         if !steps.rows.is_empty() {
             section(&mut out, &st, "Steps that fail or time out most", &steps);
         }
@@ -344,6 +359,36 @@ pub fn render_text(report: &Report, options: &TextOptions) -> String {
             );
             out.push_str(&st.dim(
                 "cancelled: no longer needed once the step's join was met (not a failure); the rest had not ended",
+            ));
+            out.push('\n');
+        }
+        let mut subs = Table::new(&[
+            ("workflow", false),
+            ("step", false),
+            ("runs", true),
+            ("completed", true),
+            ("failed", true),
+        ]);
+        for w in &report.workflows {
+            for u in &w.sub_workflow_steps {
+                subs.row(vec![
+                    w.workflow.clone(),
+                    u.step.clone(),
+                    u.runs.to_string(),
+                    u.completed.to_string(),
+                    u.failed.to_string(),
+                ]);
+            }
+        }
+        if !subs.rows.is_empty() {
+            section(
+                &mut out,
+                &st,
+                "Sub-workflow steps (`uses`: a child run each)",
+                &subs,
+            );
+            out.push_str(&st.dim(
+                "runs: runs in which the step started; failed: failed or rejected; the rest had not ended",
             ));
             out.push('\n');
         }

@@ -12,10 +12,12 @@
 //!
 //! Summaries give runs by status, durations, and per step its status,
 //! attempt count, a `repeat` step's iterations and a `for_each` step's
-//! instance counts. A step record is read only when the summary cannot tell
-//! the answer: a step that failed or was retried (how many attempts timed
-//! out), and every step of the runs a `--workflow` filter selects (their
-//! delegation run ids, so that the agent tables can be filtered too).
+//! instance counts; whether the run is a child run (its `parent`), and
+//! which of its steps are `uses` steps (the keys of its `children`). A
+//! step record is read only when the summary cannot tell the answer: a
+//! step that failed or was retried (how many attempts timed out), and every
+//! step of the runs a `--workflow` filter selects (their delegation run
+//! ids, so that the agent tables can be filtered too).
 //!
 //! A `for_each` step makes no delegations of its own: each of its instances
 //! has a record `<step>.<N>` (delegations `<wfRun>.<step>.<N>.<n>`). Those
@@ -24,6 +26,11 @@
 //! and for a `--workflow` filter (their delegation run ids). An instance
 //! its step's `join` no longer needed (`skipped`, its delegation
 //! `cancelled`) is never a failure.
+//!
+//! A `uses` step runs another workflow as a child run `<wfRun>.<step>`,
+//! which has a summary of its own and is counted as a run of that workflow
+//! (and as one of its child runs); the `uses` step itself is counted by its
+//! status in the parent's summary, like any step.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -39,7 +46,7 @@ use crate::par::par_map;
 use crate::problems::{ProblemList, store_reason};
 use crate::report::{
     DURATION_BUCKETS_MS, Distribution, FanOutStats, RepeatStats, RunStatuses, StepStats,
-    WorkflowStats,
+    SubWorkflowStats, WorkflowStats,
 };
 
 /// The result of reading the workflow runs.
@@ -71,6 +78,10 @@ struct Run {
     started: Timestamp,
     finished: Option<Timestamp>,
     steps: BTreeMap<String, StepSummary>,
+    /// It is a child run (a `uses` step of another run started it).
+    child: bool,
+    /// Its `uses` steps (the steps that have a child run, started or not).
+    uses: BTreeSet<String>,
     /// Attempts that timed out, per step (from its record; of a `for_each`
     /// step, from its failed instances' records).
     timed_out: BTreeMap<String, u64>,
@@ -87,6 +98,8 @@ impl Run {
             started,
             finished,
             steps,
+            parent,
+            children,
             ..
         } = summary;
         Self {
@@ -96,6 +109,8 @@ impl Run {
             started,
             finished,
             steps,
+            child: parent.is_some(),
+            uses: children.into_keys().collect(),
             timed_out: BTreeMap::new(),
         }
     }
@@ -341,12 +356,19 @@ struct StepAcc {
     instances_completed: u64,
     instances_failed: u64,
     instances_cancelled: u64,
+    /// It is a `uses` step (of some run); the runs in which it started (a
+    /// child run each), and how they ended.
+    uses: bool,
+    uses_started: u64,
+    uses_completed: u64,
+    uses_failed: u64,
 }
 
 fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
     #[derive(Default)]
     struct Acc {
         runs: u64,
+        child_runs: u64,
         statuses: RunStatuses,
         durations: Vec<u64>,
         steps: BTreeMap<String, StepAcc>,
@@ -355,6 +377,7 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
     for run in runs {
         let acc = by_name.entry(run.workflow.as_str()).or_default();
         acc.runs += 1;
+        acc.child_runs += u64::from(run.child);
         let st = &mut acc.statuses;
         *match run.status {
             RunStatus::Running => &mut st.running,
@@ -406,6 +429,20 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
                 sa.instances_failed += u64::from(c.failed);
                 sa.instances_cancelled += u64::from(c.cancelled);
             }
+            // A `uses` step: its child run's outcome, as the step's status
+            // says (a rejected result is a failure of the sub-workflow too).
+            if run.uses.contains(id) {
+                sa.uses = true;
+                let (started, completed, failed) = match step.status {
+                    StepStatus::Pending | StepStatus::Skipped => (false, false, false),
+                    StepStatus::Completed => (true, true, false),
+                    StepStatus::Failed | StepStatus::Rejected => (true, false, true),
+                    StepStatus::Running | StepStatus::AwaitingApproval => (true, false, false),
+                };
+                sa.uses_started += u64::from(started);
+                sa.uses_completed += u64::from(completed);
+                sa.uses_failed += u64::from(failed);
+            }
             sa.timed_out += run.timed_out.get(id).copied().unwrap_or(0);
         }
     }
@@ -435,6 +472,17 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
                     cancelled: s.instances_cancelled,
                 })
                 .collect();
+            let sub_workflow_steps: Vec<SubWorkflowStats> = acc
+                .steps
+                .iter()
+                .filter(|(_, s)| s.uses)
+                .map(|(step, s)| SubWorkflowStats {
+                    step: step.clone(),
+                    runs: s.uses_started,
+                    completed: s.uses_completed,
+                    failed: s.uses_failed,
+                })
+                .collect();
             let mut failing: Vec<StepStats> = acc
                 .steps
                 .into_iter()
@@ -456,11 +504,13 @@ fn aggregate(runs: &[Run], filter: &Filter) -> Vec<WorkflowStats> {
             WorkflowStats {
                 workflow: name.to_owned(),
                 runs: acc.runs,
+                child_runs: acc.child_runs,
                 statuses: acc.statuses,
                 duration: Distribution::of(&mut acc.durations, DURATION_BUCKETS_MS),
                 failing_steps: failing,
                 repeated_steps,
                 fanned_steps,
+                sub_workflow_steps,
             }
         })
         .collect()

@@ -7,10 +7,11 @@ use std::path::Path;
 
 use jiff::{SignedDuration, Timestamp};
 use orch_handoff::{RunId, WorkflowRecord};
-use orch_metrics::{FanOutStats, Options, RunStatuses};
+use orch_metrics::{FanOutStats, Options, RunStatuses, SubWorkflowStats};
 use orch_workflow::{
-    Attempt, AttemptStatus, FanOutRecord, InstanceCounts, InstanceOf, RunStatus, RunSummary,
-    StepRecord, StepStatus, StepSummary, attempt_run_id, instance_record_id,
+    Attempt, AttemptStatus, FanOutRecord, InstanceCounts, InstanceOf, ParentLink, RunStatus,
+    RunSummary, StepRecord, StepStatus, StepSummary, attempt_run_id, child_run_id,
+    instance_record_id,
 };
 
 use crate::{open, options, scan};
@@ -565,4 +566,257 @@ fn fan_out_steps_count_their_instances_and_cancelled_ones_never_fail() {
     assert_eq!(selected.problems, report.problems);
     assert_eq!(selected.totals.delegations, delegations);
     assert_eq!(selected.agents[0].delegations, delegations);
+}
+
+/// A `uses` step's summary entry: no delegations, no agent of its own.
+fn uses(status: StepStatus) -> StepSummary {
+    StepSummary {
+        agent: None,
+        ..step(status, "", 0)
+    }
+}
+
+/// The child run of `parent`'s `uses` step `step`: a run of workflow
+/// `research` that names its parent.
+fn child(parent: &RunId, step: &str, status: RunStatus) -> RunSummary {
+    let id = child_run_id(parent, step);
+    let mut s = summary(&id, status, t0() + SignedDuration::from_secs(1));
+    s.workflow = "research".to_owned();
+    s.parent = Some(ParentLink {
+        run_id: parent.clone(),
+        step: step.to_owned(),
+    });
+    s.steps = BTreeMap::from([("search".to_owned(), step_of(status, "webster"))]);
+    s
+}
+
+/// A delegated step whose status matches a run that ended `status`.
+fn step_of(status: RunStatus, agent: &str) -> StepSummary {
+    let st = match status {
+        RunStatus::Running => StepStatus::Running,
+        RunStatus::Failed => StepStatus::Failed,
+        _ => StepStatus::Completed,
+    };
+    step(st, agent, 1)
+}
+
+#[test]
+fn uses_steps_count_their_child_runs_and_child_runs_are_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (run_id(1), run_id(2), run_id(3));
+    let parent = |id: &RunId, status, steps: Vec<(&str, StepSummary)>, uses: &[&str]| {
+        let mut s = summary(id, status, t0());
+        s.steps = steps.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        // Every `uses` step has its child's id, started or not.
+        s.children = uses
+            .iter()
+            .map(|step| ((*step).to_owned(), child_run_id(id, step)))
+            .collect();
+        s
+    };
+    // `background` completed; a plain step after it.
+    let first = parent(
+        &a,
+        RunStatus::Completed,
+        vec![
+            ("background", uses(StepStatus::Completed)),
+            ("write", step(StepStatus::Completed, "secretary", 1)),
+        ],
+        &["background"],
+    );
+    // `background`'s result was rejected (its child run completed), so
+    // `digest` never started.
+    let second = parent(
+        &b,
+        RunStatus::Failed,
+        vec![
+            ("background", uses(StepStatus::Rejected)),
+            ("digest", uses(StepStatus::Skipped)),
+        ],
+        &["background", "digest"],
+    );
+    // `background` still running; `digest` not started yet.
+    let third = parent(
+        &c,
+        RunStatus::Running,
+        vec![
+            ("background", uses(StepStatus::Running)),
+            ("digest", uses(StepStatus::Pending)),
+        ],
+        &["background", "digest"],
+    );
+    // The three child runs, and a run of `research` of its own.
+    let mut alone = summary(&run_id(4), RunStatus::Failed, t0());
+    alone.workflow = "research".to_owned();
+    alone.steps = BTreeMap::from([("search".to_owned(), step_of(RunStatus::Failed, "webster"))]);
+    put(
+        dir.path(),
+        &[
+            first,
+            second,
+            third,
+            child(&a, "background", RunStatus::Completed),
+            child(&b, "background", RunStatus::Completed),
+            child(&c, "background", RunStatus::Running),
+            alone,
+        ],
+        &[],
+    );
+
+    let report = scan(dir.path(), &options());
+    assert_eq!(report.problems, orch_metrics::Problems::default());
+    assert_eq!(report.totals.workflow_runs, 7);
+    let [research, review] = report.workflows.as_slice() else {
+        panic!("{:#?}", report.workflows)
+    };
+    assert_eq!(
+        (
+            research.workflow.as_str(),
+            research.runs,
+            research.child_runs
+        ),
+        ("research", 4, 3)
+    );
+    assert_eq!(research.sub_workflow_steps, []);
+    assert_eq!(
+        (review.workflow.as_str(), review.runs, review.child_runs),
+        ("review", 3, 0)
+    );
+    assert_eq!(
+        review.sub_workflow_steps,
+        [
+            SubWorkflowStats {
+                step: "background".to_owned(),
+                runs: 3,
+                completed: 1,
+                failed: 1,
+            },
+            SubWorkflowStats {
+                step: "digest".to_owned(),
+                runs: 0,
+                completed: 0,
+                failed: 0,
+            },
+        ]
+    );
+    assert_eq!(review.fanned_steps, []);
+    assert_eq!(review.repeated_steps, []);
+    // Its rejection is the `uses` step's, among the failing steps too.
+    assert_eq!(
+        review.failing_steps,
+        [orch_metrics::StepStats {
+            step: "background".to_owned(),
+            agents: vec![],
+            runs: 3,
+            failed: 0,
+            rejected: 1,
+            timed_out: 0,
+            retries: 0,
+        }]
+    );
+
+    // JSON names them `childRuns` and `subWorkflowSteps`, and reads back.
+    let json = orch_metrics::render_json(&report);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["workflows"][0]["childRuns"], 3);
+    assert_eq!(
+        value["workflows"][1]["subWorkflowSteps"][0],
+        serde_json::json!({"step": "background", "runs": 3, "completed": 1, "failed": 1})
+    );
+    let back: orch_metrics::Report = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, report);
+    // A report of an older orch, without them, still reads.
+    let mut old = value.clone();
+    for wf in old["workflows"].as_array_mut().unwrap() {
+        let wf = wf.as_object_mut().unwrap();
+        wf.remove("childRuns");
+        wf.remove("subWorkflowSteps");
+    }
+    let old: orch_metrics::Report = serde_json::from_value(old).unwrap();
+    assert_eq!(old.workflows[0].child_runs, 0);
+    assert_eq!(old.workflows[1].sub_workflow_steps, []);
+
+    let text = orch_metrics::render_text(&report, &orch_metrics::TextOptions::default());
+    let runs = [
+        "workflow  runs  child  completed  with failures  failed  other  p50  p90  max",
+        "research     4      3          2              0       1      1    -    -    -",
+        "review       3      0          1              0       1      1    -    -    -",
+        "other: running, awaiting approval or cancelled; durations of finished runs",
+        "child: runs started by another run's `uses` step (also counted in runs)",
+    ]
+    .join("\n");
+    assert!(text.contains(&runs), "{text}");
+    let table = [
+        "Sub-workflow steps (`uses`: a child run each)",
+        "workflow  step        runs  completed  failed",
+        "review    background     3          1       1",
+        "review    digest         0          0       0",
+        "runs: runs in which the step started; failed: failed or rejected; the rest had not ended",
+    ]
+    .join("\n");
+    assert!(text.contains(&table), "{text}");
+
+    let prom = orch_metrics::render_prometheus(&report);
+    let lines: Vec<&str> = prom
+        .lines()
+        .filter(|l| {
+            l.contains("orch_workflow_child_runs_total")
+                || l.contains("orch_workflow_sub_workflow_steps_total")
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "# HELP orch_workflow_child_runs_total Workflow runs that are child runs (started by another run's `uses` step), by workflow; also counted in orch_workflow_runs_total.",
+            "# TYPE orch_workflow_child_runs_total counter",
+            "orch_workflow_child_runs_total{workflow=\"research\"} 3",
+            "orch_workflow_child_runs_total{workflow=\"review\"} 0",
+            "# HELP orch_workflow_sub_workflow_steps_total Runs of workflow `uses` steps (each a child run of another workflow) by outcome: completed, failed (failed or rejected), other (not ended).",
+            "# TYPE orch_workflow_sub_workflow_steps_total counter",
+            "orch_workflow_sub_workflow_steps_total{workflow=\"review\",step=\"background\",outcome=\"completed\"} 1",
+            "orch_workflow_sub_workflow_steps_total{workflow=\"review\",step=\"background\",outcome=\"failed\"} 1",
+            "orch_workflow_sub_workflow_steps_total{workflow=\"review\",step=\"background\",outcome=\"other\"} 1",
+            "orch_workflow_sub_workflow_steps_total{workflow=\"review\",step=\"digest\",outcome=\"completed\"} 0",
+            "orch_workflow_sub_workflow_steps_total{workflow=\"review\",step=\"digest\",outcome=\"failed\"} 0",
+            "orch_workflow_sub_workflow_steps_total{workflow=\"review\",step=\"digest\",outcome=\"other\"} 0",
+        ]
+    );
+    openmetrics_parser::prometheus::parse_prometheus(&prom)
+        .unwrap_or_else(|e| panic!("{e:?}\n{prom}"));
+
+    // A `--workflow` filter on the child workflow keeps its child runs;
+    // by a child's run id, that run alone.
+    let selected = scan(
+        dir.path(),
+        &Options {
+            workflows: vec!["research".to_owned()],
+            ..options()
+        },
+    );
+    assert_eq!(
+        selected.workflows.as_slice(),
+        std::slice::from_ref(research)
+    );
+    let one = scan(
+        dir.path(),
+        &Options {
+            workflows: vec![child_run_id(&b, "background").to_string()],
+            ..options()
+        },
+    );
+    assert_eq!((one.workflows[0].runs, one.workflows[0].child_runs), (1, 1));
+    // An `--agent` filter counts only the steps that agent ran: a `uses`
+    // step has no agent.
+    let by_agent = scan(
+        dir.path(),
+        &Options {
+            agents: vec!["secretary".to_owned()],
+            ..options()
+        },
+    );
+    let [review] = by_agent.workflows.as_slice() else {
+        panic!("{:#?}", by_agent.workflows)
+    };
+    assert_eq!((review.runs, review.child_runs), (1, 0));
+    assert_eq!(review.sub_workflow_steps, []);
 }
