@@ -984,8 +984,11 @@ fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     let a = Args::parse();
     let (n, seed, min_ms, max_ms, ablate) = (a.n, a.seed, a.min_ms, a.max_ms, a.ablate);
+    // The agents sleep on blocking threads (see `DelayFleet`): room for a
+    // thousand instances' at once (tokio's default pool has 512).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(4096)
         .enable_all()
         .build()
         .unwrap();
