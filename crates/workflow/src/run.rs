@@ -162,9 +162,22 @@ pub(crate) fn sha256(s: &str) -> String {
 /// followed by a hash of the whole workflow run id (FNV-1a, stable across
 /// builds), so two long runs still get different ids.
 pub fn attempt_run_id(wf: &RunId, step: &str, n: u32) -> RunId {
+    derived_id(wf, &format!(".{step}.{n}"))
+}
+
+/// The run id of the child run of `uses` step `step` of workflow run `wf`:
+/// `<wfRunId>.<step>` (shortened with a hash as [`attempt_run_id`] does
+/// when it would pass the id's length).
+pub fn child_run_id(wf: &RunId, step: &str) -> RunId {
+    derived_id(wf, &format!(".{step}"))
+}
+
+/// `<wf><tail>`, or, where that would pass the id length limit, the
+/// workflow run id cut and followed by a hash of the whole of it (FNV-1a,
+/// stable across builds), then `tail`.
+fn derived_id(wf: &RunId, tail: &str) -> RunId {
     use std::hash::Hasher as _;
 
-    let tail = format!(".{step}.{n}");
     let full = format!("{wf}{tail}");
     let id = if full.len() <= MAX_ID_LEN {
         full
@@ -178,27 +191,6 @@ pub fn attempt_run_id(wf: &RunId, step: &str, n: u32) -> RunId {
     };
     // Every part is in the id alphabet, so this holds; a random id is the
     // fallback that keeps a run going if it ever did not.
-    RunId::new(id).unwrap_or_else(|_| RunId::generate())
-}
-
-/// The run id of the child run of `uses` step `step` of workflow run `wf`:
-/// `<wfRunId>.<step>` (shortened with a hash as [`attempt_run_id`] does
-/// when it would pass the id's length).
-pub fn child_run_id(wf: &RunId, step: &str) -> RunId {
-    use std::hash::Hasher as _;
-
-    let tail = format!(".{step}");
-    let full = format!("{wf}{tail}");
-    let id = if full.len() <= MAX_ID_LEN {
-        full
-    } else {
-        let mut h = fnv::FnvHasher::default();
-        h.write(wf.as_str().as_bytes());
-        let hash = format!("-{:016x}", h.finish());
-        let keep = MAX_ID_LEN.saturating_sub(tail.len() + hash.len());
-        let prefix: String = wf.as_str().chars().take(keep).collect();
-        format!("{prefix}{hash}{tail}")
-    };
     RunId::new(id).unwrap_or_else(|_| RunId::generate())
 }
 
