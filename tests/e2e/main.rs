@@ -13,6 +13,7 @@ mod context;
 mod delegate;
 mod handoff;
 mod hostile;
+mod mcp;
 mod metrics;
 mod nats;
 mod openclaw;

@@ -68,6 +68,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
         Command::Config(cmd) => cmd::config::run(&cli.global, cmd),
         Command::Metrics(args) => cmd::metrics::run(&cli.global, args).await,
         Command::Skill(cmd) => cmd::skill::run(cmd),
+        Command::Mcp(args) => crate::front::mcp::serve(&cli.global, args).await,
     }?;
     Ok(exit.into())
 }

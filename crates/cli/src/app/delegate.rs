@@ -33,6 +33,9 @@ pub(crate) struct DelegateRequest {
     /// A Discord channel whose recent messages go into the task.
     pub(crate) channel_context: Option<String>,
     pub(crate) channel_messages: usize,
+    /// Use this run id (known before the delegation ends: `delegate_start`
+    /// of the MCP front end) instead of a fresh one.
+    pub(crate) run_id: Option<RunId>,
 }
 
 /// A delegation's result: the outcome (the handoff, or why there is none)
@@ -46,7 +49,8 @@ pub(crate) struct Delegation {
 }
 
 /// Everything a delegation needs, wired once: the delegator over the
-/// opened store, the registry, the configuration.
+/// opened store, the registry, the configuration. A long-lived front end
+/// (the MCP server) opens it once and runs every delegation through it.
 pub(crate) struct Delegating {
     setup: Setup,
     registry: Registry,
@@ -74,6 +78,16 @@ impl Delegating {
             registry,
             delegator,
         })
+    }
+
+    /// The registry the delegations go by.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The configuration it was opened with.
+    pub(crate) fn setup(&self) -> &Setup {
+        &self.setup
     }
 
     /// The largest task `agent` takes, and whose limit it is (for `auto` or
@@ -159,6 +173,7 @@ impl Delegating {
             .transpose()?;
         r.validate = request.validate || request.validator.is_some();
         r.validator = request.validator;
+        r.run_id = request.run_id;
         let outcome = self
             .delegator
             .delegate(r, cancel)

@@ -110,6 +110,38 @@ pub(crate) async fn submit(setup: &Setup, request: SubmitRequest) -> Result<Subm
     })
 }
 
+/// Stores `handoff` as the answer of the agent it names to a run that was
+/// dispatched to that agent, in the run's scope (a sub-delegation's
+/// answer under `sub/`): what an agent answering through a tool call
+/// gives, without knowing where the store keeps it. Never over another
+/// answer.
+pub(crate) async fn submit_answer(setup: &Setup, handoff: Handoff) -> Result<Submitted, AppError> {
+    let store = setup.open_store().await?;
+    let Some(dispatched) = store.dispatched(&handoff.run_id).await? else {
+        return Err(AppError::Usage(format!(
+            "run {} was never dispatched: the {} has no delegation with this run id; copy the run id given in your task",
+            handoff.run_id,
+            store.describe()
+        )));
+    };
+    if let Some(to) = dispatched.agent.as_deref().filter(|a| *a != handoff.agent) {
+        return Err(AppError::Denied(format!(
+            "denied: run {} was dispatched to {to}, not to {}: only that agent may answer it",
+            handoff.run_id, handoff.agent
+        )));
+    }
+    submit(
+        setup,
+        SubmitRequest {
+            sub: dispatched.parent.is_some(),
+            handoff,
+            force: false,
+            unsolicited: false,
+        },
+    )
+    .await
+}
+
 /// The key of run `run_id`'s answer (`sub`: a sub-delegation's).
 pub(crate) fn key_of(run_id: RunId, sub: bool) -> HandoffKey {
     if sub {

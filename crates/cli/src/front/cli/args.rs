@@ -173,6 +173,34 @@ pub(crate) enum Command {
     /// The OpenClaw skill that teaches agents orch's protocol
     #[command(subcommand)]
     Skill(SkillCmd),
+    /// Serve orch's operations as MCP tools over stdio, for an agent's MCP
+    /// client (OpenClaw's `mcp.servers`)
+    Mcp(McpArgs),
+}
+
+/// `orch mcp --as AGENT`.
+#[derive(Debug, Args)]
+pub(crate) struct McpArgs {
+    /// The agent every tool call acts as (its ACL, its answers); never taken
+    /// from a tool's arguments. Must be an agent of the registry
+    #[arg(long = "as", env = "ORCH_AGENT", value_name = "AGENT")]
+    pub(crate) agent: String,
+    /// The run this agent is working on when the server runs inside an orch
+    /// task: its delegations are sub-delegations of it (orch sets it for
+    /// its agents)
+    #[arg(long, env = "ORCH_PARENT_RUN", value_name = "RUN_ID")]
+    pub(crate) parent: Option<String>,
+    /// Print the client configuration that starts this server as this agent
+    /// (for OpenClaw: the `mcp` block of openclaw.json), and exit
+    #[arg(long, value_enum, value_name = "CLIENT")]
+    pub(crate) print_config: Option<McpClient>,
+}
+
+/// `orch mcp --print-config` clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum McpClient {
+    /// OpenClaw's `mcp.servers`
+    Openclaw,
 }
 
 /// `orch metrics [text|json|prom] [--since …] [--agent …] [--workflow …] [--rescan]`.
@@ -614,6 +642,7 @@ impl Cli {
                 }
                 _ => {}
             },
+            Command::Mcp(a) => ids.push(("--as", &a.agent)),
             _ => {}
         }
         for (what, id) in ids {

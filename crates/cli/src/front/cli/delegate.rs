@@ -36,6 +36,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
         validator: args.validator,
         channel_context: args.channel_context,
         channel_messages: args.channel_messages,
+        run_id: None,
     };
     let routing = delegating.route(&request)?;
     if let Some(routing) = &routing {

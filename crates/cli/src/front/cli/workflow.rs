@@ -1,7 +1,7 @@
 //! `orch workflow <NAME>` (run, dry-run), `run|resume|approve|cancel|runs|status`
 //! and `validate|graph|list|show`.
 
-mod exec;
+pub(crate) mod exec;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;

@@ -633,7 +633,7 @@ impl Progress for Bars {
 
 /// The step an event is about, and what it says of it (values shown
 /// escaped): the words of the progress lines and of the live view.
-fn event_text(e: &ProgressEvent) -> (&str, String) {
+pub(crate) fn event_text(e: &ProgressEvent) -> (&str, String) {
     match e {
         ProgressEvent::Started {
             step,
