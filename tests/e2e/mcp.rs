@@ -160,10 +160,16 @@ fn an_identity_that_is_no_agent_is_refused_at_start() {
     let block: serde_json::Value = serde_json::from_str(&printed.stdout).unwrap();
     let server = &block["mcp"]["servers"]["orch-webster"];
     assert_eq!(server["command"], env!("CARGO_BIN_EXE_orch"));
-    assert_eq!(server["args"], serde_json::json!(["mcp", "--as", "webster"]));
+    assert_eq!(
+        server["args"],
+        serde_json::json!(["mcp", "--as", "webster"])
+    );
     assert_eq!(
         server["env"]["ORCH_STORE"],
         format!("file://{}", orch.store().display())
     );
-    assert!(server["requestTimeoutMs"].as_u64().unwrap() > 60_000, "{block}");
+    assert!(
+        server["requestTimeoutMs"].as_u64().unwrap() > 60_000,
+        "{block}"
+    );
 }

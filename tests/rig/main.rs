@@ -107,7 +107,7 @@ agents:
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cases: [Case; 13] = [
+    let cases: [Case; 14] = [
         // First: nothing has reached the gateway yet.
         (
             "an_acl_denial_reaches_the_gateway_zero_times",
@@ -154,6 +154,10 @@ fn main() -> ExitCode {
         (
             "the_skill_is_accepted_by_openclaw",
             the_skill_is_accepted_by_openclaw,
+        ),
+        (
+            "an_openclaw_agent_delegates_through_orchs_mcp_server",
+            an_openclaw_agent_delegates_through_orchs_mcp_server,
         ),
     ];
     if args.iter().any(|a| a == "--list") {
@@ -570,6 +574,113 @@ fn a_research_brief_runs_quick_research_as_a_child_run(ctx: &Ctx) {
         key(&exchanges[2]).contains("Fake model answer to:"),
         "{}",
         key(&exchanges[2])
+    );
+}
+
+/// orch as an OpenClaw agent's native tool: a gateway of its own whose
+/// `mcp.servers` registers `orch mcp --as manager` (over the store this
+/// case uses; webster is a sim agent of that server's config). The manager,
+/// a real OpenClaw agent delegated to by `operator`, is scripted to call the
+/// offered tool ending in `delegate`: OpenClaw's MCP client calls orch's,
+/// and orch delegates to webster as a sub-delegation of the manager's run.
+///
+/// What it cannot check here: that the manager then hands off webster's
+/// answer. After the tool call, OpenClaw 2026.9.6 sends the model the hook's
+/// user message again after the tool result (roles system, user, assistant,
+/// tool, user), and the rig's fake model writes its handoff only when the
+/// tool result is the last message; so the manager's run ends without a
+/// handoff. The tool's answer did reach the agent (the session transcript
+/// has it); see the closing note of this stop.
+fn an_openclaw_agent_delegates_through_orchs_mcp_server(ctx: &Ctx) {
+    let orch = Orch::new();
+    let store = orch.store();
+    std::fs::create_dir_all(&store).unwrap();
+    let server_config = orch.path("orch-mcp.yaml");
+    std::fs::write(
+        &server_config,
+        "transports:\n  sim: { kind: sim, delay: 20ms }\nagents:\n  manager: { transport: sim }\n  webster: { transport: sim }\n",
+    )
+    .unwrap();
+    let extra = orch.path("extra.json");
+    std::fs::write(
+        &extra,
+        serde_json::to_vec(&serde_json::json!({
+            // Tool Search (on by default) offers a model `tool_search` and
+            // `tool_call` instead of the MCP tools themselves; the fake
+            // model calls only tools it is offered by name.
+            "tools": { "toolSearch": { "enabled": false } },
+            "mcp": { "servers": { "orch": {
+                "command": env!("CARGO_BIN_EXE_orch"),
+                "args": ["mcp", "--as", "manager"],
+                "env": {
+                    "ORCH_CONFIG": server_config,
+                    "ORCH_HANDOFF_DIR": store,
+                },
+                "requestTimeoutMs": 120_000,
+            } } }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let rig = Rig::start_with(&rig::scripts(), &["manager"], Some(&extra))
+        .unwrap_or_else(|e| panic!("the MCP gateway did not start: {e}"));
+    orch.write_config(&format!(
+        "
+transports:
+  gw: {{ kind: openclaw, url: '{url}', token_env: {TOKEN_VAR}, wait_for_completion: true }}
+agents:
+  manager: {{ transport: gw }}
+acl:
+  operator: [manager]
+  manager: ['*']
+",
+        url = rig.url
+    ));
+    let task = r#"Find the CTE of Zerodur; ask webster. [fake:tool delegate {"agent":"webster","task":"Find CTE of Zerodur"}]"#;
+    let run = ctx.run(
+        &orch,
+        &[
+            "delegate",
+            "manager",
+            task,
+            "--caller",
+            "operator",
+            "--json",
+            "--timeout",
+            "120s",
+        ],
+        None,
+        &rig.token,
+    );
+    let out: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", run.transcript(&orch)));
+    let manager_run = out["runId"].as_str().unwrap();
+    // The ledger: operator → manager, then, through the MCP tool, manager →
+    // webster as a sub-delegation of the manager's run, answered.
+    let ledger = orch.ledger();
+    let sub = ledger
+        .iter()
+        .find(|l| l["event"] == "dispatched" && l["agent"] == "webster")
+        .unwrap_or_else(|| {
+            panic!(
+                "no delegation to webster: {ledger:?}\n{}",
+                run.transcript(&orch)
+            )
+        });
+    assert_eq!(sub["caller"], "manager", "{sub}");
+    assert_eq!(sub["parent"], manager_run, "{sub}");
+    assert!(
+        ledger.iter().any(|l| l["event"] == "handoff"
+            && l["runId"] == sub["runId"]
+            && l["status"] == "complete"),
+        "webster's answer: {ledger:?}"
+    );
+    // OpenClaw offered orch's tools to the model, by the server's name.
+    let log = std::fs::read_to_string(rig.dir().join("log/model.jsonl")).unwrap_or_default();
+    assert!(
+        log.contains("orch__delegate") && log.contains("orch__handoff_submit"),
+        "the model was not offered orch's tools: {}",
+        &log[..log.len().min(2000)]
     );
 }
 

@@ -40,12 +40,27 @@ pub(crate) struct Rig {
 impl Rig {
     /// `start.sh DIR agents…` (installs the gateway first if needed).
     pub(crate) fn start(scripts: &Path, agents: &[&str]) -> Result<Self, String> {
+        Self::start_with(scripts, agents, None)
+    }
+
+    /// [`start`](Self::start), with `extra` (a JSON file) deep-merged into
+    /// the gateway's openclaw.json (`OPENCLAW_RIG_EXTRA`), e.g. an `mcp`
+    /// block.
+    pub(crate) fn start_with(
+        scripts: &Path,
+        agents: &[&str],
+        extra: Option<&Path>,
+    ) -> Result<Self, String> {
         let start = scripts.join("start.sh");
         if !start.exists() {
             return Err(format!("no rig at {}", scripts.display()));
         }
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let out = Command::new(&start)
+        let mut cmd = Command::new(&start);
+        if let Some(extra) = extra {
+            cmd.env("OPENCLAW_RIG_EXTRA", extra);
+        }
+        let out = cmd
             .arg(dir.path())
             .args(agents)
             .output()

@@ -80,6 +80,28 @@ impl Delegating {
         })
     }
 
+    /// The runs dispatched to `agent` that have not ended (no handoff,
+    /// timeout, failure or cancellation in the ledger yet): the tasks it
+    /// is working on, oldest first.
+    pub(crate) async fn open_runs(&self, agent: &str) -> Result<Vec<RunId>, AppError> {
+        use orch_delegate::orch_handoff::LedgerEventKind as K;
+        let ledger = self.delegator.store().read_ledger().await?;
+        let mut open: Vec<RunId> = Vec::new();
+        for e in ledger.events {
+            let Some(id) = e.run_id else { continue };
+            match e.event {
+                K::Dispatched if e.agent.as_deref() == Some(agent) && !open.contains(&id) => {
+                    open.push(id);
+                }
+                K::Handoff | K::Timeout | K::Failed | K::Cancelled => {
+                    open.retain(|r| *r != id);
+                }
+                _ => {}
+            }
+        }
+        Ok(open)
+    }
+
     /// The registry the delegations go by.
     pub(crate) fn registry(&self) -> &Registry {
         &self.registry

@@ -185,6 +185,10 @@ pub(crate) struct DelegateParams {
     /// Have the agent's validator check a complete or partial answer.
     #[serde(default)]
     validate: bool,
+    /// The run id of the orch task you are working on, making this a
+    /// sub-delegation of it. Leave it out when you work on one task: orch
+    /// finds it.
+    parent: Option<String>,
 }
 
 /// An agent's answer to a delegation.
@@ -470,14 +474,52 @@ impl Orch {
         Setup::load(&self.settings)
     }
 
+    /// The run a delegation of this agent is a sub-delegation of: the one
+    /// `given` (it must be a task this agent is working on), else the one
+    /// the server was started inside (`$ORCH_PARENT_RUN`), else the one
+    /// task the ledger says it is working on (none, or several: a
+    /// top-level delegation).
+    async fn parent_of(&self, given: Option<String>) -> Result<Option<String>, AppError> {
+        let given = given.filter(|p| !p.trim().is_empty());
+        if given.is_none() && self.parent.is_some() {
+            return Ok(self.parent.clone());
+        }
+        let open = self.delegating.open_runs(&self.agent).await?;
+        match given {
+            Some(p) if open.iter().any(|r| r.as_str() == p) => Ok(Some(p)),
+            Some(p) => Err(AppError::Usage(format!(
+                "parent {p}: not a task {} is working on ({})",
+                self.agent,
+                if open.is_empty() {
+                    "it has none open".to_owned()
+                } else {
+                    format!(
+                        "open: {}",
+                        open.iter()
+                            .map(RunId::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ))),
+            None if open.len() == 1 => Ok(open.first().map(|r| r.as_str().to_owned())),
+            None => Ok(None),
+        }
+    }
+
     /// The application's request for `p`, acting as this server's agent.
-    fn request(&self, p: DelegateParams, run_id: RunId) -> DelegateRequest {
-        DelegateRequest {
+    async fn request(
+        &self,
+        mut p: DelegateParams,
+        run_id: RunId,
+    ) -> Result<DelegateRequest, AppError> {
+        let parent = self.parent_of(p.parent.take()).await?;
+        Ok(DelegateRequest {
             agent: p.agent,
             task: p.task,
             caller: self.agent.clone(),
             timeout: p.timeout_seconds.map(Duration::from_secs),
-            parent: self.parent.clone(),
+            parent,
             validate: p.validate,
             validator: None,
             channel_context: p.channel_context,
@@ -485,7 +527,7 @@ impl Orch {
                 .channel_messages
                 .unwrap_or(orch_workflow::DEFAULT_CONTEXT_MESSAGES),
             run_id: Some(run_id),
-        }
+        })
     }
 
     /// Progress of run `run` goes to the caller of `ctx`, if it asked.
@@ -525,7 +567,10 @@ impl Orch {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let run = RunId::generate();
-        let request = self.request(p, run.clone());
+        let request = match self.request(p, run.clone()).await {
+            Ok(r) => r,
+            Err(e) => return Ok(failed(&e)),
+        };
         let routing = match self.delegating.route(&request) {
             Ok(r) => r,
             Err(e) => return Ok(failed(&e)),
@@ -559,7 +604,10 @@ impl Orch {
         Parameters(p): Parameters<DelegateParams>,
     ) -> Result<CallToolResult, McpError> {
         let run = RunId::generate();
-        let request = self.request(p, run.clone());
+        let request = match self.request(p, run.clone()).await {
+            Ok(r) => r,
+            Err(e) => return Ok(failed(&e)),
+        };
         let routing = match self.delegating.route(&request) {
             Ok(r) => r,
             Err(e) => return Ok(failed(&e)),
