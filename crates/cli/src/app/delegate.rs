@@ -55,7 +55,13 @@ pub(crate) struct Delegating {
     setup: Setup,
     registry: Registry,
     delegator: Delegator,
+    /// Serialises [`open_runs`](Self::open_runs)' ledger reads.
+    tail_reads: tokio::sync::Mutex<()>,
 }
+
+/// How much of the ledger's end [`Delegating::open_runs`] reads: the
+/// recent past (thousands of lines), whatever the history's size.
+const OPEN_RUNS_TAIL: u64 = 4 * 1024 * 1024;
 
 impl Delegating {
     /// Opens the store and builds the delegator. `timeout` is the
@@ -77,15 +83,23 @@ impl Delegating {
             setup,
             registry,
             delegator,
+            tail_reads: tokio::sync::Mutex::new(()),
         })
     }
 
     /// The runs dispatched to `agent` that have not ended (no handoff,
-    /// timeout, failure or cancellation in the ledger yet): the tasks it
-    /// is working on, oldest first.
+    /// timeout, failure or cancellation in the ledger yet), among the
+    /// ledger's last [`OPEN_RUNS_TAIL`] bytes: the tasks it is working on,
+    /// oldest first. One reading at a time: concurrent calls of a busy
+    /// front end never hold many tails at once.
     pub(crate) async fn open_runs(&self, agent: &str) -> Result<Vec<RunId>, AppError> {
         use orch_delegate::orch_handoff::LedgerEventKind as K;
-        let ledger = self.delegator.store().read_ledger().await?;
+        let _one = self.tail_reads.lock().await;
+        let ledger = self
+            .delegator
+            .store()
+            .read_ledger_tail(OPEN_RUNS_TAIL)
+            .await?;
         let mut open: Vec<RunId> = Vec::new();
         for e in ledger.events {
             let Some(id) = e.run_id else { continue };

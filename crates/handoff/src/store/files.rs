@@ -416,14 +416,34 @@ pub(crate) fn read_whole(path: &Path) -> Result<Vec<u8>, StoreError> {
 /// foreign writer, non-UTF-8, longer than [`MAX_LEDGER_LINE`]) go to
 /// `bad_lines`; blank lines are ignored. A missing ledger is empty.
 pub(crate) fn read_ledger(path: &Path) -> Result<LedgerRead, StoreError> {
-    let Some(file) = open_read(path)? else {
+    read_ledger_tail(path, u64::MAX)
+}
+
+/// The lines of the ledger at `path` in its last `max_bytes` bytes: from
+/// the first whole line there (a line cut by the start is left out). Line
+/// numbers in `bad_lines` count from that line.
+pub(crate) fn read_ledger_tail(path: &Path, max_bytes: u64) -> Result<LedgerRead, StoreError> {
+    use std::io::{Seek, SeekFrom};
+    let Some(mut file) = open_read(path)? else {
         return Ok(LedgerRead::default());
     };
     let meta = file.metadata().map_err(|e| io_err("stat", path, e))?;
     if !meta.is_file() {
         return Err(not_a_file("read", path));
     }
+    let start = meta.len().saturating_sub(max_bytes);
+    if start > 0 {
+        file.seek(SeekFrom::Start(start - 1))
+            .map_err(|e| io_err("seek", path, e))?;
+    }
     let mut reader = BufReader::with_capacity(64 * 1024, file);
+    if start > 0 {
+        // From the byte before the tail: a newline there means the tail
+        // starts with a whole line.
+        reader
+            .skip_until(b'\n')
+            .map_err(|e| io_err("read", path, e))?;
+    }
     let mut out = LedgerRead::default();
     let mut line = Vec::new();
     let mut number = 0usize;
@@ -559,6 +579,43 @@ mod tests {
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn a_ledger_tail_holds_only_whole_lines() {
+        let dir = tmp();
+        let path = dir.path().join("ledger.jsonl");
+        let line = |n: u32| {
+            format!(
+                "{{\"ts\":\"2026-12-08T00:00:0{n}Z\",\"event\":\"dispatched\",\"runId\":\"r-{n}\",\"agent\":\"webster\"}}\n"
+            )
+        };
+        let text: String = (1..=4).map(line).collect();
+        fs::write(&path, &text).unwrap();
+        let ids = |max: u64| -> Vec<String> {
+            let read = read_ledger_tail(&path, max).unwrap();
+            assert!(read.bad_lines.is_empty(), "{:?}", read.bad_lines);
+            read.events
+                .iter()
+                .map(|e| e.run_id.as_ref().unwrap().to_string())
+                .collect()
+        };
+        let one = line(4).len() as u64;
+        assert_eq!(ids(u64::MAX), ["r-1", "r-2", "r-3", "r-4"]);
+        assert_eq!(ids(text.len() as u64), ["r-1", "r-2", "r-3", "r-4"]);
+        // Exactly the last line; one byte less cuts it; one more reaches
+        // into the line before, which is left out.
+        assert_eq!(ids(one), ["r-4"]);
+        assert_eq!(ids(one - 1), Vec::<String>::new());
+        assert_eq!(ids(one + 1), ["r-4"]);
+        assert_eq!(ids(2 * one), ["r-3", "r-4"]);
+        assert_eq!(ids(0), Vec::<String>::new());
+        assert!(
+            read_ledger_tail(&dir.path().join("none.jsonl"), 10)
+                .unwrap()
+                .events
+                .is_empty()
+        );
     }
 
     #[test]

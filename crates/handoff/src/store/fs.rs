@@ -877,6 +877,13 @@ impl Ledger for FsStore {
         let path = self.inner.ledger.clone();
         blocking(&path.clone(), move || files::read_ledger(&path)).await
     }
+    async fn read_ledger_tail(&self, max_bytes: u64) -> Result<LedgerRead, StoreError> {
+        let path = self.inner.ledger.clone();
+        blocking(&path.clone(), move || {
+            files::read_ledger_tail(&path, max_bytes)
+        })
+        .await
+    }
     async fn read_ledger_raw(&self) -> Result<Vec<u8>, StoreError> {
         let path = self.inner.ledger.clone();
         blocking(&path.clone(), move || files::read_whole(&path)).await

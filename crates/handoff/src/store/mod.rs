@@ -434,6 +434,15 @@ pub trait Ledger: Send + Sync {
     /// foreign writer) are reported in [`LedgerRead::bad_lines`], not fatal.
     async fn read_ledger(&self) -> Result<LedgerRead, StoreError>;
 
+    /// The ledger's recent lines: at least those in its last `max_bytes`
+    /// bytes (whole lines only), for a reader that asks about what is
+    /// going on now and must not pay for the whole history. The default
+    /// reads the whole ledger; [`FsStore`] reads only the file's tail.
+    async fn read_ledger_tail(&self, max_bytes: u64) -> Result<LedgerRead, StoreError> {
+        let _ = max_bytes;
+        self.read_ledger().await
+    }
+
     /// The whole ledger as bytes: JSON lines as written, for readers that
     /// parse it themselves (metrics parse it lean, borrowed and in parallel
     /// instead of building a [`LedgerEvent`] per line). A missing ledger is
