@@ -530,6 +530,19 @@ impl Orch {
         })
     }
 
+    /// A delegation about to be sent: its run id (chosen now, so progress
+    /// and `delegate_wait` can name it), the request, and for "auto" the
+    /// routing.
+    async fn prepare(
+        &self,
+        p: DelegateParams,
+    ) -> Result<(RunId, DelegateRequest, Option<app::route::Routing>), AppError> {
+        let run = RunId::generate();
+        let request = self.request(p, run.clone()).await?;
+        let routing = self.delegating.route(&request)?;
+        Ok((run, request, routing))
+    }
+
     /// Progress of run `run` goes to the caller of `ctx`, if it asked.
     fn listen(&self, run: &RunId, ctx: &RequestContext<RoleServer>) -> Option<Listener> {
         let token = ctx.meta.get_progress_token()?;
@@ -566,13 +579,8 @@ impl Orch {
         Parameters(p): Parameters<DelegateParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let run = RunId::generate();
-        let request = match self.request(p, run.clone()).await {
-            Ok(r) => r,
-            Err(e) => return Ok(failed(&e)),
-        };
-        let routing = match self.delegating.route(&request) {
-            Ok(r) => r,
+        let (run, request, routing) = match self.prepare(p).await {
+            Ok(prepared) => prepared,
             Err(e) => return Ok(failed(&e)),
         };
         let listener = self.listen(&run, &ctx);
@@ -603,13 +611,8 @@ impl Orch {
         &self,
         Parameters(p): Parameters<DelegateParams>,
     ) -> Result<CallToolResult, McpError> {
-        let run = RunId::generate();
-        let request = match self.request(p, run.clone()).await {
-            Ok(r) => r,
-            Err(e) => return Ok(failed(&e)),
-        };
-        let routing = match self.delegating.route(&request) {
-            Ok(r) => r,
+        let (run, request, routing) = match self.prepare(p).await {
+            Ok(prepared) => prepared,
             Err(e) => return Ok(failed(&e)),
         };
         let agent = routing

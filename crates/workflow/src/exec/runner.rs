@@ -1071,32 +1071,10 @@ impl Runner<'_> {
             // Its next iterations are rendered with the last one's answer.
             job.render_with(step, self.context_for(p));
         }
-        let tx = self.tx.clone();
-        let store = Arc::clone(&self.exec.store);
-        let wf_run = self.summary.run_id.clone();
-        self.running += 1;
-        self.steps.spawn(async move {
+        self.spawn_task(p, async move {
             let done = job.run().await;
             drop(permit);
-            let rec = done.rec.clone();
-            let finished = Event::StepFinished {
-                at: p,
-                done: Box::new(done),
-            };
-            if rec.status == StepStatus::AwaitingApproval {
-                // The loop writes this record again once a decision comes:
-                // this write goes first so the two cannot cross.
-                put_step(&*store, &wf_run, &rec).await?;
-                let _ = tx.send(finished);
-                return Ok(());
-            }
-            // The loop hears first, so dependents start while this record
-            // is written (off the critical path). If the process dies
-            // before the write lands, the record still says `running` and
-            // resume re-derives the outcome from the handoff, which the
-            // agent wrote durably: nothing is sent again.
-            let _ = tx.send(finished);
-            put_step(&*store, &wf_run, &rec).await
+            done
         });
     }
 
@@ -1132,25 +1110,39 @@ impl Runner<'_> {
             retry_failed: self.restarted.contains(id),
             cancel: self.scope().cancel.clone(),
         };
+        self.spawn_task(p, job.run());
+    }
+
+    /// Runs the task of the step at position `p` (a delegating step's or a
+    /// `uses` step's): the loop hears how it ended, and its record is
+    /// written. An `awaiting-approval` record is written before the loop
+    /// hears (the loop writes it again once a decision comes, and the two
+    /// must not cross); any other after, so dependents start while it is
+    /// written, off the critical path: if the process dies before the
+    /// write lands, resume derives the outcome again (a delegation's from
+    /// its handoff, which the agent wrote durably; a child run's from the
+    /// child's summary), and nothing is sent again.
+    fn spawn_task(
+        &mut self,
+        p: usize,
+        task: impl std::future::Future<Output = StepDone> + Send + 'static,
+    ) {
         let tx = self.tx.clone();
         let store = Arc::clone(&self.exec.store);
         let wf_run = self.summary.run_id.clone();
         self.running += 1;
         self.steps.spawn(async move {
-            let done = job.run().await;
+            let done = task.await;
             let rec = done.rec.clone();
             let finished = Event::StepFinished {
                 at: p,
                 done: Box::new(done),
             };
             if rec.status == StepStatus::AwaitingApproval {
-                // As for any step: this write goes before the decision's.
                 put_step(&*store, &wf_run, &rec).await?;
                 let _ = tx.send(finished);
                 return Ok(());
             }
-            // The child run's summary holds its outcome: a crash before
-            // this write is taken up by resuming the child.
             let _ = tx.send(finished);
             put_step(&*store, &wf_run, &rec).await
         });
