@@ -28,6 +28,7 @@ TOOLS = [
     "handoff_submit",
     "metrics",
     "route",
+    "workflow_approve",
     "workflow_list",
     "workflow_run",
     "workflow_status",
@@ -113,7 +114,13 @@ async def denied():
         check(res.is_error, "tech-lead → auditor was allowed")
         check("may not delegate to auditor" in text(res), f"denial: {text(res)}")
         check("webster" in text(res), f"the denial names whom it may delegate to: {text(res)}")
-        check(not any(l.get("agent") == "auditor" and l["event"] == "dispatched" for l in ledger()), "sent anyway")
+        check(
+            not any(
+                l.get("agent") == "auditor" and l.get("caller") == "tech-lead" and l["event"] == "dispatched"
+                for l in ledger()
+            ),
+            "sent anyway",
+        )
 
 
 async def cancel(s):
@@ -196,6 +203,48 @@ async def workflows(s):
     check(not res.is_error and res.structured_content["totals"]["delegations"] >= 1, f"metrics: {text(res)}")
 
 
+GATED = """name: gated
+steps:
+  - id: draft
+    agent: webster
+    task: Draft the test note
+    gate: { approval: true }
+  - id: review
+    agent: auditor
+    task: "Review this draft: {{ steps.draft.result }}"
+output: "{{ steps.review.result }}"
+"""
+
+
+async def approvals(s):
+    with open(os.path.join(WORKDIR, "gated.yaml"), "w", encoding="utf-8") as f:
+        f.write(GATED)
+    res = await s.call_tool("workflow_run", {"name": "gated.yaml", "inputs": {}})
+    check(not res.is_error, f"gated run: {text(res)}")
+    out = res.structured_content
+    check(out["status"] == "awaiting-approval", f"gated: {out}")
+    run = out["runId"]
+    # Only the configured approvers (default: the manager) may decide.
+    async with stdio_client(server("tech-lead")) as (r, w), ClientSession(r, w) as ts:
+        await ts.initialize()
+        res = await ts.call_tool("workflow_approve", {"run_id": run, "step": "draft", "approve": True})
+        check(res.is_error and "may not approve" in text(res), f"tech-lead approving: {text(res)}")
+    res = await s.call_tool("workflow_approve", {"run_id": run, "step": "review", "approve": True})
+    check(res.is_error and "not awaiting approval" in text(res), f"wrong step: {text(res)}")
+    res = await s.call_tool("workflow_approve", {"run_id": run, "step": "draft", "approve": True})
+    check(not res.is_error and res.structured_content["resumed"], f"approve: {text(res)}")
+    # The server takes the run up again: it completes.
+    deadline = time.monotonic() + 30
+    status = None
+    while time.monotonic() < deadline:
+        res = await s.call_tool("workflow_status", {"run_id": run})
+        status = res.structured_content["status"]
+        if status == "completed":
+            break
+        await anyio.sleep(0.05)
+    check(status == "completed", f"after approval: {status}")
+
+
 async def main():
     async with stdio_client(server("manager")) as (r, w), ClientSession(r, w) as s:
         init = await s.initialize()
@@ -204,6 +253,7 @@ async def main():
         await cancel(s)
         await start_wait_submit(s)
         await workflows(s)
+        await approvals(s)
     await denied()
     print("ok")
 

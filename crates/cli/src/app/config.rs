@@ -90,6 +90,27 @@ pub(crate) struct Config {
     /// Channel context from Discord.
     #[serde(default)]
     pub(crate) discord: DiscordSection,
+    /// Workflow settings.
+    #[serde(default)]
+    pub(crate) workflows: WorkflowsSection,
+}
+
+/// `workflows:`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct WorkflowsSection {
+    /// The agents that may approve or reject a workflow step through a
+    /// tool call (`orch mcp`'s `workflow_approve`); people approve with
+    /// `orch workflow approve`.
+    pub(crate) approvers: Vec<String>,
+}
+
+impl Default for WorkflowsSection {
+    fn default() -> Self {
+        Self {
+            approvers: vec!["manager".to_owned()],
+        }
+    }
 }
 
 /// Variables orch reads a secret from by default, whatever the config
@@ -797,6 +818,10 @@ fn check(config: &Config) -> Result<(), String> {
         if agent.max_concurrent == Some(0) {
             return Err(format!("`agents.{id}.max_concurrent`: must be at least 1"));
         }
+    }
+    for (i, a) in config.workflows.approvers.iter().enumerate() {
+        orch_handoff::validate_id(a)
+            .map_err(|e| format!("`workflows.approvers[{i}]`: not an agent id: {e}"))?;
     }
     for (name, spec) in &config.transports {
         check_transport(spec).map_err(|m| format!("`transports.{name}`: {m}"))?;

@@ -372,6 +372,34 @@ pub(crate) struct WorkflowStatusParams {
     run_id: String,
 }
 
+/// `workflow_approve`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApproveParams {
+    /// The workflow run id.
+    run_id: String,
+    /// The step that waits for approval (a child run's as `uses-step/step`).
+    step: String,
+    /// true: approve; false: reject.
+    approve: bool,
+    /// Why (recorded with a rejection).
+    reason: Option<String>,
+}
+
+/// `workflow_approve`'s answer.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ApproveAnswer {
+    /// The workflow run id.
+    run_id: String,
+    /// The step decided.
+    step: String,
+    /// approved or rejected.
+    decision: String,
+    /// The run was taken up again on this server to carry the decision out.
+    resumed: bool,
+}
+
 /// `workflow_list`'s answer.
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct WorkflowList {
@@ -908,6 +936,82 @@ impl Orch {
                 {
                     Some(out) => format!("run {}: {}\n{out}", a.run_id, a.status),
                     None => format!("run {}: {}", a.run_id, a.status),
+                };
+                answer(&a, text)
+            }
+            Err(e) => Ok(failed(&e)),
+        }
+    }
+
+    /// Approve (or reject) a workflow step that waits for a human's or a
+    /// lead's decision; the run then goes on. Only the agents the
+    /// configuration names as approvers may (default: the manager).
+    #[tool(output_schema = rmcp::handler::server::common::schema_for_output::<ApproveAnswer>())]
+    async fn workflow_approve(
+        &self,
+        Parameters(p): Parameters<ApproveParams>,
+    ) -> Result<CallToolResult, McpError> {
+        let decided = async {
+            let setup = self.setup()?;
+            let approvers = &setup.config.workflows.approvers;
+            if !approvers.contains(&self.agent) {
+                return Err(AppError::Denied(format!(
+                    "denied: {} may not approve workflow steps (approvers: {}; see `workflows.approvers`)",
+                    self.agent,
+                    approvers.join(", ")
+                )));
+            }
+            let id = app::workflow::run_id(&p.run_id)?;
+            let decision = if p.approve {
+                orch_workflow::ApprovalDecision::Approve
+            } else {
+                orch_workflow::ApprovalDecision::Reject {
+                    reason: p
+                        .reason
+                        .clone()
+                        .filter(|r| !r.trim().is_empty())
+                        .unwrap_or_else(|| format!("rejected by {}", self.agent)),
+                }
+            };
+            app::workflow::approve(&setup, &id, &p.step, decision).await?;
+            // Nobody runs a paused run: it is taken up here, as `orch
+            // workflow resume` would. A run some process still runs (a
+            // terminal asking its own approver) is left to it.
+            let paused = app::workflow::status_tree(&setup, &id)
+                .await?
+                .summary
+                .status
+                == orch_workflow::RunStatus::AwaitingApproval;
+            if !paused {
+                return Ok((id, false));
+            }
+            let registry = setup.registry()?;
+            let exec = app::workflow::executor(setup, registry, |_| {}).await?;
+            let run = id.clone();
+            tokio::spawn(async move {
+                let never = CancellationToken::new();
+                let opts = orch_workflow::ResumeOptions::default();
+                if let Err(e) = app::workflow::resume(&exec, &run, &opts, &never).await {
+                    tracing::warn!(run = %run, error = %e, "resuming an approved run failed");
+                }
+            });
+            Ok::<_, AppError>((id, true))
+        };
+        match decided.await {
+            Ok((id, resumed)) => {
+                let a = ApproveAnswer {
+                    run_id: id.to_string(),
+                    step: p.step.clone(),
+                    decision: if p.approve { "approved" } else { "rejected" }.to_owned(),
+                    resumed,
+                };
+                let text = if resumed {
+                    format!(
+                        "{} step `{}` of {}; the run goes on",
+                        a.decision, a.step, a.run_id
+                    )
+                } else {
+                    format!("{} step `{}` of {}", a.decision, a.step, a.run_id)
                 };
                 answer(&a, text)
             }
