@@ -100,6 +100,19 @@ async def tools_and_delegate(s):
     check(not res.is_error, f"auto: {text(res)}")
     check(res.structured_content["routedTo"] == res.structured_content["agent"], f"auto: {res.structured_content}")
 
+    # The same answer as a resource.
+    templates = (await s.list_resource_templates()).resource_templates
+    uris = sorted(t.uri_template for t in templates)
+    check(uris == ["orch://handoff/{runId}", "orch://workflow/{runId}"], f"templates: {uris}")
+    read = await s.read_resource("orch://handoff/" + out["runId"])
+    doc = json.loads(read.contents[0].text)
+    check(doc["runId"] == out["runId"] and doc["result"] == out["result"], f"resource: {doc}")
+    try:
+        await s.read_resource("orch://handoff/orch-nope-1")
+        raise AssertionError("a missing handoff read as a resource")
+    except Exception as e:  # the SDK raises the JSON-RPC error
+        check("no handoff" in str(e), f"missing resource: {e}")
+
     res = await s.call_tool("delegate", {"agent": "nobody", "task": "x"})
     check(res.is_error and "unknown agent" in text(res), f"unknown agent: {text(res)}")
 
@@ -197,6 +210,8 @@ async def workflows(s):
     check(any(m.startswith("research") for m in said), f"progress: {said}")
     res = await s.call_tool("workflow_status", {"run_id": out["runId"]})
     check(res.structured_content["status"] == "completed", f"status: {res.structured_content}")
+    read = await s.read_resource("orch://workflow/" + out["runId"])
+    check(json.loads(read.contents[0].text)["status"] == "completed", "workflow resource")
     res = await s.call_tool("workflow_run", {"name": "quick-reserch", "inputs": {}})
     check(res.is_error and "no workflow" in text(res), f"unknown workflow: {text(res)}")
     res = await s.call_tool("metrics", {"agent": "webster"})

@@ -39,6 +39,10 @@ use crate::app::handoff::HandoffFields;
 use crate::app::wiring::{Settings, Setup};
 use crate::front::cli::args::{GlobalArgs, McpArgs};
 
+/// The resources: a delegation's handoff, a workflow run's summary.
+const HANDOFF_URI: &str = "orch://handoff/{runId}";
+const WORKFLOW_URI: &str = "orch://workflow/{runId}";
+
 /// The longest `delegate_wait` waits in one call.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -1082,8 +1086,78 @@ impl Orch {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Orch {
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
+        use rmcp::model::{ListResourceTemplatesResult, ResourceTemplate};
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(HANDOFF_URI, "handoff")
+                .with_description("A delegation's handoff (the agent's answer), as JSON.")
+                .with_mime_type("application/json"),
+            ResourceTemplate::new(WORKFLOW_URI, "workflow run")
+                .with_description(
+                    "A workflow run's summary with its child runs, as `workflow_status` gives it.",
+                )
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
+        use rmcp::model::{ReadResourceResult, ResourceContents};
+        let uri = request.uri.clone();
+        let not_found = |why: String| {
+            McpError::resource_not_found(why, Some(serde_json::json!({ "uri": uri })))
+        };
+        let read = async {
+            let setup = self.setup()?;
+            if let Some(id) = uri.strip_prefix("orch://handoff/") {
+                let run =
+                    RunId::new(id).map_err(|e| AppError::Usage(format!("run id {id:?}: {e}")))?;
+                // A sub-delegation's answer lives in the sub scope.
+                let top =
+                    app::handoff::show(&setup, &app::handoff::key_of(run.clone(), false)).await;
+                let handoff = match top {
+                    Ok(h) => h,
+                    Err(_) => app::handoff::show(&setup, &app::handoff::key_of(run, true)).await?,
+                };
+                return Ok(Some(serde_json::to_value(&handoff).unwrap_or_default()));
+            }
+            if let Some(id) = uri.strip_prefix("orch://workflow/") {
+                let run = app::workflow::run_id(id)?;
+                let tree = app::workflow::status_tree(&setup, &run).await?;
+                return Ok(Some(serde_json::to_value(&tree).unwrap_or_default()));
+            }
+            Ok::<_, AppError>(None)
+        };
+        match read.await {
+            Ok(Some(value)) => {
+                let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+                Ok(ReadResourceResult::new(vec![
+                    ResourceContents::text(text, request.uri.clone())
+                        .with_mime_type("application/json"),
+                ])
+                .into())
+            }
+            Ok(None) => Err(not_found(format!(
+                "no resource {uri}: orch has {HANDOFF_URI} and {WORKFLOW_URI}"
+            ))),
+            Err(e) => Err(not_found(e.to_string())),
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
             .with_server_info(Implementation::new("orch", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "orch delegates tasks between agents. You are {}: `delegate` gives a task to another agent and waits for its answer (the ACL says to whom; `route` ranks them); `delegate_start`/`delegate_wait` do the same in two calls; `handoff_submit` answers a task orch gave you, by its run id; `workflow_list`, `workflow_run` and `workflow_status` run the team's workflows; `metrics` reports on past work.",
