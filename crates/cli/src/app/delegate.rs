@@ -61,7 +61,7 @@ pub(crate) struct Delegating {
 
 /// How much of the ledger's end [`Delegating::open_runs`] reads: the
 /// recent past (thousands of lines), whatever the history's size.
-const OPEN_RUNS_TAIL: u64 = 4 * 1024 * 1024;
+const OPEN_RUNS_TAIL: u64 = 1024 * 1024;
 
 impl Delegating {
     /// Opens the store and builds the delegator. `timeout` is the
@@ -89,16 +89,19 @@ impl Delegating {
 
     /// The runs dispatched to `agent` that have not ended (no handoff,
     /// timeout, failure or cancellation in the ledger yet), among the
-    /// ledger's last [`OPEN_RUNS_TAIL`] bytes: the tasks it is working on,
+    /// ledger's last [`OPEN_RUNS_TAIL`] bytes (only its lines that name the agent are parsed): the tasks it is working on,
     /// oldest first. One reading at a time: concurrent calls of a busy
     /// front end never hold many tails at once.
     pub(crate) async fn open_runs(&self, agent: &str) -> Result<Vec<RunId>, AppError> {
         use orch_delegate::orch_handoff::LedgerEventKind as K;
         let _one = self.tail_reads.lock().await;
+        // Every line of a run dispatched to the agent names it so.
+        let holding = serde_json::json!({ "agent": agent }).to_string();
+        let holding = holding.trim_start_matches('{').trim_end_matches('}');
         let ledger = self
             .delegator
             .store()
-            .read_ledger_tail(OPEN_RUNS_TAIL)
+            .read_ledger_tail(OPEN_RUNS_TAIL, Some(holding))
             .await?;
         let mut open: Vec<RunId> = Vec::new();
         for e in ledger.events {

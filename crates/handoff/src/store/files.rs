@@ -416,13 +416,19 @@ pub(crate) fn read_whole(path: &Path) -> Result<Vec<u8>, StoreError> {
 /// foreign writer, non-UTF-8, longer than [`MAX_LEDGER_LINE`]) go to
 /// `bad_lines`; blank lines are ignored. A missing ledger is empty.
 pub(crate) fn read_ledger(path: &Path) -> Result<LedgerRead, StoreError> {
-    read_ledger_tail(path, u64::MAX)
+    read_ledger_tail(path, u64::MAX, None)
 }
 
 /// The lines of the ledger at `path` in its last `max_bytes` bytes: from
-/// the first whole line there (a line cut by the start is left out). Line
-/// numbers in `bad_lines` count from that line.
-pub(crate) fn read_ledger_tail(path: &Path, max_bytes: u64) -> Result<LedgerRead, StoreError> {
+/// the first whole line there (a line cut by the start is left out); with
+/// `holding`, only the lines that hold those bytes (the others are not
+/// parsed). Line numbers in `bad_lines` count from that first line.
+pub(crate) fn read_ledger_tail(
+    path: &Path,
+    max_bytes: u64,
+    holding: Option<&[u8]>,
+) -> Result<LedgerRead, StoreError> {
+    let finder = holding.map(memchr::memmem::Finder::new);
     use std::io::{Seek, SeekFrom};
     let Some(mut file) = open_read(path)? else {
         return Ok(LedgerRead::default());
@@ -467,7 +473,7 @@ pub(crate) fn read_ledger_tail(path: &Path, max_bytes: u64) -> Result<LedgerRead
             continue;
         }
         let text = line.trim_ascii();
-        if text.is_empty() {
+        if text.is_empty() || finder.as_ref().is_some_and(|f| f.find(text).is_none()) {
             continue;
         }
         match serde_json::from_slice::<LedgerEvent>(text) {
@@ -593,7 +599,7 @@ mod tests {
         let text: String = (1..=4).map(line).collect();
         fs::write(&path, &text).unwrap();
         let ids = |max: u64| -> Vec<String> {
-            let read = read_ledger_tail(&path, max).unwrap();
+            let read = read_ledger_tail(&path, max, None).unwrap();
             assert!(read.bad_lines.is_empty(), "{:?}", read.bad_lines);
             read.events
                 .iter()
@@ -610,8 +616,12 @@ mod tests {
         assert_eq!(ids(one + 1), ["r-4"]);
         assert_eq!(ids(2 * one), ["r-3", "r-4"]);
         assert_eq!(ids(0), Vec::<String>::new());
+        // Only the lines that hold the bytes asked for.
+        let held = read_ledger_tail(&path, u64::MAX, Some(b"\"runId\":\"r-3\"")).unwrap();
+        assert_eq!(held.events.len(), 1);
+        assert_eq!(held.events[0].run_id.as_ref().unwrap().as_str(), "r-3");
         assert!(
-            read_ledger_tail(&dir.path().join("none.jsonl"), 10)
+            read_ledger_tail(&dir.path().join("none.jsonl"), 10, None)
                 .unwrap()
                 .events
                 .is_empty()

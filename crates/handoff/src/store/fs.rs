@@ -877,10 +877,15 @@ impl Ledger for FsStore {
         let path = self.inner.ledger.clone();
         blocking(&path.clone(), move || files::read_ledger(&path)).await
     }
-    async fn read_ledger_tail(&self, max_bytes: u64) -> Result<LedgerRead, StoreError> {
+    async fn read_ledger_tail(
+        &self,
+        max_bytes: u64,
+        holding: Option<&str>,
+    ) -> Result<LedgerRead, StoreError> {
         let path = self.inner.ledger.clone();
+        let holding = holding.map(|h| h.as_bytes().to_vec());
         blocking(&path.clone(), move || {
-            files::read_ledger_tail(&path, max_bytes)
+            files::read_ledger_tail(&path, max_bytes, holding.as_deref())
         })
         .await
     }

@@ -436,10 +436,18 @@ pub trait Ledger: Send + Sync {
 
     /// The ledger's recent lines: at least those in its last `max_bytes`
     /// bytes (whole lines only), for a reader that asks about what is
-    /// going on now and must not pay for the whole history. The default
-    /// reads the whole ledger; [`FsStore`] reads only the file's tail.
-    async fn read_ledger_tail(&self, max_bytes: u64) -> Result<LedgerRead, StoreError> {
-        let _ = max_bytes;
+    /// going on now and must not pay for the whole history. `holding` is
+    /// a hint: lines whose JSON (as orch writes it, compact) does not hold
+    /// those bytes may be left out unparsed, so a reader still checks the
+    /// events it gets. The default reads the whole ledger; [`FsStore`]
+    /// reads only the file's tail and parses only the lines that hold the
+    /// bytes.
+    async fn read_ledger_tail(
+        &self,
+        max_bytes: u64,
+        holding: Option<&str>,
+    ) -> Result<LedgerRead, StoreError> {
+        let _ = (max_bytes, holding);
         self.read_ledger().await
     }
 
