@@ -92,6 +92,17 @@ async def tools_and_delegate(s):
     check("CTE of ULE" in out["result"], f"delegate result: {out}")
     check(out["confidence"] == "high", f"confidence: {out}")
     check(any("sending the task to webster" in m for m in said), f"progress: {said}")
+    check(any("webster has the task" in m for m in said), f"progress: {said}")
+
+    # A malformed answer: the re-ask is told as it happens.
+    said.clear()
+    res = await s.call_tool(
+        "delegate",
+        {"agent": "webster", "task": "[sim:malformed-once] CTE of Invar"},
+        progress_callback=progress,
+    )
+    check(not res.is_error and res.structured_content["status"] == "complete", f"re-asked: {text(res)}")
+    check(any("asking webster again (ask 2" in m for m in said), f"progress: {said}")
     dispatched = [l for l in ledger() if l["event"] == "dispatched" and l["runId"] == out["runId"]]
     check(dispatched and dispatched[0]["caller"] == "manager", f"ledger: {dispatched}")
 

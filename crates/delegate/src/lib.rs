@@ -67,9 +67,9 @@ pub mod testing;
 pub mod transport;
 
 pub use delegator::{
-    AgentEntry, DelegateError, DelegationEvent, Delegator, DelegatorConfig, End, GaveUp, Observer,
-    Outcome, OutcomeStatus, Request, RetryPolicy, RetryWait, Retrying, Timings, Unacknowledged,
-    Validation, WaitRule,
+    Acked, AgentEntry, DelegateError, DelegationEvent, Delegator, DelegatorConfig, End, GaveUp,
+    Observer, Outcome, OutcomeStatus, Reasked, Request, RetryPolicy, RetryWait, Retrying, Timings,
+    Unacknowledged, Validation, WaitRule,
 };
 pub use orch_support::secret::Secret;
 pub use transport::{Ack, Completion, DEFAULT_MAX_TASK_BYTES, Envelope, Transport, TransportError};

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use orch_delegate::Outcome;
 use orch_delegate::orch_handoff::{Artifact, Confidence, Handoff, RunId, Status};
-use orch_delegate::{DelegationEvent, Outcome};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
@@ -65,14 +65,12 @@ pub(crate) async fn serve(global: &GlobalArgs, args: McpArgs) -> Result<Exit, Ap
     let progress: Listeners = Arc::new(Mutex::new(HashMap::new()));
     let heard = Arc::clone(&progress);
     let delegating = Delegating::open(setup, None, move |event| {
-        // A dispatch retry of a call that asked for progress.
-        let DelegationEvent::Retrying(r) = event else {
-            return;
-        };
+        // A retry, an acknowledgement or a re-ask of a call that asked for
+        // progress.
         let listener = heard
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&r.run_id)
+            .get(event.run_id())
             .cloned();
         if let Some(l) = listener {
             l.say(event.to_string());

@@ -200,6 +200,11 @@ impl Delegator {
         let line = who.line(LedgerEventKind::Acked, Some(ask.attempt));
         self.log(line.latency(latency).maybe_detail(ack.remote_run_id))
             .await;
+        self.notify(DelegationEvent::Acked(super::retry::Acked {
+            run_id: who.run_id().clone(),
+            agent: who.agent.to_owned(),
+            ask: ask.attempt,
+        }));
         if let Some(c) = ack.completion {
             // The run ended: its handoff is there or about to be.
             let deadline = run.plan.deadline;

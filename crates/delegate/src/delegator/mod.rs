@@ -123,7 +123,10 @@ mod validate;
 pub use error::DelegateError;
 pub(crate) use identity::Identity;
 pub use outcome::{End, Outcome, OutcomeStatus, Timings, Validation};
-pub use retry::{DelegationEvent, GaveUp, Observer, RetryWait, Retrying, Unacknowledged, WaitRule};
+pub use retry::{
+    Acked, DelegationEvent, GaveUp, Observer, Reasked, RetryWait, Retrying, Unacknowledged,
+    WaitRule,
+};
 
 /// One agent the Delegator can reach.
 #[derive(Clone)]

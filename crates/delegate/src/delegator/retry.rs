@@ -157,14 +157,65 @@ pub enum DelegationEvent {
     /// A dispatch try failed with a transient error; the next one follows
     /// after a wait.
     Retrying(Retrying),
+    /// The transport admitted an ask: the agent has the task.
+    Acked(Acked),
+    /// The agent is asked again (its run ended without a valid handoff).
+    Reasked(Reasked),
+}
+
+impl DelegationEvent {
+    /// The delegation it is about.
+    pub fn run_id(&self) -> &RunId {
+        match self {
+            Self::Retrying(r) => &r.run_id,
+            Self::Acked(a) => &a.run_id,
+            Self::Reasked(r) => &r.run_id,
+        }
+    }
 }
 
 impl fmt::Display for DelegationEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Retrying(r) => r.fmt(f),
+            Self::Acked(a) => write!(
+                f,
+                "{} has the task (ask {}, run {})",
+                a.agent, a.ask, a.run_id
+            ),
+            Self::Reasked(r) => write!(
+                f,
+                "asking {} again (ask {}, run {}): {}",
+                r.agent, r.ask, r.run_id, r.reason
+            ),
         }
     }
+}
+
+/// [`DelegationEvent::Acked`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Acked {
+    /// The delegation.
+    pub run_id: RunId,
+    /// The agent the task is for.
+    pub agent: String,
+    /// The ask: 1 for the first message, 2 for the first re-ask.
+    pub ask: u32,
+}
+
+/// [`DelegationEvent::Reasked`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reasked {
+    /// The delegation.
+    pub run_id: RunId,
+    /// The agent the task is for.
+    pub agent: String,
+    /// The ask that follows (2 for the first re-ask).
+    pub ask: u32,
+    /// Why: what was wrong with the last answer, as the message quotes it.
+    pub reason: String,
 }
 
 /// [`DelegationEvent::Retrying`]: one failed try and the wait before the

@@ -332,6 +332,12 @@ impl Delegator {
         let ask = ask + 1;
         let line = plan.who.line(LedgerEventKind::Reasked, Some(ask));
         self.log(line.detail(why.as_str())).await;
+        self.notify(super::DelegationEvent::Reasked(super::retry::Reasked {
+            run_id: plan.who.run_id().clone(),
+            agent: plan.who.agent.to_owned(),
+            ask,
+            reason: why.clone(),
+        }));
         tracing::debug!(run_id = %plan.who.run_id(), ask, "re-asking");
         let message = self.message(plan, Some(&why));
         self.check_size(plan, &message, ask).await?;

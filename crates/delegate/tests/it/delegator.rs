@@ -781,8 +781,16 @@ async fn retries_ride_a_restart_until_the_deadline() {
     // Down for 63.75 s, answered at once when back.
     assert_eq!(out.timings.acked_after, Some(Duration::from_millis(63_750)));
 
+    // Twelve retries, then the acknowledgement of the thirteenth try.
     let events = rig.events.lock().unwrap().clone();
-    assert_eq!(events.len(), 12);
+    assert_eq!(events.len(), 13, "{events:?}");
+    let DelegationEvent::Acked(acked) = &events[12] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(
+        (&acked.run_id, acked.agent.as_str(), acked.ask),
+        (&out.run_id, "webster", 1)
+    );
     let DelegationEvent::Retrying(last) = &events[11] else {
         panic!("{events:?}");
     };

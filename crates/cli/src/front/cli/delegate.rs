@@ -18,7 +18,11 @@ pub(crate) async fn run(global: &GlobalArgs, args: DelegateArgs) -> Result<Exit,
     // Each retry is shown as it happens: a delegation may retry for as long
     // as its deadline allows (a gateway restarting).
     let delegating = Delegating::open(setup, args.timeout, |event| {
-        out::note(&format!("retry: {}", out::one_line(&event.to_string())));
+        // The terminal shows the retries; that the agent has the task is
+        // what it expects.
+        if let orch_delegate::DelegationEvent::Retrying(_) = event {
+            out::note(&format!("retry: {}", out::one_line(&event.to_string())));
+        }
     })
     .await?;
     let task = if args.task == "-" {
