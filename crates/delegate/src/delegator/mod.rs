@@ -62,7 +62,10 @@
 //!   retry that could not start before it fails the delegation with the
 //!   transport's error and says so ([`GaveUp::OutOfTime`]). Each retry is
 //!   a ledger line and a [`DelegationEvent::Retrying`] for the Delegator's
-//!   [`Observer`] (`orch delegate` prints them on stderr). A delegation
+//!   [`Observer`] (`orch delegate` prints them on stderr), as an ask's
+//!   acknowledgement is a [`DelegationEvent::Acked`] and a re-ask a
+//!   [`DelegationEvent::Reasked`] (`orch mcp` reports all three as
+//!   progress). A delegation
 //!   that times out without its transport ever acknowledging it says why
 //!   ([`Outcome::unacknowledged`]: a hanging gateway).
 //! - **Validation** runs only on a `complete` or `partial` handoff (a
