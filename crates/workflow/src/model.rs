@@ -209,6 +209,19 @@ pub struct Uses {
     pub source: String,
 }
 
+impl Uses {
+    /// The child run's inputs: `with` as rendered, and the defaults of the
+    /// inputs it leaves out.
+    pub fn inputs(&self, mut with: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        for (name, spec) in &self.workflow.inputs {
+            if let (false, Some(d)) = (with.contains_key(name), &spec.default) {
+                with.insert(name.clone(), d.clone());
+            }
+        }
+        with
+    }
+}
+
 impl PartialEq for Uses {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name

@@ -162,17 +162,12 @@ impl Preview {
                 };
                 let uses = match &step.target {
                     Target::Workflow(u) => {
-                        let mut values: BTreeMap<String, String> = u
+                        let with = u
                             .with
                             .iter()
                             .map(|(k, t)| (k.clone(), fill_inputs(t, inputs, None)))
                             .collect();
-                        for (name, spec) in &u.workflow.inputs {
-                            if let (false, Some(d)) = (values.contains_key(name), &spec.default) {
-                                values.insert(name.clone(), d.clone());
-                            }
-                        }
-                        let child = ResolvedInputs::from_map(values);
+                        let child = ResolvedInputs::from_map(u.inputs(with));
                         Some(Box::new(PreviewUses {
                             name: u.name.clone(),
                             run: Preview::build(&u.workflow, &child, caller, router),

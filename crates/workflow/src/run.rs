@@ -585,6 +585,14 @@ impl StepRecord {
         }
     }
 
+    /// Of a `uses` step waiting for approval: whether the approval is its
+    /// child run's (a step of the child waits), not the step's own gate.
+    pub fn waits_on_child(&self) -> bool {
+        self.child
+            .as_ref()
+            .is_some_and(|c| c.status == Some(RunStatus::AwaitingApproval))
+    }
+
     /// What the steps that read this one see: its handoff, or what a
     /// `for_each` step's instances produced together.
     pub fn output(&self) -> Option<crate::template::StepOutput> {
@@ -1037,13 +1045,7 @@ pub async fn approve(
     };
     let rec = read_step(store, run, step).await?;
     let mut rec = match rec {
-        Some(rec)
-            if rec.status == StepStatus::AwaitingApproval
-                && rec
-                    .child
-                    .as_ref()
-                    .is_some_and(|c| c.status == Some(RunStatus::AwaitingApproval)) =>
-        {
+        Some(rec) if rec.status == StepStatus::AwaitingApproval && rec.waits_on_child() => {
             let inner = awaiting_approval(store, run)
                 .await?
                 .into_iter()
@@ -1086,25 +1088,17 @@ pub async fn awaiting_approval(
         if st.status != StepStatus::AwaitingApproval {
             continue;
         }
+        let Some(rec) = read_step(store, run, id).await? else {
+            continue;
+        };
         match summary.children.get(id) {
-            Some(child)
-                if read_step(store, run, id).await?.is_some_and(|r| {
-                    r.child
-                        .is_some_and(|c| c.status == Some(RunStatus::AwaitingApproval))
-                }) =>
-            {
+            Some(child) if rec.waits_on_child() => {
                 for p in Box::pin(awaiting_approval(store, child)).await? {
                     out.push(format!("{id}/{p}"));
                 }
             }
-            _ => {
-                if read_step(store, run, id)
-                    .await?
-                    .is_some_and(|r| r.approval.is_none())
-                {
-                    out.push(id.clone());
-                }
-            }
+            _ if rec.approval.is_none() => out.push(id.clone()),
+            _ => {}
         }
     }
     Ok(out)

@@ -814,6 +814,14 @@ fn build_step(
     ))
 }
 
+/// Says which `uses` (`file:line:column`) an error inside a used
+/// workflow came through: the innermost only, once.
+fn used_by(e: &mut WorkflowError, at: &str) {
+    if !e.message.contains(" (used by ") {
+        e.message = format!("{} (used by {at})", e.message);
+    }
+}
+
 /// A `uses` step may not give what only a delegation has: each key is
 /// refused where it is written.
 fn refuse_with_uses(prefix: &str, rs: &RawStep, source: &SourceMap) -> Result<(), WorkflowError> {
@@ -957,8 +965,8 @@ fn build_uses(
     };
     let workflow = load_nested(&found.text, &found.origin, &inner).map_err(|mut e| {
         // A cycle's message names every file's `uses` already.
-        if e.kind != ErrorKind::WorkflowCycle && !e.message.contains(" (used by ") {
-            e.message = format!("{} (used by {here_at})", e.message);
+        if e.kind != ErrorKind::WorkflowCycle {
+            used_by(&mut e, &here_at);
         }
         e
     })?;
@@ -1443,16 +1451,9 @@ fn check_targets(
                 let from = errors.len();
                 check_targets(&u.workflow, agents, policy, caller, errors);
                 let node = src.node(&format!("{}.uses", wf.step_path(i)));
+                let at = format!("{}:{}:{}", wf.origin(), node.line, node.column);
                 for e in &mut errors[from..] {
-                    if !e.message.contains(" (used by ") {
-                        e.message = format!(
-                            "{} (used by {}:{}:{})",
-                            e.message,
-                            wf.origin(),
-                            node.line,
-                            node.column
-                        );
-                    }
+                    used_by(e, &at);
                 }
             }
         }

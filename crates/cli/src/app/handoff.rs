@@ -102,12 +102,18 @@ pub(crate) async fn submit(setup: &Setup, request: SubmitRequest) -> Result<Subm
     } else {
         publish(&store, &key, &handoff).await?;
     }
-    Ok(Submitted {
-        run_id: handoff.run_id,
-        agent: handoff.agent,
-        status: handoff.status,
-        location,
-    })
+    Ok(Submitted::of(handoff, location))
+}
+
+impl Submitted {
+    fn of(handoff: Handoff, location: String) -> Self {
+        Self {
+            run_id: handoff.run_id,
+            agent: handoff.agent,
+            status: handoff.status,
+            location,
+        }
+    }
 }
 
 /// Stores `handoff` as the answer of the agent it names to a run that was
@@ -130,16 +136,12 @@ pub(crate) async fn submit_answer(setup: &Setup, handoff: Handoff) -> Result<Sub
             handoff.run_id, handoff.agent
         )));
     }
-    submit(
-        setup,
-        SubmitRequest {
-            sub: dispatched.parent.is_some(),
-            handoff,
-            force: false,
-            unsolicited: false,
-        },
-    )
-    .await
+    // Checked above, on the store already open: published as `submit`
+    // publishes, in the run's scope.
+    let key = key_of(handoff.run_id.clone(), dispatched.parent.is_some());
+    let location = store.location(&key);
+    publish(&store, &key, &handoff).await?;
+    Ok(Submitted::of(handoff, location))
 }
 
 /// The key of run `run_id`'s answer (`sub`: a sub-delegation's).

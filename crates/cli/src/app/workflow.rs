@@ -27,21 +27,28 @@ const MAX_READ: u64 = 2 * 1024 * 1024;
 /// The text of workflow `name` (a file, `./workflows/<name>.yaml`, or a
 /// built-in) and where it came from.
 pub(crate) fn source_of(name: &str) -> Result<(String, String), AppError> {
-    let path = PathBuf::from(name);
-    let local = Path::new("workflows").join(format!("{name}.yaml"));
-    for candidate in [&path, &local] {
-        if candidate.is_file() {
-            return read(candidate).map(|text| (text, normalise(candidate).display().to_string()));
-        }
+    first_of(&[PathBuf::from(name), local_file(name)], name).unwrap_or_else(|| {
+        let known: Vec<&str> = orch_workflow::builtin_names().collect();
+        Err(AppError::Usage(format!(
+            "no workflow {name:?}: not a file, not in ./workflows/, and not built in ({})",
+            known.join(", ")
+        )))
+    })
+}
+
+/// `./workflows/<name>.yaml`.
+fn local_file(name: &str) -> PathBuf {
+    Path::new("workflows").join(format!("{name}.yaml"))
+}
+
+/// The text and origin of the first of `files` that is a file, else of
+/// the built-in workflow `name`; `None` if there is neither.
+fn first_of(files: &[PathBuf], name: &str) -> Option<Result<(String, String), AppError>> {
+    if let Some(file) = files.iter().find(|f| f.is_file()) {
+        return Some(read(file).map(|text| (text, normalise(file).display().to_string())));
     }
-    if let Some(text) = orch_workflow::builtin(name) {
-        return Ok((text.to_owned(), orch_workflow::builtin_origin(name)));
-    }
-    let known: Vec<&str> = orch_workflow::builtin_names().collect();
-    Err(AppError::Usage(format!(
-        "no workflow {name:?}: not a file, not in ./workflows/, and not built in ({})",
-        known.join(", ")
-    )))
+    orch_workflow::builtin(name)
+        .map(|text| Ok((text.to_owned(), orch_workflow::builtin_origin(name))))
 }
 
 /// Finds the workflows that `uses` names: a name with a `/` or ending in
@@ -74,19 +81,9 @@ impl orch_workflow::Resolve for FsResolver {
                 text,
             });
         }
-        let local = Path::new("workflows").join(format!("{name}.yaml"));
-        if local.is_file() {
-            let text = read(&local).map_err(|e| e.to_string())?;
-            return Ok(orch_workflow::Resolved {
-                origin: local.display().to_string(),
-                text,
-            });
-        }
-        match orch_workflow::builtin(name) {
-            Some(text) => Ok(orch_workflow::Resolved {
-                origin: orch_workflow::builtin_origin(name),
-                text: text.to_owned(),
-            }),
+        match first_of(&[local_file(name)], name) {
+            Some(Ok((text, origin))) => Ok(orch_workflow::Resolved { origin, text }),
+            Some(Err(e)) => Err(e.to_string()),
             None => Err(format!(
                 "unknown workflow `{name}`: not in ./workflows/, and not built in ({})",
                 orch_workflow::builtin_names()
@@ -430,6 +427,15 @@ pub(crate) struct RunTree {
     /// The child runs of its `uses` steps, by step.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) child_runs: BTreeMap<String, RunTree>,
+}
+
+/// How run `id` stands (its summary's status).
+pub(crate) async fn run_status(setup: &Setup, id: &RunId) -> Result<RunStatus, AppError> {
+    let store = setup.open_store().await?;
+    Ok(orch_workflow::read_summary(&*store, id)
+        .await
+        .map_err(map_exec)?
+        .status)
 }
 
 /// Run `id` and its child runs.

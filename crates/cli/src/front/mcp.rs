@@ -129,6 +129,15 @@ struct Listener {
 }
 
 impl Listener {
+    /// The caller of `ctx`, if it gave a progress token.
+    fn of(ctx: &RequestContext<RoleServer>) -> Option<Self> {
+        Some(Self {
+            peer: ctx.peer.clone(),
+            token: ctx.meta.get_progress_token()?,
+            step: Arc::new(Mutex::new(0.0)),
+        })
+    }
+
     fn say(&self, message: String) {
         let progress = {
             let mut step = self.step.lock().unwrap_or_else(PoisonError::into_inner);
@@ -575,12 +584,7 @@ impl Orch {
 
     /// Progress of run `run` goes to the caller of `ctx`, if it asked.
     fn listen(&self, run: &RunId, ctx: &RequestContext<RoleServer>) -> Option<Listener> {
-        let token = ctx.meta.get_progress_token()?;
-        let l = Listener {
-            peer: ctx.peer.clone(),
-            token,
-            step: Arc::new(Mutex::new(0.0)),
-        };
+        let l = Listener::of(ctx)?;
         self.progress
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -835,14 +839,6 @@ impl orch_workflow::Progress for RunProgress {
     }
 }
 
-/// The status word of a run.
-fn run_word(s: orch_workflow::RunStatus) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 impl Orch {
     /// Checks and runs a workflow for this agent; with `wait`, to its end.
     async fn run_workflow(
@@ -860,12 +856,8 @@ impl Orch {
         let registry = checked.registry.clone();
         let run_id = RunId::generate_workflow(&checked.loaded.workflow.name);
         let mut exec = app::workflow::executor(setup, registry, |_| {}).await?;
-        if let (true, Some(token)) = (p.wait, ctx.meta.get_progress_token()) {
-            exec = exec.with_progress(Arc::new(RunProgress(Listener {
-                peer: ctx.peer.clone(),
-                token,
-                step: Arc::new(Mutex::new(0.0)),
-            })));
+        if let (true, Some(listener)) = (p.wait, Listener::of(ctx)) {
+            exec = exec.with_progress(Arc::new(RunProgress(listener)));
         }
         let store = Arc::clone(exec.store());
         if !p.wait {
@@ -887,7 +879,7 @@ impl Orch {
         let tree = app::workflow::tree(&*store, summary).await?;
         Ok(RunAnswer {
             run_id: tree.summary.run_id.to_string(),
-            status: run_word(tree.summary.status),
+            status: crate::front::cli::workflow::exec::word(tree.summary.status),
             summary: serde_json::to_value(&tree).ok(),
         })
     }
@@ -979,10 +971,7 @@ impl Orch {
             // Nobody runs a paused run: it is taken up here, as `orch
             // workflow resume` would. A run some process still runs (a
             // terminal asking its own approver) is left to it.
-            let paused = app::workflow::status_tree(&setup, &id)
-                .await?
-                .summary
-                .status
+            let paused = app::workflow::run_status(&setup, &id).await?
                 == orch_workflow::RunStatus::AwaitingApproval;
             if !paused {
                 return Ok((id, false));
@@ -1036,7 +1025,7 @@ impl Orch {
             Ok(tree) => {
                 let a = RunAnswer {
                     run_id: tree.summary.run_id.to_string(),
-                    status: run_word(tree.summary.status),
+                    status: crate::front::cli::workflow::exec::word(tree.summary.status),
                     summary: serde_json::to_value(&tree).ok(),
                 };
                 let text = format!("run {}: {}", a.run_id, a.status);

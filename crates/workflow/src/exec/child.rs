@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_delegate::orch_handoff::{Confidence, HandoffStore, Status};
+use orch_delegate::orch_handoff::{HandoffStore, Status};
 use tokio_util::sync::CancellationToken;
 
 use super::job::StepDone;
@@ -65,7 +65,7 @@ impl Child {
             let (exec, id, token) = (&self.exec, &child.run_id, &token);
             Box::pin(async move { exec.resume_with(id, &opts, token).await })
         } else {
-            let inputs = self.inputs();
+            let inputs = ResolvedInputs::from_map(self.uses.inputs(self.with.clone()));
             let opts = RunOptions {
                 caller: self.caller.clone(),
                 inputs,
@@ -113,17 +113,6 @@ impl Child {
         }
     }
 
-    /// The child's inputs: `with`, and the defaults of those it leaves out.
-    fn inputs(&self) -> ResolvedInputs {
-        let mut values = self.with.clone();
-        for (name, spec) in &self.uses.workflow.inputs {
-            if let (false, Some(d)) = (values.contains_key(name), &spec.default) {
-                values.insert(name.clone(), d.clone());
-            }
-        }
-        ResolvedInputs::from_map(values)
-    }
-
     fn fail(mut self, reason: String) -> StepDone {
         self.rec.status = StepStatus::Failed;
         self.rec.reason = Some(reason);
@@ -149,7 +138,8 @@ impl Child {
                         .unwrap_or_else(|| "it has none".to_owned());
                     return self.fail(format!("child run {id} ended without an output: {why}"));
                 };
-                let (passed, reason) = gate_verdict(&self.gate, out.status, out.confidence);
+                let (passed, reason) =
+                    super::job::gate_verdict(&self.gate, out.status, out.confidence);
                 self.rec.gate = Some(GateDecision {
                     passed,
                     reason: reason.clone(),
@@ -248,44 +238,6 @@ pub(super) async fn restore(
             ),
         }),
     }
-}
-
-/// Whether an answer of `status` and `confidence` passes `gate` (no gate,
-/// or no statuses: `complete` or `partial`; unstated confidence counts as
-/// low), and why not.
-pub(super) fn gate_verdict(
-    gate: &Gate,
-    status: Status,
-    confidence: Option<Confidence>,
-) -> (bool, String) {
-    let ok_status = if gate.status.is_empty() {
-        matches!(status, Status::Complete | Status::Partial)
-    } else {
-        gate.status.contains(&status)
-    };
-    let conf = confidence.unwrap_or(Confidence::Low);
-    let ok_conf = gate.min_confidence.is_none_or(|m| conf >= m);
-    let reason = if !ok_status {
-        let want: Vec<&str> = if gate.status.is_empty() {
-            vec!["complete", "partial"]
-        } else {
-            gate.status.iter().map(|s| s.as_str()).collect()
-        };
-        format!(
-            "status {} is not one of {}",
-            status.as_str(),
-            want.join(", ")
-        )
-    } else if !ok_conf {
-        format!(
-            "confidence {} is below {}",
-            confidence.map_or("unstated", Confidence::as_str),
-            gate.min_confidence.map_or("", Confidence::as_str)
-        )
-    } else {
-        "passed".to_owned()
-    };
-    (ok_status && ok_conf, reason)
 }
 
 /// A child run's progress, passed on with its steps named `step/…`.

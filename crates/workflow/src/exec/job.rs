@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ContextSource, Dispatched, Executor, Progress, ProgressEvent};
 use crate::budget::{Budget, REASK_HEADROOM, budgets};
 use crate::error::RenderError;
-use crate::model::{ContextSpec, Step, Target, Workflow};
+use crate::model::{ContextSpec, Gate, Step, Target, Workflow};
 use crate::run::{
     Attempt, AttemptStatus, GateDecision, StepRecord, StepStatus, attempt_run_id, put_step,
 };
@@ -158,7 +158,7 @@ pub(super) struct Job {
     timeout: Duration,
     retries: u32,
     retry_base: Duration,
-    gate: crate::model::Gate,
+    gate: Gate,
     context: Option<(Arc<dyn ContextSource>, ContextSpec)>,
     reawait: bool,
     dispatched: Option<Dispatched>,
@@ -916,7 +916,7 @@ impl Job {
 
     /// The gate's verdict on `h`.
     fn judge(&mut self, h: Handoff) {
-        let (passed, reason) = super::child::gate_verdict(&self.gate, h.status, h.confidence);
+        let (passed, reason) = gate_verdict(&self.gate, h.status, h.confidence);
         self.rec.gate = Some(GateDecision {
             passed,
             reason: reason.clone(),
@@ -934,6 +934,44 @@ impl Job {
             self.rec.reason = Some(format!("gate: {reason}"));
         }
     }
+}
+
+/// Whether an answer of `status` and `confidence` passes `gate` (no gate,
+/// or no statuses: `complete` or `partial`; unstated confidence counts as
+/// low), and why not.
+pub(super) fn gate_verdict(
+    gate: &Gate,
+    status: Status,
+    confidence: Option<Confidence>,
+) -> (bool, String) {
+    let ok_status = if gate.status.is_empty() {
+        matches!(status, Status::Complete | Status::Partial)
+    } else {
+        gate.status.contains(&status)
+    };
+    let conf = confidence.unwrap_or(Confidence::Low);
+    let ok_conf = gate.min_confidence.is_none_or(|m| conf >= m);
+    let reason = if !ok_status {
+        let want: Vec<&str> = if gate.status.is_empty() {
+            vec!["complete", "partial"]
+        } else {
+            gate.status.iter().map(|s| s.as_str()).collect()
+        };
+        format!(
+            "status {} is not one of {}",
+            status.as_str(),
+            want.join(", ")
+        )
+    } else if !ok_conf {
+        format!(
+            "confidence {} is below {}",
+            confidence.map_or("unstated", Confidence::as_str),
+            gate.min_confidence.map_or("", Confidence::as_str)
+        )
+    } else {
+        "passed".to_owned()
+    };
+    (ok_status && ok_conf, reason)
 }
 
 fn first_line(s: &str) -> String {

@@ -283,22 +283,6 @@ pub enum ProgressEvent {
 }
 
 impl ProgressEvent {
-    /// The step it is about.
-    pub fn step(&self) -> &str {
-        match self {
-            Self::Started { step, .. }
-            | Self::Retrying { step, .. }
-            | Self::Repeating { step, .. }
-            | Self::FannedOut { step, .. }
-            | Self::Instances { step, .. }
-            | Self::Finished { step, .. }
-            | Self::Skipped { step, .. }
-            | Self::AwaitingApproval { step }
-            | Self::Reawaiting { step, .. }
-            | Self::Lost { step, .. } => step,
-        }
-    }
-
     /// The same event of a child run's step, named `prefix/step` (a
     /// `uses` step's child run reports so).
     pub fn under(&self, prefix: &str) -> Self {

@@ -268,7 +268,7 @@ impl Runner<'_> {
         mut rx: mpsc::UnboundedReceiver<Event>,
         cancel: &CancellationToken,
     ) -> Result<(), ExecError> {
-        self.restore_fans().await?;
+        self.restore_outputs().await?;
         self.carry_over().await?;
         loop {
             if cancel.is_cancelled() {
@@ -1022,7 +1022,7 @@ impl Runner<'_> {
     /// or awaiting approval) gets back what its instances produced
     /// together, in plan order (its items may read an earlier one's); each
     /// such `uses` step, its child run's output.
-    async fn restore_fans(&mut self) -> Result<(), ExecError> {
+    async fn restore_outputs(&mut self) -> Result<(), ExecError> {
         if self.dispatched.is_none() {
             return Ok(());
         }
@@ -1201,10 +1201,7 @@ impl Runner<'_> {
     /// Whether step `id` is a `uses` step whose child run waits for a
     /// human (the approval is the child's, not the step's own).
     fn child_awaits(&self, id: &str) -> bool {
-        self.recs
-            .get(id)
-            .and_then(|r| r.child.as_ref())
-            .is_some_and(|c| c.status == Some(RunStatus::AwaitingApproval))
+        self.recs.get(id).is_some_and(StepRecord::waits_on_child)
     }
 
     fn step_finished(&mut self, p: usize, done: StepDone) -> Result<(), ExecError> {

@@ -40,7 +40,9 @@ pub(crate) fn exit_code(status: RunStatus) -> ExitCode {
     }
 }
 
-fn word<T: serde::Serialize>(v: T) -> String {
+/// How a status serialises (`awaiting-approval`): the word people and
+/// tools read.
+pub(crate) fn word<T: serde::Serialize>(v: T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
