@@ -150,19 +150,27 @@ fn fixture() -> Orch {
 fn text_json_and_prom_on_the_fixture() {
     let orch = fixture();
     let mut transcript = String::new();
+    // The whole ledger and the listing (every problem the fixture holds),
+    // then through the index: built on the first call, read on the second
+    // (it does not list the store: the files no ledger line accounts for
+    // are left to `--no-index`), and the `--since` tail.
     for args in [
-        &["metrics"][..],
+        &["metrics", "--no-index"][..],
         &[
             "metrics",
+            "--no-index",
             "--since",
             "2026-11-20T10:30:00Z",
             "--agent",
             "webster",
         ],
         &["metrics", "text", "--workflow", "quick-research"],
-        &["metrics", "json"],
-        &["metrics", "prom"],
+        &["metrics", "json", "--no-index"],
+        &["metrics", "prom", "--no-index"],
         &["metrics", "json", "--rescan", "--since", "2026-11-20"],
+        &["metrics", "json"],
+        &["metrics", "text"],
+        &["metrics", "json", "--since", "2026-11-20T10:30:00Z"],
     ] {
         let run = orch.run(args, None);
         assert_eq!(run.code, 0, "{}", run.transcript(&orch));

@@ -58,8 +58,8 @@ pub use store::NatsStore;
 pub use store::{DEFAULT_NATS_URL, NatsAuth, NatsStoreConfig, NatsToken};
 pub use store::{
     Existing, FsStore, FsStoreConfig, HandoffKey, HandoffStore, Handoffs, Ledger, LedgerEvent,
-    LedgerEventKind, LedgerRead, PutMode, Scope, StoreError, Subscription, WaitOutcome, WatchMode,
-    WorkflowRecord, WorkflowRecords,
+    LedgerEventKind, LedgerRange, LedgerRead, PutMode, Scope, StoreError, Subscription,
+    WaitOutcome, WatchMode, WorkflowRecord, WorkflowRecords,
 };
 
 /// The store traits, for `use orch_handoff::prelude::*;`: a method of a

@@ -85,6 +85,19 @@ fn ms(d: Duration) -> String {
 /// Runs the binary; wall time, and peak RSS in KiB when `/usr/bin/time`
 /// can tell.
 fn run_binary(orch: &Path, root: &Path, rescan: bool) -> (Duration, Option<u64>) {
+    run_with(
+        orch,
+        root,
+        if rescan {
+            &["--rescan"]
+        } else {
+            &["--no-index"]
+        },
+    )
+}
+
+/// Runs `orch metrics json ARGS`; wall time and peak RSS (KiB).
+fn run_with(orch: &Path, root: &Path, args: &[&str]) -> (Duration, Option<u64>) {
     let time = Path::new("/usr/bin/time");
     let rss_file = root.with_extension("rss");
     let mut cmd = if time.exists() {
@@ -94,10 +107,10 @@ fn run_binary(orch: &Path, root: &Path, rescan: bool) -> (Duration, Option<u64>)
     } else {
         Command::new(orch)
     };
-    cmd.arg("--handoff-dir").arg(root).args(["metrics", "json"]);
-    if rescan {
-        cmd.arg("--rescan");
-    }
+    cmd.arg("--handoff-dir")
+        .arg(root)
+        .args(["metrics", "json"])
+        .args(args);
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .env("NO_COLOR", "1");
@@ -167,6 +180,8 @@ fn main() {
                 seed: 1,
                 corrupt: true,
                 shape: &generator::random_shape,
+                // A year of the fleet's work, whatever the size.
+                spacing_ms: 31_536_000_000 / n as u64,
             },
         );
         let ledger = std::fs::metadata(root.join("ledger.jsonl")).unwrap().len();
@@ -240,7 +255,7 @@ fn main() {
             let label = if rescan {
                 "orch metrics json --rescan"
             } else {
-                "orch metrics json"
+                "orch metrics json --no-index"
             };
             println!(
                 "  {label:<28}  min {:>7}  median {:>7}  peak RSS {}",
@@ -255,6 +270,9 @@ fn main() {
         };
         let bin_fast = binary(false);
         let bin_rescan = binary(true);
+        if have_orch {
+            index_rows(&args, &root, n);
+        }
         rows.push(Row {
             n,
             cat,
@@ -308,4 +326,86 @@ fn main() {
         let kept = tmp.keep();
         println!("stores kept in {}", kept.display());
     }
+}
+
+/// The index's rows: first call (no index), warm index, warm index and
+/// 1,000 new delegations, and `--since` the last day; median wall time and
+/// peak RSS of the binary.
+fn index_rows(args: &Args, root: &Path, n: usize) {
+    let ledger_path = root.join("ledger.jsonl");
+    let index = root.join(".index/metrics-v1.json");
+    let full = std::fs::read(&ledger_path).unwrap();
+    let show = |label: &str, goal: &str, (median, rss): (Duration, Option<u64>)| {
+        println!(
+            "  {label:<44}  median {:>7}  peak RSS {:>8}   goal {goal}",
+            ms(median),
+            rss.map_or_else(
+                || "?".to_owned(),
+                |k| format!("{:.1} MB", k as f64 / 1024.0)
+            ),
+        );
+    };
+    let timed = |prepare: &dyn Fn(), extra: &[&str]| {
+        let mut rss = None;
+        let mut times = Vec::new();
+        for _ in 0..args.runs.max(1) {
+            prepare();
+            let (wall, r) = run_with(&args.orch, root, extra);
+            rss = rss.max(r);
+            times.push(wall);
+        }
+        times.sort();
+        (times[times.len() / 2], rss)
+    };
+    let big = n >= 1_000_000;
+    show(
+        "first call, no index (builds it)",
+        if big { "<= 5 s, < 200 MB" } else { "-" },
+        timed(&|| drop(std::fs::remove_file(&index)), &[]),
+    );
+    // Built: now warm.
+    run_with(&args.orch, root, &[]);
+    show(
+        "warm index",
+        if big { "-" } else { "<= 50 ms, < 30 MB" },
+        timed(&|| {}, &[]),
+    );
+    // The index as it was 1,000 delegations ago, and the ledger since.
+    let mut dispatched = 0;
+    let finder = memchr::memmem::Finder::new(b"\"event\":\"dispatched\"");
+    let mut cut = full.len();
+    for i in memchr::memrchr_iter(b'\n', &full[..full.len().saturating_sub(1)]) {
+        if finder.find(&full[i + 1..cut.min(full.len())]).is_some() {
+            dispatched += 1;
+        }
+        cut = i + 1;
+        if dispatched >= 1000 {
+            break;
+        }
+    }
+    std::fs::write(&ledger_path, &full[..cut]).unwrap();
+    let _ = std::fs::remove_file(&index);
+    run_with(&args.orch, root, &[]);
+    let older = std::fs::read(&index).unwrap();
+    std::fs::write(&ledger_path, &full).unwrap();
+    show(
+        "warm index + 1,000 new delegations",
+        if big { "<= 100 ms, < 50 MB" } else { "-" },
+        timed(&|| std::fs::write(&index, &older).unwrap(), &[]),
+    );
+    // The last day of the generated year.
+    let last = full[..full.len() - 1]
+        .rsplit(|&b| b == b'\n')
+        .find_map(|l| {
+            let s = std::str::from_utf8(l).ok()?;
+            let v: serde_json::Value = serde_json::from_str(s).ok()?;
+            v["ts"].as_str()?.parse::<jiff::Timestamp>().ok()
+        })
+        .unwrap();
+    let since = (last - jiff::SignedDuration::from_hours(24)).to_string();
+    show(
+        "--since the last day (~2,700 delegations)",
+        if big { "<= 50 ms" } else { "-" },
+        timed(&|| {}, &["--since", &since]),
+    );
 }

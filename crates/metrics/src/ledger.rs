@@ -259,9 +259,12 @@ pub(crate) struct RunAcc<'a> {
     /// The last ending event (`reasked` clears it: the run went on).
     pub(crate) end: Option<End>,
     /// Whether any line touched `end` (for merging chunks).
-    touched: bool,
+    pub(crate) touched: bool,
     pub(crate) reasks: u32,
     pub(crate) retries: u32,
+    /// The time of its last line (the index settles a run once this is
+    /// old enough).
+    pub(crate) last: Option<Cow<'a, str>>,
     /// Where its handoff file is, if the store lists one (set after the
     /// parse, from the listing).
     pub(crate) file: Option<Scope>,
@@ -288,6 +291,7 @@ impl<'a> RunAcc<'a> {
     fn apply(&mut self, kind: Kind, line: &Line<'a>) {
         let first_dispatch = kind == Kind::Dispatched && !self.dispatched;
         self.identity(line, first_dispatch);
+        self.last = Some(line.ts.0.clone());
         let end = match kind {
             Kind::Dispatched => {
                 self.dispatched = true;
@@ -321,7 +325,10 @@ impl<'a> RunAcc<'a> {
     }
 
     /// Folds `later` (the same run, from a later chunk) into `self`.
-    fn merge(&mut self, later: Self) {
+    pub(crate) fn merge(&mut self, later: Self) {
+        if later.last.is_some() {
+            self.last.clone_from(&later.last);
+        }
         if !self.dispatched && later.dispatched {
             self.dispatched = true;
             self.ts = later.ts;
@@ -356,6 +363,27 @@ impl<'a> RunAcc<'a> {
         }
         self.reasks += later.reasks;
         self.retries += later.retries;
+    }
+
+    /// The same, owning its strings (to outlive the bytes it was read from).
+    pub(crate) fn into_owned(self) -> RunAcc<'static> {
+        fn own(v: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
+            v.map(|c| Cow::Owned(c.into_owned()))
+        }
+        RunAcc {
+            ts: own(self.ts),
+            dispatched: self.dispatched,
+            agent: own(self.agent),
+            caller: own(self.caller),
+            parent: own(self.parent),
+            workflow: own(self.workflow),
+            end: self.end,
+            touched: self.touched,
+            reasks: self.reasks,
+            retries: self.retries,
+            last: own(self.last),
+            file: self.file,
+        }
     }
 }
 
@@ -413,6 +441,8 @@ pub(crate) struct Index<'a> {
     pub(crate) lines: u64,
     /// `(1-based line, reason)` of lines that did not, in file order.
     pub(crate) bad_lines: Vec<(u64, String)>,
+    /// Every line, blank and bad ones too (line numbers of what follows).
+    pub(crate) line_count: u64,
 }
 
 /// Which of `n` partitions holds `id`: bits of its hash that the maps do
@@ -472,6 +502,7 @@ pub(crate) fn parse(bytes: &[u8], threads: usize) -> Index<'_> {
         }
         offset += chunk.line_count;
     }
+    index.line_count = offset;
     index.parts = on_threads(columns, |maps| {
         maps.into_iter().reduce(merge_maps).unwrap_or_default()
     });

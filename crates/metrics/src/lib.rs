@@ -67,6 +67,8 @@
 #![warn(missing_docs)]
 
 mod filter;
+mod incremental;
+mod index;
 mod ledger;
 mod par;
 mod problems;
@@ -80,9 +82,10 @@ mod workflows;
 pub use prom::render_prometheus;
 pub use report::{
     AgentStats, Bucket, CallerStats, ConfidenceMix, DURATION_BUCKETS_MS, Distribution, FanOutStats,
-    FileProblem, Filters, LATENCY_BUCKETS_MS, LineProblem, MAX_LISTED_PROBLEMS, Mode, Outcomes,
-    Problems, RepeatStats, Report, RunStatuses, SCHEMA_VERSION, Source, StepStats,
-    SubWorkflowStats, Totals, Window, WorkflowStats, nearest_rank, report_json_schema,
+    FileProblem, Filters, IndexKind, IndexUse, LATENCY_BUCKETS_MS, LineProblem,
+    MAX_LISTED_PROBLEMS, Mode, Outcomes, Problems, RepeatStats, Report, RunStatuses,
+    SCHEMA_VERSION, Source, StepStats, SubWorkflowStats, Totals, Window, WorkflowStats,
+    nearest_rank, report_json_schema,
 };
 pub use scan::{Options, scan};
 pub use since::{Since, SinceError};

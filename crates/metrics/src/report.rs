@@ -98,6 +98,42 @@ pub struct Source {
     pub files_read: u64,
     /// Workflow run directories in the store.
     pub workflow_runs: u64,
+    /// How the ledger was read when not whole: from the index's checkpoint
+    /// on, or (with `--since`) from the window's start. Then the store is
+    /// not listed: `handoffFiles` and `filesRead` count only the handoff
+    /// files looked up (of delegations in flight or that ended without a
+    /// handoff), and `problems.missingHandoffFiles` is 0. Absent when the
+    /// whole ledger and the listing were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexUse>,
+}
+
+/// How a report used the index (see `Source::index`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexUse {
+    /// `checkpoint`: the aggregates of the ledger up to an offset, and the
+    /// ledger after it; `tail`: the ledger from the `--since` window's start
+    /// (found by bisection).
+    pub kind: IndexKind,
+    /// Ledger bytes read for this report.
+    pub bytes_read: u64,
+    /// Ledger bytes the checkpoint already covered (not read again).
+    pub bytes_covered: u64,
+    /// Why the checkpoint was rebuilt from the whole ledger (missing,
+    /// unreadable, another version, the ledger truncated or replaced);
+    /// `null` when it was used.
+    pub rebuilt: Option<String>,
+}
+
+/// See [`IndexUse::kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    /// The checkpoint and the ledger after it.
+    Checkpoint,
+    /// The ledger from the window's start.
+    Tail,
 }
 
 /// The time window: delegations dispatched, denials made and workflow runs

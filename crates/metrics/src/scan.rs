@@ -31,6 +31,7 @@ use orch_handoff::{Confidence, HandoffKey, HandoffStore, RunId, Scope, Status, S
 
 use crate::MetricsError;
 use crate::filter::Filter;
+use crate::index::{Cell, Latency};
 use crate::ledger::{self, End, FxBuild, Index, RunAcc};
 use crate::par::{Exec, on_threads, par_map};
 use crate::problems::{ProblemList, store_reason};
@@ -56,6 +57,13 @@ pub struct Options {
     pub now: Timestamp,
     /// Threads for parsing and reading (0: one per CPU).
     pub threads: usize,
+    /// Where the index's checkpoint is kept (a file beside the ledger);
+    /// `None` reads the whole ledger and lists the store every time. With
+    /// one, [`Mode::Ledger`] reads only the ledger after the checkpoint
+    /// (and updates it), or with `since` only the window's tail, unless
+    /// `workflows` filters (a workflow's delegations are found through its
+    /// runs' records, over the whole ledger).
+    pub index: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -68,10 +76,11 @@ impl Options {
             workflows: Vec::new(),
             now,
             threads: 0,
+            index: None,
         }
     }
 
-    fn thread_count(&self) -> usize {
+    pub(crate) fn thread_count(&self) -> usize {
         if self.threads > 0 {
             return self.threads;
         }
@@ -86,6 +95,16 @@ impl Options {
 /// CPU-heavy work runs on `spawn_blocking` threads when called inside a
 /// tokio runtime, inline otherwise.
 pub async fn scan(store: Arc<dyn HandoffStore>, options: &Options) -> Result<Report, MetricsError> {
+    if let Some(path) = &options.index
+        && options.mode == Mode::Ledger
+        && options.workflows.is_empty()
+    {
+        let (options, path) = (options.clone(), path.clone());
+        return blocking(store, move |store, exec| {
+            crate::incremental::scan(store, exec, &options, &path)
+        })
+        .await;
+    }
     let (ledger, top, sub, runs) = tokio::join!(
         store.read_ledger_raw(),
         store.list_unordered(Scope::Top),
@@ -99,16 +118,25 @@ pub async fn scan(store: Arc<dyn HandoffStore>, options: &Options) -> Result<Rep
         runs: runs?,
         options: options.clone(),
     };
+    blocking(store, move |store, exec| Ok(compute(store, exec, input))).await
+}
+
+/// Runs `f` on a blocking thread when inside a tokio runtime (its store
+/// calls driven by the runtime), inline otherwise.
+async fn blocking<T: Send + 'static>(
+    store: Arc<dyn HandoffStore>,
+    f: impl FnOnce(&dyn HandoffStore, &Exec) -> Result<T, MetricsError> + Send + 'static,
+) -> Result<T, MetricsError> {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
             let exec = Exec::Tokio(handle);
-            match tokio::task::spawn_blocking(move || compute(&*store, &exec, input)).await {
-                Ok(report) => Ok(report),
+            match tokio::task::spawn_blocking(move || f(&*store, &exec)).await {
+                Ok(report) => report,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => Err(MetricsError::Aborted(e.to_string())),
             }
         }
-        Err(_) => Ok(compute(&*store, &Exec::Park, input)),
+        Err(_) => f(&*store, &Exec::Park),
     }
 }
 
@@ -121,14 +149,14 @@ struct Input {
 }
 
 /// What a handoff file says.
-struct Fact {
-    agent: String,
-    status: Status,
-    confidence: Option<Confidence>,
-    timestamp: Option<String>,
+pub(crate) struct Fact {
+    pub(crate) agent: String,
+    pub(crate) status: Status,
+    pub(crate) confidence: Option<Confidence>,
+    pub(crate) timestamp: Option<String>,
 }
 
-fn handoff_path(key: &HandoffKey) -> String {
+pub(crate) fn handoff_path(key: &HandoffKey) -> String {
     match key.scope {
         Scope::Top => format!("{}.json", key.run_id),
         Scope::Sub => format!("sub/{}.json", key.run_id),
@@ -298,6 +326,7 @@ fn compute(store: &dyn HandoffStore, exec: &Exec, input: Input) -> Report {
         handoff_files: listed.len() as u64,
         files_read: to_read.len() as u64,
         workflow_runs: runs.len() as u64,
+        index: None,
     };
     // Free the big maps on their threads too.
     drop(facts);
@@ -324,7 +353,7 @@ fn compute(store: &dyn HandoffStore, exec: &Exec, input: Input) -> Report {
 
 /// How a delegation ended (see [`Outcomes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Status(Status),
     TimedOut,
     Invalid,
@@ -334,25 +363,25 @@ enum Outcome {
 }
 
 /// One delegation, resolved.
-struct View<'s> {
-    run_id: &'s str,
-    agent: &'s str,
-    caller: Option<&'s str>,
-    parent: Option<&'s str>,
-    workflow: Option<&'s str>,
-    sub: bool,
-    outcome: Outcome,
-    confidence: Option<Confidence>,
-    latency_ms: Option<u64>,
-    reasks: u32,
-    retries: u32,
-    late: bool,
-    when: Option<&'s str>,
+pub(crate) struct View<'s> {
+    pub(crate) run_id: &'s str,
+    pub(crate) agent: &'s str,
+    pub(crate) caller: Option<&'s str>,
+    pub(crate) parent: Option<&'s str>,
+    pub(crate) workflow: Option<&'s str>,
+    pub(crate) sub: bool,
+    pub(crate) outcome: Outcome,
+    pub(crate) confidence: Option<Confidence>,
+    pub(crate) latency_ms: Option<u64>,
+    pub(crate) reasks: u32,
+    pub(crate) retries: u32,
+    pub(crate) late: bool,
+    pub(crate) when: Option<&'s str>,
 }
 
 impl<'s> View<'s> {
     /// The ledger's account of a run, with its handoff file's if read.
-    fn of(id: &'s str, acc: &'s RunAcc<'_>, fact: Option<&'s Fact>) -> Self {
+    pub(crate) fn of(id: &'s str, acc: &'s RunAcc<'_>, fact: Option<&'s Fact>) -> Self {
         let late = fact.is_some();
         let (outcome, confidence, latency_ms, late) = match acc.end {
             Some(End::Handoff {
@@ -446,10 +475,12 @@ fn keep(v: &View<'_>, filter: &Filter, members: Option<&Members>, index: &Index<
 struct AgentAcc {
     stats: AgentStats,
     latencies: Vec<u64>,
+    /// Latencies of settled delegations (from the index).
+    settled: Option<Latency>,
 }
 
 #[derive(Default)]
-struct Aggregate<'s> {
+pub(crate) struct Aggregate<'s> {
     agents: BTreeMap<&'s str, AgentAcc>,
     callers: BTreeMap<Option<&'s str>, CallerStats>,
     /// Handoffs the ledger records whose file is not listed.
@@ -482,7 +513,7 @@ fn add_caller(a: &mut CallerStats, b: CallerStats) {
     }
 }
 
-fn count(o: &mut Outcomes, outcome: Outcome) {
+pub(crate) fn count(o: &mut Outcomes, outcome: Outcome) {
     *match outcome {
         Outcome::Status(Status::Complete) => &mut o.complete,
         Outcome::Status(Status::Partial) => &mut o.partial,
@@ -496,25 +527,31 @@ fn count(o: &mut Outcomes, outcome: Outcome) {
     } += 1;
 }
 
+/// Counts delegation `v` into `s`; its latency, if it has one to count.
+pub(crate) fn tally(s: &mut AgentStats, v: &View<'_>) -> Option<u64> {
+    s.delegations += 1;
+    count(&mut s.outcomes, v.outcome);
+    let mut latency = None;
+    if let Outcome::Status(_) = v.outcome {
+        *match v.confidence {
+            Some(Confidence::High) => &mut s.confidence.high,
+            Some(Confidence::Medium) => &mut s.confidence.medium,
+            Some(Confidence::Low) => &mut s.confidence.low,
+            None => &mut s.confidence.unstated,
+        } += 1;
+        latency = v.latency_ms;
+    }
+    s.reasks += u64::from(v.reasks);
+    s.dispatch_retries += u64::from(v.retries);
+    s.sub_delegations += u64::from(v.sub);
+    s.late_handoffs += u64::from(v.late);
+    latency
+}
+
 impl<'s> Aggregate<'s> {
-    fn add(&mut self, v: &View<'s>) {
+    pub(crate) fn add(&mut self, v: &View<'s>) {
         let a = self.agents.entry(v.agent).or_default();
-        let s = &mut a.stats;
-        s.delegations += 1;
-        count(&mut s.outcomes, v.outcome);
-        if let Outcome::Status(_) = v.outcome {
-            *match v.confidence {
-                Some(Confidence::High) => &mut s.confidence.high,
-                Some(Confidence::Medium) => &mut s.confidence.medium,
-                Some(Confidence::Low) => &mut s.confidence.low,
-                None => &mut s.confidence.unstated,
-            } += 1;
-            a.latencies.extend(v.latency_ms);
-        }
-        s.reasks += u64::from(v.reasks);
-        s.dispatch_retries += u64::from(v.retries);
-        s.sub_delegations += u64::from(v.sub);
-        s.late_handoffs += u64::from(v.late);
+        a.latencies.extend(tally(&mut a.stats, v));
 
         let c = self.callers.entry(v.caller).or_default();
         c.delegations += 1;
@@ -528,11 +565,35 @@ impl<'s> Aggregate<'s> {
         }
     }
 
+    /// Adds the settled delegations and denials of an index cell.
+    pub(crate) fn add_cell(&mut self, cell: &'s Cell) {
+        let a = self.agents.entry(&cell.agent).or_default();
+        add_agent(&mut a.stats, &cell.stats);
+        a.settled
+            .get_or_insert_with(Latency::default)
+            .merge(&cell.latency);
+        let s = &cell.stats;
+        let c = self.callers.entry(cell.caller.as_deref()).or_default();
+        c.delegations += s.delegations;
+        c.sub_delegations += s.sub_delegations;
+        c.outcomes.add(&s.outcomes);
+        c.acl_denials += s.acl_denials;
+        if s.delegations > 0 {
+            *c.agents.entry(cell.agent.clone()).or_default() += s.delegations;
+        }
+        if s.acl_denials > 0 {
+            *c.denied.entry(cell.agent.clone()).or_default() += s.acl_denials;
+        }
+    }
+
     fn merge(&mut self, other: Self) {
         for (name, b) in other.agents {
             let a = self.agents.entry(name).or_default();
             add_agent(&mut a.stats, &b.stats);
             a.latencies.extend(b.latencies);
+            if let Some(l) = b.settled {
+                a.settled.get_or_insert_with(Latency::default).merge(&l);
+            }
         }
         for (name, b) in other.callers {
             add_caller(self.callers.entry(name).or_default(), b);
@@ -540,24 +601,38 @@ impl<'s> Aggregate<'s> {
         self.missing_files += other.missing_files;
     }
 
-    fn deny(&mut self, agent: &'s str, caller: Option<&'s str>) {
+    pub(crate) fn deny(&mut self, agent: &'s str, caller: Option<&'s str>) {
         self.agents.entry(agent).or_default().stats.acl_denials += 1;
         let c = self.callers.entry(caller).or_default();
         c.acl_denials += 1;
         *c.denied.entry(agent.to_owned()).or_default() += 1;
     }
 
-    fn finish(self, workflow_runs: u64) -> (Totals, Vec<AgentStats>, Vec<CallerStats>) {
+    pub(crate) fn finish(self, workflow_runs: u64) -> (Totals, Vec<AgentStats>, Vec<CallerStats>) {
         let mut totals = Totals {
             workflow_runs,
             ..Totals::default()
         };
         let mut all = Vec::new();
+        let mut all_settled: Option<Latency> = None;
         let mut agents = Vec::with_capacity(self.agents.len());
         let mut sum = AgentStats::default();
         for (name, mut a) in self.agents {
             a.stats.agent = name.to_owned();
-            a.stats.latency = Distribution::of(&mut a.latencies, LATENCY_BUCKETS_MS);
+            a.stats.latency = match &mut a.settled {
+                // Settled latencies are a histogram: the exact ones join it.
+                Some(settled) => {
+                    let mut l = settled.clone();
+                    for &v in &a.latencies {
+                        l.record(v);
+                    }
+                    all_settled
+                        .get_or_insert_with(Latency::default)
+                        .merge(settled);
+                    l.distribution()
+                }
+                None => Distribution::of(&mut a.latencies, LATENCY_BUCKETS_MS),
+            };
             add_agent(&mut sum, &a.stats);
             all.append(&mut a.latencies);
             agents.push(a.stats);
@@ -570,7 +645,15 @@ impl<'s> Aggregate<'s> {
         totals.acl_denials = sum.acl_denials;
         totals.sub_delegations = sum.sub_delegations;
         totals.late_handoffs = sum.late_handoffs;
-        totals.latency = Distribution::of(&mut all, LATENCY_BUCKETS_MS);
+        totals.latency = match all_settled {
+            Some(mut l) => {
+                for &v in &all {
+                    l.record(v);
+                }
+                l.distribution()
+            }
+            None => Distribution::of(&mut all, LATENCY_BUCKETS_MS),
+        };
         // Known callers by name, then the unknown one.
         let mut callers: Vec<CallerStats> = Vec::with_capacity(self.callers.len());
         let mut unknown = None;

@@ -2,6 +2,7 @@
 
 use orch_metrics::{Mode, Options, Report, Since};
 
+use crate::app::config::StoreKind;
 use crate::app::error::AppError;
 use crate::app::wiring::Setup;
 
@@ -16,7 +17,13 @@ pub(crate) struct MetricsRequest {
     pub(crate) workflows: Vec<String>,
     /// Read every handoff file instead of trusting the ledger.
     pub(crate) rescan: bool,
+    /// Read the whole ledger and list the store, without the index.
+    pub(crate) no_index: bool,
 }
+
+/// Where a file store keeps the metrics index: beside the ledger, in a
+/// directory no run id can name (ids never start with a dot).
+pub(crate) const INDEX_FILE: &str = ".index/metrics-v1.json";
 
 /// Scans the store into a report, "now" being this second.
 pub(crate) async fn report(setup: &Setup, request: MetricsRequest) -> Result<Report, AppError> {
@@ -36,6 +43,10 @@ pub(crate) async fn report(setup: &Setup, request: MetricsRequest) -> Result<Rep
         workflows: request.workflows,
         now,
         threads: 0,
+        // A file store keeps the index beside its ledger; a NATS store's
+        // ledger is a stream, read whole.
+        index: (!request.no_index && setup.config.store.kind == StoreKind::Fs)
+            .then(|| setup.config.store.fs.root.join(INDEX_FILE)),
     };
     orch_metrics::scan(store, &options)
         .await

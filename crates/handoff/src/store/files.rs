@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::{LedgerEvent, LedgerEventKind, LedgerRead, StoreError};
+use crate::store::{LedgerEvent, LedgerEventKind, LedgerRange, LedgerRead, StoreError};
 use crate::{RunId, validate_id};
 
 /// Longest ledger line read; a longer one is reported as a bad line and
@@ -412,6 +412,31 @@ pub(crate) fn read_whole(path: &Path) -> Result<Vec<u8>, StoreError> {
     Ok(buf)
 }
 
+/// Reads at most `max_len` bytes of the file at `path` from `start` on,
+/// and its length (a missing file is empty); never follows a symlink.
+pub(crate) fn read_range(path: &Path, start: u64, max_len: u64) -> Result<LedgerRange, StoreError> {
+    let Some(file) = open_read(path)? else {
+        return Ok(LedgerRange::default());
+    };
+    let meta = file.metadata().map_err(|e| io_err("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(not_a_file("read", path));
+    }
+    let len = meta.len();
+    let want = max_len.min(len.saturating_sub(start));
+    let mut bytes = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+    if want > 0 {
+        use std::io::{Seek, SeekFrom};
+        let mut file = file;
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| io_err("seek", path, e))?;
+        file.take(want)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_err("read", path, e))?;
+    }
+    Ok(LedgerRange { bytes, len })
+}
+
 /// Reads a JSON-lines ledger. Lines that do not parse (a torn last line, a
 /// foreign writer, non-UTF-8, longer than [`MAX_LEDGER_LINE`]) go to
 /// `bad_lines`; blank lines are ignored. A missing ledger is empty.
@@ -767,6 +792,24 @@ mod tests {
             read_whole(&sub),
             Err(StoreError::Io { op: "read", .. })
         ));
+    }
+
+    #[test]
+    fn a_range_reads_what_is_there_and_the_whole_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        assert_eq!(read_range(&path, 0, 10).unwrap(), LedgerRange::default());
+        std::fs::write(&path, b"0123456789").unwrap();
+        let r = read_range(&path, 3, 4).unwrap();
+        assert_eq!((r.bytes.as_slice(), r.len), (&b"3456"[..], 10));
+        let r = read_range(&path, 8, 100).unwrap();
+        assert_eq!((r.bytes.as_slice(), r.len), (&b"89"[..], 10));
+        // Past the end: nothing, and the length says so.
+        let r = read_range(&path, 50, 5).unwrap();
+        assert_eq!((r.bytes.len(), r.len), (0, 10));
+        // A symlink is refused, as for every read of the store.
+        std::os::unix::fs::symlink(&path, dir.path().join("link")).unwrap();
+        assert!(read_range(&dir.path().join("link"), 0, 5).is_err());
     }
 
     #[test]

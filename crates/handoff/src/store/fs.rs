@@ -155,8 +155,8 @@ use super::journal::{self, JOURNAL, Journal};
 pub use super::watch::WatchMode;
 use super::watch::{Backend, Dispatch, Waiter};
 use crate::store::{
-    Existing, HandoffKey, LedgerEvent, LedgerRead, PutMode, Scope, StoreError, Subscription,
-    WaitOutcome, WorkflowRecord,
+    Existing, HandoffKey, LedgerEvent, LedgerRange, LedgerRead, PutMode, Scope, StoreError,
+    Subscription, WaitOutcome, WorkflowRecord,
 };
 use crate::{
     DEFAULT_MAX_HANDOFF_BYTES, Expect, Handoff, HandoffError, RunId, parse_handoff_capped,
@@ -892,6 +892,13 @@ impl Ledger for FsStore {
     async fn read_ledger_raw(&self) -> Result<Vec<u8>, StoreError> {
         let path = self.inner.ledger.clone();
         blocking(&path.clone(), move || files::read_whole(&path)).await
+    }
+    async fn read_ledger_range(&self, start: u64, max_len: u64) -> Result<LedgerRange, StoreError> {
+        let path = self.inner.ledger.clone();
+        blocking(&path.clone(), move || {
+            files::read_range(&path, start, max_len)
+        })
+        .await
     }
 }
 

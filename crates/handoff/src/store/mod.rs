@@ -17,6 +17,7 @@ mod nats_config;
 mod watch;
 pub use fs::{FsStore, FsStoreConfig, WatchMode};
 pub use ledger::{LedgerEvent, LedgerEventKind, LedgerRead};
+
 #[cfg(feature = "nats")]
 pub use nats::NatsStore;
 pub use nats_config::{DEFAULT_NATS_URL, NatsAuth, NatsStoreConfig, NatsToken};
@@ -472,6 +473,37 @@ pub trait Ledger: Send + Sync {
         }
         Ok(out)
     }
+
+    /// The ledger's bytes from byte `start` on, at most `max_len` of them,
+    /// as written (not cut at lines: the reader finds the line ends), with
+    /// the ledger's whole length when read. A `start` at or past the end
+    /// reads nothing; the length then tells a reader that its position is
+    /// past the end (the ledger was truncated or replaced). This is how a
+    /// reader that remembers where it stopped reads only what is new, and
+    /// how one finds a time in a time-ordered ledger by bisection.
+    ///
+    /// The default slices [`read_ledger_raw`](Self::read_ledger_raw) (the
+    /// whole ledger is read: correct, not fast); [`FsStore`] reads only the
+    /// range.
+    async fn read_ledger_range(&self, start: u64, max_len: u64) -> Result<LedgerRange, StoreError> {
+        let all = self.read_ledger_raw().await?;
+        let len = all.len() as u64;
+        let from = usize::try_from(start.min(len)).unwrap_or(all.len());
+        let to = usize::try_from(start.saturating_add(max_len).min(len)).unwrap_or(all.len());
+        Ok(LedgerRange {
+            bytes: all.get(from..to).map(<[u8]>::to_vec).unwrap_or_default(),
+            len,
+        })
+    }
+}
+
+/// What [`Ledger::read_ledger_range`] read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerRange {
+    /// The bytes, from the asked start.
+    pub bytes: Vec<u8>,
+    /// The ledger's whole length when it was read.
+    pub len: u64,
 }
 
 /// Compile-time check that the seams stay dyn-compatible.

@@ -165,6 +165,9 @@ pub struct Spec<'a> {
     /// Corrupt, foreign and partial files, bad ledger lines.
     pub corrupt: bool,
     pub shape: &'a dyn Fn(usize, &mut Rng) -> Shape,
+    /// Milliseconds between two delegations' dispatches (1,000 unless a
+    /// bench spreads a store over a year).
+    pub spacing_ms: u64,
 }
 
 impl Default for Spec<'_> {
@@ -176,6 +179,7 @@ impl Default for Spec<'_> {
             seed: 7,
             corrupt: true,
             shape: &random_shape,
+            spacing_ms: 1000,
         }
     }
 }
@@ -289,8 +293,10 @@ pub fn generate(root: &Path, spec: &Spec<'_>) -> Truth {
 
     for i in 0..spec.delegations {
         let s = (spec.shape)(i, &mut rng);
-        let dispatched =
-            base() + SignedDuration::from_millis(i as i64 * 1000 + rng.below(1000) as i64);
+        let dispatched = base()
+            + SignedDuration::from_millis(
+                (i as u64 * spec.spacing_ms + rng.below(spec.spacing_ms)) as i64,
+            );
         let run = RunId::new(format!(
             "orch-{}-{:08x}",
             dispatched.strftime("%Y%m%dT%H%M%SZ"),
@@ -571,7 +577,9 @@ pub fn generate(root: &Path, spec: &Spec<'_>) -> Truth {
 
     for k in 0..spec.denials {
         let at = base()
-            + SignedDuration::from_millis(rng.below(spec.delegations.max(1) as u64 * 1000) as i64);
+            + SignedDuration::from_millis(
+                rng.below(spec.delegations.max(1) as u64 * spec.spacing_ms) as i64,
+            );
         let agent = rng.pick(AGENTS);
         let caller = rng.pick(&["tech-lead", "optimizer", "ops"]);
         let mut e = LedgerEvent::now(LedgerEventKind::Denied);

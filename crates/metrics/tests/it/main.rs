@@ -8,6 +8,7 @@ mod fixture;
 mod generated;
 #[allow(dead_code)]
 mod generator;
+mod index;
 mod problems;
 mod schema;
 mod workflow_records;

@@ -224,6 +224,10 @@ pub(crate) struct MetricsArgs {
     /// (when the ledger is missing or suspect; slower)
     #[arg(long)]
     pub(crate) rescan: bool,
+    /// Read the whole ledger and list the store instead of using the index
+    /// kept beside the ledger (which `orch metrics` keeps up to date)
+    #[arg(long, conflicts_with = "rescan")]
+    pub(crate) no_index: bool,
 }
 
 /// `orch metrics` output formats.

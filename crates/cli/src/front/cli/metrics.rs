@@ -16,6 +16,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: MetricsArgs) -> Result<Exit, 
         agents: args.agents,
         workflows: args.workflows,
         rescan: args.rescan,
+        no_index: args.no_index,
     };
     let report = app::metrics::report(&Setup::load(&global.settings())?, request).await?;
     match args.format {
