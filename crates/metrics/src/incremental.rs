@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
 use orch_handoff::{HandoffKey, HandoffStore, RunId, Scope, StoreError};
-use orch_support::text::shorten;
 
 use crate::MetricsError;
 use crate::filter::Filter;
@@ -18,11 +17,8 @@ use crate::index::{CHUNK, LastLine, State, TAIL};
 use crate::ledger::{self, End, RunAcc};
 use crate::par::{Exec, par_map};
 use crate::problems::{ProblemList, store_reason};
-use crate::report::{
-    Filters, IndexKind, IndexUse, LineProblem, MAX_LISTED_PROBLEMS, Mode, Problems, Report,
-    SCHEMA_VERSION, Source, Window,
-};
-use crate::scan::{Aggregate, Fact, Options, View, handoff_path, tally};
+use crate::report::{IndexKind, IndexUse, MAX_LISTED_PROBLEMS, Mode, Problems, Report, Source};
+use crate::scan::{Aggregate, Fact, Options, View, assemble, handoff_path, line_problems, tally};
 use crate::workflows;
 
 /// How far before `--since` the tail is read: lines are stamped just
@@ -81,56 +77,33 @@ pub(crate) fn scan(
             agg.add(&view);
         }
     }
-    let (totals, agents, callers) = agg.finish(wf.runs);
+    let counted = agg.finish(wf.runs);
 
     let mut files = problems.into_files();
     files.sort();
-    let mut lines: Vec<LineProblem> = match use_.kind {
-        IndexKind::Checkpoint => state
-            .bad
-            .iter()
-            .map(|(line, why)| LineProblem {
-                line: *line,
-                reason: shorten(why.trim(), 160),
-            })
-            .collect(),
+    let lines = match use_.kind {
+        IndexKind::Checkpoint => line_problems(&state.bad),
         // Line numbers of a tail would not be the file's.
         IndexKind::Tail => Vec::new(),
     };
-    lines.sort();
     let found = facts.len() as u64;
-    Ok(Report {
-        schema: SCHEMA_VERSION,
-        generated_at: options.now.to_string(),
-        source: Source {
-            store: store.describe(),
-            mode: Mode::Ledger,
-            ledger_lines: state.parsed,
-            handoff_files: found,
-            files_read: found,
-            workflow_runs: runs.len() as u64,
-            index: Some(use_),
-        },
-        window: Window {
-            since: options.since.map(|t| t.to_string()),
-            until: options.now.to_string(),
-        },
-        filters: Filters {
-            agents: options.agents.clone(),
-            workflows: options.workflows.clone(),
-        },
-        totals,
-        agents,
-        callers,
-        workflows: wf.stats,
-        problems: Problems {
-            unreadable_files: files.len() as u64,
-            files: files.into_iter().take(MAX_LISTED_PROBLEMS).collect(),
-            ledger_bad_lines: state.bad_total,
-            ledger_lines: lines,
-            missing_handoff_files: 0,
-        },
-    })
+    let source = Source {
+        store: store.describe(),
+        mode: Mode::Ledger,
+        ledger_lines: state.parsed,
+        handoff_files: found,
+        files_read: found,
+        workflow_runs: runs.len() as u64,
+        index: Some(use_),
+    };
+    let problems = Problems {
+        unreadable_files: files.len() as u64,
+        files: files.into_iter().take(MAX_LISTED_PROBLEMS).collect(),
+        ledger_bad_lines: state.bad_total,
+        ledger_lines: lines,
+        missing_handoff_files: 0,
+    };
+    Ok(assemble(options, source, counted, wf.stats, problems))
 }
 
 /// Whether a run of the ledger read counts in the window: with `since`,
@@ -198,9 +171,10 @@ fn settle_into(
 }
 
 /// Folds the ledger from `state.covered` to its end, [`CHUNK`] bytes at a
-/// time; returns the bytes read. A last line without its newline (being
-/// written) is left for the next report. A line longer than a chunk is
-/// skipped as bad, as the whole-ledger reader skips one over 1 MiB.
+/// time; returns the bytes read and the ledger's unfinished last line (no
+/// newline yet: being written, or torn), which is not folded. A line longer
+/// than a chunk is skipped as bad, as the whole-ledger reader skips one
+/// over 1 MiB.
 fn fold_to_end(
     store: &dyn HandoffStore,
     exec: &Exec,
@@ -208,49 +182,66 @@ fn fold_to_end(
     state: &mut State,
     settle: &mut dyn FnMut(&mut State, &str, RunAcc<'static>),
     deny: &dyn Fn(&ledger::Denial<'_>) -> bool,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, Vec<u8>), StoreError> {
     let mut read = 0;
     loop {
         let r = exec.block(store.read_ledger_range(state.covered, CHUNK))?;
-        read += r.bytes.len() as u64;
         if r.bytes.is_empty() {
-            return Ok(read);
+            return Ok((read, Vec::new()));
         }
         let at_end = state.covered + r.bytes.len() as u64 >= r.len;
         match memchr::memrchr(b'\n', &r.bytes) {
             Some(i) => {
-                let whole = &r.bytes[..=i];
+                let (whole, rest) = r.bytes.split_at(i + 1);
+                read += whole.len() as u64;
                 let index = ledger::parse(whole, threads);
                 state.fold(index, whole.len() as u64, deny, settle);
+                if at_end && !rest.is_empty() {
+                    read += rest.len() as u64;
+                    return Ok((read, rest.to_vec()));
+                }
             }
-            None if at_end => return Ok(read),
+            None if at_end => {
+                read += r.bytes.len() as u64;
+                return Ok((read, r.bytes));
+            }
             None => {
                 // A line longer than a chunk: skip to its end.
                 let mut skipped = r.bytes.len() as u64;
                 loop {
                     let more =
                         exec.block(store.read_ledger_range(state.covered + skipped, CHUNK))?;
-                    read += more.bytes.len() as u64;
                     match memchr::memchr(b'\n', &more.bytes) {
                         Some(i) => {
                             skipped += i as u64 + 1;
                             break;
                         }
-                        None if more.bytes.is_empty() => return Ok(read),
+                        None if more.bytes.is_empty() => break,
                         None => skipped += more.bytes.len() as u64,
                     }
                 }
+                read += skipped;
                 state.line_count += 1;
-                state.bad_total += 1;
-                if state.bad.len() < MAX_LISTED_PROBLEMS {
-                    state.bad.push((
-                        state.line_count,
-                        format!("line longer than {} bytes", 1024 * 1024),
-                    ));
-                }
+                state.bad_line(
+                    state.line_count,
+                    format!("line longer than {} bytes", 1024 * 1024),
+                );
                 state.covered += skipped;
             }
         }
+    }
+}
+
+/// Folds the ledger's unfinished last line into this report only (as a
+/// whole-ledger scan counts it: a bad line), after the checkpoint was saved.
+fn fold_unfinished(
+    state: &mut State,
+    bytes: &[u8],
+    deny: &dyn Fn(&ledger::Denial<'_>) -> bool,
+    settle: &mut dyn FnMut(&mut State, &str, RunAcc<'static>),
+) {
+    if !bytes.is_empty() {
+        state.fold(ledger::parse(bytes, 1), bytes.len() as u64, deny, settle);
     }
 }
 
@@ -294,14 +285,15 @@ fn checkpointed(
     let mut settle = |s: &mut State, id: &str, acc: RunAcc<'static>| {
         settle_into(s, id, acc, store, exec, problems, &|_| true);
     };
-    let read = match fold_to_end(store, exec, threads, &mut state, &mut settle, &|_| true) {
-        Ok(read) => read,
-        Err(e) => {
-            // As a whole-ledger scan does: reported, and the rest stands.
-            problems.file("ledger.jsonl".to_owned(), store_reason(&e));
-            0
-        }
-    };
+    let (read, unfinished) =
+        match fold_to_end(store, exec, threads, &mut state, &mut settle, &|_| true) {
+            Ok(done) => done,
+            Err(e) => {
+                // As a whole-ledger scan does: reported, and the rest stands.
+                problems.file("ledger.jsonl".to_owned(), store_reason(&e));
+                (0, Vec::new())
+            }
+        };
     if state.covered != covered_before || rebuilt.is_some() {
         match prefix_end(store, exec, state.covered) {
             Ok((end, _)) => {
@@ -316,15 +308,7 @@ fn checkpointed(
             Err(e) => problems.file("ledger.jsonl".to_owned(), store_reason(&e)),
         }
     }
-    // The unfinished last line: in this report (as a bad line, as a
-    // whole-ledger scan counts it), not in the checkpoint.
-    let rest = exec.block(store.read_ledger_range(state.covered, CHUNK))?;
-    let mut read = read;
-    if !rest.bytes.is_empty() && !rest.bytes.contains(&b'\n') {
-        read += rest.bytes.len() as u64;
-        let index = ledger::parse(&rest.bytes, 1);
-        state.fold(index, rest.bytes.len() as u64, &|_| true, &mut settle);
-    }
+    fold_unfinished(&mut state, &unfinished, &|_| true, &mut settle);
     let use_ = IndexUse {
         kind: IndexKind::Checkpoint,
         bytes_read: read,
@@ -402,19 +386,15 @@ fn tail(
         settle_into(s, id, acc, store, exec, problems, &keep);
     };
     let deny = |d: &ledger::Denial<'_>| filter.in_window(Some(&d.ts));
-    let mut read = match fold_to_end(store, exec, threads, &mut state, &mut settle, &deny) {
-        Ok(read) => read,
+    let (read, unfinished) = match fold_to_end(store, exec, threads, &mut state, &mut settle, &deny)
+    {
+        Ok(done) => done,
         Err(e) => {
             problems.file("ledger.jsonl".to_owned(), store_reason(&e));
-            0
+            (0, Vec::new())
         }
     };
-    let rest = exec.block(store.read_ledger_range(state.covered, CHUNK))?;
-    if !rest.bytes.is_empty() && !rest.bytes.contains(&b'\n') {
-        read += rest.bytes.len() as u64;
-        let index = ledger::parse(&rest.bytes, 1);
-        state.fold(index, rest.bytes.len() as u64, &deny, &mut settle);
-    }
+    fold_unfinished(&mut state, &unfinished, &deny, &mut settle);
     let use_ = IndexUse {
         kind: IndexKind::Tail,
         bytes_read: read,

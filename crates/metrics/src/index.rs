@@ -39,7 +39,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
 use jiff::{SignedDuration, Timestamp};
-use orch_handoff::{Confidence, Status};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -228,65 +227,11 @@ struct LiveForm {
     caller: Option<String>,
     parent: Option<String>,
     workflow: Option<String>,
-    end: Option<EndForm>,
+    end: Option<End>,
     touched: bool,
     reasks: u32,
     retries: u32,
     last: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
-enum EndForm {
-    Handoff {
-        status: Status,
-        confidence: Option<Confidence>,
-        latency_ms: Option<u64>,
-    },
-    TimedOut,
-    Invalid,
-    Error,
-    Cancelled,
-}
-
-impl From<End> for EndForm {
-    fn from(e: End) -> Self {
-        match e {
-            End::Handoff {
-                status,
-                confidence,
-                latency_ms,
-            } => Self::Handoff {
-                status,
-                confidence,
-                latency_ms,
-            },
-            End::TimedOut => Self::TimedOut,
-            End::Invalid => Self::Invalid,
-            End::Error => Self::Error,
-            End::Cancelled => Self::Cancelled,
-        }
-    }
-}
-
-impl From<EndForm> for End {
-    fn from(e: EndForm) -> Self {
-        match e {
-            EndForm::Handoff {
-                status,
-                confidence,
-                latency_ms,
-            } => Self::Handoff {
-                status,
-                confidence,
-                latency_ms,
-            },
-            EndForm::TimedOut => Self::TimedOut,
-            EndForm::Invalid => Self::Invalid,
-            EndForm::Error => Self::Error,
-            EndForm::Cancelled => Self::Cancelled,
-        }
-    }
 }
 
 /// The end of the covered prefix: its last [`TAIL`] bytes (fewer when it
@@ -375,7 +320,7 @@ impl State {
                     caller: own(l.caller),
                     parent: own(l.parent),
                     workflow: own(l.workflow),
-                    end: l.end.map(End::from),
+                    end: l.end,
                     touched: l.touched,
                     reasks: l.reasks,
                     retries: l.retries,
@@ -415,7 +360,7 @@ impl State {
                 caller: s(&a.caller),
                 parent: s(&a.parent),
                 workflow: s(&a.workflow),
-                end: a.end.map(EndForm::from),
+                end: a.end,
                 touched: a.touched,
                 reasks: a.reasks,
                 retries: a.retries,
@@ -453,10 +398,7 @@ impl State {
         settle: &mut dyn FnMut(&mut Self, &str, RunAcc<'static>),
     ) {
         for (line, why) in index.bad_lines {
-            self.bad_total += 1;
-            if self.bad.len() < MAX_LISTED_PROBLEMS {
-                self.bad.push((line + self.line_count, why));
-            }
+            self.bad_line(line + self.line_count, why);
         }
         self.line_count += index.line_count;
         self.parsed += index.lines;
@@ -509,6 +451,15 @@ impl State {
             if let Some(acc) = self.live.remove(&id) {
                 settle(self, &id, acc);
             }
+        }
+    }
+
+    /// Counts a bad line (1-based `line` of the whole ledger), listing it
+    /// among the first [`MAX_LISTED_PROBLEMS`].
+    pub(crate) fn bad_line(&mut self, line: u64, why: String) {
+        self.bad_total += 1;
+        if self.bad.len() < MAX_LISTED_PROBLEMS {
+            self.bad.push((line, why));
         }
     }
 

@@ -232,8 +232,10 @@ fn fast_line(text: &[u8]) -> Option<Line<'_>> {
     Some(line)
 }
 
-/// How a delegation ended, as far as the ledger knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a delegation ended, as far as the ledger knows (serialised in the
+/// index's checkpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
 pub(crate) enum End {
     Handoff {
         status: Status,

@@ -38,6 +38,7 @@ use crate::problems::{ProblemList, store_reason};
 use crate::report::{
     AgentStats, CallerStats, Distribution, Filters, LATENCY_BUCKETS_MS, LineProblem,
     MAX_LISTED_PROBLEMS, Mode, Outcomes, Problems, Report, SCHEMA_VERSION, Source, Totals, Window,
+    WorkflowStats,
 };
 use crate::workflows::{self, Members};
 
@@ -302,16 +303,7 @@ fn compute(store: &dyn HandoffStore, exec: &Exec, input: Input) -> Report {
 
     let mut files = problems.into_files();
     files.sort();
-    let mut lines: Vec<LineProblem> = index
-        .bad_lines
-        .iter()
-        .take(MAX_LISTED_PROBLEMS)
-        .map(|(line, why)| LineProblem {
-            line: *line,
-            reason: shorten(why.trim(), 160),
-        })
-        .collect();
-    lines.sort();
+    let lines = line_problems(&index.bad_lines);
     let problems = Problems {
         unreadable_files: files.len() as u64,
         files: files.into_iter().take(MAX_LISTED_PROBLEMS).collect(),
@@ -331,6 +323,38 @@ fn compute(store: &dyn HandoffStore, exec: &Exec, input: Input) -> Report {
     // Free the big maps on their threads too.
     drop(facts);
     on_threads(std::mem::take(&mut index.parts), drop);
+    assemble(
+        &options,
+        source,
+        (totals, agents, callers),
+        wf.stats,
+        problems,
+    )
+}
+
+/// The first [`MAX_LISTED_PROBLEMS`] of `bad` ledger lines (file order),
+/// as the report lists them.
+pub(crate) fn line_problems(bad: &[(u64, String)]) -> Vec<LineProblem> {
+    let mut lines: Vec<LineProblem> = bad
+        .iter()
+        .take(MAX_LISTED_PROBLEMS)
+        .map(|(line, why)| LineProblem {
+            line: *line,
+            reason: shorten(why.trim(), 160),
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The report of a scan made with `options`.
+pub(crate) fn assemble(
+    options: &Options,
+    source: Source,
+    (totals, agents, callers): (Totals, Vec<AgentStats>, Vec<CallerStats>),
+    workflows: Vec<WorkflowStats>,
+    problems: Problems,
+) -> Report {
     Report {
         schema: SCHEMA_VERSION,
         generated_at: options.now.to_string(),
@@ -346,7 +370,7 @@ fn compute(store: &dyn HandoffStore, exec: &Exec, input: Input) -> Report {
         totals,
         agents,
         callers,
-        workflows: wf.stats,
+        workflows,
         problems,
     }
 }
